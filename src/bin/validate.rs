@@ -1,0 +1,12 @@
+//! `validate`: see `ndpipe::stage::validate` and `validate --help`.
+
+use ndpipe::{cli, stage::validate};
+
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> std::process::ExitCode {
+    let args: validate::Args = cli::parse();
+    let common = args.common.clone();
+    cli::run("validate", &common, validate::main(args))
+}

@@ -1,0 +1,141 @@
+//! What every binary shares: the common flags, argument parsing with our exit codes,
+//! logging, and the runtime that runs a command and maps its result to an exit code.
+
+use std::future::Future;
+use std::io::IsTerminal;
+
+use clap::{Args, Parser, ValueEnum};
+
+use crate::exit::{Exit, Result};
+
+/// Flags every ndpipe command takes (flattened into each command's own flags).
+#[derive(Args, Clone, Debug)]
+#[command(next_help_heading = "Common options")]
+pub struct Common {
+    /// Append rejected records to PATH as NDJSON, one record per reject, with the stage,
+    /// reason, line, source, the raw input (first 8 KiB) and the metadata field. `-` means
+    /// stderr. Several stages may share one file. Without it, rejects are counted, summarised
+    /// on stderr, and the exit code is 65.
+    #[arg(long, value_name = "PATH")]
+    pub dead_letter: Option<String>,
+
+    /// Longest accepted input line, without its line ending. Longer lines become dead
+    /// letters; they are never held in memory whole. Accepts K, M, G suffixes (powers of 1024).
+    #[arg(long, value_name = "BYTES", default_value = "16M", value_parser = parse_bytes)]
+    pub max_line_bytes: u64,
+
+    /// Name of the reserved top-level field holding origin metadata (source, topic,
+    /// partition, offset, ...). Stages pass it through untouched; validation and jq never see it.
+    #[arg(long, value_name = "NAME", default_value = "_meta")]
+    pub meta_field: String,
+
+    /// Show a progress line on stderr even when stderr is not a terminal.
+    #[arg(long)]
+    pub progress: bool,
+
+    /// Print only errors on stderr: no progress line, no summary, no info logs.
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// Format of log lines on stderr. The level is set with NDPIPE_LOG (default: info).
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Parses `16M`, `64K`, `1G` or a plain number of bytes.
+pub fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.as_bytes().last() {
+        Some(b'k' | b'K') => (&s[..s.len() - 1], 1u64 << 10),
+        Some(b'm' | b'M') => (&s[..s.len() - 1], 1 << 20),
+        Some(b'g' | b'G') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("{s:?} is not a size in bytes (examples: 1048576, 64K, 16M)"))
+}
+
+/// Parses the command line; usage errors exit 64 (clap's own would be 2).
+pub fn parse<A: Parser>() -> A {
+    match A::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                Exit::Usage.code()
+            } else {
+                0
+            };
+            let _ = e.print();
+            std::process::exit(code.into());
+        }
+    }
+}
+
+/// Sets up logging to stderr, runs `fut` on a multi-threaded runtime and maps its
+/// result to the exit code, printing one line for an error. A closed stdout is a clean end.
+pub fn run(
+    name: &str,
+    common: &Common,
+    fut: impl Future<Output = Result<Exit>>,
+) -> std::process::ExitCode {
+    init_logging(common);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{name}: error: cannot start the runtime: {e}");
+            return Exit::Software.into();
+        }
+    };
+    let result = runtime.block_on(fut);
+    // Threads still blocked in read(2) must not keep the process alive.
+    runtime.shutdown_background();
+    match result {
+        Ok(code) => code.into(),
+        Err(e) if e.is_broken_pipe() => Exit::Ok.into(),
+        Err(e) => {
+            eprintln!("{name}: error: {e}");
+            e.exit.into()
+        }
+    }
+}
+
+fn init_logging(common: &Common) {
+    use tracing_subscriber::EnvFilter;
+    let default = if common.quiet { "error" } else { "info" };
+    let filter = EnvFilter::try_from_env("NDPIPE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let _ = match common.log_format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(parse_bytes("16M"), Ok(16 << 20));
+        assert_eq!(parse_bytes("64k"), Ok(64 << 10));
+        assert_eq!(parse_bytes("100"), Ok(100));
+        assert!(parse_bytes("0").is_err());
+        assert!(parse_bytes("lots").is_err());
+    }
+}

@@ -1,0 +1,349 @@
+//! Events, batches of events, and acknowledgement handles.
+//!
+//! An [`Event`] starts as the raw bytes of one input line. The first stage that needs to
+//! look inside it *decodes* it: checks UTF-8, scans the object once (validating every
+//! byte) and keeps the byte ranges of its top-level members. Later stages in the same
+//! process reuse that scan; the text itself is only rewritten where a stage changes a
+//! field. No stage builds a `serde_json::Value` tree on the hot path: JSON Schema reads
+//! the scan's tape directly (see [`crate::tape`]).
+//!
+//! Events travel in [`Batch`]es through bounded `tokio::sync::mpsc` channels.
+
+use std::sync::{Arc, Mutex};
+
+use crate::json::{self, FieldPath, Member, ScanError};
+use crate::tape::{self, TNode};
+
+/// A batch of events from one source, in input order.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub events: Vec<Event>,
+    /// Where the events came from: a file name, `stdin`, `kafka`, `http`.
+    pub source: Arc<str>,
+}
+
+impl Batch {
+    pub fn new(source: Arc<str>, events: Vec<Event>) -> Batch {
+        Batch { events, source }
+    }
+
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+}
+
+/// Why a record was rejected: a short machine-readable kind and a human reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reject {
+    /// A stable category for summaries, e.g. `malformed_json`, `schema`.
+    pub kind: &'static str,
+    pub reason: String,
+}
+
+impl Reject {
+    pub fn new(kind: &'static str, reason: impl Into<String>) -> Reject {
+        Reject {
+            kind,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A handle that fires a callback once every event holding a clone of it is gone.
+///
+/// Sources that must answer late (HTTP `--ack written`, Kafka offsets) attach one to the
+/// events of a request or message. Each event derived from it (a jq split) carries a
+/// clone; the final stage drops events only after writing or committing them, and
+/// rejected or filtered events are dropped once handled, so the callback runs exactly
+/// when everything derived from the origin has been dealt with.
+#[derive(Clone)]
+pub struct Ack(#[allow(dead_code)] /* held for its Drop */ Arc<AckInner>);
+
+struct AckInner {
+    on_done: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl Drop for AckInner {
+    fn drop(&mut self) {
+        let f = self.on_done.get_mut().ok().and_then(Option::take);
+        if let Some(f) = f {
+            f();
+        }
+    }
+}
+
+impl Ack {
+    pub fn new(on_done: impl FnOnce() + Send + 'static) -> Ack {
+        Ack(Arc::new(AckInner {
+            on_done: Mutex::new(Some(Box::new(on_done))),
+        }))
+    }
+}
+
+impl std::fmt::Debug for Ack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Ack")
+    }
+}
+
+/// One event: a JSON object, with its input line number and an optional ack handle.
+#[derive(Debug)]
+pub struct Event {
+    body: Body,
+    /// 1-based line number in its source (0 when the source has no lines).
+    pub line: u64,
+    pub ack: Option<Ack>,
+}
+
+#[derive(Debug)]
+enum Body {
+    /// Bytes of an input line, not looked at yet.
+    Raw(Vec<u8>),
+    /// A line longer than `--max-line-bytes`: its first bytes and its full length.
+    Oversized { prefix: Vec<u8>, len: u64, max: u64 },
+    /// A checked JSON object.
+    Json(Json),
+}
+
+#[derive(Debug)]
+struct Json {
+    text: String,
+    members: Option<Vec<Member>>,
+}
+
+impl Json {
+    fn new(text: String) -> Json {
+        Json {
+            text,
+            members: None,
+        }
+    }
+}
+
+impl Event {
+    /// An event from the bytes of one line (no line ending, no BOM).
+    pub fn from_line(bytes: Vec<u8>, line: u64) -> Event {
+        Event {
+            body: Body::Raw(bytes),
+            line,
+            ack: None,
+        }
+    }
+
+    /// A line that was too long to keep: only its first bytes are held.
+    pub fn oversized(prefix: Vec<u8>, len: u64, max: u64, line: u64) -> Event {
+        Event {
+            body: Body::Oversized { prefix, len, max },
+            line,
+            ack: None,
+        }
+    }
+
+    /// The event's bytes as they stand (for output and dead letters).
+    pub fn bytes(&self) -> &[u8] {
+        match &self.body {
+            Body::Raw(b) => b,
+            Body::Oversized { prefix, .. } => prefix,
+            Body::Json(j) => j.text.as_bytes(),
+        }
+    }
+
+    pub fn is_decoded(&self) -> bool {
+        matches!(self.body, Body::Json(_))
+    }
+
+    fn check_utf8(&mut self) -> Result<(), Reject> {
+        match std::mem::replace(&mut self.body, Body::Raw(Vec::new())) {
+            Body::Raw(bytes) => match String::from_utf8(bytes) {
+                Ok(text) => {
+                    self.body = Body::Json(Json::new(text));
+                    Ok(())
+                }
+                Err(e) => {
+                    let at = e.utf8_error().valid_up_to();
+                    self.body = Body::Raw(e.into_bytes());
+                    Err(Reject::new(
+                        "invalid_utf8",
+                        format!("invalid UTF-8 at byte {at}"),
+                    ))
+                }
+            },
+            Body::Oversized { prefix, len, max } => {
+                self.body = Body::Oversized { prefix, len, max };
+                Err(Reject::new(
+                    "line_too_long",
+                    format!("line of {len} bytes exceeds --max-line-bytes {max}"),
+                ))
+            }
+            json => {
+                self.body = json;
+                Ok(())
+            }
+        }
+    }
+
+    /// Checks that the event is one JSON object and indexes its top-level members.
+    /// Cheap when already done.
+    pub fn decode(&mut self) -> Result<(), Reject> {
+        self.check_utf8()?;
+        let Body::Json(j) = &mut self.body else {
+            unreachable!("checked above")
+        };
+        if j.members.is_none() {
+            j.members = Some(json::scan_object(&j.text).map_err(scan_reject)?);
+        }
+        Ok(())
+    }
+
+    /// Decodes the event and runs `f` on its tape (see [`crate::tape`]) in the same pass.
+    pub fn decode_with<T>(&mut self, f: impl FnOnce(&str, &[TNode]) -> T) -> Result<T, Reject> {
+        self.check_utf8()?;
+        let Body::Json(j) = &mut self.body else {
+            unreachable!("checked above")
+        };
+        tape::with_tape(&j.text, |res| {
+            let nodes = res.map_err(|e| scan_reject(ScanError::Malformed(e.0)))?;
+            if j.members.is_none() {
+                j.members = Some(json::members_of(nodes).map_err(scan_reject)?);
+            }
+            Ok(f(&j.text, nodes))
+        })
+    }
+
+    fn json(&self) -> &Json {
+        match &self.body {
+            Body::Json(j) => j,
+            _ => panic!("event used before decode()"),
+        }
+    }
+
+    /// The JSON text of a decoded event.
+    pub fn text(&self) -> &str {
+        &self.json().text
+    }
+
+    /// The top-level members of a decoded event.
+    pub fn members(&mut self) -> &[Member] {
+        let Body::Json(j) = &mut self.body else {
+            panic!("event used before decode()")
+        };
+        if j.members.is_none() {
+            j.members = Some(json::scan_object(&j.text).expect("decoded text scans"));
+        }
+        j.members.as_deref().expect("set above")
+    }
+
+    /// Text and members together, for splicing.
+    pub fn text_and_members(&mut self) -> (&str, &[Member]) {
+        self.members();
+        let j = self.json();
+        (&j.text, j.members.as_deref().expect("indexed by members()"))
+    }
+
+    /// The raw JSON text of the value at `path`, if present. `meta` names the metadata
+    /// field, which is invisible here: a path through it finds nothing.
+    pub fn get(&mut self, path: &FieldPath, meta: &str) -> Option<&str> {
+        if path.first() == meta {
+            return None;
+        }
+        self.get_any(path)
+    }
+
+    /// Like [`Event::get`], but also sees the metadata field.
+    pub fn get_any(&mut self, path: &FieldPath) -> Option<&str> {
+        let (text, members) = self.text_and_members();
+        let m = json::find(text, members, path.first())?;
+        json::get_in(&text[m.value.clone()], &path.segments()[1..])
+    }
+
+    /// The raw text of the top-level field `key`.
+    pub fn field(&mut self, key: &str) -> Option<&str> {
+        let (text, members) = self.text_and_members();
+        json::find(text, members, key).map(|m| &text[m.value.clone()])
+    }
+
+    /// Replaces the event's text (which must be a JSON object); caches are dropped.
+    pub fn set_text(&mut self, text: String) {
+        self.body = Body::Json(Json::new(text));
+    }
+
+    /// Takes the JSON text out of a decoded event.
+    pub fn into_text(self) -> Option<String> {
+        match self.body {
+            Body::Json(j) => Some(j.text),
+            _ => None,
+        }
+    }
+
+    /// A new event from text known to be one JSON object, sharing this one's line and ack.
+    pub fn derive(&self, text: String) -> Event {
+        Event {
+            body: Body::Json(Json::new(text)),
+            line: self.line,
+            ack: self.ack.clone(),
+        }
+    }
+}
+
+fn scan_reject(e: ScanError) -> Reject {
+    let kind = match e {
+        ScanError::Malformed(_) => "malformed_json",
+        ScanError::NotObject(_) => "not_object",
+    };
+    Reject::new(kind, e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn decode_kinds() {
+        let reject = |b: &[u8]| Event::from_line(b.to_vec(), 1).decode().unwrap_err().kind;
+        assert_eq!(reject(b"{\"a\":1"), "malformed_json");
+        assert_eq!(reject(b"{\"a\":1} {}"), "malformed_json");
+        assert_eq!(reject(b"[1]"), "not_object");
+        assert_eq!(reject(b"\"x\""), "not_object");
+        assert_eq!(reject(b"{\"a\":\"\xff\"}"), "invalid_utf8");
+        let mut e = Event::oversized(b"{".to_vec(), 100, 10, 3);
+        assert_eq!(e.decode().unwrap_err().kind, "line_too_long");
+        let mut e = Event::from_line(br#"{"a":{"b":2},"_meta":{"x":1}}"#.to_vec(), 1);
+        e.decode().unwrap();
+        assert_eq!(e.get(&FieldPath::parse("a.b").unwrap(), "_meta"), Some("2"));
+        assert_eq!(e.get(&FieldPath::parse("_meta.x").unwrap(), "_meta"), None);
+        assert_eq!(e.field("_meta"), Some(r#"{"x":1}"#));
+    }
+
+    #[test]
+    fn decode_with_rejects_like_decode() {
+        let mut e = Event::from_line(b"[1]".to_vec(), 1);
+        assert_eq!(e.decode_with(|_, _| ()).unwrap_err().kind, "not_object");
+        let mut e = Event::from_line(b"{\"a\":".to_vec(), 1);
+        assert_eq!(e.decode_with(|_, _| ()).unwrap_err().kind, "malformed_json");
+        let mut e = Event::from_line(b"{\"a\":1}".to_vec(), 1);
+        assert_eq!(e.decode_with(|_, t| t.len()).unwrap(), 3);
+        assert_eq!(e.field("a"), Some("1"));
+    }
+
+    #[test]
+    fn ack_fires_once_when_last_clone_drops() {
+        let n = Arc::new(AtomicUsize::new(0));
+        let n2 = n.clone();
+        let ack = Ack::new(move || {
+            n2.fetch_add(1, Ordering::SeqCst);
+        });
+        let mut a = Event::from_line(b"{}".to_vec(), 1);
+        a.ack = Some(ack);
+        a.decode().unwrap();
+        let b = a.derive("{\"x\":1}".into());
+        drop(a);
+        assert_eq!(n.load(Ordering::SeqCst), 0);
+        drop(b);
+        assert_eq!(n.load(Ordering::SeqCst), 1);
+    }
+}

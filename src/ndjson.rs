@@ -1,0 +1,353 @@
+//! NDJSON framing: a line reader that never buffers a whole over-long line, and a writer
+//! that block-buffers but never holds events back.
+//!
+//! Reading: lines are numbered from 1 per input; a leading UTF-8 BOM and `\r\n` endings
+//! are accepted; blank lines are skipped; a line longer than `--max-line-bytes` is kept
+//! only as its first bytes and becomes a dead letter. Everything else about a line
+//! (UTF-8, JSON, object-ness) is checked by the stage that decodes it, on its workers.
+//!
+//! Writing: output is each event's bytes plus `\n`. Batches are gathered into one
+//! `write(2)` while more are ready, and flushed whenever input goes idle, when the buffer
+//! is full, and at least every [`FLUSH_INTERVAL`]. A closed pipe ends the writer with
+//! `BrokenPipe`, which the binaries treat as a clean exit.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::{self, error::TryRecvError, Receiver, Sender};
+
+use crate::dead_letter::RAW_LIMIT;
+use crate::event::{Batch, Event};
+use crate::exit::{Error, Result};
+use crate::progress::Progress;
+use crate::shutdown::Shutdown;
+
+/// How long output may sit in the buffer while input keeps coming.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+/// Bytes asked of each `read(2)`; a batch holds the lines of one read.
+const READ_CHUNK: usize = 256 * 1024;
+/// Output gathered before a `write(2)` while more batches are ready.
+const WRITE_BUFFER: usize = 256 * 1024;
+
+/// An opened input: its name (for dead letters) and its reader.
+pub struct Input {
+    pub name: Arc<str>,
+    reader: Box<dyn Read + Send>,
+}
+
+impl Input {
+    pub fn new(name: &str, reader: impl Read + Send + 'static) -> Input {
+        Input {
+            name: name.into(),
+            reader: Box::new(reader),
+        }
+    }
+}
+
+/// Opens every input up front, so a missing file fails before anything is written.
+/// No paths, or `-`, mean stdin.
+pub fn open_inputs(paths: &[PathBuf]) -> Result<Vec<Input>> {
+    if paths.is_empty() {
+        return Ok(vec![Input::new("stdin", io::stdin())]);
+    }
+    paths
+        .iter()
+        .map(|p| {
+            if p.as_os_str() == "-" {
+                return Ok(Input::new("stdin", io::stdin()));
+            }
+            let f = File::open(p).map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => {
+                    Error::no_input(format!("{}: no such file", p.display()))
+                }
+                _ => Error::new(
+                    crate::exit::Exit::NoInput,
+                    anyhow::anyhow!("{}: {e}", p.display()),
+                ),
+            })?;
+            Ok(Input::new(&p.display().to_string(), f))
+        })
+        .collect()
+}
+
+/// Splits bytes into line events. Feed it chunks in order; call `finish` at the end.
+pub struct Framer {
+    max: usize,
+    line: u64,
+    carry: Vec<u8>,
+    /// Inside an over-long line: its kept prefix and length so far.
+    skipping: Option<(Vec<u8>, u64)>,
+}
+
+impl Framer {
+    pub fn new(max_line_bytes: u64) -> Framer {
+        Framer {
+            max: usize::try_from(max_line_bytes).unwrap_or(usize::MAX),
+            line: 0,
+            carry: Vec::new(),
+            skipping: None,
+        }
+    }
+
+    pub fn feed(&mut self, mut chunk: &[u8], out: &mut Vec<Event>) {
+        while !chunk.is_empty() {
+            let nl = memchr::memchr(b'\n', chunk);
+            let seg = &chunk[..nl.unwrap_or(chunk.len())];
+            if let Some((prefix, len)) = &mut self.skipping {
+                *len += seg.len() as u64;
+                let keep = RAW_LIMIT.saturating_sub(prefix.len()).min(seg.len());
+                prefix.extend_from_slice(&seg[..keep]);
+            } else if self.carry.len() + seg.len() > self.max + 1 {
+                // +1: a `\r` before the newline is not part of the line.
+                let mut prefix = std::mem::take(&mut self.carry);
+                let len = (prefix.len() + seg.len()) as u64;
+                let keep = RAW_LIMIT.saturating_sub(prefix.len()).min(seg.len());
+                prefix.extend_from_slice(&seg[..keep]);
+                prefix.truncate(RAW_LIMIT);
+                self.skipping = Some((prefix, len));
+            } else if nl.is_some() && self.carry.is_empty() {
+                self.line(seg.to_vec(), out);
+                chunk = &chunk[seg.len() + 1..];
+                continue;
+            } else {
+                self.carry.extend_from_slice(seg);
+            }
+            match nl {
+                Some(_) => {
+                    self.end_line(out);
+                    chunk = &chunk[seg.len() + 1..];
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// Ends the input: a last line without a newline still counts.
+    pub fn finish(&mut self, out: &mut Vec<Event>) {
+        if self.skipping.is_some() || !self.carry.is_empty() {
+            self.end_line(out);
+        }
+    }
+
+    fn end_line(&mut self, out: &mut Vec<Event>) {
+        if let Some((prefix, len)) = self.skipping.take() {
+            self.line += 1;
+            let len = if prefix.last() == Some(&b'\r') {
+                len - 1
+            } else {
+                len
+            };
+            out.push(Event::oversized(prefix, len, self.max as u64, self.line));
+        } else {
+            let line = std::mem::take(&mut self.carry);
+            self.line(line, out);
+        }
+    }
+
+    fn line(&mut self, mut bytes: Vec<u8>, out: &mut Vec<Event>) {
+        self.line += 1;
+        if bytes.last() == Some(&b'\r') {
+            bytes.pop();
+        }
+        if self.line == 1 && bytes.starts_with(b"\xEF\xBB\xBF") {
+            bytes.drain(..3);
+        }
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
+        if bytes.len() > self.max {
+            let len = bytes.len() as u64;
+            bytes.truncate(RAW_LIMIT);
+            out.push(Event::oversized(bytes, len, self.max as u64, self.line));
+            return;
+        }
+        out.push(Event::from_line(bytes, self.line));
+    }
+}
+
+/// Reads the inputs one after the other into batches on `tx`, until they end, `tx`
+/// closes, or shutdown is triggered (then it stops at once, even mid-read).
+pub async fn read(
+    inputs: Vec<Input>,
+    max_line_bytes: u64,
+    tx: Sender<Batch>,
+    shutdown: Shutdown,
+) -> Result<()> {
+    let (raw_tx, mut raw_rx) = mpsc::channel::<io::Result<Batch>>(2);
+    // A plain thread, not the blocking pool: it may sit in read(2) on an idle stdin when
+    // the process ends, and must not hold the runtime back.
+    std::thread::Builder::new()
+        .name("ndjson-reader".into())
+        .spawn(move || read_blocking(inputs, max_line_bytes, raw_tx))?;
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.wait() => return Ok(()),
+            batch = raw_rx.recv() => match batch {
+                None => return Ok(()),
+                Some(Err(e)) => return Err(Error::from(anyhow::Error::new(e).context("reading input"))),
+                Some(Ok(batch)) => if tx.send(batch).await.is_err() {
+                    return Ok(());
+                },
+            },
+        }
+    }
+}
+
+fn read_blocking(inputs: Vec<Input>, max_line_bytes: u64, tx: Sender<io::Result<Batch>>) {
+    let mut buf = vec![0u8; READ_CHUNK];
+    for mut input in inputs {
+        let mut framer = Framer::new(max_line_bytes);
+        loop {
+            let n = match input.reader.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let e = io::Error::new(e.kind(), format!("{}: {e}", input.name));
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            };
+            let mut events = Vec::with_capacity(1024);
+            if n == 0 {
+                framer.finish(&mut events);
+            } else {
+                framer.feed(&buf[..n], &mut events);
+            }
+            if !events.is_empty()
+                && tx
+                    .blocking_send(Ok(Batch::new(input.name.clone(), events)))
+                    .is_err()
+            {
+                return;
+            }
+            if n == 0 {
+                break;
+            }
+        }
+    }
+}
+
+/// Writes batches from `rx` to `out` until the channel closes. Events are dropped (their
+/// acks fire) only after the bytes holding them were written.
+pub async fn write(
+    rx: Receiver<Batch>,
+    out: impl Write + Send + 'static,
+    progress: Progress,
+) -> Result<u64> {
+    tokio::task::spawn_blocking(move || write_blocking(rx, out, progress))
+        .await
+        .map_err(|e| Error::from(anyhow::anyhow!("writer panicked: {e}")))?
+        .map_err(|e| Error::from(anyhow::Error::new(e).context("writing output")))
+}
+
+fn write_blocking(
+    mut rx: Receiver<Batch>,
+    mut out: impl Write,
+    progress: Progress,
+) -> io::Result<u64> {
+    let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BUFFER + 64 * 1024);
+    let mut held: Vec<Event> = Vec::new();
+    let mut written = 0u64;
+    let mut last_flush = Instant::now();
+    let mut flush =
+        |buf: &mut Vec<u8>, held: &mut Vec<Event>, last: &mut Instant| -> io::Result<()> {
+            if !buf.is_empty() {
+                out.write_all(buf)?;
+                out.flush()?;
+                buf.clear();
+            }
+            held.clear();
+            *last = Instant::now();
+            Ok(())
+        };
+    loop {
+        let batch = match rx.try_recv() {
+            Ok(b) => b,
+            Err(TryRecvError::Disconnected) => break,
+            Err(TryRecvError::Empty) => {
+                // Input is idle: never hold output back while waiting.
+                flush(&mut buf, &mut held, &mut last_flush)?;
+                match rx.blocking_recv() {
+                    Some(b) => b,
+                    None => break,
+                }
+            }
+        };
+        written += batch.len() as u64;
+        progress.inc(batch.len() as u64);
+        for e in batch.events {
+            buf.extend_from_slice(e.bytes());
+            buf.push(b'\n');
+            if e.ack.is_some() {
+                held.push(e);
+            }
+        }
+        if buf.len() >= WRITE_BUFFER || last_flush.elapsed() >= FLUSH_INTERVAL {
+            flush(&mut buf, &mut held, &mut last_flush)?;
+        }
+    }
+    flush(&mut buf, &mut held, &mut last_flush)?;
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(chunks: &[&[u8]], max: u64) -> Vec<(u64, Vec<u8>, bool)> {
+        let mut f = Framer::new(max);
+        let mut out = Vec::new();
+        for c in chunks {
+            f.feed(c, &mut out);
+        }
+        f.finish(&mut out);
+        out.into_iter()
+            .map(|mut e| {
+                let long = e.decode().is_err_and(|r| r.kind == "line_too_long");
+                (e.line, e.bytes().to_vec(), long)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lines_bom_crlf_blank_and_last_line() {
+        let got = frame(
+            &[b"\xEF\xBB\xBF{\"a\":1}\r\n\n  \r\n{\"b\"", b":2}\n{}"],
+            100,
+        );
+        assert_eq!(
+            got,
+            vec![
+                (1, b"{\"a\":1}".to_vec(), false),
+                (4, b"{\"b\":2}".to_vec(), false),
+                (5, b"{}".to_vec(), false),
+            ]
+        );
+    }
+
+    #[test]
+    fn long_lines_are_cut_across_chunks() {
+        let got = frame(&[b"{\"a\":\"xxxx", b"xxxxxxx", b"xx\"}\n{}\n"], 8);
+        assert_eq!(got.len(), 2);
+        assert!(got[0].2);
+        assert_eq!(got[0].0, 1);
+        assert_eq!(got[1], (2, b"{}".to_vec(), false));
+        let got = frame(&[b"{\"a\":\"xxxxxxxxxxxxx\"}\n{}\n"], 8);
+        assert!(got[0].2);
+        // A line of exactly max bytes, with CRLF, is fine.
+        let got = frame(&[b"{\"a\":11}\r\n"], 8);
+        assert_eq!(got, vec![(1, b"{\"a\":11}".to_vec(), false)]);
+    }
+
+    #[test]
+    fn byte_at_a_time_equals_whole() {
+        let input = b"{\"a\":1}\r\n\n{\"b\":[1,2,3]}\n{\"c\":\"zz\"}";
+        let whole = frame(&[input], 10);
+        let pieces: Vec<&[u8]> = input.chunks(1).collect();
+        assert_eq!(frame(&pieces, 10), whole);
+    }
+}

@@ -1,0 +1,83 @@
+//! The shell form of a stage: NDJSON reader (files or stdin) → stage → NDJSON writer
+//! (stdout), with dead letters, progress, the end-of-run summary and the exit code.
+
+use std::future::Future;
+use std::path::PathBuf;
+
+use tokio::sync::mpsc::{self, Receiver, Sender};
+
+use crate::cli::Common;
+use crate::dead_letter::DeadLetters;
+use crate::event::Batch;
+use crate::exit::{Error, Exit, Result};
+use crate::ndjson;
+use crate::progress::Progress;
+use crate::shutdown::Shutdown;
+use crate::stage::{Ctx, Stats};
+
+/// Batches a channel holds between two stages. With ~256 KiB batches this bounds the
+/// memory between stages to about a megabyte, and is enough to keep every core busy.
+pub const CHANNEL_BATCHES: usize = 4;
+
+/// Runs `stage` between stdin/files and stdout.
+pub async fn filter<F, Fut>(
+    name: &'static str,
+    common: &Common,
+    inputs: &[PathBuf],
+    stage: F,
+) -> Result<Exit>
+where
+    F: FnOnce(Receiver<Batch>, Sender<Batch>, Ctx) -> Fut,
+    Fut: Future<Output = Result<Stats>> + Send + 'static,
+{
+    let dead = DeadLetters::open(common.dead_letter.as_deref(), &common.meta_field)
+        .map_err(|e| Error::new(Exit::IoErr, e))?;
+    let inputs = ndjson::open_inputs(inputs)?;
+    let shutdown = Shutdown::on_signals();
+    let ctx = Ctx::new(dead.clone(), shutdown.clone(), &common.meta_field);
+    let progress = Progress::new(name, common.progress, common.quiet, &dead);
+
+    let (in_tx, in_rx) = mpsc::channel(CHANNEL_BATCHES);
+    let (out_tx, out_rx) = mpsc::channel(CHANNEL_BATCHES);
+    let reader = tokio::spawn(ndjson::read(inputs, common.max_line_bytes, in_tx, shutdown));
+    let stage = tokio::spawn(stage(in_rx, out_tx, ctx));
+    let written = ndjson::write(out_rx, std::io::stdout(), progress.clone()).await;
+    progress.finish();
+    // A closed stdout ends the run at once (exit 0), without reading the rest of the input.
+    written?;
+    let stats = stage
+        .await
+        .map_err(|e| Error::from(anyhow::anyhow!("{name} panicked: {e}")))??;
+    reader
+        .await
+        .map_err(|e| Error::from(anyhow::anyhow!("reader panicked: {e}")))??;
+    Ok(finish(name, common, &dead, &stats))
+}
+
+/// Prints the summary (when something was rejected or progress was shown) and decides
+/// the exit code: 65 when rejects had nowhere to go.
+pub fn finish(name: &str, common: &Common, dead: &DeadLetters, stats: &Stats) -> Exit {
+    let rejected = dead.count();
+    let show = !common.quiet && (rejected > 0 || common.progress);
+    if show {
+        let whereto = match &common.dead_letter {
+            Some(p) if p == "-" => " (dead letters on stderr)".to_owned(),
+            Some(p) => format!(" (dead letters in {p})"),
+            None => " (no --dead-letter output: not kept)".to_owned(),
+        };
+        eprintln!(
+            "{name}: {} events in, {} out, {rejected} rejected{whereto}",
+            stats.events_in, stats.events_out
+        );
+        if rejected > 0 {
+            for line in dead.summary() {
+                eprintln!("{name}: {line}");
+            }
+        }
+    }
+    if rejected > 0 && !dead.has_output() {
+        Exit::DataErr
+    } else {
+        Exit::Ok
+    }
+}

@@ -1,0 +1,632 @@
+//! `enrich`: add and change fields — constants, processing time, deterministic ids,
+//! joins against a reference table — and arbitrary jq transforms (jaq).
+//!
+//! Per event, in this order: `--jq`, `--lookup`, `--set`, `--id`, `--timestamp`. All
+//! field changes of one event are spliced into its text in one pass; every byte the
+//! stage did not change is passed through as it came. The metadata field is never
+//! changed by these flags and is invisible to the jq program; after jq it is re-attached
+//! to every output, and when one input gives several outputs each is stamped with
+//! `"split":{"index":i,"count":n}` inside the metadata field.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::Parser;
+use jaq_core::load::{Arena, File, Loader};
+use jaq_core::{data, Compiler, Ctx as JqCtx, Vars};
+use jaq_json::Val;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc::{Receiver, Sender};
+
+use crate::cli::Common;
+use crate::event::{Batch, Event, Reject};
+use crate::exit::{Error, Exit, Result};
+use crate::json::{self, FieldPath, SetOp};
+use crate::stage::{self, Ctx, Stats, Worked};
+
+const EXAMPLES: &str = "\
+Examples:
+  Stamp, tag and give every event a stable id:
+    enrich --set env='\"prod\"' --timestamp received_at --id event_key --id-from user_id,ts < events.ndjson
+
+  Join user data from a CSV table (columns user_id,name,plan) under a prefix:
+    enrich --lookup users.csv --on user_id --prefix user. < events.ndjson
+
+  Reshape with jq; one input may give several events, or none:
+    enrich --jq 'select(.type == \"payment\") | {id, cents: (.amount * 100 | floor)}'
+    enrich --jq '.tags[] as $t | {id, tag: $t}'";
+
+/// Add or change fields of NDJSON events, join reference data, or transform with jq.
+///
+/// Per event, in this order: --jq, --lookup, --set, --id, --timestamp. Unchanged bytes
+/// are passed through as they came; the metadata field is kept and never shown to jq.
+/// Events a step cannot handle (jq error, a parent on a path that is not an object, a
+/// missing --id-from field) go to the dead-letter output. Field names are dotted paths
+/// (a.b.c) or JSON pointers (/a.b/c); missing parents are created.
+#[derive(Parser, Clone, Debug)]
+#[command(name = "enrich", version, after_help = EXAMPLES, max_term_width = 100)]
+pub struct Args {
+    /// Input files, read in order. `-` or none means stdin.
+    #[arg(value_name = "FILE")]
+    pub inputs: Vec<PathBuf>,
+
+    /// Set FIELD to a JSON value, replacing it in place when present (strings need JSON
+    /// quotes: env='"prod"'). Repeatable; applied in order.
+    #[arg(long, value_name = "FIELD=JSON", value_parser = parse_set)]
+    pub set: Vec<SetField>,
+
+    /// Set FIELD to the processing time, RFC 3339 in UTC with microseconds.
+    #[arg(long, value_name = "FIELD")]
+    pub timestamp: Option<FieldPath>,
+
+    /// Set FIELD to a deterministic id computed from the --id-from fields: the lowercase
+    /// hex SHA-256 of their values as a canonical JSON array (no spaces, object keys
+    /// sorted, numbers as printed by serde_json). An event missing one of them is rejected.
+    #[arg(long, value_name = "FIELD", requires = "id_from")]
+    pub id: Option<FieldPath>,
+
+    /// The fields the --id is computed from, comma-separated, in this order.
+    #[arg(long, value_name = "F1,F2,...", value_delimiter = ',', requires = "id")]
+    pub id_from: Vec<FieldPath>,
+
+    /// Reference table to join, loaded once: CSV with a header row (TSV for .tsv), or
+    /// NDJSON objects (.ndjson, .jsonl, or content starting with `{`). Events without a
+    /// matching row pass unchanged; of duplicate keys in the table the last row wins.
+    #[arg(long, value_name = "FILE", requires = "on")]
+    pub lookup: Option<PathBuf>,
+
+    /// The join key: the event field, and the table column when named differently
+    /// (user.id=id). Strings match by value, numbers by their text.
+    #[arg(long, value_name = "FIELD[=COLUMN]", requires = "lookup")]
+    pub on: Option<String>,
+
+    /// Prefix for the joined fields' names; ending it with a dot nests them (user.).
+    #[arg(long, value_name = "P", default_value = "", requires = "lookup")]
+    pub prefix: String,
+
+    /// A jq program (jaq dialect) run on each event without its metadata field. No output
+    /// drops the event; several outputs become several events, in order. Every output
+    /// must be an object.
+    #[arg(long, value_name = "EXPR")]
+    pub jq: Option<String>,
+
+    /// Worker threads enriching batches in parallel; output order is kept
+    /// [default: the number of cores].
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Clone, Debug)]
+pub struct SetField {
+    pub path: FieldPath,
+    /// Compact JSON text of the value.
+    pub value: String,
+}
+
+fn parse_set(s: &str) -> std::result::Result<SetField, String> {
+    let (field, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected FIELD=JSON, e.g. env='\"prod\"' or retries=3"))?;
+    let parsed: serde_json::Value = serde_json::from_str(value).map_err(|_| {
+        format!(
+            "--set {field}: {value:?} is not JSON (a string needs quotes: {field}='\"{value}\"')"
+        )
+    })?;
+    Ok(SetField {
+        path: FieldPath::parse(field)?,
+        value: parsed.to_string(),
+    })
+}
+
+/// A reference table: join key → the fields to set.
+struct Lookup {
+    on: FieldPath,
+    rows: HashMap<String, Vec<(Vec<String>, String)>>,
+}
+
+/// What `enrich` does to each event.
+pub struct Config {
+    jq: Option<Jq>,
+    lookup: Option<Lookup>,
+    set: Vec<SetField>,
+    id: Option<(FieldPath, Vec<FieldPath>)>,
+    timestamp: Option<FieldPath>,
+    pub workers: usize,
+}
+
+impl Config {
+    pub fn from_args(args: &Args) -> Result<Config> {
+        let meta = args.common.meta_field.as_str();
+        let targets = args
+            .set
+            .iter()
+            .map(|s| &s.path)
+            .chain(args.timestamp.iter())
+            .chain(args.id.iter());
+        for path in targets {
+            if path.first() == meta {
+                return Err(Error::usage(format!(
+                    "{path}: the metadata field {meta} is not changed by enrich (see --meta-field)"
+                )));
+            }
+        }
+        let lookup = match (&args.lookup, &args.on) {
+            (Some(file), Some(on)) => Some(load_lookup(file, on, &args.prefix)?),
+            _ => None,
+        };
+        let jq = args.jq.as_deref().map(Jq::compile).transpose()?;
+        Ok(Config {
+            jq,
+            lookup,
+            set: args.set.clone(),
+            id: args.id.clone().map(|f| (f, args.id_from.clone())),
+            timestamp: args.timestamp.clone(),
+            workers: args.workers.unwrap_or_else(stage::default_workers),
+        })
+    }
+
+    /// Enriches one event into zero or more events; `now` is the processing time as JSON text.
+    pub fn apply(
+        &self,
+        mut event: Event,
+        now: &str,
+        meta: &str,
+        out: &mut Vec<Event>,
+    ) -> std::result::Result<(), (Event, Reject)> {
+        if let Err(r) = event.decode() {
+            return Err((event, r));
+        }
+        let start = out.len();
+        match &self.jq {
+            Some(jq) => match jq.run(&mut event, meta) {
+                Ok(events) => out.extend(events),
+                Err(r) => return Err((event, r)),
+            },
+            None => out.push(event),
+        }
+        for i in start..out.len() {
+            if let Err(r) = self.edit(&mut out[i], now, meta) {
+                // One derived event failing rejects the input whole, so a sink never
+                // holds part of what one input became.
+                let first = out.drain(start..).next().expect("at least one");
+                return Err((first, r));
+            }
+        }
+        Ok(())
+    }
+
+    fn edit(&self, event: &mut Event, now: &str, meta: &str) -> std::result::Result<(), Reject> {
+        let mut values: Vec<(&[String], Cow<str>)> = Vec::new();
+        if let Some(lookup) = &self.lookup {
+            if let Some(key) = event.get(&lookup.on, meta).map(lookup_key) {
+                if let Some(row) = lookup.rows.get(key.as_ref()) {
+                    values.extend(
+                        row.iter()
+                            .map(|(p, v)| (p.as_slice(), Cow::Borrowed(v.as_str()))),
+                    );
+                }
+            }
+        }
+        values.extend(
+            self.set
+                .iter()
+                .map(|s| (s.path.segments(), Cow::Borrowed(s.value.as_str()))),
+        );
+        if let Some((field, from)) = &self.id {
+            // The id sees the fields set above: apply them first when it reads one of them.
+            if values
+                .iter()
+                .any(|(p, _)| from.iter().any(|f| f.first() == p[0]))
+            {
+                splice(event, &values)?;
+                values.clear();
+            }
+            values.push((
+                field.segments(),
+                Cow::Owned(json::quote(&compute_id(event, from, meta)?)),
+            ));
+        }
+        if let Some(field) = &self.timestamp {
+            values.push((field.segments(), Cow::Borrowed(now)));
+        }
+        splice(event, &values)
+    }
+}
+
+/// Sets every (path, JSON text) pair in one pass over the event's text.
+fn splice(event: &mut Event, values: &[(&[String], Cow<str>)]) -> std::result::Result<(), Reject> {
+    if values.is_empty() {
+        return Ok(());
+    }
+    let ops: Vec<SetOp> = values
+        .iter()
+        .map(|(path, value)| SetOp { path, value })
+        .collect();
+    let (text, members) = event.text_and_members();
+    let new = json::set_many(text, members, &ops).map_err(|e| Reject::new("set", e))?;
+    event.set_text(new);
+    Ok(())
+}
+
+/// The text a join key is matched by: a string's value, any other value's JSON text.
+fn lookup_key(raw: &str) -> std::borrow::Cow<'_, str> {
+    if raw.starts_with('"') {
+        if !raw.contains('\\') {
+            return raw[1..raw.len() - 1].into();
+        }
+        if let Ok(s) = serde_json::from_str::<String>(raw) {
+            return s.into();
+        }
+    }
+    raw.into()
+}
+
+/// `sha256([v1,v2,...])` over canonical JSON; see `--id`.
+fn compute_id(
+    event: &mut Event,
+    from: &[FieldPath],
+    meta: &str,
+) -> std::result::Result<String, Reject> {
+    let mut canon = String::with_capacity(64);
+    canon.push('[');
+    for (i, path) in from.iter().enumerate() {
+        let raw = event.get(path, meta).ok_or_else(|| {
+            Reject::new(
+                "missing_field",
+                format!("--id-from field {path} is missing"),
+            )
+        })?;
+        if i > 0 {
+            canon.push(',');
+        }
+        if is_canonical_scalar(raw) {
+            canon.push_str(raw);
+        } else {
+            let value: serde_json::Value = serde_json::from_str(raw).map_err(|e| {
+                Reject::new("malformed_json", format!("--id-from field {path}: {e}"))
+            })?;
+            write_canonical(&value, &mut canon);
+        }
+    }
+    canon.push(']');
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = Sha256::digest(canon.as_bytes());
+    let mut id = String::with_capacity(64);
+    for b in digest {
+        id.push(HEX[usize::from(b >> 4)] as char);
+        id.push(HEX[usize::from(b & 15)] as char);
+    }
+    Ok(id)
+}
+
+/// Raw JSON text that serde_json would print the same way: a string without escapes,
+/// or an integer other than `-0`.
+fn is_canonical_scalar(raw: &str) -> bool {
+    match raw.as_bytes().first() {
+        Some(b'"') => !raw.contains('\\'),
+        Some(b'-' | b'0'..=b'9') => {
+            raw != "-0" && raw.len() < 19 && raw.bytes().skip(1).all(|c| c.is_ascii_digit())
+        }
+        _ => false,
+    }
+}
+
+/// Compact JSON with object keys sorted by their UTF-8 bytes, whatever the map order.
+pub fn write_canonical(v: &serde_json::Value, out: &mut String) {
+    use serde_json::Value;
+    match v {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&json::quote(k));
+                out.push(':');
+                write_canonical(&map[k], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+fn load_lookup(file: &Path, on: &str, prefix: &str) -> Result<Lookup> {
+    let (field, column) = on.split_once('=').unwrap_or((on, on));
+    let on_path = FieldPath::parse(field).map_err(Error::usage)?;
+    let text = std::fs::read(file).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            Error::no_input(format!("--lookup {}: no such file", file.display()))
+        }
+        _ => Error::new(
+            Exit::IoErr,
+            anyhow::anyhow!("--lookup {}: {e}", file.display()),
+        ),
+    })?;
+    let ext = file.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let ndjson = matches!(ext, "ndjson" | "jsonl" | "json")
+        || (!matches!(ext, "csv" | "tsv")
+            && text.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{'));
+    let bad = |msg: String| Error::usage(format!("--lookup {}: {msg}", file.display()));
+    let dest = |name: &str| -> Vec<String> {
+        match prefix.strip_suffix('.') {
+            Some(p) if !p.is_empty() => {
+                let mut segs = FieldPath::parse(p)
+                    .map(|p| p.segments().to_vec())
+                    .unwrap_or_else(|_| vec![p.to_owned()]);
+                segs.push(name.to_owned());
+                segs
+            }
+            _ => vec![format!("{prefix}{name}")],
+        }
+    };
+    let mut rows = HashMap::new();
+    if ndjson {
+        for (n, line) in text.split(|&b| b == b'\n').enumerate() {
+            let line = std::str::from_utf8(line)
+                .map_err(|_| bad(format!("line {}: invalid UTF-8", n + 1)))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let members =
+                json::scan_object(line).map_err(|e| bad(format!("line {}: {e}", n + 1)))?;
+            let key = json::find(line, &members, column)
+                .map(|m| lookup_key(&line[m.value.clone()]).into_owned())
+                .ok_or_else(|| bad(format!("line {}: no key field {column:?}", n + 1)))?;
+            let fields = members
+                .iter()
+                .filter(|m| !m.key_is(line, column))
+                .map(|m| (dest(&m.key_str(line)), line[m.value.clone()].to_owned()))
+                .collect();
+            rows.insert(key, fields);
+        }
+    } else {
+        let mut reader = csv::ReaderBuilder::new()
+            .delimiter(if ext == "tsv" { b'\t' } else { b',' })
+            .from_reader(text.as_slice());
+        let headers = reader.headers().map_err(|e| bad(e.to_string()))?.clone();
+        let key_idx = headers.iter().position(|h| h == column).ok_or_else(|| {
+            bad(format!(
+                "no column {column:?} (columns: {})",
+                headers.iter().collect::<Vec<_>>().join(",")
+            ))
+        })?;
+        for record in reader.records() {
+            let record = record.map_err(|e| bad(e.to_string()))?;
+            let fields = headers
+                .iter()
+                .zip(record.iter())
+                .enumerate()
+                .filter(|(i, _)| *i != key_idx)
+                .map(|(_, (h, v))| (dest(h), json::quote(v)))
+                .collect();
+            rows.insert(record.get(key_idx).unwrap_or("").to_owned(), fields);
+        }
+    }
+    Ok(Lookup { on: on_path, rows })
+}
+
+/// A compiled jq program, shared by all workers.
+struct Jq {
+    filter: jaq_core::Filter<data::JustLut<Val>>,
+}
+
+impl Jq {
+    fn compile(code: &str) -> Result<Jq> {
+        let defs = jaq_core::defs()
+            .chain(jaq_std::defs())
+            .chain(jaq_json::defs());
+        let funs = jaq_core::funs()
+            .chain(jaq_std::funs())
+            .chain(jaq_json::funs());
+        let loader = Loader::new(defs);
+        let arena = Arena::default();
+        let modules = loader
+            .load(&arena, File { code, path: () })
+            .map_err(|errs| {
+                let msgs: Vec<String> = errs
+                    .into_iter()
+                    .flat_map(|(_, e)| match e {
+                        jaq_core::load::Error::Io(v) => v
+                            .into_iter()
+                            .map(|(s, m)| format!("{s}: {m}"))
+                            .collect::<Vec<_>>(),
+                        jaq_core::load::Error::Lex(v) => v
+                            .into_iter()
+                            .map(|(exp, at)| near(exp.as_str(), at))
+                            .collect(),
+                        jaq_core::load::Error::Parse(v) => v
+                            .into_iter()
+                            .map(|(exp, at)| near(exp.as_str(), at))
+                            .collect(),
+                    })
+                    .collect();
+                Error::usage(format!("--jq: {}", msgs.join("; ")))
+            })?;
+        let filter = Compiler::default()
+            .with_funs(funs)
+            .compile(modules)
+            .map_err(|errs| {
+                let msgs: Vec<String> = errs
+                    .into_iter()
+                    .flat_map(|(_, v)| {
+                        v.into_iter()
+                            .map(|(name, what)| format!("undefined {what:?}: {name}"))
+                    })
+                    .collect();
+                Error::usage(format!("--jq: {}", msgs.join("; ")))
+            })?;
+        Ok(Jq { filter })
+    }
+
+    fn run(&self, event: &mut Event, meta: &str) -> std::result::Result<Vec<Event>, Reject> {
+        let (text, members) = event.text_and_members();
+        let meta_raw = json::find(text, members, meta).map(|m| text[m.value.clone()].to_owned());
+        let payload = json::remove(text, members, meta);
+        let input: Val = serde_json::from_str(&payload).expect("decoded events hold valid JSON");
+        let ctx = JqCtx::<data::JustLut<Val>>::new(&self.filter.lut, Vars::new([]));
+        let mut outputs = Vec::new();
+        for out in self.filter.id.run((ctx, input)).map(jaq_core::unwrap_valr) {
+            let v = out.map_err(|e| Reject::new("jq", format!("jq error: {e}")))?;
+            if !matches!(v, Val::Obj(_)) {
+                return Err(Reject::new(
+                    "jq",
+                    format!("jq output #{} is not an object: {v}", outputs.len()),
+                ));
+            }
+            outputs.push(v.to_string());
+        }
+        let count = outputs.len();
+        let mut events = Vec::with_capacity(count);
+        for (index, text) in outputs.into_iter().enumerate() {
+            let meta_text = match (&meta_raw, count) {
+                (None, 1) => None,
+                (Some(m), 1) => Some(m.clone()),
+                (m, _) => {
+                    let base = m.as_deref().filter(|m| m.starts_with('{')).unwrap_or("{}");
+                    let stamp = format!("{{\"index\":{index},\"count\":{count}}}");
+                    let split = vec!["split".to_owned()];
+                    let members = json::scan_object(base).expect("metadata is an object");
+                    Some(
+                        json::set_many(
+                            base,
+                            &members,
+                            &[SetOp {
+                                path: &split,
+                                value: &stamp,
+                            }],
+                        )
+                        .expect("object"),
+                    )
+                }
+            };
+            let text = match meta_text {
+                None => text,
+                Some(m) => {
+                    let members = json::scan_object(&text).expect("jq writes valid JSON");
+                    let key = vec![meta.to_owned()];
+                    json::set_many(
+                        &text,
+                        &members,
+                        &[SetOp {
+                            path: &key,
+                            value: &m,
+                        }],
+                    )
+                    .expect("object")
+                }
+            };
+            events.push(event.derive(text));
+        }
+        Ok(events)
+    }
+}
+
+fn near(expected: &str, at: &str) -> String {
+    let at: String = at.chars().take(20).collect();
+    if at.is_empty() {
+        format!("expected {expected} at the end")
+    } else {
+        format!("expected {expected} near `{at}`")
+    }
+}
+
+/// The stage: enriches batches on `config.workers` threads, order kept.
+pub async fn run(
+    config: Arc<Config>,
+    input: Receiver<Batch>,
+    output: Sender<Batch>,
+    ctx: Ctx,
+) -> Result<Stats> {
+    let meta = ctx.meta_field.clone();
+    let workers = config.workers;
+    stage::map_ordered("enrich", input, output, &ctx, workers, move |batch| {
+        let now = json::quote(
+            &humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
+        );
+        let mut kept = Vec::with_capacity(batch.len());
+        let mut rejects = Vec::new();
+        for event in batch.events {
+            if let Err(rejected) = config.apply(event, &now, &meta, &mut kept) {
+                rejects.push(rejected);
+            }
+        }
+        Worked {
+            batch: Batch::new(batch.source, kept),
+            rejects,
+        }
+    })
+    .await
+}
+
+/// The `enrich` command: stdin/files → enrich → stdout.
+pub async fn main(args: Args) -> Result<Exit> {
+    let config = Arc::new(Config::from_args(&args)?);
+    crate::shell::filter("enrich", &args.common, &args.inputs, move |i, o, ctx| {
+        run(config, i, o, ctx)
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_sorts_keys_and_compacts() {
+        let v: serde_json::Value =
+            serde_json::from_str(r#"{"b": [1, {"d":1,"c":2}], "a": "x"}"#).unwrap();
+        let mut s = String::new();
+        write_canonical(&v, &mut s);
+        assert_eq!(s, r#"{"a":"x","b":[1,{"c":2,"d":1}]}"#);
+    }
+
+    #[test]
+    fn set_values_must_be_json() {
+        assert_eq!(parse_set("a.b= [1, 2]").unwrap().value, "[1,2]");
+        assert!(parse_set("env=prod").unwrap_err().contains("quotes"));
+    }
+
+    #[test]
+    fn canonical_scalars_match_serde_json() {
+        for raw in ["\"abc\"", "12", "-3", "0", "123456789012345678"] {
+            assert!(is_canonical_scalar(raw), "{raw}");
+            let v: serde_json::Value = serde_json::from_str(raw).unwrap();
+            assert_eq!(v.to_string(), raw);
+        }
+        for raw in [
+            "\"a\\u0041\"",
+            "-0",
+            "1.0",
+            "1e2",
+            "true",
+            "12345678901234567890",
+        ] {
+            assert!(!is_canonical_scalar(raw), "{raw}");
+        }
+    }
+
+    #[test]
+    fn join_keys() {
+        assert_eq!(lookup_key("\"u1\""), "u1");
+        assert_eq!(lookup_key("\"u\\u0031\""), "u1");
+        assert_eq!(lookup_key("42"), "42");
+    }
+}
