@@ -1,0 +1,221 @@
+//! `enrich`: set, timestamp, id, lookup, jq.
+
+use crate::util::*;
+
+#[test]
+fn set_replaces_in_place_adds_nested_and_never_duplicates_keys() {
+    let dir = Dir::new();
+    dir.cmd("enrich")
+        .args(["--set", "env=\"prod\"", "--set", "a.b=[1, 2]", "--set", "n=3"])
+        .write_stdin("{\"n\": 1,  \"x\":1.50,\"n\":2}\n{\"a\":{\"c\":0}}\n")
+        .assert()
+        .success()
+        .stdout("{\"n\": 3,  \"x\":1.50,\"env\":\"prod\",\"a\":{\"b\":[1,2]}}\n{\"a\":{\"c\":0,\"b\":[1,2]},\"env\":\"prod\",\"n\":3}\n");
+}
+
+#[test]
+fn timestamp_is_rfc3339_utc() {
+    let dir = Dir::new();
+    let o = dir
+        .cmd("enrich")
+        .args(["--timestamp", "at"])
+        .write_stdin("{}\n")
+        .output()
+        .unwrap();
+    let v = &values(&out(&o))[0];
+    let at = v["at"].as_str().unwrap();
+    assert_eq!(at.len(), "2026-11-27T10:00:00.123456Z".len(), "{at}");
+    assert!(at.ends_with('Z') && at.as_bytes()[10] == b'T', "{at}");
+    assert!(humantime::parse_rfc3339(at).is_ok());
+}
+
+#[test]
+fn id_is_sha256_of_the_canonical_array_and_stable() {
+    let dir = Dir::new();
+    let input = "{\"user\":\"u1\",\"o\":{\"b\":2, \"a\":1},\"amt\":12.5}\n{\"amt\":12.5,\"o\":{\"a\":1,\"b\":2},\"user\":\"\\u0075\\u0031\"}\n";
+    let o = dir
+        .cmd("enrich")
+        .args(["--id", "key", "--id-from", "user,o,amt"])
+        .write_stdin(input)
+        .output()
+        .unwrap();
+    let vals = values(&out(&o));
+    let canonical = "[\"u1\",{\"a\":1,\"b\":2},12.5]";
+    let sha = sha256_hex(canonical.as_bytes());
+    assert_eq!(vals[0]["key"], sha.as_str());
+    assert_eq!(
+        vals[1]["key"],
+        sha.as_str(),
+        "same values, other spelling, same id"
+    );
+    // A missing --id-from field rejects the event rather than inventing an id.
+    dir.cmd("enrich")
+        .args(["--id", "key", "--id-from", "user,nope"])
+        .write_stdin(input)
+        .assert()
+        .code(65)
+        .stdout("");
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    let o = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import hashlib,sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(bytes)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    String::from_utf8(o.stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn lookup_joins_csv_and_ndjson_tables() {
+    let dir = Dir::new();
+    dir.create(
+        "users.csv",
+        "user_id,name,plan\n1,Ada,pro\n2,\"Bob, Jr\",free\n",
+    );
+    dir.create(
+        "users.ndjson",
+        "{\"id\":1,\"name\":\"Ada\",\"limits\":{\"rps\":10}}\n{\"id\":\"2\",\"name\":\"Bob\"}\n",
+    );
+    let input = "{\"user_id\":1}\n{\"user_id\":\"2\"}\n{\"user_id\":3}\n";
+    dir.cmd("enrich")
+        .args([
+            "--lookup",
+            "users.csv",
+            "--on",
+            "user_id",
+            "--prefix",
+            "user_",
+        ])
+        .write_stdin(input)
+        .assert()
+        .success()
+        .stdout(concat!(
+            "{\"user_id\":1,\"user_name\":\"Ada\",\"user_plan\":\"pro\"}\n",
+            "{\"user_id\":\"2\",\"user_name\":\"Bob, Jr\",\"user_plan\":\"free\"}\n",
+            "{\"user_id\":3}\n",
+        ));
+    dir.cmd("enrich")
+        .args([
+            "--lookup",
+            "users.ndjson",
+            "--on",
+            "user_id=id",
+            "--prefix",
+            "user.",
+        ])
+        .write_stdin(input)
+        .assert()
+        .success()
+        .stdout(concat!(
+            "{\"user_id\":1,\"user\":{\"name\":\"Ada\",\"limits\":{\"rps\":10}}}\n",
+            "{\"user_id\":\"2\",\"user\":{\"name\":\"Bob\"}}\n",
+            "{\"user_id\":3}\n",
+        ));
+    dir.cmd("enrich")
+        .args(["--lookup", "nope.csv", "--on", "id"])
+        .write_stdin("")
+        .assert()
+        .code(66);
+}
+
+#[test]
+fn jq_splits_drops_and_stamps_metadata() {
+    let dir = Dir::new();
+    let input = concat!(
+        "{\"id\":1,\"tags\":[\"a\",\"b\"],\"_meta\":{\"offset\":5}}\n",
+        "{\"id\":2,\"tags\":[]}\n",
+        "{\"id\":3,\"tags\":[\"c\"],\"_meta\":{\"offset\":7}}\n",
+    );
+    dir.cmd("enrich")
+        .args(["--jq", ".tags[] as $t | {id, tag: $t, saw_meta: has(\"_meta\")}"])
+        .write_stdin(input)
+        .assert()
+        .success()
+        .stdout(concat!(
+            "{\"id\":1,\"tag\":\"a\",\"saw_meta\":false,\"_meta\":{\"offset\":5,\"split\":{\"index\":0,\"count\":2}}}\n",
+            "{\"id\":1,\"tag\":\"b\",\"saw_meta\":false,\"_meta\":{\"offset\":5,\"split\":{\"index\":1,\"count\":2}}}\n",
+            "{\"id\":3,\"tag\":\"c\",\"saw_meta\":false,\"_meta\":{\"offset\":7}}\n",
+        ));
+}
+
+#[test]
+fn jq_errors_and_non_objects_are_dead_letters() {
+    let dir = Dir::new();
+    dir.cmd("enrich")
+        .args(["--jq", ".a + 1", "--dead-letter", "dl"])
+        .write_stdin("{\"a\":\"x\"}\n{\"a\":1}\n")
+        .assert()
+        .success()
+        .stdout("");
+    let dl = values(&dir.read("dl"));
+    assert_eq!(dl.len(), 2);
+    assert_eq!(dl[0]["kind"], "jq");
+    assert!(
+        dl[0]["reason"].as_str().unwrap().starts_with("jq error:"),
+        "{}",
+        dl[0]["reason"]
+    );
+    assert_eq!(dl[1]["reason"], "jq output #0 is not an object: 2");
+}
+
+#[test]
+fn steps_run_in_the_documented_order() {
+    let dir = Dir::new();
+    dir.create("t.csv", "k,v\nx,joined\n");
+    let o = dir
+        .cmd("enrich")
+        .args([
+            "--jq",
+            "{k: .key}",
+            "--lookup",
+            "t.csv",
+            "--on",
+            "k",
+            "--set",
+            "v=\"set\"",
+        ])
+        .args(["--id", "id", "--id-from", "v", "--timestamp", "ts"])
+        .write_stdin("{\"key\":\"x\"}\n")
+        .output()
+        .unwrap();
+    let v = &values(&out(&o))[0];
+    assert_eq!(v["v"], "set", "--set after --lookup");
+    assert_eq!(
+        v["id"],
+        sha256_hex(b"[\"set\"]").as_str(),
+        "--id after --set"
+    );
+    assert!(v["ts"].is_string());
+}
+
+#[test]
+fn order_is_kept_with_several_workers() {
+    let dir = Dir::new();
+    let input = gen_events(&dir, "in.ndjson", 200_000, &["--bad", "0.05"]);
+    let run = |w: &str| {
+        let o = sh(
+            &dir,
+            &format!(
+                "{} --workers {w} --jq 'select(.type != \"login\") | .tags[] as $t | {{id, t: $t}}' --set x=1 --dead-letter dl{w} {}",
+                bin("enrich"),
+                input.display()
+            ),
+        );
+        assert!(o.status.success(), "{}", err(&o));
+        o.stdout
+    };
+    let one = run("1");
+    assert!(one.len() > 10_000_000);
+    assert!(one == run("3"));
+    assert_eq!(dir.read("dl1"), dir.read("dl3"));
+}

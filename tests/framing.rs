@@ -1,0 +1,295 @@
+//! Framing and shared conventions, seen through `validate` with no rules (which passes
+//! every JSON object and rejects everything else).
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command as StdCommand, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+#[test]
+fn passes_objects_byte_for_byte_bom_crlf_blank_lines() {
+    let dir = Dir::new();
+    let input = "\u{feff}{\"b\": 1,  \"a\":1.50}\r\n\n   \r\n{\"x\":[1e3, 2]}\n{\"last\":true}";
+    dir.cmd("validate")
+        .write_stdin(input)
+        .assert()
+        .success()
+        .stdout("{\"b\": 1,  \"a\":1.50}\n{\"x\":[1e3, 2]}\n{\"last\":true}\n")
+        .stderr("");
+}
+
+#[test]
+fn every_bad_input_kind_is_a_dead_letter_and_the_stream_goes_on() {
+    let dir = Dir::new();
+    let long = format!("{{\"pad\":\"{}\"}}", "x".repeat(200));
+    let input = [
+        "{\"ok\":1}",         // 1
+        "{\"truncated\":",    // 2 malformed
+        "{\"a\":1} trailing", // 3 trailing bytes
+        "[1,2,3]",            // 4 not an object
+        "not json at all",    // 5
+        long.as_str(),        // 6 too long
+        "{\"ok\":2}",         // 7
+    ]
+    .join("\n");
+    let mut input = input.into_bytes();
+    input.extend_from_slice(b"\n{\"bad\":\"\xff\"}\n{\"ok\":3}\n"); // 8 invalid UTF-8, 9 ok
+    dir.create("in.ndjson", &input);
+    dir.cmd("validate")
+        .args([
+            "--max-line-bytes",
+            "100",
+            "--dead-letter",
+            "dl.ndjson",
+            "in.ndjson",
+        ])
+        .assert()
+        .success()
+        .stdout("{\"ok\":1}\n{\"ok\":2}\n{\"ok\":3}\n");
+    let dl = values(&dir.read("dl.ndjson"));
+    let got: Vec<(u64, &str)> = dl
+        .iter()
+        .map(|r| (r["line"].as_u64().unwrap(), r["kind"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (2, "malformed_json"),
+            (3, "malformed_json"),
+            (4, "not_object"),
+            (5, "malformed_json"),
+            (6, "line_too_long"),
+            (8, "invalid_utf8"),
+        ]
+    );
+    for r in &dl {
+        assert_eq!(r["stage"], "validate");
+        assert_eq!(r["source"], "in.ndjson");
+        assert!(r["_meta"].is_null());
+    }
+    assert_eq!(dl[0]["raw"], "{\"truncated\":");
+    assert_eq!(
+        dl[0]["reason"],
+        "malformed JSON: expected a value at column 14 (found the end of the line)"
+    );
+    assert_eq!(dl[2]["reason"], "not a JSON object: found array");
+    assert_eq!(
+        dl[4]["reason"],
+        "line of 210 bytes exceeds --max-line-bytes 100"
+    );
+    assert_eq!(dl[5]["raw"], "{\"bad\":\"\u{fffd}\"}");
+}
+
+#[test]
+fn dead_letter_record_is_exact() {
+    let dir = Dir::new();
+    dir.cmd("validate")
+        .args(["--require", "id", "--dead-letter", "-"])
+        .write_stdin("{\"x\":1,\"_meta\":{\"source\":\"kafka\",\"offset\":7}}\n")
+        .assert()
+        .success()
+        .stdout("")
+        .stderr(concat!(
+            r#"{"stage":"validate","kind":"missing_field","reason":"missing required field id","line":1,"#,
+            r#""source":"stdin","raw":"{\"x\":1,\"_meta\":{\"source\":\"kafka\",\"offset\":7}}","#,
+            r#""_meta":{"source":"kafka","offset":7}}"#,
+            "\n",
+            "validate: 1 events in, 0 out, 1 rejected (dead letters on stderr)\n",
+            "validate:          1 missing_field (first: stdin:1: missing required field id)\n",
+        ));
+}
+
+#[test]
+fn raw_is_cut_at_8_kib_in_dead_letters() {
+    let dir = Dir::new();
+    let line = format!("{{\"a\":\"{}\"", "y".repeat(20_000));
+    dir.create("in.ndjson", format!("{line}\n"));
+    dir.cmd("validate")
+        .args(["--dead-letter", "dl", "in.ndjson"])
+        .assert()
+        .success();
+    let dl = values(&dir.read("dl"));
+    assert_eq!(dl[0]["raw"].as_str().unwrap().len(), 8192);
+    assert_eq!(dl[0]["raw_truncated"], true);
+}
+
+#[test]
+fn several_stages_append_to_one_dead_letter_file() {
+    let dir = Dir::new();
+    dir.create("in.ndjson", "{\"id\":1}\n{\"x\":2}\nnope\n");
+    let o = sh(
+        &dir,
+        &format!(
+            "{v} --dead-letter dl.ndjson in.ndjson | {e} --id-from id --id k --dead-letter dl.ndjson",
+            v = bin("validate"),
+            e = bin("enrich")
+        ),
+    );
+    assert!(o.status.success(), "{}", err(&o));
+    let dl = values(&dir.read("dl.ndjson"));
+    let stages: Vec<&str> = dl.iter().map(|r| r["stage"].as_str().unwrap()).collect();
+    assert_eq!(stages.len(), 2);
+    assert!(stages.contains(&"validate") && stages.contains(&"enrich"));
+}
+
+#[test]
+fn exit_codes() {
+    let dir = Dir::new();
+    // 65: rejects with nowhere to go; the summary names them.
+    dir.cmd("validate")
+        .write_stdin("{}\n[1]\n")
+        .assert()
+        .code(65)
+        .stdout("{}\n")
+        .stderr(predicates::str::contains("1 not_object"));
+    // 0: the same rejects written to a dead-letter output count as handled.
+    dir.cmd("validate")
+        .args(["--dead-letter", "dl"])
+        .write_stdin("{}\n[1]\n")
+        .assert()
+        .code(0);
+    // 66: input not found.
+    dir.cmd("validate")
+        .arg("missing.ndjson")
+        .assert()
+        .code(66)
+        .stderr("validate: error: missing.ndjson: no such file\n");
+    dir.cmd("validate")
+        .args(["--schema", "nope.json"])
+        .write_stdin("")
+        .assert()
+        .code(66);
+    // 64: usage errors, from clap and from our own checks.
+    dir.cmd("validate").arg("--no-such-flag").assert().code(64);
+    dir.cmd("validate")
+        .args(["--type", "a=float"])
+        .assert()
+        .code(64);
+    dir.create("bad-schema.json", "{\"type\": 12}");
+    dir.cmd("validate")
+        .args(["--schema", "bad-schema.json"])
+        .write_stdin("")
+        .assert()
+        .code(64);
+    dir.cmd("enrich")
+        .args(["--jq", ".a |||"])
+        .write_stdin("")
+        .assert()
+        .code(64);
+    dir.cmd("enrich")
+        .args(["--set", "_meta.x=1"])
+        .write_stdin("")
+        .assert()
+        .code(64);
+    // --help and --version are not errors.
+    dir.cmd("validate").arg("--help").assert().code(0);
+    dir.cmd("enrich").arg("--version").assert().code(0);
+}
+
+#[test]
+fn head_on_a_100_mb_file_ends_quietly() {
+    let dir = Dir::new();
+    let line = "{\"id\":\"evt-000000000001\",\"type\":\"payment\",\"amount\":12.5,\"pad\":\""
+        .to_owned()
+        + &"p".repeat(160)
+        + "\"}\n";
+    let big = line.repeat(100 * 1024 * 1024 / line.len() + 1);
+    dir.create("big.ndjson", &big);
+    drop(big);
+    let start = Instant::now();
+    let o = sh(
+        &dir,
+        &format!(
+            "{} --require id big.ndjson | head -1; echo \"status=${{PIPESTATUS[0]}}\" >&2",
+            bin("validate")
+        ),
+    );
+    assert_eq!(out(&o), line);
+    assert_eq!(err(&o), "status=0\n", "no panic, no error, exit 0");
+    assert!(start.elapsed() < Duration::from_secs(20));
+}
+
+#[test]
+fn head_on_an_endless_stream_stops_without_reading_it_all() {
+    let dir = Dir::new();
+    // `yes` never ends: if validate kept reading, this would never finish.
+    let o = sh(
+        &dir,
+        &format!(
+            "timeout 20 bash -c 'yes \"{{\\\"id\\\":1}}\" | {} | head -1; echo \"status=${{PIPESTATUS[1]}}\" >&2'",
+            bin("validate")
+        ),
+    );
+    assert_eq!(out(&o), "{\"id\":1}\n");
+    assert_eq!(err(&o), "status=0\n");
+}
+
+/// Spawns a command with piped stdin/stdout.
+fn spawn(name: &str, args: &[&str]) -> std::process::Child {
+    StdCommand::new(bin(name))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn")
+}
+
+#[test]
+fn output_is_flushed_when_input_goes_idle() {
+    let mut child = spawn("validate", &[]);
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    for i in 0..3 {
+        writeln!(stdin, "{{\"n\":{i}}}").unwrap();
+        stdin.flush().unwrap();
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap(); // would hang if held back
+        assert_eq!(line, format!("{{\"n\":{i}}}\n"));
+    }
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+}
+
+fn kill(child: &std::process::Child, sig: i32) {
+    let ok = unsafe { libc::kill(child.id() as i32, sig) } == 0;
+    assert!(ok, "kill failed");
+}
+
+#[test]
+fn first_sigterm_drains_and_exits_0_even_with_stdin_open() {
+    let mut child = spawn("enrich", &["--set", "x=1"]);
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    writeln!(stdin, "{{\"n\":1}}").unwrap();
+    stdin.flush().unwrap();
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "{\"n\":1,\"x\":1}\n");
+    kill(&child, libc::SIGTERM);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    drop(stdin);
+}
+
+#[test]
+fn second_signal_exits_130_at_once() {
+    // stdout is never read, so the process blocks writing and cannot finish draining.
+    let mut child = spawn("validate", &[]);
+    let mut stdin = child.stdin.take().unwrap();
+    let chunk = "{\"k\":\"vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv\"}\n".repeat(1000);
+    // Feeds until every buffer is full; ends when the child has gone.
+    let feeder = std::thread::spawn(move || while stdin.write_all(chunk.as_bytes()).is_ok() {});
+    std::thread::sleep(Duration::from_millis(300));
+    kill(&child, libc::SIGINT);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "still draining into a full pipe"
+    );
+    kill(&child, libc::SIGINT);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    feeder.join().unwrap();
+}

@@ -1,0 +1,17 @@
+//! Integration tests: the real binaries, run the way a user runs them.
+//!
+//! - `util`: temp dirs, running a command with stdin, the event generator.
+//! - `framing`: NDJSON framing and the conventions every command shares — bad input of
+//!   every kind, BOM/CRLF, long lines, dead-letter records, exit codes, `| head -1`,
+//!   idle flushing, signals.
+//! - `validate`: schemas (draft 2020-12 and 7), quick rules, the metadata field, order
+//!   with several workers.
+//! - `enrich`: --set, --timestamp, --id, --lookup, --jq and its split stamps, order.
+//! - `docs`: `--help` everywhere; committed man pages and completions are current.
+
+mod util;
+
+mod docs;
+mod enrich;
+mod framing;
+mod validate;
