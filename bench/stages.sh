@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Benchmarks validate and enrich against the goals of the foundation issue, with jq as
+# the peer, in the same run. Exits 1 when a goal is missed.
+#
+#   bench/stages.sh            # 1 M events from ../shared/tools/gen_events.py
+#   EVENTS=200000 bench/stages.sh
+#
+# Prints events/s, the ratio to the goal or peer, and peak RSS of each command.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+EVENTS=${EVENTS:-1000000}
+RUNS=${RUNS:-3}
+OUT=bench/out
+mkdir -p "$OUT"
+cargo build --release --quiet --bins
+BIN=target/release
+IN="$OUT/events-$EVENTS.ndjson"
+[ -s "$IN" ] || python3 ../shared/tools/gen_events.py "$EVENTS" > "$IN"
+IN3="$OUT/events-${EVENTS}x3.ndjson"
+[ -s "$IN3" ] || cat "$IN" "$IN" "$IN" > "$IN3"
+command -v jq >/dev/null || { echo "jq is needed for the comparison: apt-get install jq" >&2; exit 2; }
+
+SCHEMA=bench/event.schema.json
+JQ_FILTER='select(type == "object" and has("id") and has("type") and has("amount")
+  and (.id | type) == "string" and (.amount | type) == "number" and .amount >= 0
+  and (has("currency") | not or (.currency as $c | ["USD","EUR","GBP","JPY","CHF"] | index($c)) != null)
+  and (has("user_id") | not or ((.user_id | type) == "number" and .user_id == (.user_id | floor))))'
+ENRICH_ARGS=(--set 'env="prod"' --timestamp processed_at --id key --id-from id,ts)
+
+calc() { awk "BEGIN { print $1 }"; }
+holds() { awk "BEGIN { exit !($1) }"; }
+
+# best_of CMD...: runs a shell command RUNS times; sets SECS (best wall time) and RSS_KB (its peak RSS).
+best_of() {
+  SECS=; RSS_KB=
+  for _ in $(seq "$RUNS"); do
+    local t0 t1 rss
+    t0=$(date +%s.%N)
+    rss=$( { /usr/bin/time -f %M bash -c "$1" > /dev/null; } 2>&1 | tail -1 )
+    t1=$(date +%s.%N)
+    local s; s=$(calc "$t1 - $t0")
+    if [ -z "$SECS" ] || holds "$s < $SECS"; then SECS=$s; RSS_KB=$rss; fi
+  done
+}
+
+fail=0
+report() { # name goal_per_sec peer_note
+  local rate; rate=$(calc "$EVENTS / $SECS")
+  printf '%-44s %10.0f ev/s  %6.2f s  rss %6.1f MiB' "$1" "$rate" "$SECS" "$(calc "$RSS_KB / 1024")"
+  if [ -n "${2:-}" ]; then
+    if holds "$rate >= $2"; then printf '  goal %s/s ok' "$2"; else printf '  goal %s/s MISSED' "$2"; fail=1; fi
+  fi
+  echo
+  RATE=$rate
+}
+rss_goal() { # name max_mib
+  holds "$RSS_KB <= $2 * 1024" || { echo "  RSS goal missed: $1 used $(calc "$RSS_KB / 1024") MiB > $2 MiB"; fail=1; }
+}
+
+echo "input: $IN ($EVENTS events, $(du -m "$IN" | cut -f1) MiB), best of $RUNS, $(nproc) cores"
+best_of "cat $IN | cat"; report "ceiling: cat | cat"
+
+best_of "jq -c '$JQ_FILTER' $IN"; report "peer: jq -c (equivalent filter)"; JQ_RATE=$RATE
+
+best_of "$BIN/validate --schema $SCHEMA $IN"; report "validate --schema" 1000000; rss_goal validate 32
+ratio=$(calc "$RATE / $JQ_RATE")
+if holds "$ratio >= 14"; then verdict=ok; else verdict=MISSED; fail=1; fi
+printf '  validate --schema / jq = %.1fx (goal >= 14x) %s\n' "$ratio" "$verdict"
+
+best_of "$BIN/validate --require id,type --type amount=number --type user_id=integer $IN"
+report "validate --require --type" 2000000; rss_goal validate 32
+
+best_of "$BIN/enrich ${ENRICH_ARGS[*]@Q} $IN"; report "enrich --set --timestamp --id" 1500000; rss_goal enrich 32
+
+best_of "$BIN/validate --require id --type amount=number $IN | $BIN/enrich --set 'env=\"prod\"' --timestamp processed_at"
+report "validate | enrich (shell pipe)" 1000000
+
+# Flat memory: three times the input must not need more memory.
+for cmd in "validate --schema $SCHEMA" "enrich ${ENRICH_ARGS[*]@Q}"; do
+  RUNS=1 best_of "$BIN/$cmd $IN"; small=$RSS_KB
+  RUNS=1 best_of "$BIN/$cmd $IN3"; big=$RSS_KB
+  printf '%-44s rss %.1f MiB at 1x, %.1f MiB at 3x input\n' "${cmd%% *} (flat memory)" "$(calc "$small / 1024")" "$(calc "$big / 1024")"
+  (( big <= small + 4096 )) || { echo "  memory grows with input"; fail=1; }
+done
+
+[ "$fail" = 0 ] && echo "all goals met" || echo "GOALS MISSED"
+exit "$fail"
