@@ -220,7 +220,7 @@ pub struct SetOp<'a> {
 /// duplicates of it); a missing key is appended; missing parents are created as objects.
 /// Fails when a parent on the path exists but is not an object.
 pub fn set_many(text: &str, members: &[Member], ops: &[SetOp]) -> Result<String, String> {
-    if ops.iter().all(|op| op.path.len() == 1) {
+    if ops.len() <= 64 && ops.iter().all(|op| op.path.len() == 1) {
         return Ok(set_top_level(text, members, ops));
     }
     // Group the operations by their first segment, keeping order inside each group.
@@ -282,44 +282,42 @@ pub fn set_many(text: &str, members: &[Member], ops: &[SetOp]) -> Result<String,
     Ok(splice(text, edits))
 }
 
-/// [`set_many`] when every path is one top-level key: one pass, two allocations.
+/// [`set_many`] when every path is one top-level key: one pass over the members, one
+/// allocation. For several ops on one key the last wins.
 fn set_top_level(text: &str, members: &[Member], ops: &[SetOp]) -> String {
-    let mut edits: Vec<(Range<usize>, &str)> = Vec::with_capacity(ops.len() + 2);
+    debug_assert!(ops.len() <= 64);
     let close = text.trim_end().len() - 1;
-    let mut appended: Vec<&SetOp> = Vec::new();
-    for (i, op) in ops.iter().enumerate() {
-        let key = op.path[0].as_str();
-        if ops[i + 1..].iter().any(|later| later.path[0] == key) {
-            continue; // A later op sets the same key.
-        }
-        let mut first = true;
-        for m in members.iter().filter(|m| m.key_is(text, key)) {
-            if first {
-                edits.push((m.value.clone(), op.value));
-                first = false;
-            } else {
-                edits.push((member_extent(text, members, m), ""));
-            }
-        }
-        if first {
-            appended.push(op);
-        }
-    }
-    edits.sort_by_key(|(r, _)| r.start);
     let extra: usize = ops
         .iter()
         .map(|o| o.path[0].len() + o.value.len() + 4)
         .sum();
     let mut out = String::with_capacity(text.len() + extra);
+    let mut done = 0u64; // ops whose key was found
     let mut at = 0;
-    for (range, with) in edits {
-        out.push_str(&text[at..range.start]);
-        out.push_str(with);
-        at = range.end;
+    for m in members {
+        let Some(oi) = ops.iter().rposition(|op| m.key_is(text, &op.path[0])) else {
+            continue;
+        };
+        if done & (1 << oi) == 0 {
+            done |= 1 << oi;
+            out.push_str(&text[at..m.value.start]);
+            out.push_str(ops[oi].value);
+            at = m.value.end;
+        } else {
+            let gone = member_extent(text, members, m);
+            out.push_str(&text[at..gone.start]);
+            at = gone.end;
+        }
     }
     out.push_str(&text[at..close]);
     let mut empty = members.is_empty();
-    for op in appended {
+    for (oi, op) in ops.iter().enumerate() {
+        let shadowed = ops[oi + 1..]
+            .iter()
+            .any(|later| later.path[0] == op.path[0]);
+        if done & (1 << oi) != 0 || shadowed {
+            continue;
+        }
         if !empty {
             out.push(',');
         }

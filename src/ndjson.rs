@@ -74,9 +74,14 @@ pub fn open_inputs(paths: &[PathBuf]) -> Result<Vec<Input>> {
 }
 
 /// Splits bytes into line events. Feed it chunks in order; call `finish` at the end.
+///
+/// Complete lines of a chunk that is valid UTF-8 (the usual case) become events that share
+/// the chunk: no line is copied. A chunk holding invalid UTF-8 is split into owned lines,
+/// so only the bad lines are rejected.
 pub struct Framer {
     max: usize,
     line: u64,
+    /// The start of a line that continues in the next chunk.
     carry: Vec<u8>,
     /// Inside an over-long line: its kept prefix and length so far.
     skipping: Option<(Vec<u8>, u64)>,
@@ -92,79 +97,122 @@ impl Framer {
         }
     }
 
-    pub fn feed(&mut self, mut chunk: &[u8], out: &mut Vec<Event>) {
-        while !chunk.is_empty() {
-            let nl = memchr::memchr(b'\n', chunk);
-            let seg = &chunk[..nl.unwrap_or(chunk.len())];
-            if let Some((prefix, len)) = &mut self.skipping {
-                *len += seg.len() as u64;
-                let keep = RAW_LIMIT.saturating_sub(prefix.len()).min(seg.len());
-                prefix.extend_from_slice(&seg[..keep]);
-            } else if self.carry.len() + seg.len() > self.max + 1 {
-                // +1: a `\r` before the newline is not part of the line.
-                let mut prefix = std::mem::take(&mut self.carry);
-                let len = (prefix.len() + seg.len()) as u64;
-                let keep = RAW_LIMIT.saturating_sub(prefix.len()).min(seg.len());
-                prefix.extend_from_slice(&seg[..keep]);
-                prefix.truncate(RAW_LIMIT);
-                self.skipping = Some((prefix, len));
-            } else if nl.is_some() && self.carry.is_empty() {
-                self.line(seg.to_vec(), out);
-                chunk = &chunk[seg.len() + 1..];
-                continue;
-            } else {
-                self.carry.extend_from_slice(seg);
-            }
-            match nl {
-                Some(_) => {
-                    self.end_line(out);
-                    chunk = &chunk[seg.len() + 1..];
-                }
-                None => break,
-            }
+    pub fn feed(&mut self, chunk: Vec<u8>, out: &mut Vec<Event>) {
+        let mut buf = if self.carry.is_empty() {
+            chunk
+        } else {
+            let mut b = std::mem::take(&mut self.carry);
+            b.extend_from_slice(&chunk);
+            b
+        };
+        if let Some((prefix, len)) = &mut self.skipping {
+            let Some(nl) = memchr::memchr(b'\n', &buf) else {
+                *len += buf.len() as u64;
+                let keep = RAW_LIMIT.saturating_sub(prefix.len()).min(buf.len());
+                prefix.extend_from_slice(&buf[..keep]);
+                return;
+            };
+            *len += nl as u64;
+            let keep = RAW_LIMIT.saturating_sub(prefix.len()).min(nl);
+            prefix.extend_from_slice(&buf[..keep]);
+            self.end_skipping(out);
+            buf.drain(..=nl);
         }
+        let complete = memchr::memrchr(b'\n', &buf).map_or(0, |nl| nl + 1);
+        let tail = &buf[complete..];
+        if tail.len() > self.max + 1 {
+            // +1: a `\r` before the newline is not part of the line.
+            let keep = tail.len().min(RAW_LIMIT);
+            self.skipping = Some((tail[..keep].to_vec(), tail.len() as u64));
+        } else {
+            self.carry.extend_from_slice(tail);
+        }
+        buf.truncate(complete);
+        self.lines(buf, out);
     }
 
     /// Ends the input: a last line without a newline still counts.
     pub fn finish(&mut self, out: &mut Vec<Event>) {
-        if self.skipping.is_some() || !self.carry.is_empty() {
-            self.end_line(out);
+        if self.skipping.is_some() {
+            self.end_skipping(out);
+        } else if !self.carry.is_empty() {
+            let mut last = std::mem::take(&mut self.carry);
+            last.push(b'\n');
+            self.lines(last, out);
         }
     }
 
-    fn end_line(&mut self, out: &mut Vec<Event>) {
-        if let Some((prefix, len)) = self.skipping.take() {
-            self.line += 1;
-            let len = if prefix.last() == Some(&b'\r') {
-                len - 1
-            } else {
-                len
-            };
-            out.push(Event::oversized(prefix, len, self.max as u64, self.line));
-        } else {
-            let line = std::mem::take(&mut self.carry);
-            self.line(line, out);
-        }
-    }
-
-    fn line(&mut self, mut bytes: Vec<u8>, out: &mut Vec<Event>) {
+    fn end_skipping(&mut self, out: &mut Vec<Event>) {
+        let (prefix, len) = self.skipping.take().expect("skipping");
         self.line += 1;
-        if bytes.last() == Some(&b'\r') {
-            bytes.pop();
+        let len = if prefix.last() == Some(&b'\r') && prefix.len() as u64 == len {
+            len - 1
+        } else {
+            len
+        };
+        out.push(Event::oversized(prefix, len, self.max as u64, self.line));
+    }
+
+    /// Splits `buf`, which ends with a newline (or is empty), into events.
+    fn lines(&mut self, buf: Vec<u8>, out: &mut Vec<Event>) {
+        match String::from_utf8(buf) {
+            Ok(text) => {
+                let chunk = Arc::new(text);
+                let mut start = 0;
+                for nl in memchr::memchr_iter(b'\n', chunk.as_bytes()) {
+                    if let Some((s, e)) = self.line_bounds(chunk.as_bytes(), start, nl, out) {
+                        out.push(Event::from_chunk(chunk.clone(), s, e, self.line));
+                    }
+                    start = nl + 1;
+                }
+            }
+            Err(e) => {
+                let bytes = e.into_bytes();
+                let mut start = 0;
+                for nl in memchr::memchr_iter(b'\n', &bytes) {
+                    if let Some((s, e)) = self.line_bounds(&bytes, start, nl, out) {
+                        out.push(Event::from_line(bytes[s..e].to_vec(), self.line));
+                    }
+                    start = nl + 1;
+                }
+            }
         }
-        if self.line == 1 && bytes.starts_with(b"\xEF\xBB\xBF") {
-            bytes.drain(..3);
+    }
+
+    /// Numbers the line `buf[start..nl]` and trims it; `None` when it is blank or was
+    /// pushed as over-long.
+    fn line_bounds(
+        &mut self,
+        buf: &[u8],
+        mut start: usize,
+        nl: usize,
+        out: &mut Vec<Event>,
+    ) -> Option<(usize, usize)> {
+        self.line += 1;
+        let mut end = nl;
+        if end > start && buf[end - 1] == b'\r' {
+            end -= 1;
         }
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return;
+        if self.line == 1 && buf[start..end].starts_with(b"\xEF\xBB\xBF") {
+            start += 3;
         }
-        if bytes.len() > self.max {
-            let len = bytes.len() as u64;
-            bytes.truncate(RAW_LIMIT);
-            out.push(Event::oversized(bytes, len, self.max as u64, self.line));
-            return;
+        let line = &buf[start..end];
+        if line.first().is_none_or(u8::is_ascii_whitespace)
+            && line.iter().all(u8::is_ascii_whitespace)
+        {
+            return None;
         }
-        out.push(Event::from_line(bytes, self.line));
+        if line.len() > self.max {
+            let keep = line.len().min(RAW_LIMIT);
+            out.push(Event::oversized(
+                line[..keep].to_vec(),
+                line.len() as u64,
+                self.max as u64,
+                self.line,
+            ));
+            return None;
+        }
+        Some((start, end))
     }
 }
 
@@ -215,7 +263,8 @@ fn read_blocking(inputs: Vec<Input>, max_line_bytes: u64, tx: Sender<io::Result<
             if n == 0 {
                 framer.finish(&mut events);
             } else {
-                framer.feed(&buf[..n], &mut events);
+                // A chunk of exactly the bytes read: events share it until they are written.
+                framer.feed(buf[..n].to_vec(), &mut events);
             }
             if !events.is_empty()
                 && tx
@@ -302,7 +351,7 @@ mod tests {
         let mut f = Framer::new(max);
         let mut out = Vec::new();
         for c in chunks {
-            f.feed(c, &mut out);
+            f.feed(c.to_vec(), &mut out);
         }
         f.finish(&mut out);
         out.into_iter()

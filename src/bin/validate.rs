@@ -2,9 +2,6 @@
 
 use ndpipe::{cli, stage::validate};
 
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> std::process::ExitCode {
     let args: validate::Args = cli::parse();
     let common = args.common.clone();

@@ -226,10 +226,7 @@ impl Config {
                 splice(event, &values)?;
                 values.clear();
             }
-            values.push((
-                field.segments(),
-                Cow::Owned(json::quote(&compute_id(event, from, meta)?)),
-            ));
+            values.push((field.segments(), Cow::Owned(compute_id(event, from, meta)?)));
         }
         if let Some(field) = &self.timestamp {
             values.push((field.segments(), Cow::Borrowed(now)));
@@ -266,7 +263,7 @@ fn lookup_key(raw: &str) -> std::borrow::Cow<'_, str> {
     raw.into()
 }
 
-/// `sha256([v1,v2,...])` over canonical JSON; see `--id`.
+/// `sha256([v1,v2,...])` over canonical JSON, as a JSON string; see `--id`.
 fn compute_id(
     event: &mut Event,
     from: &[FieldPath],
@@ -296,11 +293,13 @@ fn compute_id(
     canon.push(']');
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::digest(canon.as_bytes());
-    let mut id = String::with_capacity(64);
+    let mut id = String::with_capacity(66);
+    id.push('"');
     for b in digest {
         id.push(HEX[usize::from(b >> 4)] as char);
         id.push(HEX[usize::from(b & 15)] as char);
     }
+    id.push('"');
     Ok(id)
 }
 
@@ -568,10 +567,9 @@ pub async fn run(
                 rejects.push(rejected);
             }
         }
-        Worked {
-            batch: Batch::new(batch.source, kept),
-            rejects,
-        }
+        let mut batch = Batch::new(batch.source, kept);
+        batch.pack();
+        Worked { batch, rejects }
     })
     .await
 }
