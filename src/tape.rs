@@ -323,6 +323,23 @@ impl Parser<'_> {
         Ok(v)
     }
 
+    /// After an element or member: a comma (true: more follow) or the closing `close`.
+    fn more(&mut self, close: u8, expected: &str) -> Result<bool, SyntaxError> {
+        self.ws();
+        match self.b.get(self.i) {
+            Some(b',') => {
+                self.i += 1;
+                self.ws();
+                Ok(true)
+            }
+            Some(&c) if c == close => {
+                self.i += 1;
+                Ok(false)
+            }
+            _ => Err(self.err(expected)),
+        }
+    }
+
     fn array(&mut self, depth: u32) -> Result<(), SyntaxError> {
         if depth > MAX_DEPTH {
             return Err(self.err("nested too deep"));
@@ -337,17 +354,8 @@ impl Parser<'_> {
             loop {
                 self.value(depth)?;
                 n += 1;
-                self.ws();
-                match self.b.get(self.i) {
-                    Some(b',') => {
-                        self.i += 1;
-                        self.ws();
-                    }
-                    Some(b']') => {
-                        self.i += 1;
-                        break;
-                    }
-                    _ => return Err(self.err("expected ',' or ']'")),
+                if !self.more(b']', "expected ',' or ']'")? {
+                    break;
                 }
             }
         }
@@ -380,17 +388,8 @@ impl Parser<'_> {
                 self.ws();
                 self.value(depth)?;
                 n += 1;
-                self.ws();
-                match self.b.get(self.i) {
-                    Some(b',') => {
-                        self.i += 1;
-                        self.ws();
-                    }
-                    Some(b'}') => {
-                        self.i += 1;
-                        break;
-                    }
-                    _ => return Err(self.err("expected ',' or '}'")),
+                if !self.more(b'}', "expected ',' or '}'")? {
+                    break;
                 }
             }
         }

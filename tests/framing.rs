@@ -281,7 +281,8 @@ fn second_signal_exits_130_at_once() {
     let chunk = "{\"k\":\"vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv\"}\n".repeat(1000);
     // Feeds until every buffer is full; ends when the child has gone.
     let feeder = std::thread::spawn(move || while stdin.write_all(chunk.as_bytes()).is_ok() {});
-    std::thread::sleep(Duration::from_millis(300));
+    // Long enough for the signal handler to be installed and every buffer to fill.
+    std::thread::sleep(Duration::from_millis(1000));
     kill(&child, libc::SIGINT);
     std::thread::sleep(Duration::from_millis(300));
     assert!(
