@@ -102,7 +102,7 @@ impl DeadLetters {
         let Some(out) = &self.0.out else {
             return Ok(());
         };
-        let meta = if event.is_decoded() && event.decode().is_ok() {
+        let meta = if event.is_decoded() {
             event.field(&self.0.meta_field).map(str::to_owned)
         } else {
             None

@@ -320,11 +320,6 @@ impl Event {
         if path.first() == meta {
             return None;
         }
-        self.get_any(path)
-    }
-
-    /// Like [`Event::get`], but also sees the metadata field.
-    pub fn get_any(&mut self, path: &FieldPath) -> Option<&str> {
         let (text, members) = self.text_and_members();
         let m = json::find(text, members, path.first())?;
         json::get_in(&text[m.value.clone()], &path.segments()[1..])
@@ -339,18 +334,6 @@ impl Event {
     /// Replaces the event's text (which must be a JSON object); caches are dropped.
     pub fn set_text(&mut self, text: String) {
         self.body = Body::Json(Json::new(text));
-    }
-
-    /// Takes the JSON text out of a decoded event.
-    pub fn into_text(self) -> Option<String> {
-        match self.body {
-            Body::Json(Json {
-                text: Text::Owned(s),
-                ..
-            }) => Some(s),
-            Body::Json(j) => Some(j.text.as_str().to_owned()),
-            _ => None,
-        }
     }
 
     /// A new event from text known to be one JSON object, sharing this one's line and ack.
