@@ -5,11 +5,15 @@
 use clap::CommandFactory;
 use clap_complete::Shell;
 
-use crate::stage::{enrich, validate};
+use crate::stage::{enrich, persist, validate};
 
 /// Every command's clap definition, by binary name.
 pub fn commands() -> Vec<clap::Command> {
-    vec![validate::Args::command(), enrich::Args::command()]
+    vec![
+        validate::Args::command(),
+        enrich::Args::command(),
+        persist::Args::command(),
+    ]
 }
 
 /// Every generated file: its path relative to the package root, and its bytes.

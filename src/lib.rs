@@ -8,8 +8,8 @@
 //!
 //! - [`cli`]: flags shared by every binary, argument parsing, the runtime and exit mapping.
 //! - [`shell`]: the shell form of a stage: NDJSON reader → stage → NDJSON writer.
-//! - [`stage`]: the stages — [`stage::validate`], [`stage::enrich`] — and the ordered
-//!   worker pool they share.
+//! - [`stage`]: the stages — [`stage::validate`], [`stage::enrich`], [`stage::persist`] —
+//!   and the ordered worker pool they share.
 //! - [`ndjson`]: line framing (line numbers, BOM, CRLF, length limit) and the writer
 //!   (block-buffered, idle flush, closed-pipe aware).
 //! - [`dead_letter`]: the dead-letter record format and its `O_APPEND` writer.

@@ -19,7 +19,7 @@ use crate::stage::{Ctx, Stats};
 /// memory between stages to about a megabyte, and is enough to keep every core busy.
 pub const CHANNEL_BATCHES: usize = 4;
 
-/// Runs `stage` between stdin/files and stdout.
+/// Runs `stage` between stdin/files and stdout; the progress line counts events written.
 pub async fn filter<F, Fut>(
     name: &'static str,
     common: &Common,
@@ -30,18 +30,51 @@ where
     F: FnOnce(Receiver<Batch>, Sender<Batch>, Ctx) -> Fut,
     Fut: Future<Output = Result<Stats>> + Send + 'static,
 {
+    wire(name, common, inputs, true, |i, o, ctx, _| stage(i, o, ctx)).await
+}
+
+/// Like [`filter`], for a stage that counts its own progress (a sink: rows committed).
+pub async fn filter_counting<F, Fut>(
+    name: &'static str,
+    common: &Common,
+    inputs: &[PathBuf],
+    stage: F,
+) -> Result<Exit>
+where
+    F: FnOnce(Receiver<Batch>, Sender<Batch>, Ctx, Progress) -> Fut,
+    Fut: Future<Output = Result<Stats>> + Send + 'static,
+{
+    wire(name, common, inputs, false, stage).await
+}
+
+async fn wire<F, Fut>(
+    name: &'static str,
+    common: &Common,
+    inputs: &[PathBuf],
+    writer_counts: bool,
+    stage: F,
+) -> Result<Exit>
+where
+    F: FnOnce(Receiver<Batch>, Sender<Batch>, Ctx, Progress) -> Fut,
+    Fut: Future<Output = Result<Stats>> + Send + 'static,
+{
     let dead = DeadLetters::open(common.dead_letter.as_deref(), &common.meta_field)
         .map_err(|e| Error::new(Exit::IoErr, e))?;
     let inputs = ndjson::open_inputs(inputs)?;
     let shutdown = Shutdown::on_signals();
     let ctx = Ctx::new(dead.clone(), shutdown.clone(), &common.meta_field);
     let progress = Progress::new(name, common.progress, common.quiet, &dead);
+    let (writer_progress, stage_progress) = if writer_counts {
+        (progress.clone(), Progress::hidden())
+    } else {
+        (Progress::hidden(), progress.clone())
+    };
 
     let (in_tx, in_rx) = mpsc::channel(CHANNEL_BATCHES);
     let (out_tx, out_rx) = mpsc::channel(CHANNEL_BATCHES);
     let reader = tokio::spawn(ndjson::read(inputs, common.max_line_bytes, in_tx, shutdown));
-    let stage = tokio::spawn(stage(in_rx, out_tx, ctx));
-    let written = ndjson::write(out_rx, std::io::stdout(), progress.clone()).await;
+    let stage = tokio::spawn(stage(in_rx, out_tx, ctx, stage_progress));
+    let written = ndjson::write(out_rx, std::io::stdout(), writer_progress).await;
     progress.finish();
     // A closed stdout ends the run at once (exit 0), without reading the rest of the input.
     written?;

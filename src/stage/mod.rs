@@ -13,6 +13,7 @@
 //!
 //! - [`validate`]: JSON Schema and quick field rules.
 //! - [`enrich`]: set fields, timestamps, ids, lookups and jq transforms.
+//! - [`persist`]: the sink: idempotent batched upserts into PostgreSQL or SQLite.
 
 use std::sync::Arc;
 
@@ -26,6 +27,7 @@ use crate::exit::{Error, Result};
 use crate::shutdown::Shutdown;
 
 pub mod enrich;
+pub mod persist;
 pub mod validate;
 
 /// What every stage is handed besides its config and channels.

@@ -1,0 +1,9 @@
+//! `persist`: see `ndpipe::stage::persist` and `persist --help`.
+
+use ndpipe::{cli, stage::persist};
+
+fn main() -> std::process::ExitCode {
+    let args: persist::Args = cli::parse();
+    let common = args.common.clone();
+    cli::run("persist", &common, persist::main(args))
+}
