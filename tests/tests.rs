@@ -7,6 +7,8 @@
 //! - `validate`: schemas (draft 2020-12 and 7), quick rules, the metadata field, order
 //!   with several workers.
 //! - `enrich`: --set, --timestamp, --id, --lookup, --jq and its split stamps, order.
+//! - `persist`: PostgreSQL and SQLite round trips, replays, versions, bad rows, offsets
+//!   and fencing, a database restart mid-run, table names.
 //! - `docs`: `--help` everywhere; committed man pages and completions are current.
 
 mod util;
@@ -14,4 +16,5 @@ mod util;
 mod docs;
 mod enrich;
 mod framing;
+mod persist;
 mod validate;

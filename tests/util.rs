@@ -43,8 +43,93 @@ impl Dir {
     pub fn cmd(&self, bin: &str) -> Command {
         let mut c = Command::cargo_bin(bin).expect("binary built");
         c.current_dir(self.root()).env_remove("NDPIPE_LOG");
+        // The user's database settings must not leak into tests.
+        for var in DB_VARS {
+            c.env_remove(var);
+        }
         c
     }
+}
+
+/// Environment variables that choose a database.
+pub const DB_VARS: [&str; 7] = [
+    "DATABASE_URL",
+    "PGHOST",
+    "PGPORT",
+    "PGUSER",
+    "PGPASSWORD",
+    "PGDATABASE",
+    "PGSSLMODE",
+];
+
+/// A schema of its own in the test database, dropped at the end; tests run in parallel.
+/// The server is `NDPIPE_TEST_DATABASE_URL`, else the local one at 127.0.0.1:5432.
+pub struct Pg {
+    pub base: String,
+    pub schema: String,
+}
+
+impl Pg {
+    pub fn new(test: &str) -> Pg {
+        let base = std::env::var("NDPIPE_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let schema = format!("t_{test}_{}", std::process::id());
+        let pg = Pg { base, schema };
+        let o = pg.psql_raw(&format!(
+            "DROP SCHEMA IF EXISTS {0} CASCADE; CREATE SCHEMA {0}",
+            pg.schema
+        ));
+        assert!(
+            o.status.success(),
+            "PostgreSQL at {} is not usable ({}). scripts/test starts the local server; \
+             start it by hand with: pg_ctlcluster --skip-systemctl-redirect \
+             $(ls /etc/postgresql) main start",
+            pg.base,
+            err(&o).trim()
+        );
+        pg
+    }
+
+    /// The URL persist gets: its search_path is this test's schema.
+    pub fn url(&self) -> String {
+        let sep = if self.base.contains('?') { '&' } else { '?' };
+        format!("{}{sep}options=-csearch_path%3D{}", self.base, self.schema)
+    }
+
+    fn psql_raw(&self, sql: &str) -> Output {
+        std::process::Command::new("psql")
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-F", "\t"])
+            .arg(&self.base)
+            .arg("-c")
+            .arg(sql)
+            .env("PGOPTIONS", format!("-c search_path={}", self.schema))
+            .env("PGCONNECT_TIMEOUT", "5")
+            .output()
+            .expect("psql runs")
+    }
+
+    /// Runs SQL in this schema; returns psql's unaligned, tab-separated output.
+    pub fn sql(&self, sql: &str) -> String {
+        let o = self.psql_raw(sql);
+        assert!(o.status.success(), "psql failed: {sql}: {}", err(&o));
+        out(&o).trim_end().to_owned()
+    }
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = self.psql_raw(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema));
+        }
+    }
+}
+
+/// The last event per `id` in `ndjson` (what a last-wins upsert must leave stored).
+pub fn last_by_id(ndjson: &str) -> std::collections::BTreeMap<String, serde_json::Value> {
+    values(ndjson)
+        .into_iter()
+        .map(|v| (v["id"].as_str().expect("id").to_owned(), v))
+        .collect()
 }
 
 /// The path of one of our binaries, for shell pipelines.

@@ -280,7 +280,10 @@ fn parse_column(s: &str) -> std::result::Result<ColumnMap, String> {
 fn is_type_name(t: &str) -> bool {
     let (base, rest) = match t.find('(') {
         Some(i) => (&t[..i], &t[i..]),
-        None => (t.trim_end_matches("[]"), &t[t.trim_end_matches("[]").len()..]),
+        None => (
+            t.trim_end_matches("[]"),
+            &t[t.trim_end_matches("[]").len()..],
+        ),
     };
     let words_ok = !base.trim().is_empty()
         && base.split(' ').filter(|w| !w.is_empty()).all(is_ident)
@@ -577,7 +580,10 @@ impl Config {
             None => None,
             Some((path, ty)) => {
                 let raw = event.get(path, meta_field).ok_or_else(|| {
-                    Reject::new("missing_version", format!("version field {path} is missing"))
+                    Reject::new(
+                        "missing_version",
+                        format!("version field {path} is missing"),
+                    )
                 })?;
                 Some(Version::parse(raw, *ty).map_err(|e| {
                     Reject::new("bad_version", format!("version field {path}: {e}"))
@@ -645,10 +651,7 @@ fn has_nul_escape(text: &str) -> bool {
 }
 
 /// Reads the Kafka coordinates of the metadata field, when it has them all.
-fn source_pos(
-    meta: Option<&str>,
-    parts: &mut HashMap<PartKey, Arc<PartKey>>,
-) -> Option<SourcePos> {
+fn source_pos(meta: Option<&str>, parts: &mut HashMap<PartKey, Arc<PartKey>>) -> Option<SourcePos> {
     #[derive(serde::Deserialize)]
     struct Split {
         count: Option<u32>,
@@ -1061,7 +1064,13 @@ pub async fn open(args: &Args) -> Result<(Layout, Vec<Loader>)> {
     match Target::from_args(args)? {
         Target::Postgres(spec) => {
             let (layout, loaders) = postgres::open(&spec, args).await?;
-            Ok((layout, loaders.into_iter().map(|l| Loader::Postgres(Box::new(l))).collect()))
+            Ok((
+                layout,
+                loaders
+                    .into_iter()
+                    .map(|l| Loader::Postgres(Box::new(l)))
+                    .collect(),
+            ))
         }
         Target::Sqlite(path) => {
             if !args.common.quiet {
@@ -1103,9 +1112,20 @@ mod tests {
 
     #[test]
     fn table_names_follow_the_grammar() {
-        assert_eq!(Table::parse("raw.events").unwrap().quoted(), "\"raw\".\"events\"");
+        assert_eq!(
+            Table::parse("raw.events").unwrap().quoted(),
+            "\"raw\".\"events\""
+        );
         assert_eq!(Table::parse("_x9").unwrap().quoted(), "\"_x9\"");
-        for bad in ["x; drop table y", "a.b.c", "9x", "", "a-b", "a.", &"x".repeat(64)] {
+        for bad in [
+            "x; drop table y",
+            "a.b.c",
+            "9x",
+            "",
+            "a-b",
+            "a.",
+            &"x".repeat(64),
+        ] {
             assert!(Table::parse(bad).is_err(), "{bad}");
         }
     }
@@ -1113,7 +1133,10 @@ mod tests {
     #[test]
     fn column_maps_and_types() {
         let c = parse_column("amount=amount:numeric(12,2)").unwrap();
-        assert_eq!((c.column.as_str(), c.ty.as_deref()), ("amount", Some("numeric(12,2)")));
+        assert_eq!(
+            (c.column.as_str(), c.ty.as_deref()),
+            ("amount", Some("numeric(12,2)"))
+        );
         assert!(parse_column("ts=meta.ts:timestamp with time zone").is_ok());
         assert!(parse_column("a=b:int; drop table x").is_err());
         assert!(parse_column("a b=c").is_err());

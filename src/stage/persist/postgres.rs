@@ -20,7 +20,7 @@ use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use tokio_postgres::{Client, Config as PgConfig, Statement};
 
 use super::offsets::{Commit, PartKey};
-use super::{Args, LoadError, Loaded, Layout, OnConflict, Row, Table};
+use super::{Args, Layout, LoadError, Loaded, OnConflict, Row, Table};
 use crate::event::Reject;
 use crate::exit::{Error, Exit, Result};
 
@@ -184,7 +184,10 @@ fn describe(c: &PgConfig) -> String {
 /// Connects `--connections` times, creates and checks the table, prepares statements.
 pub async fn open(spec: &ConnectSpec, args: &Args) -> Result<(Layout, Vec<Loader>)> {
     let client = spec.connect().await.map_err(|e| {
-        Error::unavailable(format!("cannot connect to PostgreSQL at {}: {e}", spec.display))
+        Error::unavailable(format!(
+            "cannot connect to PostgreSQL at {}: {e}",
+            spec.display
+        ))
     })?;
     let table = args.table.quoted();
     if args.create_table {
@@ -195,7 +198,9 @@ pub async fn open(spec: &ConnectSpec, args: &Args) -> Result<(Layout, Vec<Loader
             args.version_type.sql()
         );
         for c in &args.columns {
-            let ty = c.ty.as_deref().expect("checked: --create-table needs types");
+            let ty =
+                c.ty.as_deref()
+                    .expect("checked: --create-table needs types");
             let _ = write!(sql, ", {} {ty}", super::quote_ident(&c.column));
         }
         sql.push(')');
@@ -229,7 +234,10 @@ pub async fn open(spec: &ConnectSpec, args: &Args) -> Result<(Layout, Vec<Loader
     let mut loaders = vec![Loader::new(spec.clone(), client, &layout).await?];
     for _ in 1..args.connections {
         let client = spec.connect().await.map_err(|e| {
-            Error::unavailable(format!("cannot connect to PostgreSQL at {}: {e}", spec.display))
+            Error::unavailable(format!(
+                "cannot connect to PostgreSQL at {}: {e}",
+                spec.display
+            ))
         })?;
         loaders.push(Loader::new(spec.clone(), client, &layout).await?);
     }
@@ -237,7 +245,9 @@ pub async fn open(spec: &ConnectSpec, args: &Args) -> Result<(Layout, Vec<Loader
 }
 
 fn setup_error(table: &Table, what: &str, e: tokio_postgres::Error) -> Error {
-    let msg = e.as_db_error().map_or(e.to_string(), |d| d.message().to_owned());
+    let msg = e
+        .as_db_error()
+        .map_or(e.to_string(), |d| d.message().to_owned());
     Error::new(
         Exit::Unavailable,
         anyhow::anyhow!("{what} table {table}: {msg}"),
@@ -308,9 +318,10 @@ impl Loader {
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.client = None;
             self.load = None;
-            let c = self.spec.connect().await.map_err(|e| {
-                LoadError::Transient(anyhow::anyhow!("{}: {e}", self.spec.display))
-            })?;
+            let c =
+                self.spec.connect().await.map_err(|e| {
+                    LoadError::Transient(anyhow::anyhow!("{}: {e}", self.spec.display))
+                })?;
             self.client = Some(c);
         }
         if self.load.is_none() {
@@ -352,7 +363,9 @@ impl Loader {
         match client.batch_execute(&sql).await {
             Ok(()) => {}
             // Two connections creating it at once: the other one won.
-            Err(e) if e.code().is_some_and(|c| c.code() == "23505" || c.code() == "42P07") => {}
+            Err(e)
+                if e.code()
+                    .is_some_and(|c| c.code() == "23505" || c.code() == "42P07") => {}
             Err(e) => return Err(fault(e)),
         }
         self.offsets_ready = true;
@@ -369,7 +382,8 @@ impl Loader {
         let stmt = self.load.as_ref().expect("prepared");
         let mut tx = client.transaction().await.map_err(fault)?;
         if !commits.is_empty() {
-            let fenced = write_offsets(&tx, &self.offsets_sql, &self.offsets_table, commits).await?;
+            let fenced =
+                write_offsets(&tx, &self.offsets_sql, &self.offsets_table, commits).await?;
             if !fenced.is_empty() {
                 tx.rollback().await.map_err(fault)?;
                 return Err(LoadError::Fenced(fenced));
@@ -549,8 +563,16 @@ fn load_sql(l: &Layout) -> String {
         }
         let t: Vec<String> = compared.iter().map(|c| format!("t.{c}")).collect();
         let e: Vec<String> = compared.iter().map(|c| format!("EXCLUDED.{c}")).collect();
-        when.push(format!("({}) IS DISTINCT FROM ({})", row_expr(&t), row_expr(&e)));
-        format!("DO UPDATE SET {} WHERE {}", updates.join(", "), when.join(" AND "))
+        when.push(format!(
+            "({}) IS DISTINCT FROM ({})",
+            row_expr(&t),
+            row_expr(&e)
+        ));
+        format!(
+            "DO UPDATE SET {} WHERE {}",
+            updates.join(", "),
+            when.join(" AND ")
+        )
     };
     format!(
         "WITH up AS (INSERT INTO {table} AS t ({cols}) SELECT {select} FROM unnest({args}) \
@@ -635,10 +657,19 @@ mod tests {
     #[test]
     fn sslmode_is_taken_out_of_urls() {
         let (u, m) = take_sslmode("postgres://a@h/db?sslmode=verify-full&application_name=x");
-        assert_eq!((u.as_str(), m.as_deref()), ("postgres://a@h/db?application_name=x", Some("verify-full")));
+        assert_eq!(
+            (u.as_str(), m.as_deref()),
+            ("postgres://a@h/db?application_name=x", Some("verify-full"))
+        );
         let (u, m) = take_sslmode("postgres://a@h/db?x=1&sslmode=require");
-        assert_eq!((u.as_str(), m.as_deref()), ("postgres://a@h/db?x=1", Some("require")));
+        assert_eq!(
+            (u.as_str(), m.as_deref()),
+            ("postgres://a@h/db?x=1", Some("require"))
+        );
         let (u, m) = take_sslmode("host=h sslmode=disable user=u");
-        assert_eq!((u.as_str(), m.as_deref()), ("host=h  user=u", Some("disable")));
+        assert_eq!(
+            (u.as_str(), m.as_deref()),
+            ("host=h  user=u", Some("disable"))
+        );
     }
 }

@@ -18,7 +18,7 @@ use rusqlite::types::Value;
 use rusqlite::{params_from_iter, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
 use super::offsets::{Commit, PartKey};
-use super::{Args, LoadError, Loaded, Layout, OnConflict, Row, Table};
+use super::{Args, Layout, LoadError, Loaded, OnConflict, Row, Table};
 use crate::event::Reject;
 use crate::exit::{Error, Exit, Result};
 
@@ -130,7 +130,9 @@ fn open_blocking(path: &Path, args: &Args) -> Result<(Layout, Loader)> {
             super::quote_ident(&args.key_column)
         );
         for c in &args.columns {
-            let ty = c.ty.as_deref().expect("checked: --create-table needs types");
+            let ty =
+                c.ty.as_deref()
+                    .expect("checked: --create-table needs types");
             let _ = write!(sql, ", {} {ty}", super::quote_ident(&c.column));
         }
         sql.push(')');
@@ -138,8 +140,8 @@ fn open_blocking(path: &Path, args: &Args) -> Result<(Layout, Loader)> {
             .map_err(|e| open_error(path, format!("creating table {}: {e}", args.table)))?;
     }
     let columns = table_columns(&conn, &args.table).map_err(|e| open_error(path, e))?;
-    let unique = has_unique_index(&conn, &args.table, &args.key_column)
-        .map_err(|e| open_error(path, e))?;
+    let unique =
+        has_unique_index(&conn, &args.table, &args.key_column).map_err(|e| open_error(path, e))?;
     let shown = format!("SQLite file {}", path.display());
     let layout = super::resolve_layout(args, &columns, unique, &shown)?;
     let sql = Arc::new(statements(&layout));
@@ -428,9 +430,7 @@ fn row_or_fault(e: rusqlite::Error) -> std::result::Result<String, LoadError> {
 
 fn fault(e: rusqlite::Error) -> LoadError {
     match e.sqlite_error_code() {
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
-            LoadError::Transient(e.into())
-        }
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => LoadError::Transient(e.into()),
         _ => LoadError::Fatal(e.into()),
     }
 }

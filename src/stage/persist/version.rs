@@ -188,7 +188,16 @@ mod tests {
     fn decimals_compare_exactly() {
         let n = VersionType::Numeric;
         let order = [
-            "-1e3", "-2", "-1.5", "0", "0.0001", "1", "1.0000000000000000001", "2", "10", "1.5e2",
+            "-1e3",
+            "-2",
+            "-1.5",
+            "0",
+            "0.0001",
+            "1",
+            "1.0000000000000000001",
+            "2",
+            "10",
+            "1.5e2",
         ];
         for w in order.windows(2) {
             assert_eq!(v(w[0], n).order(&v(w[1], n)), Ordering::Less, "{w:?}");

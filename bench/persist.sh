@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Benchmarks persist against the hand-written psql path, in the same run, on the same
+# PostgreSQL: 2 M events (10 % duplicate keys) into an empty table, then again into the
+# filled table. Exits 1 when a goal of the persist issue is missed:
+#   >= 1.5x the psql path, >= 85,000 rows/s, peak RSS <= 64 MiB.
+#
+#   bench/persist.sh
+#   EVENTS=500000 DATABASE_URL=postgres://postgres@127.0.0.1:5432/test bench/persist.sh
+#
+# The peer: \copy of the NDJSON lines into an unlogged staging table (one jsonb column
+# and a serial ordinal), then INSERT ... SELECT DISTINCT ON (id) ... ORDER BY id, ord DESC
+# ON CONFLICT DO UPDATE: the last event in input order wins, as with persist.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+EVENTS=${EVENTS:-2000000}
+DB=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
+OUT=bench/out
+SCHEMA=ndpipe_bench
+mkdir -p "$OUT"
+cargo build --release --quiet --bin persist
+IN="$OUT/events-$EVENTS-dups.ndjson"
+[ -s "$IN" ] || python3 ../shared/tools/gen_events.py "$EVENTS" --dups 0.1 > "$IN"
+
+calc() { awk "BEGIN { print $1 }"; }
+holds() { awk "BEGIN { exit !($1) }"; }
+psql_() { PGOPTIONS="-c search_path=$SCHEMA" psql -X -q -v ON_ERROR_STOP=1 "$DB" "$@"; }
+
+psql -X -q -v ON_ERROR_STOP=1 "$DB" -c "DROP SCHEMA IF EXISTS $SCHEMA CASCADE; CREATE SCHEMA $SCHEMA" 2>/dev/null
+psql_ <<'SQL'
+CREATE TABLE ours (key text PRIMARY KEY, payload jsonb NOT NULL, meta jsonb, version bigint,
+                   first_seen timestamptz, updated_at timestamptz);
+CREATE TABLE peer (LIKE ours INCLUDING ALL);
+CREATE UNLOGGED TABLE staging (ord bigserial, doc jsonb);
+SQL
+
+# timed NAME CMD: wall seconds into SECS, peak RSS (KiB) of the command into RSS_KB.
+timed() {
+  local t0 t1
+  t0=$(date +%s.%N)
+  RSS_KB=$( { /usr/bin/time -f %M bash -c "$2" > /dev/null; } 2>&1 | tail -1 )
+  t1=$(date +%s.%N)
+  SECS=$(calc "$t1 - $t0")
+}
+
+# The psql path, end to end: load the lines, upsert the last per key, empty the staging.
+# CSV with quote and delimiter bytes that never occur in JSON text keeps every byte as is.
+PEER_SQL="\\copy staging (doc) FROM '$IN' WITH (FORMAT csv, QUOTE e'\\x01', DELIMITER e'\\x02')
+INSERT INTO peer AS t (key, payload, first_seen, updated_at)
+  SELECT DISTINCT ON (doc->>'id') doc->>'id', doc, now(), now() FROM staging ORDER BY doc->>'id', ord DESC
+  ON CONFLICT (key) DO UPDATE SET payload = EXCLUDED.payload, updated_at = EXCLUDED.updated_at;
+TRUNCATE staging;"
+echo "$PEER_SQL" > "$OUT/peer.sql"
+
+rows=$(awk -F'"id":"' '{ split($2, a, "\""); print a[1] }' "$IN" | sort -u | wc -l)
+echo "input: $IN ($EVENTS events, $rows distinct keys, $(du -mL "$IN" | cut -f1) MiB), $(nproc) cores"
+fail=0
+for pass in "empty table" "filled table"; do
+  timed peer "PGOPTIONS='-c search_path=$SCHEMA' psql -X -q -v ON_ERROR_STOP=1 '$DB' -f $OUT/peer.sql"
+  peer_secs=$SECS
+  timed ours "target/release/persist -q --database-url '$DB?options=-csearch_path%3D$SCHEMA' --table ours $IN"
+  ours_secs=$SECS; ours_rss=$RSS_KB
+  peer_rate=$(calc "$EVENTS / $peer_secs"); ours_rate=$(calc "$EVENTS / $ours_secs")
+  ratio=$(calc "$ours_rate / $peer_rate")
+  printf '%-13s psql path %8.0f events/s (%5.1f s)   persist %8.0f events/s (%5.1f s, rss %.1f MiB)   ratio %.2fx\n' \
+    "$pass:" "$peer_rate" "$peer_secs" "$ours_rate" "$ours_secs" "$(calc "$ours_rss / 1024")" "$ratio"
+  holds "$ratio >= 1.5" || { echo "  goal missed: ratio < 1.5x"; fail=1; }
+  holds "$ours_rate >= 85000" || { echo "  goal missed: < 85,000 rows/s"; fail=1; }
+  holds "$ours_rss <= 64 * 1024" || { echo "  goal missed: RSS > 64 MiB"; fail=1; }
+done
+
+# Both paths must have stored the same thing.
+same=$(psql_ -At -c "SELECT count(*) FROM ours o FULL JOIN peer p USING (key)
+                     WHERE o.payload IS DISTINCT FROM p.payload")
+stored=$(psql_ -At -c "SELECT count(*) FROM ours")
+[ "$same" = 0 ] && [ "$stored" = "$rows" ] || { echo "stored rows differ: $same mismatches, $stored rows for $rows keys"; fail=1; }
+psql -X -q "$DB" -c "DROP SCHEMA $SCHEMA CASCADE"
+[ "$fail" = 0 ] && echo "all goals met" || echo "GOALS MISSED"
+exit "$fail"

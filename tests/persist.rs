@@ -1,0 +1,665 @@
+//! `persist`: round trips into PostgreSQL and SQLite, replays, duplicate keys, versions,
+//! bad rows, source offsets and fencing, a database restart mid-run, bad table names.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::{Command as Std, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::util::*;
+
+/// `key → payload` of a PostgreSQL table.
+fn pg_rows(pg: &Pg, table: &str) -> BTreeMap<String, Value> {
+    pg.sql(&format!("SELECT key, payload::text FROM {table}"))
+        .lines()
+        .map(|l| {
+            let (k, p) = l.split_once('\t').expect("two columns");
+            (
+                k.to_owned(),
+                serde_json::from_str(p).expect("payload is JSON"),
+            )
+        })
+        .collect()
+}
+
+/// `key → payload` of a SQLite table.
+fn sqlite_rows(path: &std::path::Path, table: &str) -> BTreeMap<String, Value> {
+    let conn = rusqlite::Connection::open(path).expect("open sqlite");
+    let mut stmt = conn
+        .prepare(&format!("SELECT key, payload FROM {table}"))
+        .expect("prepare");
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .expect("query");
+    rows.map(|r| {
+        let (k, p) = r.expect("row");
+        (k, serde_json::from_str(&p).expect("payload is JSON"))
+    })
+    .collect()
+}
+
+/// The number in `N <what>` of persist's summary line.
+fn summary_count(stderr: &str, what: &str) -> u64 {
+    let line = stderr
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("persist: ") && l.contains(" inserted, "))
+        .unwrap_or_else(|| panic!("no summary in: {stderr}"));
+    line.split(", ")
+        .find_map(|part| {
+            let part = part.trim_start_matches("persist: ");
+            let (n, rest) = part.split_once(' ')?;
+            rest.starts_with(what).then(|| n.parse().expect("a count"))
+        })
+        .unwrap_or_else(|| panic!("no {what:?} in {line}"))
+}
+
+#[test]
+fn postgres_round_trip_and_replay_change_nothing() {
+    let dir = Dir::new();
+    let pg = Pg::new("round_trip");
+    let input = gen_events(&dir, "events.ndjson", 100_000, &["--dups", "0.1"]);
+    let text = std::fs::read_to_string(&input).unwrap();
+    let expected = last_by_id(&text);
+
+    let o = dir
+        .cmd("persist")
+        .args(["--database-url", &pg.url(), "--create-table"])
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(summary_count(&err(&o), "inserted"), expected.len() as u64);
+    assert_eq!(pg_rows(&pg, "events"), expected);
+    let snapshot = "SELECT md5(string_agg(key || payload::text || coalesce(meta::text, '') \
+                    || updated_at::text, ',' ORDER BY key)), count(*) FROM events";
+    let before = pg.sql(snapshot);
+
+    // Replaying the same file: same rows, same contents.
+    let o = dir
+        .cmd("persist")
+        .args(["--database-url", &pg.url()])
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(summary_count(&err(&o), "inserted"), 0);
+    assert_eq!(pg_rows(&pg, "events"), expected);
+    // Keys seen once were not even touched (updated_at kept).
+    let once = pg.sql("SELECT count(*) FROM events WHERE updated_at = first_seen");
+    assert!(once.parse::<u64>().unwrap() > 80_000, "{once}");
+    let after = pg.sql(snapshot);
+    assert_eq!(before.split('\t').nth(1), after.split('\t').nth(1));
+}
+
+#[test]
+fn sqlite_default_round_trip_and_replay() {
+    let dir = Dir::new();
+    let input = gen_events(&dir, "events.ndjson", 100_000, &["--dups", "0.1"]);
+    let expected = last_by_id(&std::fs::read_to_string(&input).unwrap());
+    for run in 0..2 {
+        let mut cmd = dir.cmd("persist");
+        if run == 0 {
+            cmd.arg("--create-table");
+        }
+        let o = cmd.arg(&input).output().unwrap();
+        assert!(o.status.success(), "{}", err(&o));
+        assert!(
+            err(&o).contains("writing to the SQLite file ndpipe.db"),
+            "{}",
+            err(&o)
+        );
+        let inserted = summary_count(&err(&o), "inserted");
+        assert_eq!(inserted, if run == 0 { expected.len() as u64 } else { 0 });
+        assert_eq!(sqlite_rows(&dir.path("ndpipe.db"), "events"), expected);
+    }
+}
+
+/// Events with the same key, in one batch and across batches.
+const VERSIONED: &str = concat!(
+    "{\"id\":\"a\",\"v\":1,\"meta\":{\"seq\":3}}\n",
+    "{\"id\":\"a\",\"v\":2,\"meta\":{\"seq\":1}}\n",
+    "{\"id\":\"b\",\"v\":1,\"meta\":{\"seq\":5}}\n",
+    "{\"id\":\"a\",\"v\":3,\"meta\":{\"seq\":2}}\n",
+    "{\"id\":\"b\",\"v\":2,\"meta\":{\"seq\":5}}\n",
+);
+
+fn v_of(rows: &BTreeMap<String, Value>) -> Vec<(String, i64)> {
+    rows.iter()
+        .map(|(k, p)| (k.clone(), p["v"].as_i64().unwrap()))
+        .collect()
+}
+
+#[test]
+fn duplicate_keys_versions_and_ignore_on_both_databases() {
+    let dir = Dir::new();
+    let pg = Pg::new("versions");
+    dir.create("in.ndjson", VERSIONED);
+    let cases: [(&str, &[&str], [(&str, i64); 2]); 5] = [
+        // Last in input order wins, in one batch or one row per batch.
+        ("last_one_batch", &[], [("a", 3), ("b", 2)]),
+        (
+            "last_many_batches",
+            &["--batch-size", "1"],
+            [("a", 3), ("b", 2)],
+        ),
+        // Highest version wins; ties go to the later event.
+        (
+            "version_one_batch",
+            &["--version-field", "meta.seq"],
+            [("a", 1), ("b", 2)],
+        ),
+        (
+            "version_many_batches",
+            &["--version-field", "meta.seq", "--batch-size", "1"],
+            [("a", 1), ("b", 2)],
+        ),
+        // Ignore: the first stored event stays.
+        (
+            "ignore",
+            &["--on-conflict", "ignore", "--batch-size", "2"],
+            [("a", 1), ("b", 1)],
+        ),
+    ];
+    for (table, flags, want) in cases {
+        let want: Vec<(String, i64)> = want.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        let o = dir
+            .cmd("persist")
+            .args([
+                "--database-url",
+                &pg.url(),
+                "--create-table",
+                "--table",
+                table,
+            ])
+            .args(flags)
+            .arg("in.ndjson")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{table}: {}", err(&o));
+        assert_eq!(v_of(&pg_rows(&pg, table)), want, "postgres {table}");
+        let o = dir
+            .cmd("persist")
+            .args(["--create-table", "--table", table])
+            .args(flags)
+            .arg("in.ndjson")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{table}: {}", err(&o));
+        assert_eq!(
+            v_of(&sqlite_rows(&dir.path("ndpipe.db"), table)),
+            want,
+            "sqlite {table}"
+        );
+    }
+    // An old event replayed later never overwrites a newer row.
+    dir.create(
+        "old.ndjson",
+        "{\"id\":\"a\",\"v\":0,\"meta\":{\"seq\":0}}\n",
+    );
+    let o = dir
+        .cmd("persist")
+        .args(["--database-url", &pg.url(), "--table", "version_one_batch"])
+        .args(["--version-field", "meta.seq", "old.ndjson"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(summary_count(&err(&o), "unchanged"), 1);
+    assert_eq!(
+        v_of(&pg_rows(&pg, "version_one_batch")),
+        [("a".into(), 1), ("b".into(), 2)]
+    );
+}
+
+#[test]
+fn bad_rows_go_to_dead_letters_and_the_rest_commits() {
+    let dir = Dir::new();
+    let pg = Pg::new("bad_rows");
+    pg.sql(
+        "CREATE TABLE typed (key text PRIMARY KEY, payload jsonb NOT NULL, meta jsonb, \
+         n integer, at timestamptz)",
+    );
+    let input = concat!(
+        "{\"id\":\"ok-1\",\"n\":1,\"at\":\"2026-11-01T00:00:00Z\"}\n",
+        "{\"n\":2}\n",
+        "{\"id\":\"bad-n\",\"n\":\"many\"}\n",
+        "{\"id\":\"bad-nul\",\"s\":\"a\\u0000b\"}\n",
+        "{\"id\":\"ok-2\",\"n\":2,\"s\":\"a\\\\u0000b\",\"_meta\":{\"source\":\"test\"}}\n",
+        "{\"id\":\"bad-at\",\"at\":\"when?\"}\n",
+        "{\"id\":[1]}\n",
+        "not json\n",
+        "{\"id\":7,\"n\":3}\n",
+    );
+    dir.create("in.ndjson", input);
+    let o = dir
+        .cmd("persist")
+        .args(["--database-url", &pg.url(), "--table", "typed"])
+        .args(["--column", "n=n", "--column", "at=at"])
+        .args(["--dead-letter", "dead.ndjson", "in.ndjson"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(
+        pg.sql("SELECT key, n, meta FROM typed ORDER BY key"),
+        "7\t3\t\nok-1\t1\t\nok-2\t2\t{\"source\": \"test\"}"
+    );
+    // The metadata field is stored apart from the payload.
+    assert_eq!(
+        pg.sql("SELECT payload ? '_meta' FROM typed WHERE key = 'ok-2'"),
+        "f"
+    );
+    let dead = values(&dir.read("dead.ndjson"));
+    let got: Vec<(u64, &str)> = dead
+        .iter()
+        .map(|d| (d["line"].as_u64().unwrap(), d["kind"].as_str().unwrap()))
+        .collect();
+    let mut got = got;
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            (2, "missing_key"),
+            (3, "database"),
+            (4, "nul_in_json"),
+            (6, "database"),
+            (7, "bad_key"),
+            (8, "malformed_json")
+        ]
+    );
+    let n_reason = dead.iter().find(|d| d["line"] == 3).unwrap()["reason"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        n_reason.contains("invalid input syntax for type integer"),
+        "{n_reason}"
+    );
+    assert!(dead.iter().all(|d| d["stage"] == "persist"));
+    // Without --dead-letter, rejects make the exit code 65.
+    let o = dir
+        .cmd("persist")
+        .args(["--database-url", &pg.url(), "--table", "typed", "in.ndjson"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(65), "{}", err(&o));
+}
+
+fn kafka_event(id: &str, offset: i64, extra: &str) -> String {
+    format!(
+        "{{\"id\":\"{id}\",\"_meta\":{{\"source\":\"kafka\",\"group\":\"g\",\"topic\":\"t\",\
+         \"partition\":0,\"offset\":{offset}{extra}}}}}\n"
+    )
+}
+
+#[test]
+fn source_offsets_commit_with_the_rows() {
+    let dir = Dir::new();
+    let pg = Pg::new("offsets");
+    let mut input = String::new();
+    for o in 0..5 {
+        input += &kafka_event(&format!("e{o}"), o, "");
+    }
+    // Offset 3 again without a key: a dead letter, still handled.
+    input += &kafka_event("", 3, "").replace("\"id\":\"\",", "");
+    // Offset 5 became three events; only two arrived and nothing later: not complete.
+    for i in 0..2 {
+        input += &kafka_event(
+            &format!("s{i}"),
+            5,
+            &format!(",\"split\":{{\"index\":{i},\"count\":3}}"),
+        );
+    }
+    dir.create("in.ndjson", &input);
+    for (url, name) in [(Some(pg.url()), "postgres"), (None, "sqlite")] {
+        let mut cmd = dir.cmd("persist");
+        if let Some(u) = &url {
+            cmd.args(["--database-url", u]);
+        }
+        let o = cmd
+            .args(["--create-table", "--batch-size", "2", "--connections", "3"])
+            .args(["--dead-letter", "dead.ndjson", "in.ndjson"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{name}: {}", err(&o));
+        let next = match &url {
+            Some(_) => {
+                pg.sql("SELECT \"group\", topic, \"partition\", next_offset FROM ndpipe_offsets")
+            }
+            None => {
+                let c = rusqlite::Connection::open(dir.path("ndpipe.db")).unwrap();
+                c.query_row(
+                    "SELECT \"group\" || '\t' || topic || '\t' || \"partition\" || '\t' || \
+                     next_offset FROM ndpipe_offsets",
+                    [],
+                    |r| r.get::<_, String>(0),
+                )
+                .unwrap()
+            }
+        };
+        assert_eq!(next, "g\tt\t0\t5", "{name}");
+    }
+    // The third part of offset 5 arrives, then offset 6: everything is complete.
+    let more =
+        kafka_event("s2", 5, ",\"split\":{\"index\":2,\"count\":3}") + &kafka_event("e6", 6, "");
+    dir.create("more.ndjson", more);
+    let o = dir
+        .cmd("persist")
+        .args(["--database-url", &pg.url(), "more.ndjson"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(pg.sql("SELECT next_offset FROM ndpipe_offsets"), "7");
+}
+
+#[test]
+fn a_newer_epoch_fences_an_old_writer() {
+    let dir = Dir::new();
+    let pg = Pg::new("fencing");
+    pg.sql(
+        "CREATE TABLE ndpipe_offsets (\"group\" text NOT NULL, topic text NOT NULL, \
+         \"partition\" integer NOT NULL, next_offset bigint NOT NULL, epoch bigint, \
+         updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (\"group\", topic, \"partition\"));
+         INSERT INTO ndpipe_offsets VALUES ('g', 't', 0, 0, 7, now())",
+    );
+    let old = kafka_event("old", 0, ",\"epoch\":6") + &kafka_event("old2", 1, ",\"epoch\":6");
+    dir.create("old.ndjson", old);
+    let o = dir
+        .cmd("persist")
+        .args(["--database-url", &pg.url(), "--create-table", "old.ndjson"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(summary_count(&err(&o), "fenced"), 2, "{}", err(&o));
+    assert_eq!(pg.sql("SELECT count(*) FROM events"), "0");
+    assert_eq!(
+        pg.sql("SELECT next_offset, epoch FROM ndpipe_offsets"),
+        "0\t7"
+    );
+
+    dir.create("new.ndjson", kafka_event("new", 0, ",\"epoch\":7"));
+    let o = dir
+        .cmd("persist")
+        .args(["--database-url", &pg.url(), "new.ndjson"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(pg.sql("SELECT key FROM events"), "new");
+    assert_eq!(
+        pg.sql("SELECT next_offset, epoch FROM ndpipe_offsets"),
+        "1\t7"
+    );
+}
+
+#[test]
+fn emit_passes_committed_events_on() {
+    let dir = Dir::new();
+    dir.create(
+        "in.ndjson",
+        "{\"id\":\"a\",  \"n\":1}\n{\"n\":2}\n{\"id\":\"b\",\"n\":3}\n",
+    );
+    let o = dir
+        .cmd("persist")
+        .args(["--create-table", "--emit", "--connections", "1", "-q"])
+        .args(["--dead-letter", "dead.ndjson", "in.ndjson"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(
+        out(&o),
+        "{\"id\":\"a\",  \"n\":1}\n{\"id\":\"b\",\"n\":3}\n"
+    );
+    assert_eq!(err(&o), "");
+}
+
+#[test]
+fn table_names_outside_the_grammar_are_usage_errors() {
+    let dir = Dir::new();
+    let pg = Pg::new("names");
+    pg.sql("CREATE TABLE y (key text PRIMARY KEY)");
+    dir.create("in.ndjson", "{\"id\":\"a\"}\n");
+    for bad in ["x; drop table y", "a.b.c", "y\"", "1y", "über", "events--"] {
+        for flag in ["--table", "--offsets-table"] {
+            let o = dir
+                .cmd("persist")
+                .args([
+                    "--database-url",
+                    &pg.url(),
+                    "--create-table",
+                    flag,
+                    bad,
+                    "in.ndjson",
+                ])
+                .output()
+                .unwrap();
+            assert_eq!(o.status.code(), Some(64), "{flag} {bad}: {}", err(&o));
+            assert!(err(&o).contains("is not a table name"), "{}", err(&o));
+        }
+    }
+    assert_eq!(pg.sql("SELECT count(*) FROM y"), "0");
+    assert_eq!(
+        pg.sql(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()"
+        ),
+        "1"
+    );
+    assert!(!dir.path("ndpipe.db").exists());
+}
+
+#[test]
+fn unreachable_database_and_missing_table_are_clear() {
+    let dir = Dir::new();
+    dir.create("in.ndjson", "{\"id\":\"a\"}\n");
+    let start = Instant::now();
+    let o = dir
+        .cmd("persist")
+        .args(["--database-url", "postgres://postgres@127.0.0.1:1/test"])
+        .args(["--connect-timeout", "2s", "in.ndjson"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(69), "{}", err(&o));
+    assert!(
+        err(&o).contains("cannot connect to PostgreSQL"),
+        "{}",
+        err(&o)
+    );
+    assert!(start.elapsed() < Duration::from_secs(10));
+
+    let pg = Pg::new("missing");
+    let o = dir
+        .cmd("persist")
+        .args(["--database-url", &pg.url(), "in.ndjson"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(64), "{}", err(&o));
+    assert!(err(&o).contains("--create-table"), "{}", err(&o));
+    pg.sql("CREATE TABLE nounique (key text, payload jsonb)");
+    let o = dir
+        .cmd("persist")
+        .args([
+            "--database-url",
+            &pg.url(),
+            "--table",
+            "nounique",
+            "in.ndjson",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(64), "{}", err(&o));
+    assert!(err(&o).contains("no unique index"), "{}", err(&o));
+}
+
+/// A PostgreSQL cluster of the test's own, in a temp dir on a free port.
+struct Cluster {
+    data: std::path::PathBuf,
+    bin: std::path::PathBuf,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL server binaries under /usr/lib/postgresql")
+            .filter_map(|e| e.ok())
+            .map(|e| e.path().join("bin"))
+            .filter(|p| p.join("initdb").exists())
+            .max()
+            .expect("an initdb under /usr/lib/postgresql/*/bin");
+        let dir = tempfile::Builder::new()
+            .prefix("ndpipe-pg-")
+            .tempdir()
+            .unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        // initdb refuses to run as root: the cluster belongs to the postgres user.
+        let chown = Std::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(chown.success());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let c = Cluster {
+            data,
+            bin,
+            port,
+            _dir: dir,
+        };
+        c.as_postgres(&[
+            c.bin.join("initdb").to_str().unwrap(),
+            "-D",
+            c.data.to_str().unwrap(),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+        ]);
+        c.start();
+        c
+    }
+
+    fn as_postgres(&self, args: &[&str]) {
+        let o = Std::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}: {}{}", out(&o), err(&o));
+    }
+
+    fn pg_ctl(&self, args: &[&str]) {
+        let ctl = self.bin.join("pg_ctl");
+        let mut all = vec![ctl.to_str().unwrap(), "-D", self.data.to_str().unwrap()];
+        all.extend_from_slice(args);
+        self.as_postgres(&all);
+    }
+
+    fn start(&self) {
+        let opts = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=off",
+            self.port
+        );
+        let log = self.data.join("log");
+        self.pg_ctl(&["-w", "-l", log.to_str().unwrap(), "-o", &opts, "start"]);
+    }
+
+    fn stop_immediate(&self) {
+        self.pg_ctl(&["-m", "immediate", "-w", "stop"]);
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn count(&self) -> u64 {
+        let o = Std::new("psql")
+            .args(["-X", "-A", "-t", &self.url(), "-c"])
+            .arg("SELECT count(*) FROM events")
+            .output()
+            .unwrap();
+        out(&o).trim().parse().unwrap_or(0)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let ctl = self.bin.join("pg_ctl");
+        let _ = Std::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(ctl)
+            .args(["-D", self.data.to_str().unwrap(), "-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+#[test]
+fn a_database_restart_mid_run_loses_nothing() {
+    let dir = Dir::new();
+    let cluster = Cluster::new();
+    let input = gen_events(&dir, "events.ndjson", 30_000, &["--dups", "0.1"]);
+    let text = std::fs::read_to_string(&input).unwrap();
+    let expected = last_by_id(&text);
+    let lines: Vec<&str> = text.lines().collect();
+
+    let mut child = Std::new(bin("persist"))
+        .args(["--database-url", &cluster.url(), "--create-table"])
+        .args(["--batch-size", "500", "--linger-ms", "20"])
+        .current_dir(dir.root())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let (first, rest) = lines.split_at(5_000);
+    stdin
+        .write_all((first.join("\n") + "\n").as_bytes())
+        .unwrap();
+    stdin.flush().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cluster.count() == 0 {
+        assert!(Instant::now() < deadline, "no batch committed in 30 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cluster.stop_immediate();
+    // The rest arrives while the database is down; persist must wait and replay. The
+    // pipe fills up while it waits, so a thread of its own writes it.
+    let rest = rest.join("\n") + "\n";
+    let writer = std::thread::spawn(move || {
+        stdin.write_all(rest.as_bytes()).unwrap();
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    cluster.start();
+    writer.join().unwrap();
+    let o = child.wait_with_output().unwrap();
+    let stderr = err(&o);
+    assert!(o.status.success(), "{stderr}");
+    assert!(summary_count(&stderr, "retries") >= 1, "{stderr}");
+    assert!(stderr.contains("database unavailable"), "{stderr}");
+    let got: BTreeMap<String, Value> = {
+        let o = Std::new("psql")
+            .args(["-X", "-A", "-t", "-F", "\t", &cluster.url(), "-c"])
+            .arg("SELECT key, payload::text FROM events")
+            .output()
+            .unwrap();
+        out(&o)
+            .lines()
+            .map(|l| {
+                let (k, p) = l.split_once('\t').unwrap();
+                (k.to_owned(), serde_json::from_str(p).unwrap())
+            })
+            .collect()
+    };
+    assert_eq!(got.len(), expected.len());
+    assert!(
+        got == expected,
+        "stored contents differ from the last event per key"
+    );
+}
