@@ -17,7 +17,7 @@ DB=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
 OUT=bench/out
 SCHEMA=ndpipe_bench
 mkdir -p "$OUT"
-cargo build --release --quiet --bin persist
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release --quiet --bin persist
 IN="$OUT/events-$EVENTS-dups.ndjson"
 [ -s "$IN" ] || python3 ../shared/tools/gen_events.py "$EVENTS" --dups 0.1 > "$IN"
 

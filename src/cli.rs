@@ -112,6 +112,19 @@ pub fn run(
     }
 }
 
+/// Keeps glibc's allocator from holding on to freed memory: commands that keep many
+/// events in flight across threads (sinks, servers) call it first. Large blocks (read
+/// chunks, encode buffers) are mapped and unmapped rather than left fragmenting the heap,
+/// and two arenas stop every thread from growing its own.
+pub fn tame_malloc() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning; called before other threads start.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 fn init_logging(common: &Common) {
     use tracing_subscriber::EnvFilter;
     let default = if common.quiet { "error" } else { "info" };

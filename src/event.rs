@@ -331,6 +331,14 @@ impl Event {
         json::find(text, members, key).map(|m| &text[m.value.clone()])
     }
 
+    /// Frees the member index of a decoded event (it is rebuilt when needed): for events
+    /// held a long time, such as rows waiting for their transaction.
+    pub fn drop_index(&mut self) {
+        if let Body::Json(j) = &mut self.body {
+            j.members = None;
+        }
+    }
+
     /// Replaces the event's text (which must be a JSON object); caches are dropped.
     pub fn set_text(&mut self, text: String) {
         self.body = Body::Json(Json::new(text));

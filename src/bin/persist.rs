@@ -3,6 +3,7 @@
 use ndpipe::{cli, stage::persist};
 
 fn main() -> std::process::ExitCode {
+    cli::tame_malloc();
     let args: persist::Args = cli::parse();
     let common = args.common.clone();
     cli::run("persist", &common, persist::main(args))

@@ -20,6 +20,7 @@
 //! Modules: [`postgres`] and [`sqlite`] hold each database's SQL; [`offsets`] decides which
 //! source offsets may be recorded; [`version`] parses and orders `--version-field` values.
 
+use std::borrow::Cow;
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
@@ -391,16 +392,25 @@ pub fn resolve_layout(
 /// One event ready to load.
 pub struct Row {
     pub key: String,
-    /// The event's JSON text without the metadata field (unless `--keep-meta`).
-    pub payload: String,
+    /// The event's JSON text without the metadata field, when it differs from the
+    /// event's text (see [`Row::payload`]).
+    payload: Option<String>,
     /// The metadata field's JSON text.
     pub meta: Option<String>,
-    pub version: Option<Version>,
+    pub version: Option<Box<Version>>,
     /// Typed column values as text (JSON text for json/jsonb columns); None is NULL.
-    pub columns: Vec<Option<String>>,
-    pub pos: Option<SourcePos>,
+    pub columns: Box<[Option<String>]>,
+    pub pos: Option<Box<SourcePos>>,
     pub event: Event,
     pub source: Arc<str>,
+}
+
+impl Row {
+    /// The JSON text stored as `payload`: the event without the metadata field (unless
+    /// `--keep-meta`).
+    pub fn payload(&self) -> &str {
+        self.payload.as_deref().unwrap_or_else(|| self.event.text())
+    }
 }
 
 /// The stage's settings, fixed before the first event.
@@ -528,16 +538,20 @@ impl Config {
         pos: Option<SourcePos>,
     ) -> std::result::Result<Row, (Event, Reject)> {
         match self.extract(&mut event, meta_field) {
-            Ok((key, payload, meta, version, columns)) => Ok(Row {
+            Ok((key, payload, meta, version, columns)) => {
+                // Rows wait for their transaction: keep them small.
+                event.drop_index();
+                Ok(Row {
                 key,
                 payload,
                 meta,
-                version,
-                columns,
-                pos,
+                version: version.map(Box::new),
+                columns: columns.into_boxed_slice(),
+                pos: pos.map(Box::new),
                 event,
                 source: source.clone(),
-            }),
+            })
+            }
             Err(r) => Err((event, r)),
         }
     }
@@ -550,7 +564,7 @@ impl Config {
     ) -> std::result::Result<
         (
             String,
-            String,
+            Option<String>,
             Option<String>,
             Option<Version>,
             Vec<Option<String>>,
@@ -600,18 +614,17 @@ impl Config {
         }
         let (text, members) = event.text_and_members();
         let meta = json::find(text, members, meta_field).map(|m| text[m.value.clone()].to_owned());
-        let payload = if self.keep_meta {
-            text.to_owned()
-        } else {
-            json::remove(text, members, meta_field).into_owned()
-        };
         // PostgreSQL's jsonb refuses \u0000; both databases refuse it alike.
-        if has_nul_escape(&payload) || meta.as_deref().is_some_and(has_nul_escape) {
+        if has_nul_escape(text) {
             return Err(Reject::new(
                 "nul_in_json",
                 "a string holds \\u0000, which jsonb cannot store",
             ));
         }
+        let payload = match (self.keep_meta, json::remove(text, members, meta_field)) {
+            (true, _) | (false, Cow::Borrowed(_)) => None,
+            (false, Cow::Owned(p)) => Some(p),
+        };
         Ok((key, payload, meta, version, columns))
     }
 
@@ -751,11 +764,11 @@ pub async fn run(
 
     let mut stats = Stats::default();
     let n = senders.len();
-    let mut pending: Vec<Vec<Row>> = (0..n).map(|_| Vec::new()).collect();
+    let batch_size = shared.config.batch_size;
+    let mut pending: Vec<Vec<Row>> = (0..n).map(|_| Vec::with_capacity(batch_size)).collect();
     let mut oldest: Option<Instant> = None;
     let mut parts = HashMap::new();
     let hasher = BuildHasherDefault::<DefaultHasher>::default();
-    let batch_size = shared.config.batch_size;
     let meta_field = shared.ctx.meta_field.clone();
     let mut open = true;
     while open {
@@ -792,7 +805,10 @@ pub async fn run(
                     pending[i].push(row);
                     oldest.get_or_insert_with(Instant::now);
                     if pending[i].len() >= batch_size {
-                        let rows = std::mem::take(&mut pending[i]);
+                        let rows = std::mem::replace(
+                            &mut pending[i],
+                            Vec::with_capacity(batch_size),
+                        );
                         if senders[i].send(rows).await.is_err() {
                             open = false;
                             break;
@@ -898,7 +914,7 @@ async fn commit_rows(
     let mut fence_rounds = 0;
     loop {
         let winners = winners(&shared.config, &rows);
-        let positions: Vec<&SourcePos> = rows.iter().filter_map(|r| r.pos.as_ref()).collect();
+        let positions: Vec<&SourcePos> = rows.iter().filter_map(|r| r.pos.as_deref()).collect();
         let commits = shared
             .tracker
             .lock()
@@ -938,7 +954,7 @@ async fn commit_rows(
                     Counts::add(&counts.batches, 1);
                 }
                 let positions: Vec<&SourcePos> =
-                    rows.iter().filter_map(|r| r.pos.as_ref()).collect();
+                    rows.iter().filter_map(|r| r.pos.as_deref()).collect();
                 shared
                     .tracker
                     .lock()
@@ -988,7 +1004,7 @@ async fn commit_rows(
                     t.fence(part, *epoch);
                 }
                 let before = rows.len();
-                rows.retain(|r| r.pos.as_ref().is_none_or(|p| !t.is_fenced(p)));
+                rows.retain(|r| r.pos.as_deref().is_none_or(|p| !t.is_fenced(p)));
                 Counts::add(&counts.fenced, (before - rows.len()) as u64);
             }
             Err(LoadError::Transient(e)) => {

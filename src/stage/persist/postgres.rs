@@ -442,7 +442,7 @@ async fn upsert(
     rows: &[&Row],
 ) -> std::result::Result<(u64, u64), LoadError> {
     let keys: Vec<&str> = rows.iter().map(|r| r.key.as_str()).collect();
-    let payloads: Vec<Jsonb> = rows.iter().map(|r| Jsonb(&r.payload)).collect();
+    let payloads: Vec<Jsonb> = rows.iter().map(|r| Jsonb(r.payload())).collect();
     let metas: Vec<Option<Jsonb>> = rows.iter().map(|r| r.meta.as_deref().map(Jsonb)).collect();
     let versions: Vec<Option<&str>> = rows
         .iter()

@@ -301,7 +301,7 @@ impl Loader {
         let s = &self.sql;
         let mut v = vec![Value::Text(row.key.clone())];
         if s.payload {
-            v.push(Value::Text(row.payload.clone()));
+            v.push(Value::Text(row.payload().to_owned()));
         }
         if s.meta {
             v.push(row.meta.clone().map_or(Value::Null, Value::Text));
