@@ -5,7 +5,7 @@
 use clap::CommandFactory;
 use clap_complete::Shell;
 
-use crate::stage::{enrich, persist, validate};
+use crate::stage::{enrich, ingest_http, persist, validate};
 
 /// Every command's clap definition, by binary name.
 pub fn commands() -> Vec<clap::Command> {
@@ -13,6 +13,7 @@ pub fn commands() -> Vec<clap::Command> {
         validate::Args::command(),
         enrich::Args::command(),
         persist::Args::command(),
+        ingest_http::Args::command(),
     ]
 }
 

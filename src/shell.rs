@@ -87,6 +87,33 @@ where
     Ok(finish(name, common, &dead, &stats))
 }
 
+/// Runs a source (a server, a consumer) into stdout; it ends on shutdown or when it
+/// has nothing more to send.
+pub async fn source<F, Fut>(name: &'static str, common: &Common, source: F) -> Result<Exit>
+where
+    F: FnOnce(Sender<Batch>, Ctx) -> Fut,
+    Fut: Future<Output = Result<()>> + Send + 'static,
+{
+    let dead = DeadLetters::open(common.dead_letter.as_deref(), &common.meta_field)
+        .map_err(|e| Error::new(Exit::IoErr, e))?;
+    let shutdown = Shutdown::on_signals();
+    let ctx = Ctx::new(dead.clone(), shutdown.clone(), &common.meta_field);
+    let progress = Progress::new(name, common.progress, common.quiet, &dead);
+    let (out_tx, out_rx) = mpsc::channel(CHANNEL_BATCHES);
+    let task = tokio::spawn(source(out_tx, ctx));
+    let written = ndjson::write(out_rx, std::io::stdout(), progress.clone()).await;
+    progress.finish();
+    let events = written?;
+    task.await
+        .map_err(|e| Error::from(anyhow::anyhow!("{name} panicked: {e}")))??;
+    let stats = Stats {
+        events_in: events,
+        events_out: events,
+        rejected: dead.count(),
+    };
+    Ok(finish(name, common, &dead, &stats))
+}
+
 /// Prints the summary (when something was rejected or progress was shown) and decides
 /// the exit code: 65 when rejects had nowhere to go.
 pub fn finish(name: &str, common: &Common, dead: &DeadLetters, stats: &Stats) -> Exit {

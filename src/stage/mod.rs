@@ -11,6 +11,7 @@
 //! early when its output closes. The shell binaries put a stage between an NDJSON reader
 //! and writer; `pipeline` chains the same functions in one process.
 //!
+//! - [`ingest_http`]: the HTTP source: POST /events into a bounded hub, with back-pressure.
 //! - [`validate`]: JSON Schema and quick field rules.
 //! - [`enrich`]: set fields, timestamps, ids, lookups and jq transforms.
 //! - [`persist`]: the sink: idempotent batched upserts into PostgreSQL or SQLite.
@@ -27,6 +28,7 @@ use crate::exit::{Error, Result};
 use crate::shutdown::Shutdown;
 
 pub mod enrich;
+pub mod ingest_http;
 pub mod persist;
 pub mod validate;
 
