@@ -137,7 +137,8 @@ fn duplicate_keys_versions_and_ignore_on_both_databases() {
     let dir = Dir::new();
     let pg = Pg::new("versions");
     dir.create("in.ndjson", VERSIONED);
-    let cases: [(&str, &[&str], [(&str, i64); 2]); 5] = [
+    type Case<'a> = (&'a str, &'a [&'a str], [(&'a str, i64); 2]);
+    let cases: [Case; 5] = [
         // Last in input order wins, in one batch or one row per batch.
         ("last_one_batch", &[], [("a", 3), ("b", 2)]),
         (

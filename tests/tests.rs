@@ -7,6 +7,8 @@
 //! - `validate`: schemas (draft 2020-12 and 7), quick rules, the metadata field, order
 //!   with several workers.
 //! - `enrich`: --set, --timestamp, --id, --lookup, --jq and its split stamps, order.
+//! - `ingest_http`: the HTTP server: body forms, status codes, back-pressure with a stalled
+//!   stdout, `--ack written`, shutdown under load.
 //! - `persist`: PostgreSQL and SQLite round trips, replays, versions, bad rows, offsets
 //!   and fencing, a database restart mid-run, table names.
 //! - `docs`: `--help` everywhere; committed man pages and completions are current.
@@ -16,5 +18,6 @@ mod util;
 mod docs;
 mod enrich;
 mod framing;
+mod ingest_http;
 mod persist;
 mod validate;

@@ -29,7 +29,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
 use clap::{Parser, ValueEnum};
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::cli::{parse_bytes, Common};
@@ -107,7 +109,12 @@ pub struct Args {
     pub all_or_nothing: bool,
 
     /// Require `Authorization: Bearer TOKEN` (compared in constant time).
-    #[arg(long, value_name = "TOKEN", env = "NDPIPE_AUTH_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "NDPIPE_AUTH_TOKEN",
+        hide_env_values = true
+    )]
     pub auth_token: Option<String>,
 
     /// Read the bearer token from a file (surrounding whitespace ignored).
@@ -228,7 +235,8 @@ struct Metrics {
 
 impl Metrics {
     fn new(capacity: u32) -> Metrics {
-        let registry = Registry::new_custom(Some("ndpipe_http".into()), None).expect("valid prefix");
+        let registry =
+            Registry::new_custom(Some("ndpipe_http".into()), None).expect("valid prefix");
         let requests = IntCounterVec::new(
             Opts::new("requests_total", "HTTP requests answered, by status code"),
             &["status"],
@@ -247,9 +255,11 @@ impl Metrics {
             "Events queued but not written when the shutdown timeout expired",
         )
         .expect("valid");
-        let depth = IntGauge::new("hub_depth_events", "Events queued, not yet written").expect("valid");
+        let depth =
+            IntGauge::new("hub_depth_events", "Events queued, not yet written").expect("valid");
         let depth_bytes =
-            IntGauge::new("hub_depth_bytes", "Bytes of events queued, not yet written").expect("valid");
+            IntGauge::new("hub_depth_bytes", "Bytes of events queued, not yet written")
+                .expect("valid");
         let cap = IntGauge::new("hub_capacity_events", "Events the queue holds").expect("valid");
         cap.set(capacity.into());
         let latency = Histogram::with_opts(
@@ -339,7 +349,10 @@ impl IntoResponse for Answer {
     fn into_response(self) -> Response {
         let mut r = (
             self.status,
-            [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
             self.body,
         )
             .into_response();
@@ -385,7 +398,12 @@ async fn post_events(
     answer.into_response()
 }
 
-async fn handle(hub: &Hub, remote: SocketAddr, headers: &HeaderMap, body: axum::body::Body) -> Answer {
+async fn handle(
+    hub: &Hub,
+    remote: SocketAddr,
+    headers: &HeaderMap,
+    body: axum::body::Body,
+) -> Answer {
     let config = &hub.config;
     if let Some(token) = &config.auth_token {
         let given = headers
@@ -397,7 +415,9 @@ async fn handle(hub: &Hub, remote: SocketAddr, headers: &HeaderMap, body: axum::
         });
         if !ok {
             let mut a = Answer::error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-            a.body = a.body.replace('}', ",\"hint\":\"Authorization: Bearer TOKEN\"}");
+            a.body = a
+                .body
+                .replace('}', ",\"hint\":\"Authorization: Bearer TOKEN\"}");
             return a;
         }
     }
@@ -433,6 +453,8 @@ async fn handle(hub: &Hub, remote: SocketAddr, headers: &HeaderMap, body: axum::
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > config.max_body_bytes as u64) {
+        // Read and drop what the client sends, so that it gets to read the answer.
+        drain(body).await;
         return too_large(config.max_body_bytes, "request body");
     }
     // Room to receive the body: its declared length, else the most it may be.
@@ -440,14 +462,14 @@ async fn handle(hub: &Hub, remote: SocketAddr, headers: &HeaderMap, body: axum::
     let Some(_receiving) = acquire(&hub.inflight, share, config.enqueue_timeout).await else {
         return Answer::busy("too many request bytes in flight");
     };
-    let raw = match axum::body::to_bytes(body, config.max_body_bytes).await {
+    let raw = match read_body(body, config.max_body_bytes).await {
         Ok(b) => b,
-        Err(e) => {
-            return if is_length_limit(&e) {
-                too_large(config.max_body_bytes, "request body")
-            } else {
-                Answer::error(StatusCode::BAD_REQUEST, &format!("cannot read the body: {e}"))
-            }
+        Err(None) => return too_large(config.max_body_bytes, "request body"),
+        Err(Some(e)) => {
+            return Answer::error(
+                StatusCode::BAD_REQUEST,
+                &format!("cannot read the body: {e}"),
+            )
         }
     };
     let text: Bytes = if gzip {
@@ -483,7 +505,13 @@ async fn handle(hub: &Hub, remote: SocketAddr, headers: &HeaderMap, body: axum::
         jiff::Timestamp::now(),
         json::quote(&request_id)
     );
-    let parsed = split_events(text, ndjson, config.max_line_bytes, &hub.ctx.meta_field, &meta);
+    let parsed = split_events(
+        text,
+        ndjson,
+        config.max_line_bytes,
+        &hub.ctx.meta_field,
+        &meta,
+    );
     let Parsed { events, errors } = match parsed {
         Ok(p) => p,
         Err(reason) => return Answer::error(StatusCode::BAD_REQUEST, &reason),
@@ -574,15 +602,56 @@ async fn handle(hub: &Hub, remote: SocketAddr, headers: &HeaderMap, body: axum::
     }
 }
 
-fn is_length_limit(e: &axum::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = source {
-        if s.to_string().contains("length limit") {
-            return true;
+/// Most bytes of an oversized body read (and dropped) so the client sees the 413.
+const DRAIN_LIMIT: u64 = 64 << 20;
+
+/// The body, up to `limit` bytes; `Err(None)` when larger (the rest is drained).
+async fn read_body(
+    body: axum::body::Body,
+    limit: usize,
+) -> std::result::Result<Bytes, Option<axum::Error>> {
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut first: Option<Bytes> = None;
+    let mut more: Vec<u8> = Vec::new();
+    let mut total = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(Some)?;
+        total += chunk.len();
+        if total > limit {
+            drop((first, more));
+            drain_stream(stream, total as u64).await;
+            return Err(None);
         }
-        source = s.source();
+        match &first {
+            None => first = Some(chunk),
+            Some(f) => {
+                if more.is_empty() {
+                    more.extend_from_slice(f);
+                }
+                more.extend_from_slice(&chunk);
+            }
+        }
     }
-    false
+    Ok(if more.is_empty() {
+        first.unwrap_or_default()
+    } else {
+        more.into()
+    })
+}
+
+async fn drain(body: axum::body::Body) {
+    drain_stream(body.into_data_stream(), 0).await;
+}
+
+async fn drain_stream(mut stream: axum::body::BodyDataStream, mut seen: u64) {
+    use futures::StreamExt;
+    while seen < DRAIN_LIMIT {
+        match stream.next().await {
+            Some(Ok(chunk)) => seen += chunk.len() as u64,
+            _ => break,
+        }
+    }
 }
 
 fn too_large(limit: usize, what: &str) -> Answer {
@@ -626,7 +695,9 @@ fn media_type(headers: &HeaderMap) -> Option<&str> {
     Some(v.split(';').next().unwrap_or("").trim()).map(|t| {
         // Compare case-insensitively without allocating for the usual lowercase forms.
         match t {
-            "application/json" | "application/x-ndjson" | "application/ndjson"
+            "application/json"
+            | "application/x-ndjson"
+            | "application/ndjson"
             | "application/jsonl" => t,
             _ if t.eq_ignore_ascii_case("application/json") => "application/json",
             _ if t.eq_ignore_ascii_case("application/x-ndjson") => "application/x-ndjson",
@@ -697,7 +768,10 @@ fn split_events(
         }
         if !trimmed.contains('\n') {
             let mut event = Event::from_line(trimmed.as_bytes().to_vec(), 0);
-            let reason = event.decode().err().map_or("malformed JSON".into(), |r| r.reason);
+            let reason = event
+                .decode()
+                .err()
+                .map_or("malformed JSON".into(), |r| r.reason);
             return Err(format!("the body is not a JSON object: {reason}"));
         }
     }
@@ -709,7 +783,10 @@ fn split_events(
         if line.len() > max_line {
             parsed.errors.push((
                 n + 1,
-                format!("line of {} bytes is longer than --max-line-bytes {max_line}", line.len()),
+                format!(
+                    "line of {} bytes is longer than --max-line-bytes {max_line}",
+                    line.len()
+                ),
                 line[..line.floor_char_boundary(8192)].to_owned(),
             ));
             continue;
@@ -755,7 +832,10 @@ fn summary_json(
             s.push(',');
         }
         let key = if ndjson { "line" } else { "index" };
-        s.push_str(&format!("{{\"{key}\":{at},\"reason\":{}}}", json::quote(reason)));
+        s.push_str(&format!(
+            "{{\"{key}\":{at},\"reason\":{}}}",
+            json::quote(reason)
+        ));
     }
     s.push_str("]}");
     s
@@ -807,7 +887,10 @@ async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
         return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
     }
     (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
         out,
     )
         .into_response()
@@ -853,14 +936,18 @@ pub async fn run(config: Config, output: mpsc::Sender<Batch>, ctx: Ctx) -> Resul
     listener
         .set_nonblocking(true)
         .map_err(|e| Error::new(Exit::IoErr, e))?;
-    let local = listener.local_addr().map_err(|e| Error::new(Exit::IoErr, e))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Error::new(Exit::IoErr, e))?;
     let tls = match &config.tls {
         None => None,
-        Some((cert, key)) => Some(
+        Some((cert, key)) => Some({
+            // One process-wide crypto provider (ring); a second install is a no-op.
+            let _ = rustls::crypto::ring::default_provider().install_default();
             axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
                 .await
-                .map_err(|e| Error::usage(format!("--tls-cert/--tls-key: {e}")))?,
-        ),
+                .map_err(|e| Error::usage(format!("--tls-cert/--tls-key: {e}")))?
+        }),
     };
     let shutdown = ctx.shutdown.clone();
     let hub = Arc::new(Hub {
@@ -906,7 +993,11 @@ pub async fn run(config: Config, output: mpsc::Sender<Batch>, ctx: Ctx) -> Resul
                     Err(_) => break,
                 }
             }
-            if output.send(Batch::new(source.clone(), events)).await.is_err() {
+            if output
+                .send(Batch::new(source.clone(), events))
+                .await
+                .is_err()
+            {
                 break;
             }
         }
@@ -923,7 +1014,12 @@ pub async fn run(config: Config, output: mpsc::Sender<Batch>, ctx: Ctx) -> Resul
     });
     let app = router(hub.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let served = match tls {
-        None => axum_server::from_tcp(listener).handle(handle).serve(app).await,
+        None => {
+            axum_server::from_tcp(listener)
+                .handle(handle)
+                .serve(app)
+                .await
+        }
         Some(tls) => {
             axum_server::from_tcp_rustls(listener, tls)
                 .handle(handle)
@@ -960,7 +1056,10 @@ pub async fn run(config: Config, output: mpsc::Sender<Batch>, ctx: Ctx) -> Resul
 /// The `ingest-http` command: HTTP → stdout.
 pub async fn main(args: Args) -> Result<Exit> {
     let config = Config::from_args(&args)?;
-    crate::shell::source("ingest-http", &args.common, move |out, ctx| run(config, out, ctx)).await
+    crate::shell::source("ingest-http", &args.common, move |out, ctx| {
+        run(config, out, ctx)
+    })
+    .await
 }
 
 #[cfg(test)]
@@ -974,8 +1073,14 @@ mod tests {
         assert_eq!(p.events.len(), 2);
         assert_eq!(p.errors[0].0, 1);
         assert_eq!(p.events[0].text(), r#"{"a":1,"_meta":{"source":"http"}}"#);
-        let p = split_events("{\"a\":1}\n\nnope\n{\"_meta\":5}\r\n", true, 1 << 20, "_meta", meta)
-            .unwrap();
+        let p = split_events(
+            "{\"a\":1}\n\nnope\n{\"_meta\":5}\r\n",
+            true,
+            1 << 20,
+            "_meta",
+            meta,
+        )
+        .unwrap();
         assert_eq!(p.events.len(), 2);
         assert_eq!(p.events[1].text(), r#"{"_meta":{"source":"http"}}"#);
         assert_eq!(p.errors[0].0, 3);

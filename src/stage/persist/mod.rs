@@ -542,15 +542,15 @@ impl Config {
                 // Rows wait for their transaction: keep them small.
                 event.drop_index();
                 Ok(Row {
-                key,
-                payload,
-                meta,
-                version: version.map(Box::new),
-                columns: columns.into_boxed_slice(),
-                pos: pos.map(Box::new),
-                event,
-                source: source.clone(),
-            })
+                    key,
+                    payload,
+                    meta,
+                    version: version.map(Box::new),
+                    columns: columns.into_boxed_slice(),
+                    pos: pos.map(Box::new),
+                    event,
+                    source: source.clone(),
+                })
             }
             Err(r) => Err((event, r)),
         }
@@ -805,10 +805,8 @@ pub async fn run(
                     pending[i].push(row);
                     oldest.get_or_insert_with(Instant::now);
                     if pending[i].len() >= batch_size {
-                        let rows = std::mem::replace(
-                            &mut pending[i],
-                            Vec::with_capacity(batch_size),
-                        );
+                        let rows =
+                            std::mem::replace(&mut pending[i], Vec::with_capacity(batch_size));
                         if senders[i].send(rows).await.is_err() {
                             open = false;
                             break;

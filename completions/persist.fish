@@ -1,0 +1,29 @@
+complete -c persist -l database-url -d 'PostgreSQL connection: a URL (postgres://user:pass@host:port/db?sslmode=require) or libpq key=value pairs. sslmode: disable, prefer, require (encrypted, certificate not checked), verify-ca or verify-full (checked against the system\'s roots)' -r
+complete -c persist -l sqlite -d 'The SQLite file used when no PostgreSQL connection is configured' -r -F
+complete -c persist -l table -d 'Table to write, NAME or SCHEMA.NAME; each part matches [A-Za-z_][A-Za-z0-9_]{0,62}' -r
+complete -c persist -l key -d 'The event field holding the row key (a string or a number). Events without it are dead letters' -r
+complete -c persist -l key-column -d 'The table column holding the key; it needs a unique index (primary key)' -r
+complete -c persist -l column -d 'Also write FIELD into the typed column COL of the table, cast to TYPE (default: the column\'s own type). A value that does not fit is a dead letter for that row only. Repeatable' -r
+complete -c persist -l batch-size -d 'Rows per transaction, at most' -r
+complete -c persist -l linger-ms -d 'Longest time a row waits for its batch to fill before it is written anyway' -r
+complete -c persist -l version-field -d 'Event field holding a version: a stored row is only replaced by an event whose version is not older, so replaying old events never overwrites newer data. Inside one batch the highest version wins. Events without it are dead letters' -r
+complete -c persist -l version-type -d 'SQL type of the version column' -r -f -a "bigint\t'64-bit integer (a JSON integer, or a string holding one)'
+numeric\t'Exact decimal (a JSON number, or a string holding one)'
+timestamptz\t'RFC 3339 timestamp with an offset (`2026-11-01T00:00:00Z`), compared in UTC'"
+complete -c persist -l on-conflict -d 'What a row whose key is already stored does: update it (when the content differs and the version is not older), or leave the stored row alone' -r -f -a "update\t''
+ignore\t''"
+complete -c persist -l connections -d 'Database connections loading batches at once; rows are routed by key, so each key\'s events stay in order. SQLite always uses one' -r
+complete -c persist -l offsets-table -d 'Table of source offsets (group, topic, partition → next_offset, epoch), written in the same transaction as the rows of events that carry Kafka metadata' -r
+complete -c persist -l connect-timeout -d 'How long to wait for the database at start before giving up (exit 69). Later outages are waited out without limit' -r
+complete -c persist -l dead-letter -d 'Append rejected records to PATH as NDJSON, one record per reject, with the stage, reason, line, source, the raw input (first 8 KiB) and the metadata field. `-` means stderr. Several stages may share one file. Without it, rejects are counted, summarised on stderr, and the exit code is 65' -r
+complete -c persist -l max-line-bytes -d 'Longest accepted input line, without its line ending. Longer lines become dead letters; they are never held in memory whole. Accepts K, M, G suffixes (powers of 1024)' -r
+complete -c persist -l meta-field -d 'Name of the reserved top-level field holding origin metadata (source, topic, partition, offset, ...). Stages pass it through untouched; validation and jq never see it' -r
+complete -c persist -l log-format -d 'Format of log lines on stderr. The level is set with NDPIPE_LOG (default: info)' -r -f -a "text\t''
+json\t''"
+complete -c persist -l create-table -d 'Create the table when missing: key text primary key, payload jsonb not null, meta jsonb, version (--version-type), first_seen and updated_at timestamptz, plus the --column columns (which then need a type)'
+complete -c persist -l keep-meta -d 'Keep the metadata field inside `payload` too (it is always stored in `meta`)'
+complete -c persist -l emit -d 'Write every persisted event to stdout once its transaction has committed'
+complete -c persist -l progress -d 'Show a progress line on stderr even when stderr is not a terminal'
+complete -c persist -s q -l quiet -d 'Print only errors on stderr: no progress line, no summary, no info logs'
+complete -c persist -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c persist -s V -l version -d 'Print version'
