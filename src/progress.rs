@@ -40,13 +40,29 @@ impl Progress {
 
     /// Counts `n` more events out.
     pub fn inc(&self, n: u64) {
+        self.inc_with(n, "");
+    }
+
+    /// Counts `n` more events out and shows `extra` (such as "12 batches · 1 retry")
+    /// after the reject count.
+    pub fn inc_with(&self, n: u64, extra: &str) {
         if let Some((bar, dead)) = &self.bar {
             bar.inc(n);
             let rejected = dead.count();
+            let mut msg = String::new();
             if rejected > 0 {
-                bar.set_message(format!("· {rejected} rejected"));
+                msg = format!("· {rejected} rejected ");
             }
+            if !extra.is_empty() {
+                msg.push_str("· ");
+                msg.push_str(extra);
+            }
+            bar.set_message(msg);
         }
+    }
+
+    pub fn is_shown(&self) -> bool {
+        self.bar.is_some()
     }
 
     pub fn finish(&self) {

@@ -966,7 +966,14 @@ async fn commit_rows(
                     );
                 }
                 let persisted = rows.len() - refused_idx.len();
-                shared.progress.inc(persisted as u64);
+                if shared.progress.is_shown() {
+                    let extra = format!(
+                        "{} batches · {} retries",
+                        Counts::get(&counts.batches),
+                        Counts::get(&counts.retries)
+                    );
+                    shared.progress.inc_with(persisted as u64, &extra);
+                }
                 if let Some(out) = output {
                     refused_idx.sort_unstable();
                     let source = rows.first().map(|r| r.source.clone());
