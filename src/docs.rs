@@ -5,7 +5,7 @@
 use clap::CommandFactory;
 use clap_complete::Shell;
 
-use crate::stage::{enrich, ingest_http, persist, validate};
+use crate::stage::{enrich, ingest_http, ingest_kafka, persist, validate};
 
 /// Every command's clap definition, by binary name.
 pub fn commands() -> Vec<clap::Command> {
@@ -14,6 +14,7 @@ pub fn commands() -> Vec<clap::Command> {
         enrich::Args::command(),
         persist::Args::command(),
         ingest_http::Args::command(),
+        ingest_kafka::Args::command(),
     ]
 }
 

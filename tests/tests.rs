@@ -9,6 +9,8 @@
 //! - `enrich`: --set, --timestamp, --id, --lookup, --jq and its split stamps, order.
 //! - `ingest_http`: the HTTP server: body forms, status codes, back-pressure with a stalled
 //!   stdout, `--ack written`, shutdown under load.
+//! - `ingest_kafka`: a real broker (tansu): round trip with --exit-at-end, keys, headers,
+//!   tombstones, bad payloads, kcat's envelope.
 //! - `persist`: PostgreSQL and SQLite round trips, replays, versions, bad rows, offsets
 //!   and fencing, a database restart mid-run, table names.
 //! - `docs`: `--help` everywhere; committed man pages and completions are current.
@@ -19,5 +21,6 @@ mod docs;
 mod enrich;
 mod framing;
 mod ingest_http;
+mod ingest_kafka;
 mod persist;
 mod validate;

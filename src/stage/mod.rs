@@ -12,6 +12,7 @@
 //! and writer; `pipeline` chains the same functions in one process.
 //!
 //! - [`ingest_http`]: the HTTP source: POST /events into a bounded hub, with back-pressure.
+//! - [`ingest_kafka`]: the Kafka source, with exactly-once offsets shared with persist.
 //! - [`validate`]: JSON Schema and quick field rules.
 //! - [`enrich`]: set fields, timestamps, ids, lookups and jq transforms.
 //! - [`persist`]: the sink: idempotent batched upserts into PostgreSQL or SQLite.
@@ -29,6 +30,7 @@ use crate::shutdown::Shutdown;
 
 pub mod enrich;
 pub mod ingest_http;
+pub mod ingest_kafka;
 pub mod persist;
 pub mod validate;
 

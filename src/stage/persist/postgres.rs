@@ -353,13 +353,7 @@ impl Loader {
 
     async fn create_offsets_table(&mut self) -> std::result::Result<(), LoadError> {
         let client = self.client.as_ref().expect("connected");
-        let sql = format!(
-            "CREATE TABLE IF NOT EXISTS {} (\"group\" text NOT NULL, topic text NOT NULL, \
-             \"partition\" integer NOT NULL, next_offset bigint NOT NULL, epoch bigint, \
-             updated_at timestamptz NOT NULL DEFAULT now(), \
-             PRIMARY KEY (\"group\", topic, \"partition\"))",
-            self.offsets_table
-        );
+        let sql = offsets_ddl(&self.offsets_table);
         match client.batch_execute(&sql).await {
             Ok(()) => {}
             // Two connections creating it at once: the other one won.
@@ -432,6 +426,17 @@ impl Loader {
         tx.commit().await.map_err(fault)?;
         Ok(loaded)
     }
+}
+
+/// The offsets table (shared with `ingest-kafka --offsets-from`): `next_offset` is -1 for
+/// a partition claimed before anything of it was committed.
+pub fn offsets_ddl(quoted_table: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {quoted_table} (\"group\" text NOT NULL, topic text NOT NULL, \
+         \"partition\" integer NOT NULL, next_offset bigint NOT NULL, epoch bigint, \
+         updated_at timestamptz NOT NULL DEFAULT now(), \
+         PRIMARY KEY (\"group\", topic, \"partition\"))"
+    )
 }
 
 /// Runs the upsert for `rows`; returns (inserted, inserted + updated).

@@ -1,0 +1,750 @@
+//! `ingest-kafka`: Kafka messages in, NDJSON events out, with their coordinates in the
+//! metadata field.
+//!
+//! One thread polls a librdkafka consumer and sends batches of events on; the reader side
+//! of back-pressure is the bounded channel (and librdkafka's prefetch queue, kept small).
+//!
+//! Offsets, default mode: every event carries an [`Ack`] that fires once its line has
+//! been written (or dropped as a dead letter by a later stage in the same process). The
+//! ack stores `offset + 1` for its partition; events leave in order, so what is stored
+//! is a contiguous watermark. Stored offsets are committed by librdkafka every few
+//! seconds, on rebalance and at shutdown. That is "delivered to the pipe".
+//!
+//! Exactly-once mode (`--offsets-from DATABASE_URL`): the offsets table that `persist`
+//! writes in the same transaction as the rows is the source of truth. On every partition
+//! assignment (inside the rebalance callback) each partition's row gets its `epoch`
+//! incremented, and the partition starts at the stored `next_offset`; every event is
+//! stamped with that epoch, so `persist` commits only while the epoch still matches
+//! (an old owner is fenced).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use clap::{Parser, ValueEnum};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::ClientContext;
+use tokio::sync::mpsc::Sender;
+
+use crate::cli::Common;
+use crate::event::{Ack, Batch, Event, Reject};
+use crate::exit::{Error, Exit, Result};
+use crate::json::{self, SetOp};
+use crate::stage::persist::{postgres::offsets_ddl, Table};
+use crate::stage::Ctx;
+
+const EXAMPLES: &str = "\
+Examples:
+  Everything in a topic, then stop (a backfill):
+    ingest-kafka --brokers 127.0.0.1:9092 --topic orders --offset beginning --exit-at-end > orders.ndjson
+
+  A consumer group into PostgreSQL, exactly once:
+    ingest-kafka --brokers $KAFKA_BROKERS --topic orders --group loader --offsets-from \"$DATABASE_URL\" \\
+      | validate --schema order.schema.json --dead-letter dl.ndjson | persist --table orders
+
+  kcat's JSON envelope, and librdkafka settings passed through:
+    ingest-kafka --brokers b:9093 --topic t --format kcat -X security.protocol=SASL_SSL \\
+      -X sasl.mechanisms=SCRAM-SHA-512 -X sasl.username=u -X sasl.password=p";
+
+/// Consume Kafka topics and write the messages to stdout as NDJSON events.
+///
+/// Each JSON-object payload becomes one line, with the metadata field holding where it came
+/// from: {"source":"kafka", group, topic, partition, offset, key, timestamp, headers}.
+/// Payloads that are not JSON objects are dead letters (or wrapped, with --wrap-non-json);
+/// a null payload (tombstone) becomes an event {} with "tombstone":true in the metadata.
+/// Without --offsets-from, an offset is committed once its line has been written to
+/// stdout. With --offsets-from, the offsets persist writes in PostgreSQL are the truth:
+/// `ingest-kafka --group g --offsets-from URL | … | persist` loses nothing and writes
+/// nothing twice, even when a process is killed.
+#[derive(Parser, Clone, Debug)]
+#[command(name = "ingest-kafka", version, after_help = EXAMPLES, max_term_width = 100)]
+pub struct Args {
+    /// Bootstrap brokers, host:port[,host:port...].
+    #[arg(long, env = "KAFKA_BROKERS", value_name = "HOSTS")]
+    pub brokers: String,
+
+    /// Topic to read; repeatable.
+    #[arg(long = "topic", value_name = "TOPIC", required = true)]
+    pub topics: Vec<String>,
+
+    /// Consumer group: the group's members share the partitions. Without it, every
+    /// partition of the topics is assigned to this process.
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
+
+    /// A librdkafka setting, KEY=VALUE (kcat's -X); repeatable. Overrides ours.
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_kv)]
+    pub settings: Vec<(String, String)>,
+
+    /// Where to start in partitions with no stored position: beginning, end, stored (the
+    /// group's committed offset, else beginning), an offset N, -N (N before the end), or
+    /// @MS (the first message at or after unix time MS) [default: stored with --group,
+    /// else beginning].
+    #[arg(long, value_name = "WHERE", value_parser = parse_start)]
+    pub offset: Option<Start>,
+
+    /// Stop once every assigned partition has reached the end it had at start.
+    #[arg(long)]
+    pub exit_at_end: bool,
+
+    /// Stop after N messages.
+    #[arg(long, value_name = "N")]
+    pub max_messages: Option<u64>,
+
+    /// Output format: events (payload with the metadata field) or kcat's -J envelope.
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = Format::Events)]
+    pub format: Format,
+
+    /// Wrap payloads that are not JSON objects as {"value": <JSON>} or {"value_text":
+    /// "<text>"} (or {"value_base64": …} when not UTF-8) instead of dead-lettering them.
+    #[arg(long)]
+    pub wrap_non_json: bool,
+
+    /// Do not add the metadata field.
+    #[arg(long)]
+    pub no_meta: bool,
+
+    /// Exactly-once mode: start every assigned partition at the next_offset stored in
+    /// this PostgreSQL database's offsets table (written by persist), and fence old
+    /// owners with an epoch. Needs --group or --offsets-name.
+    #[arg(long, value_name = "DATABASE_URL")]
+    pub offsets_from: Option<String>,
+
+    /// The offsets table in --offsets-from.
+    #[arg(long, value_name = "NAME", default_value = "ndpipe_offsets", value_parser = Table::parse)]
+    pub offsets_table: Table,
+
+    /// The name offsets are kept under without --group (plain assignment).
+    #[arg(long, value_name = "NAME")]
+    pub offsets_name: Option<String>,
+
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// Where to start reading.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Start {
+    Beginning,
+    End,
+    Stored,
+    At(i64),
+    FromEnd(i64),
+    Time(i64),
+}
+
+fn parse_start(s: &str) -> std::result::Result<Start, String> {
+    let bad = || format!("{s:?}: expected beginning, end, stored, N, -N or @UNIX_MS");
+    Ok(match s {
+        "beginning" => Start::Beginning,
+        "end" => Start::End,
+        "stored" => Start::Stored,
+        _ if s.starts_with('@') => Start::Time(s[1..].parse().map_err(|_| bad())?),
+        _ if s.starts_with('-') => Start::FromEnd(s[1..].parse().map_err(|_| bad())?),
+        _ => Start::At(s.parse().map_err(|_| bad())?),
+    })
+}
+
+fn parse_kv(s: &str) -> std::result::Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{s:?}: expected KEY=VALUE"))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// The payload object with the metadata field added.
+    Events,
+    /// kcat -J: {"topic","partition","offset","tstype","ts","broker","headers","key","payload"}.
+    Kcat,
+}
+
+/// Exactly-once bookkeeping: the offsets table, reached from the consumer thread.
+struct OffsetsDb {
+    rt: tokio::runtime::Runtime,
+    client: tokio_postgres::Client,
+    table: String,
+    name: String,
+}
+
+impl OffsetsDb {
+    fn connect(url: &str, table: &Table, name: String) -> Result<OffsetsDb> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::new(Exit::Software, e))?;
+        let (client, conn) = rt
+            .block_on(tokio_postgres::connect(url, tokio_postgres::NoTls))
+            .map_err(|e| Error::unavailable(format!("--offsets-from: cannot connect: {e}")))?;
+        rt.spawn(conn);
+        let table = table.quoted();
+        rt.block_on(client.batch_execute(&offsets_ddl(&table)))
+            .map_err(|e| Error::unavailable(format!("--offsets-from: {e}")))?;
+        Ok(OffsetsDb {
+            rt,
+            client,
+            table,
+            name,
+        })
+    }
+
+    /// Takes ownership of partitions: bumps their epoch and returns
+    /// (stored next_offset when there is one, new epoch) per partition.
+    fn claim(&self, topic: &str, partitions: &[i32]) -> Result<Vec<(Option<i64>, i64)>> {
+        let sql = format!(
+            "INSERT INTO {t} AS o (\"group\", topic, \"partition\", next_offset, epoch) \
+             SELECT $1, $2, p, -1, 1 FROM unnest($3::int[]) AS p \
+             ON CONFLICT (\"group\", topic, \"partition\") \
+             DO UPDATE SET epoch = coalesce(o.epoch, 0) + 1, updated_at = now() \
+             RETURNING \"partition\", next_offset, epoch",
+            t = self.table
+        );
+        let rows = self
+            .rt
+            .block_on(self.client.query(&sql, &[&self.name, &topic, &partitions]))
+            .map_err(|e| Error::new(Exit::IoErr, anyhow::anyhow!("--offsets-from: {e}")))?;
+        let by: HashMap<i32, (i64, i64)> = rows
+            .iter()
+            .map(|r| (r.get::<_, i32>(0), (r.get(1), r.get(2))))
+            .collect();
+        Ok(partitions
+            .iter()
+            .map(|p| {
+                let (next, epoch) = by[p];
+                ((next >= 0).then_some(next), epoch)
+            })
+            .collect())
+    }
+}
+
+/// Per-partition state the consumer thread and the rebalance callback share.
+#[derive(Default)]
+struct Assigned {
+    /// (topic, partition) → epoch (exactly-once mode) and the end seen at assignment.
+    parts: HashMap<(String, i32), PartState>,
+}
+
+struct PartState {
+    epoch: Option<i64>,
+    end: i64,
+    done: bool,
+}
+
+/// The consumer's context: resolves start positions inside the rebalance callback.
+struct Ctx2 {
+    start: Start,
+    db: Option<OffsetsDb>,
+    assigned: Arc<Mutex<Assigned>>,
+    failed: Arc<Mutex<Option<String>>>,
+}
+
+impl ClientContext for Ctx2 {}
+
+impl ConsumerContext for Ctx2 {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                if let Err(e) = self.positions(consumer, tpl) {
+                    *self.failed.lock().expect("not poisoned") = Some(e);
+                    let _ = consumer.unassign();
+                    return;
+                }
+                if let Err(e) = consumer.assign(tpl) {
+                    *self.failed.lock().expect("not poisoned") = Some(e.to_string());
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                if self.db.is_none() {
+                    let _ = consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync);
+                }
+                let mut a = self.assigned.lock().expect("not poisoned");
+                for e in tpl.elements() {
+                    a.parts.remove(&(e.topic().to_owned(), e.partition()));
+                }
+                let _ = consumer.unassign();
+            }
+            _ => {
+                tracing::warn!("rebalance error: {err:?}");
+                let _ = consumer.unassign();
+            }
+        }
+    }
+}
+
+impl Ctx2 {
+    /// Sets each partition's start offset in `tpl` and records its epoch and end.
+    fn positions(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        tpl: &mut TopicPartitionList,
+    ) -> std::result::Result<(), String> {
+        let mut by_topic: HashMap<String, Vec<i32>> = HashMap::new();
+        for e in tpl.elements() {
+            by_topic
+                .entry(e.topic().to_owned())
+                .or_default()
+                .push(e.partition());
+        }
+        let timeout = Duration::from_secs(10);
+        let mut assigned = self.assigned.lock().expect("not poisoned");
+        for (topic, parts) in by_topic {
+            let claimed = match &self.db {
+                Some(db) => db.claim(&topic, &parts).map_err(|e| e.to_string())?,
+                None => parts.iter().map(|_| (None, 0)).collect(),
+            };
+            for (p, (stored, epoch)) in parts.into_iter().zip(claimed) {
+                let (low, high) = consumer
+                    .fetch_watermarks(&topic, p, timeout)
+                    .map_err(|e| format!("{topic}/{p}: {e}"))?;
+                let offset = match (stored, &self.start) {
+                    (Some(n), _) => Offset::Offset(n),
+                    (None, Start::Beginning) => Offset::Beginning,
+                    (None, Start::End) => Offset::End,
+                    (None, Start::Stored) => Offset::Stored,
+                    (None, Start::At(n)) => Offset::Offset(*n),
+                    (None, Start::FromEnd(n)) => Offset::Offset((high - n).max(low)),
+                    (None, Start::Time(ms)) => {
+                        let mut q = TopicPartitionList::new();
+                        q.add_partition_offset(&topic, p, Offset::Offset(*ms))
+                            .map_err(|e| e.to_string())?;
+                        let found = consumer
+                            .offsets_for_times(q, timeout)
+                            .map_err(|e| format!("{topic}/{p}: {e}"))?;
+                        found
+                            .find_partition(&topic, p)
+                            .map(|e| e.offset())
+                            .unwrap_or(Offset::End)
+                    }
+                };
+                tpl.set_partition_offset(&topic, p, offset)
+                    .map_err(|e| e.to_string())?;
+                let epoch = self.db.as_ref().map(|_| epoch);
+                let from = match offset {
+                    Offset::Offset(n) => n,
+                    Offset::End => high,
+                    _ => low,
+                };
+                assigned.parts.insert(
+                    (topic.clone(), p),
+                    PartState {
+                        epoch,
+                        end: high,
+                        done: from >= high,
+                    },
+                );
+                tracing::info!(
+                    "assigned {topic}/{p}: from {offset:?}, end {high}{}",
+                    epoch.map(|e| format!(", epoch {e}")).unwrap_or_default()
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Settings fixed at start.
+pub struct Config {
+    args: Args,
+}
+
+impl Config {
+    pub fn from_args(args: &Args) -> Result<Config> {
+        if args.offsets_from.is_some() {
+            if args.group.is_none() && args.offsets_name.is_none() {
+                return Err(Error::usage(
+                    "--offsets-from needs --group or --offsets-name",
+                ));
+            }
+            if args.no_meta || args.format == Format::Kcat {
+                return Err(Error::usage(
+                    "--offsets-from needs the metadata field: not with --no-meta or --format kcat",
+                ));
+            }
+        }
+        Ok(Config { args: args.clone() })
+    }
+}
+
+/// Events per batch sent on, at most; a batch also goes out after 50 ms.
+const BATCH: usize = 1000;
+
+/// The source: consumes until shutdown, `--exit-at-end` or `--max-messages`.
+pub async fn run(config: Config, output: Sender<Batch>, ctx: Ctx) -> Result<()> {
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || consume(config, output, ctx, handle))
+        .await
+        .map_err(|e| Error::from(anyhow::anyhow!("consumer panicked: {e}")))?
+}
+
+fn consume(
+    config: Config,
+    output: Sender<Batch>,
+    ctx: Ctx,
+    _handle: tokio::runtime::Handle,
+) -> Result<()> {
+    let args = &config.args;
+    let start = args.offset.clone().unwrap_or(if args.group.is_some() {
+        Start::Stored
+    } else {
+        Start::Beginning
+    });
+    let name = args.group.clone().or_else(|| args.offsets_name.clone());
+    let db = match &args.offsets_from {
+        Some(url) => Some(OffsetsDb::connect(
+            url,
+            &args.offsets_table,
+            name.clone().expect("checked"),
+        )?),
+        None => None,
+    };
+    let exactly_once = db.is_some();
+    let assigned = Arc::new(Mutex::new(Assigned::default()));
+    let failed = Arc::new(Mutex::new(None));
+    let context = Ctx2 {
+        start,
+        db,
+        assigned: assigned.clone(),
+        failed: failed.clone(),
+    };
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", &args.brokers)
+        .set("enable.partition.eof", "false")
+        // Bounded memory: librdkafka prefetches up to 64 MiB per consumer by default.
+        .set("queued.max.messages.kbytes", "8192")
+        .set("fetch.max.bytes", "8388608")
+        .set("enable.auto.offset.store", "false")
+        .set(
+            "enable.auto.commit",
+            if exactly_once { "false" } else { "true" },
+        )
+        .set("auto.offset.reset", "earliest")
+        .set(
+            "group.id",
+            args.group.as_deref().unwrap_or("ndpipe-ingest-kafka"),
+        );
+    for (k, v) in &args.settings {
+        cc.set(k, v);
+    }
+    let consumer: Arc<BaseConsumer<Ctx2>> = Arc::new(
+        cc.create_with_context(context)
+            .map_err(|e| Error::usage(format!("kafka settings: {e}")))?,
+    );
+    let topics: Vec<&str> = args.topics.iter().map(String::as_str).collect();
+    if args.group.is_some() {
+        consumer
+            .subscribe(&topics)
+            .map_err(|e| Error::unavailable(format!("subscribe: {e}")))?;
+    } else {
+        let md = consumer
+            .fetch_metadata(None, Duration::from_secs(10))
+            .map_err(|e| Error::unavailable(format!("cannot reach {}: {e}", args.brokers)))?;
+        let mut tpl = TopicPartitionList::new();
+        for t in &topics {
+            let Some(topic) = md.topics().iter().find(|x| x.name() == *t) else {
+                return Err(Error::unavailable(format!("topic {t} does not exist")));
+            };
+            if topic.partitions().is_empty() {
+                return Err(Error::unavailable(format!("topic {t} does not exist")));
+            }
+            for p in topic.partitions() {
+                tpl.add_partition(t, p.id());
+            }
+        }
+        // The same path as a group assignment: positions, epochs, ends.
+        consumer.context().rebalance(
+            &consumer,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS,
+            &mut tpl,
+        );
+    }
+    if let Some(e) = failed.lock().expect("not poisoned").take() {
+        return Err(Error::unavailable(format!("assigning partitions: {e}")));
+    }
+
+    let meta_field = ctx.meta_field.clone();
+    let source: Arc<str> = Arc::from("kafka");
+    let mut events: Vec<Event> = Vec::with_capacity(BATCH);
+    let mut first_at = Instant::now();
+    let mut count = 0u64;
+    let stop = Arc::new(AtomicBool::new(false));
+    loop {
+        if ctx.shutdown.is_triggered() || stop.load(Ordering::Relaxed) {
+            break;
+        }
+        if let Some(e) = failed.lock().expect("not poisoned").take() {
+            return Err(Error::new(Exit::IoErr, anyhow::anyhow!("rebalance: {e}")));
+        }
+        if args.exit_at_end && at_end(&assigned) {
+            break;
+        }
+        match consumer.poll(Duration::from_millis(50)) {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(_))) => {}
+            Some(Err(e)) => tracing::warn!("kafka: {e}"),
+            Some(Ok(msg)) => {
+                let topic = msg.topic().to_owned();
+                let partition = msg.partition();
+                let offset = msg.offset();
+                let epoch = {
+                    let mut a = assigned.lock().expect("not poisoned");
+                    match a.parts.get_mut(&(topic.clone(), partition)) {
+                        Some(st) => {
+                            if offset + 1 >= st.end {
+                                st.done = true;
+                            }
+                            st.epoch
+                        }
+                        None => None,
+                    }
+                };
+                let mut event = match render(&msg, args, name.as_deref(), epoch, &meta_field) {
+                    Ok(e) => e,
+                    Err((raw, reject)) => {
+                        let mut ev = Event::from_line(raw, 0);
+                        let coords = format!("{topic}/{partition}@{offset}");
+                        let r = Reject::new(reject.kind, format!("{coords}: {}", reject.reason));
+                        ctx.dead
+                            .write("ingest-kafka", &source, &mut ev, &r)
+                            .map_err(|e| Error::new(Exit::IoErr, e))?;
+                        store(&consumer, exactly_once, &topic, partition, offset);
+                        continue;
+                    }
+                };
+                if !exactly_once {
+                    let c = consumer.clone();
+                    event.ack = Some(Ack::new(move || {
+                        store(&c, false, &topic, partition, offset);
+                    }));
+                }
+                events.push(event);
+                count += 1;
+                if args.max_messages.is_some_and(|m| count >= m) {
+                    stop.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+        if !events.is_empty()
+            && (events.len() >= BATCH
+                || first_at.elapsed() >= Duration::from_millis(50)
+                || stop.load(Ordering::Relaxed))
+        {
+            let batch = Batch::new(source.clone(), std::mem::take(&mut events));
+            if output.blocking_send(batch).is_err() {
+                break; // stdout closed
+            }
+            first_at = Instant::now();
+        }
+        if events.is_empty() {
+            first_at = Instant::now();
+        }
+    }
+    if !events.is_empty() {
+        let _ = output.blocking_send(Batch::new(source, std::mem::take(&mut events)));
+    }
+    drop(output);
+    Ok(())
+}
+
+/// Whether every assigned partition has reached the end it had at assignment.
+fn at_end(assigned: &Mutex<Assigned>) -> bool {
+    let a = assigned.lock().expect("not poisoned");
+    !a.parts.is_empty() && a.parts.values().all(|p| p.done)
+}
+
+fn store(
+    consumer: &BaseConsumer<Ctx2>,
+    exactly_once: bool,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) {
+    if !exactly_once {
+        // Fails only when the partition was revoked meanwhile: its new owner re-reads it.
+        let _ = consumer.store_offset(topic, partition, offset + 1);
+    }
+}
+
+/// Base64 (standard alphabet) of bytes that are not UTF-8.
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// `"text"` for UTF-8 bytes, else the base64 text with `marked` set.
+fn text_or_b64(bytes: &[u8]) -> (String, bool) {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => (json::quote(s), false),
+        Err(_) => (json::quote(&b64(bytes)), true),
+    }
+}
+
+/// One message as an output line, or its raw bytes and why it is a dead letter.
+fn render<M: Message>(
+    msg: &M,
+    args: &Args,
+    group: Option<&str>,
+    epoch: Option<i64>,
+    meta_field: &str,
+) -> std::result::Result<Event, (Vec<u8>, Reject)> {
+    let ts = msg.timestamp().to_millis();
+    let mut headers = String::from("[");
+    if let Some(h) = msg.headers() {
+        for (i, header) in h.iter().enumerate() {
+            if i > 0 {
+                headers.push(',');
+            }
+            headers.push_str("{\"key\":");
+            headers.push_str(&json::quote(header.key));
+            match header.value {
+                None => headers.push_str(",\"value\":null"),
+                Some(v) => {
+                    let (t, marked) = text_or_b64(v);
+                    headers.push_str(",\"value\":");
+                    headers.push_str(&t);
+                    if marked {
+                        headers.push_str(",\"encoding\":\"base64\"");
+                    }
+                }
+            }
+            headers.push('}');
+        }
+    }
+    headers.push(']');
+    let key = msg.key().map(text_or_b64);
+    if args.format == Format::Kcat {
+        let payload = msg.payload().map(text_or_b64);
+        let line = format!(
+            "{{\"topic\":{},\"partition\":{},\"offset\":{},\"tstype\":\"{}\",\"ts\":{},\"broker\":-1,\"headers\":{},\"key\":{},\"payload\":{}}}",
+            json::quote(msg.topic()),
+            msg.partition(),
+            msg.offset(),
+            match msg.timestamp() {
+                rdkafka::Timestamp::CreateTime(_) => "create",
+                rdkafka::Timestamp::LogAppendTime(_) => "logappend",
+                rdkafka::Timestamp::NotAvailable => "none",
+            },
+            ts.unwrap_or(-1),
+            kcat_headers(msg),
+            key.as_ref().map_or("null".to_owned(), |(k, _)| k.clone()),
+            payload.map_or("null".to_owned(), |(p, _)| p),
+        );
+        return Ok(Event::from_line(line.into_bytes(), 0));
+    }
+    let tombstone = msg.payload().is_none();
+    let body = msg.payload().unwrap_or(b"{}");
+    let mut event = Event::from_line(body.to_vec(), 0);
+    if let Err(reject) = event.decode() {
+        if !args.wrap_non_json {
+            return Err((body.to_vec(), reject));
+        }
+        let wrapped = match std::str::from_utf8(body) {
+            Ok(s) if serde_json::from_str::<serde::de::IgnoredAny>(s).is_ok() => {
+                format!("{{\"value\":{}}}", s.trim())
+            }
+            Ok(s) => format!("{{\"value_text\":{}}}", json::quote(s)),
+            Err(_) => format!("{{\"value_base64\":{}}}", json::quote(&b64(body))),
+        };
+        event = Event::from_line(wrapped.into_bytes(), 0);
+        event.decode().map_err(|r| (body.to_vec(), r))?;
+    }
+    if args.no_meta {
+        return Ok(event);
+    }
+    let mut meta = format!(
+        "{{\"source\":\"kafka\",\"group\":{},\"topic\":{},\"partition\":{},\"offset\":{}",
+        group.map_or("null".to_owned(), json::quote),
+        json::quote(msg.topic()),
+        msg.partition(),
+        msg.offset()
+    );
+    if let Some(e) = epoch {
+        meta.push_str(&format!(",\"epoch\":{e}"));
+    }
+    match &key {
+        None => meta.push_str(",\"key\":null"),
+        Some((k, marked)) => {
+            meta.push_str(",\"key\":");
+            meta.push_str(k);
+            if *marked {
+                meta.push_str(",\"key_encoding\":\"base64\"");
+            }
+        }
+    }
+    meta.push_str(&format!(
+        ",\"timestamp\":{},\"headers\":{headers}",
+        ts.map_or("null".to_owned(), |t| t.to_string())
+    ));
+    if tombstone {
+        meta.push_str(",\"tombstone\":true");
+    }
+    meta.push('}');
+    let (text, members) = event.text_and_members();
+    let path = [meta_field.to_owned()];
+    let new = json::set_many(
+        text,
+        members,
+        &[SetOp {
+            path: &path,
+            value: &meta,
+        }],
+    )
+    .map_err(|e| (body.to_vec(), Reject::new("meta", e)))?;
+    event.set_text(new);
+    Ok(event)
+}
+
+fn kcat_headers<M: Message>(msg: &M) -> String {
+    let mut s = String::from("[");
+    if let Some(h) = msg.headers() {
+        for (i, header) in h.iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            s.push_str(&json::quote(header.key));
+            s.push(',');
+            match header.value {
+                None => s.push_str("null"),
+                Some(v) => s.push_str(&json::quote(&String::from_utf8_lossy(v))),
+            }
+        }
+    }
+    s.push(']');
+    s
+}
+
+/// The `ingest-kafka` command: Kafka → stdout.
+pub async fn main(args: Args) -> Result<Exit> {
+    let config = Config::from_args(&args)?;
+    crate::shell::source("ingest-kafka", &args.common, move |out, ctx| {
+        run(config, out, ctx)
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_positions_parse() {
+        assert_eq!(parse_start("beginning"), Ok(Start::Beginning));
+        assert_eq!(parse_start("-10"), Ok(Start::FromEnd(10)));
+        assert_eq!(parse_start("42"), Ok(Start::At(42)));
+        assert_eq!(
+            parse_start("@1700000000000"),
+            Ok(Start::Time(1_700_000_000_000))
+        );
+        assert!(parse_start("soon").is_err());
+    }
+}

@@ -1,0 +1,277 @@
+//! `ingest-kafka` against a real Kafka-protocol broker (tansu, started by
+//! `scripts/kafka-test-broker`), with an rdkafka producer.
+
+use std::path::Path;
+use std::process::Command as Std;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::ClientConfig;
+
+use crate::util::*;
+
+/// A throw-away broker on a free port. `NDPIPE_TEST_KAFKA` points the tests at another
+/// broker instead (topics get unique names).
+struct Broker {
+    addr: String,
+    ours: bool,
+}
+
+impl Broker {
+    fn start() -> Broker {
+        if let Ok(addr) = std::env::var("NDPIPE_TEST_KAFKA") {
+            return Broker { addr, ours: false };
+        }
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka-test-broker");
+        let o = Std::new(&script)
+            .arg("start")
+            .output()
+            .expect("runs the broker script");
+        assert!(
+            o.status.success(),
+            "no Kafka broker for the tests: scripts/kafka-test-broker start failed: {}",
+            err(&o)
+        );
+        Broker {
+            addr: out(&o).trim().to_owned(),
+            ours: true,
+        }
+    }
+
+    fn create_topic(&self, name: &str, partitions: i32) {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.addr)
+            .create()
+            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        let res = rt
+            .block_on(admin.create_topics([&topic], &AdminOptions::new()))
+            .unwrap();
+        for r in res {
+            r.unwrap_or_else(|e| panic!("create topic {name}: {e:?}"));
+        }
+    }
+
+    /// A producer that sends every record in a batch of its own (tansu's high watermark
+    /// counts batches, not records).
+    fn producer(&self) -> BaseProducer {
+        ClientConfig::new()
+            .set("bootstrap.servers", &self.addr)
+            .set("linger.ms", "0")
+            .set("batch.num.messages", "1")
+            .set("queue.buffering.max.messages", "1000000")
+            .create()
+            .unwrap()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if self.ours {
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka-test-broker");
+            let _ = Std::new(script).args(["stop", &self.addr]).output();
+        }
+    }
+}
+
+fn send(
+    p: &BaseProducer,
+    topic: &str,
+    key: Option<&[u8]>,
+    payload: Option<&[u8]>,
+    headers: Option<OwnedHeaders>,
+) {
+    let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic);
+    if let Some(k) = key {
+        rec = rec.key(k);
+    }
+    if let Some(v) = payload {
+        rec = rec.payload(v);
+    }
+    if let Some(h) = headers {
+        rec = rec.headers(h);
+    }
+    let mut rec = rec;
+    loop {
+        match p.send(rec) {
+            Ok(()) => return,
+            Err((_, r)) => {
+                p.poll(Duration::from_millis(10));
+                rec = r;
+            }
+        }
+    }
+}
+
+#[test]
+fn round_trip_of_50k_events_with_exit_at_end() {
+    let dir = Dir::new();
+    let broker = Broker::start();
+    let topic = format!("round-trip-{}", std::process::id());
+    broker.create_topic(&topic, 3);
+    let input = gen_events(&dir, "events.ndjson", 50_000, &[]);
+    let text = std::fs::read_to_string(&input).unwrap();
+    let p = broker.producer();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        send(
+            &p,
+            &topic,
+            Some(v["id"].as_str().unwrap().as_bytes()),
+            Some(line.as_bytes()),
+            None,
+        );
+    }
+    p.flush(Duration::from_secs(60)).unwrap();
+
+    let o = dir
+        .cmd("ingest-kafka")
+        .args([
+            "--brokers",
+            &broker.addr,
+            "--topic",
+            &topic,
+            "--exit-at-end",
+            "-q",
+        ])
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    let events = values(&out(&o));
+    assert_eq!(events.len(), 50_000);
+    let mut seen = std::collections::HashSet::new();
+    let mut last = [-1i64; 3];
+    for e in &events {
+        let m = &e["_meta"];
+        assert_eq!(m["source"], "kafka");
+        assert_eq!(m["topic"], topic.as_str());
+        let (part, off) = (
+            m["partition"].as_i64().unwrap(),
+            m["offset"].as_i64().unwrap(),
+        );
+        // Per partition, offsets come in order without gaps.
+        assert_eq!(off, last[part as usize] + 1);
+        last[part as usize] = off;
+        assert_eq!(m["key"], e["id"]);
+        assert!(seen.insert(e["id"].as_str().unwrap().to_owned()));
+    }
+    // Payloads are the produced lines, byte for byte, before the metadata field.
+    let produced: std::collections::HashSet<&str> = text.lines().collect();
+    let line = out(&o).lines().next().unwrap().to_owned();
+    let payload = &line[..line.find(",\"_meta\":").unwrap()];
+    assert!(produced.contains(format!("{payload}}}").as_str()), "{line}");
+}
+
+#[test]
+fn keys_headers_tombstones_bad_payloads_and_kcat_format() {
+    let dir = Dir::new();
+    let broker = Broker::start();
+    let topic = format!("kinds-{}", std::process::id());
+    broker.create_topic(&topic, 1);
+    let p = broker.producer();
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: "trace",
+            value: Some("abc"),
+        })
+        .insert(Header {
+            key: "bin",
+            value: Some(&[0xff, 0x00][..]),
+        });
+    send(
+        &p,
+        &topic,
+        Some(b"k1"),
+        Some(br#"{"id":"a"}"#),
+        Some(headers),
+    );
+    send(&p, &topic, Some(&[0xfe, 0x01]), Some(b"not json"), None);
+    send(&p, &topic, Some(b"gone"), None, None);
+    send(&p, &topic, None, Some(b"[1,2]"), None);
+    p.flush(Duration::from_secs(30)).unwrap();
+
+    let base = [
+        "--brokers",
+        &broker.addr,
+        "--topic",
+        &topic,
+        "--exit-at-end",
+        "-q",
+    ];
+    let o = dir
+        .cmd("ingest-kafka")
+        .args(base)
+        .args(["--dead-letter", "dead.ndjson"])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    let events = values(&out(&o));
+    assert_eq!(events.len(), 2, "{}", out(&o));
+    let m = &events[0]["_meta"];
+    assert_eq!(m["key"], "k1");
+    assert_eq!(
+        m["headers"][0],
+        serde_json::json!({"key":"trace","value":"abc"})
+    );
+    assert_eq!(
+        m["headers"][1],
+        serde_json::json!({"key":"bin","value":"/wA=","encoding":"base64"})
+    );
+    assert_eq!(events[1]["_meta"]["tombstone"], true);
+    assert_eq!(events[1]["_meta"]["key"], "gone");
+    let dead = values(&dir.read("dead.ndjson"));
+    assert_eq!(dead.len(), 2);
+    assert_eq!(dead[0]["raw"], "not json");
+    assert!(dead[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("{topic}/0@1")));
+    assert_eq!(dead[1]["kind"], "not_object");
+
+    // --wrap-non-json keeps them, marked; --format kcat prints kcat's envelope.
+    let o = dir
+        .cmd("ingest-kafka")
+        .args(base)
+        .arg("--wrap-non-json")
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    let events = values(&out(&o));
+    assert_eq!(events[1]["value_text"], "not json");
+    assert_eq!(events[1]["_meta"]["key_encoding"], "base64");
+    assert_eq!(events[3]["value"], serde_json::json!([1, 2]));
+    let o = dir
+        .cmd("ingest-kafka")
+        .args(base)
+        .args(["--format", "kcat"])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    let events = values(&out(&o));
+    assert_eq!(events.len(), 4);
+    assert_eq!(events[0]["payload"], "{\"id\":\"a\"}");
+    assert_eq!(
+        events[0]["headers"],
+        serde_json::json!(["trace", "abc", "bin", "\u{fffd}\u{0}"])
+    );
+    assert_eq!(events[2]["payload"], serde_json::Value::Null);
+    assert_eq!(events[0]["offset"], 0);
+
+    // Usage errors: exactly-once needs a name and the metadata field.
+    let o = dir
+        .cmd("ingest-kafka")
+        .args(base)
+        .args(["--offsets-from", "postgres://x@127.0.0.1/test"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(64), "{}", err(&o));
+}
