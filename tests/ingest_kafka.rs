@@ -275,3 +275,117 @@ fn keys_headers_tombstones_bad_payloads_and_kcat_format() {
         .unwrap();
     assert_eq!(o.status.code(), Some(64), "{}", err(&o));
 }
+
+/// Rows of `table` in a test schema, and persist's summary counts of one run.
+fn count(pg: &Pg, sql: &str) -> u64 {
+    pg.sql(sql).parse().unwrap()
+}
+
+#[test]
+fn exactly_once_into_postgres_survives_kill_9() {
+    let dir = Dir::new();
+    let broker = Broker::start();
+    let pg = Pg::new("kafka_eo");
+    let topic = format!("eo-{}", std::process::id());
+    broker.create_topic(&topic, 3);
+    let input = gen_events(&dir, "events.ndjson", 20_000, &[]);
+    let text = std::fs::read_to_string(&input).unwrap();
+    let p = broker.producer();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        send(
+            &p,
+            &topic,
+            Some(v["id"].as_str().unwrap().as_bytes()),
+            Some(line.as_bytes()),
+            None,
+        );
+    }
+    p.flush(Duration::from_secs(60)).unwrap();
+    let url = pg.url();
+    let pipe = |exit_at_end: bool| {
+        let mut ingest = Std::new(bin("ingest-kafka"));
+        ingest
+            .args(["--brokers", &broker.addr, "--topic", &topic, "-q"])
+            .args(["--offsets-name", "eo", "--offsets-from", &url]);
+        if exit_at_end {
+            ingest.arg("--exit-at-end");
+        }
+        let mut ingest = ingest
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let persist = Std::new(bin("persist"))
+            .args([
+                "--database-url",
+                &url,
+                "--create-table",
+                "--batch-size",
+                "300",
+            ])
+            .args(["--linger-ms", "20"])
+            .stdin(ingest.stdout.take().unwrap())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        (ingest, persist)
+    };
+    // First run: killed with SIGKILL once some batches are committed.
+    let (mut ingest, mut persist) = pipe(false);
+    let start = std::time::Instant::now();
+    loop {
+        let n = pg
+            .sql("SELECT count(*) FROM information_schema.tables WHERE table_name = 'events' AND table_schema = current_schema()");
+        if n == "1" && count(&pg, "SELECT count(*) FROM events") >= 2_000 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "nothing committed in 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ingest.kill().unwrap();
+    persist.kill().unwrap();
+    ingest.wait().unwrap();
+    persist.wait().unwrap();
+    let first = count(&pg, "SELECT count(*) FROM events");
+    assert!(
+        first < 20_000,
+        "the first run finished before it was killed"
+    );
+
+    // Second run: from the committed offsets to the end. Nothing is written twice: no
+    // row is even looked at again ("0 unchanged"), and every event is there.
+    let (ingest, persist) = pipe(true);
+    let o = persist.wait_with_output().unwrap();
+    let mut ingest = ingest;
+    assert!(ingest.wait().unwrap().success());
+    let stderr = err(&o);
+    assert!(o.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{} inserted, 0 updated, 0 unchanged",
+            20_000 - first
+        )),
+        "{stderr}"
+    );
+    assert_eq!(count(&pg, "SELECT count(*) FROM events"), 20_000);
+    assert_eq!(
+        count(
+            &pg,
+            "SELECT sum(next_offset) FROM ndpipe_offsets WHERE \"group\" = 'eo'"
+        ),
+        20_000
+    );
+    // Each row is its message: the metadata's offsets are the partition's 0..n.
+    assert_eq!(
+        pg.sql(
+            "SELECT count(*) FROM (SELECT meta->>'partition' p, count(*) n, \
+             max((meta->>'offset')::bigint) m FROM events GROUP BY 1) x WHERE m + 1 <> n"
+        ),
+        "0"
+    );
+}
