@@ -266,6 +266,20 @@ fn keys_headers_tombstones_bad_payloads_and_kcat_format() {
     assert_eq!(events[2]["payload"], serde_json::Value::Null);
     assert_eq!(events[0]["offset"], 0);
 
+    // No broker at start: exit 69 after --connect-timeout.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let start = std::time::Instant::now();
+    let o = dir
+        .cmd("ingest-kafka")
+        .args(["--brokers", &format!("127.0.0.1:{port}"), "--topic", "t"])
+        .args(["--connect-timeout", "2s"])
+        .timeout(Duration::from_secs(30))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(69), "{}", err(&o));
+    assert!(err(&o).contains("cannot reach the brokers"), "{}", err(&o));
+    assert!(start.elapsed() < Duration::from_secs(10));
+
     // Usage errors: exactly-once needs a name and the metadata field.
     let o = dir
         .cmd("ingest-kafka")

@@ -125,6 +125,11 @@ pub struct Args {
     #[arg(long, value_name = "NAME")]
     pub offsets_name: Option<String>,
 
+    /// How long to wait for the brokers (and the --offsets-from database) at start before
+    /// giving up with exit 69. Later outages are waited out: librdkafka reconnects.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Duration,
+
     #[command(flatten)]
     pub common: Common,
 }
@@ -175,13 +180,18 @@ struct OffsetsDb {
 }
 
 impl OffsetsDb {
-    fn connect(url: &str, table: &Table, name: String) -> Result<OffsetsDb> {
+    fn connect(url: &str, table: &Table, name: String, timeout: Duration) -> Result<OffsetsDb> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| Error::new(Exit::Software, e))?;
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| Error::usage(format!("--offsets-from: {e}")))?;
+        config.connect_timeout(timeout);
+        config.application_name("ndpipe ingest-kafka");
         let (client, conn) = rt
-            .block_on(tokio_postgres::connect(url, tokio_postgres::NoTls))
+            .block_on(config.connect(tokio_postgres::NoTls))
             .map_err(|e| Error::unavailable(format!("--offsets-from: cannot connect: {e}")))?;
         rt.spawn(conn);
         let table = table.quoted();
@@ -406,6 +416,7 @@ fn consume(
             url,
             &args.offsets_table,
             name.clone().expect("checked"),
+            args.connect_timeout,
         )?),
         None => None,
     };
@@ -442,14 +453,21 @@ fn consume(
             .map_err(|e| Error::usage(format!("kafka settings: {e}")))?,
     );
     let topics: Vec<&str> = args.topics.iter().map(String::as_str).collect();
+    // The brokers must answer at start (a metadata request), in group mode too.
+    let md = consumer
+        .fetch_metadata(None, args.connect_timeout)
+        .map_err(|e| {
+            Error::unavailable(format!(
+                "cannot reach the brokers {} within {}: {e}",
+                args.brokers,
+                humantime::format_duration(args.connect_timeout)
+            ))
+        })?;
     if args.group.is_some() {
         consumer
             .subscribe(&topics)
             .map_err(|e| Error::unavailable(format!("subscribe: {e}")))?;
     } else {
-        let md = consumer
-            .fetch_metadata(None, Duration::from_secs(10))
-            .map_err(|e| Error::unavailable(format!("cannot reach {}: {e}", args.brokers)))?;
         let mut tpl = TopicPartitionList::new();
         for t in &topics {
             let Some(topic) = md.topics().iter().find(|x| x.name() == *t) else {

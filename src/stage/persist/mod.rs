@@ -711,35 +711,6 @@ struct Shared {
     tracker: Mutex<Tracker>,
     counts: Arc<Counts>,
     progress: Progress,
-    /// Batches numbered in the order the router sent them, and which have committed.
-    turn: tokio::sync::watch::Sender<Turn>,
-}
-
-/// Commit order: every batch below `next` has committed; `done` holds later ones.
-#[derive(Default)]
-struct Turn {
-    next: u64,
-    done: std::collections::BTreeSet<u64>,
-}
-
-impl Shared {
-    /// Waits until every batch sent before `seq` has committed. Batches carrying source
-    /// offsets commit in the order they were sent, so the offsets a transaction records
-    /// cover exactly the rows committed: a restart resumes where the rows end, and no
-    /// message is written twice. Batches without offsets do not wait.
-    async fn my_turn(&self, seq: u64) {
-        let mut rx = self.turn.subscribe();
-        let _ = rx.wait_for(|t| t.next >= seq).await;
-    }
-
-    fn committed(&self, seq: u64) {
-        self.turn.send_modify(|t| {
-            t.done.insert(seq);
-            while t.done.remove(&t.next) {
-                t.next += 1;
-            }
-        });
-    }
 }
 
 /// The stage: rows into the database through `loaders` (one per connection), events
@@ -759,9 +730,7 @@ pub async fn run(
         tracker: Mutex::new(Tracker::default()),
         counts,
         progress,
-        turn: tokio::sync::watch::channel(Turn::default()).0,
     });
-    let mut seq = 0u64;
     let mut senders = Vec::new();
     let mut tasks = Vec::new();
     let mut loaders = loaders;
@@ -770,7 +739,7 @@ pub async fn run(
     // Loader 0..n-1 own their connection; the last one is shared with the final offsets
     // transaction (it is idle by then).
     for loader in loaders {
-        let (tx, rx) = mpsc::channel::<(u64, Vec<Row>)>(1);
+        let (tx, rx) = mpsc::channel::<Vec<Row>>(1);
         senders.push(tx);
         let shared = shared.clone();
         let output = output.clone();
@@ -780,7 +749,7 @@ pub async fn run(
         }));
     }
     {
-        let (tx, rx) = mpsc::channel::<(u64, Vec<Row>)>(1);
+        let (tx, rx) = mpsc::channel::<Vec<Row>>(1);
         senders.push(tx);
         let shared = shared.clone();
         let output = output.clone();
@@ -807,7 +776,7 @@ pub async fn run(
         let got = tokio::select! {
             b = input.recv() => b,
             _ = sleep_until(deadline) => {
-                flush_all(&senders, &mut pending, &mut oldest, &mut seq).await?;
+                flush_all(&senders, &mut pending, &mut oldest).await?;
                 continue;
             }
         };
@@ -832,14 +801,21 @@ pub async fn run(
             }
             match shared.config.row(event, &meta_field, &source, pos.clone()) {
                 Ok(row) => {
-                    let i = (hasher.hash_one(&row.key) % n as u64) as usize;
+                    // Rows with source offsets all take the first connection: each of its
+                    // transactions then holds a contiguous stretch of the input, so the
+                    // offsets it records cover exactly the rows committed, and a restart
+                    // after a crash writes no message twice. Other rows go by key.
+                    let i = if row.pos.is_some() {
+                        0
+                    } else {
+                        (hasher.hash_one(&row.key) % n as u64) as usize
+                    };
                     pending[i].push(row);
                     oldest.get_or_insert_with(Instant::now);
                     if pending[i].len() >= batch_size {
                         let rows =
                             std::mem::replace(&mut pending[i], Vec::with_capacity(batch_size));
-                        seq += 1;
-                        if senders[i].send((seq - 1, rows)).await.is_err() {
+                        if senders[i].send(rows).await.is_err() {
                             open = false;
                             break;
                         }
@@ -865,7 +841,7 @@ pub async fn run(
             }
         }
     }
-    let _ = flush_all(&senders, &mut pending, &mut oldest, &mut seq).await;
+    let _ = flush_all(&senders, &mut pending, &mut oldest).await;
     drop(senders);
     let mut first_err = None;
     for t in tasks {
@@ -900,18 +876,13 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 async fn flush_all(
-    senders: &[Sender<(u64, Vec<Row>)>],
+    senders: &[Sender<Vec<Row>>],
     pending: &mut [Vec<Row>],
     oldest: &mut Option<Instant>,
-    seq: &mut u64,
 ) -> Result<()> {
     *oldest = None;
     for (tx, rows) in senders.iter().zip(pending.iter_mut()) {
-        if rows.is_empty() {
-            continue;
-        }
-        *seq += 1;
-        if tx.send((*seq - 1, std::mem::take(rows))).await.is_err() {
+        if !rows.is_empty() && tx.send(std::mem::take(rows)).await.is_err() {
             return Err(Error::from(anyhow::anyhow!("a loader stopped early")));
         }
     }
@@ -921,21 +892,16 @@ async fn flush_all(
 async fn load_loop(
     shared: &Shared,
     loader: &mut Loader,
-    mut rx: Receiver<(u64, Vec<Row>)>,
+    mut rx: Receiver<Vec<Row>>,
     output: Sender<Batch>,
 ) -> Result<()> {
-    while let Some((seq, rows)) = rx.recv().await {
+    while let Some(rows) = rx.recv().await {
         let out = if shared.config.emit {
             Some(&output)
         } else {
             None
         };
-        if rows.iter().any(|r| r.pos.is_some()) {
-            shared.my_turn(seq).await;
-        }
-        let result = commit_rows(shared, loader, rows, out).await;
-        shared.committed(seq);
-        result?;
+        commit_rows(shared, loader, rows, out).await?;
     }
     Ok(())
 }
