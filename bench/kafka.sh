@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Benchmarks ingest-kafka against the goal of the Kafka issue, on a throw-away tansu
+# broker (scripts/kafka-test-broker) sharing the 2 cores: consume 1 M pre-produced events
+# to /dev/null with the metadata field on every line, >= 5x a Python confluent-kafka
+# consumer writing the same NDJSON (bench/kafka/peer.py) in the same run, peak RSS
+# <= 128 MiB. Reports the broker's CPU time too. Exits 1 when a goal is missed.
+# Both consumers read --max-messages: tansu reports a high watermark that counts produce
+# batches, not records, so "read to the end" would stop early on a batching producer.
+#
+#   bench/kafka.sh
+#   EVENTS=200000 bench/kafka.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+EVENTS=${EVENTS:-1000000}
+OUT=bench/out
+mkdir -p "$OUT"
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release --quiet --bin ingest-kafka --example kafka_produce
+IN="$OUT/events-$EVENTS.ndjson"
+[ -s "$IN" ] || python3 ../shared/tools/gen_events.py "$EVENTS" > "$IN"
+PYDEPS="$OUT/pydeps"
+[ -d "$PYDEPS/confluent_kafka" ] || python3 -m pip install --quiet --target "$PYDEPS" confluent-kafka
+
+calc() { awk "BEGIN { print $1 }"; }
+holds() { awk "BEGIN { exit !($1) }"; }
+cpu_secs() { awk '{ print ($14 + $15) / 100 }' "/proc/$1/stat"; }
+
+ADDR=$(scripts/kafka-test-broker start)
+trap 'scripts/kafka-test-broker stop "$ADDR" >/dev/null 2>&1 || true' EXIT
+BROKER_PID=$(cat "${NDPIPE_KAFKA_STATE_DIR:-${TMPDIR:-/tmp}/ndpipe-kafka-test-broker}/${ADDR##*:}.pid")
+TOPIC=bench-$$
+echo "producing $EVENTS events to $TOPIC (3 partitions) on $ADDR"
+target/release/examples/kafka_produce "$ADDR" "$TOPIC" 3 < "$IN"
+
+# timed CMD: wall seconds (SECS), peak RSS (RSS_KB), broker CPU seconds used (BROKER_CPU).
+timed() {
+  local t0 t1 b0 b1
+  b0=$(cpu_secs "$BROKER_PID"); t0=$(date +%s.%N)
+  RSS_KB=$( { /usr/bin/time -f %M bash -c "$1" > /dev/null; } 2>&1 | tail -1 )
+  t1=$(date +%s.%N); b1=$(cpu_secs "$BROKER_PID")
+  SECS=$(calc "$t1 - $t0"); BROKER_CPU=$(calc "$b1 - $b0")
+}
+
+timed "PYTHONPATH=$PYDEPS python3 bench/kafka/peer.py $ADDR $TOPIC $EVENTS"
+peer_rate=$(calc "$EVENTS / $SECS")
+printf '%-44s %9.0f msg/s  %6.2f s  broker cpu %5.1f s\n' "peer: Python confluent-kafka" "$peer_rate" "$SECS" "$BROKER_CPU"
+
+timed "target/release/ingest-kafka -q --brokers $ADDR --topic $TOPIC --max-messages $EVENTS"
+ours_rate=$(calc "$EVENTS / $SECS")
+lines=$(target/release/ingest-kafka -q --brokers "$ADDR" --topic "$TOPIC" --max-messages "$EVENTS" | wc -l)
+ratio=$(calc "$ours_rate / $peer_rate")
+printf '%-44s %9.0f msg/s  %6.2f s  broker cpu %5.1f s  rss %.1f MiB  %.2fx the peer\n' \
+  "ingest-kafka (with _meta)" "$ours_rate" "$SECS" "$BROKER_CPU" "$(calc "$RSS_KB / 1024")" "$ratio"
+fail=0
+[ "$lines" = "$EVENTS" ] || { echo "  ingest-kafka printed $lines lines, not $EVENTS"; fail=1; }
+holds "$ratio >= 5" || { echo "  goal missed: < 5x the Python consumer"; fail=1; }
+holds "$RSS_KB <= 128 * 1024" || { echo "  goal missed: peak RSS > 128 MiB"; fail=1; }
+[ "$fail" = 0 ] && echo "all goals met" || echo "GOALS MISSED"
+exit "$fail"
