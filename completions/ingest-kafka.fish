@@ -9,6 +9,7 @@ kcat\t'kcat -J: {"topic","partition","offset","tstype","ts","broker","headers","
 complete -c ingest-kafka -l offsets-from -d 'Exactly-once mode: start every assigned partition at the next_offset stored in this PostgreSQL database\'s offsets table (written by persist), and fence old owners with an epoch. Needs --group or --offsets-name' -r
 complete -c ingest-kafka -l offsets-table -d 'The offsets table in --offsets-from' -r
 complete -c ingest-kafka -l offsets-name -d 'The name offsets are kept under without --group (plain assignment)' -r
+complete -c ingest-kafka -l connect-timeout -d 'How long to wait for the brokers (and the --offsets-from database) at start before giving up with exit 69. Later outages are waited out: librdkafka reconnects' -r
 complete -c ingest-kafka -l dead-letter -d 'Append rejected records to PATH as NDJSON, one record per reject, with the stage, reason, line, source, the raw input (first 8 KiB) and the metadata field. `-` means stderr. Several stages may share one file. Without it, rejects are counted, summarised on stderr, and the exit code is 65' -r
 complete -c ingest-kafka -l max-line-bytes -d 'Longest accepted input line, without its line ending. Longer lines become dead letters; they are never held in memory whole. Accepts K, M, G suffixes (powers of 1024)' -r
 complete -c ingest-kafka -l meta-field -d 'Name of the reserved top-level field holding origin metadata (source, topic, partition, offset, ...). Stages pass it through untouched; validation and jq never see it' -r

@@ -339,6 +339,17 @@ impl Event {
         }
     }
 
+    /// Sets the top-level field `key` of a decoded event to the JSON text `value`,
+    /// replacing it in place when present (the rest of the text is kept as it is).
+    pub fn set_field(&mut self, key: &str, value: &str) -> Result<(), Reject> {
+        let (text, members) = self.text_and_members();
+        let path = [key.to_owned()];
+        let new = json::set_many(text, members, &[json::SetOp { path: &path, value }])
+            .map_err(|e| Reject::new("set", e))?;
+        self.set_text(new);
+        Ok(())
+    }
+
     /// Replaces the event's text (which must be a JSON object); caches are dropped.
     pub fn set_text(&mut self, text: String) {
         self.body = Body::Json(Json::new(text));

@@ -10,7 +10,7 @@
 //! - `ingest_http`: the HTTP server: body forms, status codes, back-pressure with a stalled
 //!   stdout, `--ack written`, shutdown under load.
 //! - `ingest_kafka`: a real broker (tansu): round trip with --exit-at-end, keys, headers,
-//!   tombstones, bad payloads, kcat's envelope.
+//!   tombstones, bad payloads, kcat's envelope, exactly-once into PostgreSQL with kill -9.
 //! - `persist`: PostgreSQL and SQLite round trips, replays, versions, bad rows, offsets
 //!   and fencing, a database restart mid-run, table names.
 //! - `docs`: `--help` everywhere; committed man pages and completions are current.

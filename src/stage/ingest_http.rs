@@ -37,7 +37,7 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use crate::cli::{parse_bytes, Common};
 use crate::event::{Ack, Batch, Event, Reject};
 use crate::exit::{Error, Exit, Result};
-use crate::json::{self, SetOp};
+use crate::json;
 use crate::stage::Ctx;
 
 const EXAMPLES: &str = "\
@@ -799,19 +799,7 @@ fn split_events(
 /// Checks that an event is one JSON object and sets its metadata field.
 fn with_meta(event: &mut Event, meta_field: &str, meta: &str) -> std::result::Result<(), Reject> {
     event.decode()?;
-    let (text, members) = event.text_and_members();
-    let path = [meta_field.to_owned()];
-    let new = json::set_many(
-        text,
-        members,
-        &[SetOp {
-            path: &path,
-            value: meta,
-        }],
-    )
-    .map_err(|e| Reject::new("meta", e))?;
-    event.set_text(new);
-    Ok(())
+    event.set_field(meta_field, meta)
 }
 
 fn summary_json(

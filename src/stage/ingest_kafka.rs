@@ -36,7 +36,7 @@ use tokio::sync::mpsc::Sender;
 use crate::cli::Common;
 use crate::event::{Ack, Batch, Event, Reject};
 use crate::exit::{Error, Exit, Result};
-use crate::json::{self, SetOp};
+use crate::json;
 use crate::stage::persist::{postgres::offsets_ddl, Table};
 use crate::stage::Ctx;
 
@@ -707,18 +707,9 @@ fn render<M: Message>(
         meta.push_str(",\"tombstone\":true");
     }
     meta.push('}');
-    let (text, members) = event.text_and_members();
-    let path = [meta_field.to_owned()];
-    let new = json::set_many(
-        text,
-        members,
-        &[SetOp {
-            path: &path,
-            value: &meta,
-        }],
-    )
-    .map_err(|e| (body.to_vec(), Reject::new("meta", e)))?;
-    event.set_text(new);
+    event
+        .set_field(meta_field, &meta)
+        .map_err(|r| (body.to_vec(), r))?;
     Ok(event)
 }
 
