@@ -18,7 +18,6 @@
 //! (an old owner is fenced).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -392,18 +391,12 @@ const BATCH: usize = 1000;
 
 /// The source: consumes until shutdown, `--exit-at-end` or `--max-messages`.
 pub async fn run(config: Config, output: Sender<Batch>, ctx: Ctx) -> Result<()> {
-    let handle = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || consume(config, output, ctx, handle))
+    tokio::task::spawn_blocking(move || consume(config, output, ctx))
         .await
         .map_err(|e| Error::from(anyhow::anyhow!("consumer panicked: {e}")))?
 }
 
-fn consume(
-    config: Config,
-    output: Sender<Batch>,
-    ctx: Ctx,
-    _handle: tokio::runtime::Handle,
-) -> Result<()> {
+fn consume(config: Config, output: Sender<Batch>, ctx: Ctx) -> Result<()> {
     let args = &config.args;
     let start = args.offset.clone().unwrap_or(if args.group.is_some() {
         Start::Stored
@@ -496,9 +489,9 @@ fn consume(
     let mut events: Vec<Event> = Vec::with_capacity(BATCH);
     let mut first_at = Instant::now();
     let mut count = 0u64;
-    let stop = Arc::new(AtomicBool::new(false));
+    let mut stop = false;
     loop {
-        if ctx.shutdown.is_triggered() || stop.load(Ordering::Relaxed) {
+        if ctx.shutdown.is_triggered() || stop {
             break;
         }
         if let Some(e) = failed.lock().expect("not poisoned").take() {
@@ -548,15 +541,11 @@ fn consume(
                 }
                 events.push(event);
                 count += 1;
-                if args.max_messages.is_some_and(|m| count >= m) {
-                    stop.store(true, Ordering::Relaxed);
-                }
+                stop = args.max_messages.is_some_and(|m| count >= m);
             }
         }
         if !events.is_empty()
-            && (events.len() >= BATCH
-                || first_at.elapsed() >= Duration::from_millis(50)
-                || stop.load(Ordering::Relaxed))
+            && (events.len() >= BATCH || first_at.elapsed() >= Duration::from_millis(50) || stop)
         {
             let batch = Batch::new(source.clone(), std::mem::take(&mut events));
             if output.blocking_send(batch).is_err() {
