@@ -87,6 +87,14 @@ impl Server {
     }
 }
 
+impl Drop for Server {
+    /// A failed test must not leave its server running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn wait_for(child: &mut Child, limit: Duration) -> i32 {
     let start = Instant::now();
     loop {
