@@ -110,6 +110,26 @@ fn send(
     }
 }
 
+/// A new topic of `partitions` holding `n` generated events (`gen_args` for
+/// gen_events.py), keyed by id; returns its name and the events' text.
+fn topic_with_events(
+    dir: &Dir,
+    broker: &Broker,
+    name: &str,
+    partitions: i32,
+    n: u64,
+    gen_args: &[&str],
+) -> (String, String) {
+    let topic = format!("{name}-{}", std::process::id());
+    broker.create_topic(&topic, partitions);
+    let input = gen_events(dir, "events.ndjson", n, gen_args);
+    let text = std::fs::read_to_string(&input).unwrap();
+    let p = broker.producer();
+    produce_lines(&p, &topic, &text);
+    p.flush(Duration::from_secs(120)).unwrap();
+    (topic, text)
+}
+
 /// Sends every NDJSON line of `text` keyed by its `id`.
 fn produce_lines(p: &BaseProducer, topic: &str, text: &str) {
     for line in text.lines() {
@@ -123,13 +143,7 @@ fn produce_lines(p: &BaseProducer, topic: &str, text: &str) {
 fn round_trip_of_50k_events_with_exit_at_end() {
     let dir = Dir::new();
     let broker = Broker::start();
-    let topic = format!("round-trip-{}", std::process::id());
-    broker.create_topic(&topic, 3);
-    let input = gen_events(&dir, "events.ndjson", 50_000, &[]);
-    let text = std::fs::read_to_string(&input).unwrap();
-    let p = broker.producer();
-    produce_lines(&p, &topic, &text);
-    p.flush(Duration::from_secs(60)).unwrap();
+    let (topic, text) = topic_with_events(&dir, &broker, "round-trip", 3, 50_000, &[]);
 
     let o = dir
         .cmd("ingest-kafka")
@@ -304,13 +318,7 @@ fn exactly_once_into_postgres_survives_kill_9() {
     let dir = Dir::new();
     let broker = Broker::start();
     let pg = Pg::new("kafka_eo");
-    let topic = format!("eo-{}", std::process::id());
-    broker.create_topic(&topic, 3);
-    let input = gen_events(&dir, "events.ndjson", 20_000, &[]);
-    let text = std::fs::read_to_string(&input).unwrap();
-    let p = broker.producer();
-    produce_lines(&p, &topic, &text);
-    p.flush(Duration::from_secs(60)).unwrap();
+    let (topic, _) = topic_with_events(&dir, &broker, "eo", 3, 20_000, &[]);
     let url = pg.url();
     let pipe = |exit_at_end: bool| {
         let mut ingest = Std::new(bin("ingest-kafka"));
@@ -406,15 +414,9 @@ fn exactly_once_with_kills(victim: &str, name: &str) {
     let dir = Dir::new();
     let broker = Broker::start();
     let pg = Pg::new(name);
-    let topic = format!("{name}-{}", std::process::id());
-    broker.create_topic(&topic, 3);
     let n = 200_000;
-    let input = gen_events(&dir, "events.ndjson", n, &["--dups", "0.05"]);
-    let text = std::fs::read_to_string(&input).unwrap();
+    let (topic, text) = topic_with_events(&dir, &broker, name, 3, n, &["--dups", "0.05"]);
     let expected = last_by_id(&text);
-    let p = broker.producer();
-    produce_lines(&p, &topic, &text);
-    p.flush(Duration::from_secs(120)).unwrap();
     let script = |exit_at_end: bool| {
         format!(
             "rm -f fifo; mkfifo fifo

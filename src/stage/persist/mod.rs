@@ -316,6 +316,25 @@ pub struct Layout {
     pub offsets_table: Table,
 }
 
+/// `CREATE TABLE IF NOT EXISTS` for `--create-table`, in one database's type names for
+/// text, JSON, the version and timestamps; the `--column` columns carry their own types.
+pub fn create_table_sql(args: &Args, text: &str, json: &str, version: &str, time: &str) -> String {
+    let mut sql = format!(
+        "CREATE TABLE IF NOT EXISTS {} ({} {text} PRIMARY KEY NOT NULL, payload {json} NOT NULL, \
+         meta {json}, version {version}, first_seen {time}, updated_at {time}",
+        args.table.quoted(),
+        quote_ident(&args.key_column),
+    );
+    for c in &args.columns {
+        let ty =
+            c.ty.as_deref()
+                .expect("checked: --create-table needs types");
+        sql.push_str(&format!(", {} {ty}", quote_ident(&c.column)));
+    }
+    sql.push(')');
+    sql
+}
+
 /// Checks the table's columns (name, SQL type) against the flags and decides what to
 /// write. `unique` says whether the key column has a unique index.
 pub fn resolve_layout(

@@ -10,7 +10,6 @@
 //! faster here (no second pass over the rows, no staging table) — see
 //! `bench/persist.sh`, which runs that COPY path as the peer.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -191,19 +190,13 @@ pub async fn open(spec: &ConnectSpec, args: &Args) -> Result<(Layout, Vec<Loader
     })?;
     let table = args.table.quoted();
     if args.create_table {
-        let mut sql = format!(
-            "CREATE TABLE IF NOT EXISTS {table} ({} text PRIMARY KEY, payload jsonb NOT NULL, \
-             meta jsonb, version {}, first_seen timestamptz, updated_at timestamptz",
-            super::quote_ident(&args.key_column),
-            args.version_type.sql()
+        let sql = super::create_table_sql(
+            args,
+            "text",
+            "jsonb",
+            args.version_type.sql(),
+            "timestamptz",
         );
-        for c in &args.columns {
-            let ty =
-                c.ty.as_deref()
-                    .expect("checked: --create-table needs types");
-            let _ = write!(sql, ", {} {ty}", super::quote_ident(&c.column));
-        }
-        sql.push(')');
         client
             .batch_execute(&sql)
             .await

@@ -9,7 +9,6 @@
 //! commits. The file runs in WAL mode with `synchronous=NORMAL`: a killed process loses
 //! nothing committed.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -117,25 +116,13 @@ fn open_blocking(path: &Path, args: &Args) -> Result<(Layout, Loader)> {
         .map_err(|e| open_error(path, e))?;
     conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
         .map_err(|e| open_error(path, e))?;
-    let table = args.table.quoted();
     if args.create_table {
         let version = match args.version_type {
             super::VersionType::Bigint => "INTEGER",
             super::VersionType::Numeric => "NUMERIC",
             super::VersionType::Timestamptz => "TEXT",
         };
-        let mut sql = format!(
-            "CREATE TABLE IF NOT EXISTS {table} ({} TEXT PRIMARY KEY NOT NULL, payload TEXT NOT NULL, \
-             meta TEXT, version {version}, first_seen TEXT, updated_at TEXT",
-            super::quote_ident(&args.key_column)
-        );
-        for c in &args.columns {
-            let ty =
-                c.ty.as_deref()
-                    .expect("checked: --create-table needs types");
-            let _ = write!(sql, ", {} {ty}", super::quote_ident(&c.column));
-        }
-        sql.push(')');
+        let sql = super::create_table_sql(args, "TEXT", "TEXT", version, "TEXT");
         conn.execute_batch(&sql)
             .map_err(|e| open_error(path, format!("creating table {}: {e}", args.table)))?;
     }
