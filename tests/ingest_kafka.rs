@@ -1,7 +1,7 @@
 //! `ingest-kafka` against a real Kafka-protocol broker (tansu, started by
 //! `scripts/kafka-test-broker`), with an rdkafka producer.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command as Std;
 use std::time::Duration;
 
@@ -18,27 +18,64 @@ use crate::util::*;
 struct Broker {
     addr: String,
     ours: bool,
+    /// SQLite storage and the script's state directory, for a broker that survives kill -9.
+    durable: Option<(String, PathBuf)>,
 }
 
 impl Broker {
     fn start() -> Broker {
         if let Ok(addr) = std::env::var("NDPIPE_TEST_KAFKA") {
-            return Broker { addr, ours: false };
+            return Broker {
+                addr,
+                ours: false,
+                durable: None,
+            };
         }
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka-test-broker");
-        let o = Std::new(&script)
-            .arg("start")
-            .output()
-            .expect("runs the broker script");
-        assert!(
-            o.status.success(),
-            "no Kafka broker for the tests: scripts/kafka-test-broker start failed: {}",
-            err(&o)
-        );
+        let o = broker_script(None).arg("start").output().unwrap();
         Broker {
-            addr: out(&o).trim().to_owned(),
+            addr: started(&o),
             ours: true,
+            durable: None,
         }
+    }
+
+    /// A broker of our own whose topics live in a SQLite file in `dir`, so that it can be
+    /// killed with SIGKILL and started again (always tansu, even with NDPIPE_TEST_KAFKA).
+    fn start_durable(dir: &Dir) -> Broker {
+        let storage = format!("sqlite://{}", dir.path("tansu/tansu.db").display());
+        let state = dir.path("broker-state");
+        let o = broker_script(Some(&state))
+            .args(["start", "--storage", &storage])
+            .output()
+            .unwrap();
+        Broker {
+            addr: started(&o),
+            ours: true,
+            durable: Some((storage, state)),
+        }
+    }
+
+    /// SIGKILL, as a crash would.
+    fn kill_9(&self) {
+        let (_, state) = self.durable.as_ref().expect("a durable broker");
+        let port = self.addr.rsplit(':').next().unwrap();
+        let pid = std::fs::read_to_string(state.join(format!("{port}.pid"))).unwrap();
+        let status = Std::new("kill")
+            .args(["-KILL", pid.trim()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -9 of the broker");
+    }
+
+    /// Starts it again on the same address and storage.
+    fn restart(&self) {
+        let (storage, state) = self.durable.as_ref().expect("a durable broker");
+        let port = self.addr.rsplit(':').next().unwrap();
+        let o = broker_script(Some(state))
+            .args(["start", "--storage", storage, "--port", port])
+            .output()
+            .unwrap();
+        assert_eq!(started(&o), self.addr);
     }
 
     fn create_topic(&self, name: &str, partitions: i32) {
@@ -75,10 +112,29 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         if self.ours {
-            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka-test-broker");
-            let _ = Std::new(script).args(["stop", &self.addr]).output();
+            let state = self.durable.as_ref().map(|(_, state)| state.as_path());
+            let _ = broker_script(state).args(["stop", &self.addr]).output();
         }
     }
+}
+
+/// `scripts/kafka-test-broker`, keeping its pid files in `state` when given.
+fn broker_script(state: Option<&Path>) -> Std {
+    let mut c = Std::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka-test-broker"));
+    if let Some(state) = state {
+        c.env("NDPIPE_KAFKA_STATE_DIR", state);
+    }
+    c
+}
+
+/// The broker address `kafka-test-broker start` printed.
+fn started(o: &std::process::Output) -> String {
+    assert!(
+        o.status.success(),
+        "no Kafka broker for the tests: scripts/kafka-test-broker start failed: {}",
+        err(o)
+    );
+    out(o).trim().to_owned()
 }
 
 fn send(
@@ -407,59 +463,115 @@ fn exactly_once_into_postgres_survives_kill_9() {
     );
 }
 
+/// The exactly-once pipe as a bash script run in the test's directory:
 /// `ingest-kafka --offsets-from | tee -a emitted | validate | persist --version-field`,
-/// with `victim` ("persist" or "ingest-kafka") SIGKILLed twice mid-stream, then restarted
-/// until drained. Checks the issue's exactly-once conditions.
+/// with the pids of ingest-kafka and persist in `{name}ingest.pid` and `{name}persist.pid`.
+/// `consumer` is `--offsets-name eo` or `--group G`. The script exits non-zero when either
+/// end of the pipe does.
+fn eo_pipe(
+    broker: &Broker,
+    topic: &str,
+    pg: &Pg,
+    consumer: &str,
+    name: &str,
+    exit_at_end: bool,
+) -> String {
+    format!(
+        "rm -f {name}fifo; mkfifo {name}fifo
+         {ingest} -q --brokers {b} --topic {topic} {consumer} --offsets-from '{url}' {end} > {name}fifo &
+         echo $! > {name}ingest.pid; ingest=$!
+         tee -a {name}emitted.ndjson < {name}fifo | {validate} -q --require id \
+           | {persist} -q --database-url '{url}' --create-table --version-field meta.seq \
+               --batch-size 2000 --linger-ms 20 &
+         echo $! > {name}persist.pid; persist=$!
+         wait $ingest; a=$?; wait $persist; b=$?
+         [ $a = 0 ] && [ $b = 0 ]",
+        ingest = bin("ingest-kafka"),
+        validate = bin("validate"),
+        persist = bin("persist"),
+        b = broker.addr,
+        url = pg.url(),
+        end = if exit_at_end { "--exit-at-end" } else { "" },
+    )
+}
+
+/// Rows in the test schema's `events` table (0 before persist has created it).
+fn rows(pg: &Pg) -> u64 {
+    let exists = pg.sql(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'events' \
+         AND table_schema = current_schema()",
+    );
+    if exists == "1" {
+        count(pg, "SELECT count(*) FROM events")
+    } else {
+        0
+    }
+}
+
+/// Waits until `done` holds, `limit` at most.
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "waited {limit:?} for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The issue's exactly-once conditions after `text` (`n` messages, one per produce batch)
+/// went through the pipe into `pg`: row count = distinct keys, every row holds its key's
+/// last event, the stored `next_offset`s add up to the high watermarks, and the pipe
+/// emitted fewer than 1.25 × n lines (`emitted` lines).
+fn assert_exactly_once(pg: &Pg, offsets_name: &str, text: &str, n: u64, emitted: u64) {
+    let expected = last_by_id(text);
+    assert_eq!(rows(pg), expected.len() as u64);
+    let stored: std::collections::BTreeMap<String, serde_json::Value> = pg
+        .sql("SELECT key, payload::text FROM events")
+        .lines()
+        .map(|l| {
+            let (k, p) = l.split_once('\t').unwrap();
+            (k.to_owned(), serde_json::from_str(p).unwrap())
+        })
+        .collect();
+    assert!(
+        stored == expected,
+        "stored rows differ from the last event per key"
+    );
+    assert_eq!(
+        count(
+            pg,
+            &format!(
+                "SELECT sum(next_offset) FROM ndpipe_offsets WHERE \"group\" = '{offsets_name}'"
+            )
+        ),
+        n
+    );
+    // A restart from the beginning would pass the checks above; this one catches it.
+    assert!(
+        emitted < n * 5 / 4,
+        "{emitted} lines emitted for {n} messages"
+    );
+}
+
+/// The pipe with `victim` ("persist" or "ingest") SIGKILLed twice mid-stream, then
+/// restarted until drained.
 fn exactly_once_with_kills(victim: &str, name: &str) {
     let dir = Dir::new();
     let broker = Broker::start();
     let pg = Pg::new(name);
     let n = 200_000;
     let (topic, text) = topic_with_events(&dir, &broker, name, 3, n, &["--dups", "0.05"]);
-    let expected = last_by_id(&text);
-    let script = |exit_at_end: bool| {
-        format!(
-            "rm -f fifo; mkfifo fifo
-             {ingest} -q --brokers {b} --topic {topic} --offsets-name eo --offsets-from '{url}' {end} > fifo &
-             echo $! > ingest.pid
-             tee -a emitted.ndjson < fifo | {validate} -q --require id \
-               | {persist} -q --database-url '{url}' --create-table --version-field meta.seq \
-                   --batch-size 2000 --linger-ms 20 &
-             echo $! > persist.pid
-             wait",
-            ingest = bin("ingest-kafka"),
-            validate = bin("validate"),
-            persist = bin("persist"),
-            b = broker.addr,
-            url = pg.url(),
-            end = if exit_at_end { "--exit-at-end" } else { "" },
-        )
-    };
-    let rows = || -> u64 {
-        let exists = pg.sql(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'events' \
-             AND table_schema = current_schema()",
-        );
-        if exists == "1" {
-            count(&pg, "SELECT count(*) FROM events")
-        } else {
-            0
-        }
-    };
+    let script = |exit_at_end| eo_pipe(&broker, &topic, &pg, "--offsets-name eo", "", exit_at_end);
     for at_least in [20_000, 90_000] {
         let mut run = Std::new("bash")
             .args(["-c", &script(false)])
             .current_dir(dir.root())
             .spawn()
             .unwrap();
-        let start = std::time::Instant::now();
-        while rows() < at_least {
-            assert!(
-                start.elapsed() < Duration::from_secs(120),
-                "stuck below {at_least} rows"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until(
+            &format!("{at_least} rows"),
+            Duration::from_secs(120),
+            || rows(&pg) >= at_least,
+        );
         let pid = dir.read(&format!("{victim}.pid"));
         let _ = Std::new("kill").args(["-KILL", pid.trim()]).status();
         // The rest of the pipe ends by itself (closed pipe or end of input); make sure.
@@ -476,36 +588,8 @@ fn exactly_once_with_kills(victim: &str, name: &str) {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", err(&o));
-    // Row count = distinct keys; every row holds its key's last event.
-    assert_eq!(rows(), expected.len() as u64);
-    let stored: std::collections::BTreeMap<String, serde_json::Value> = pg
-        .sql("SELECT key, payload::text FROM events")
-        .lines()
-        .map(|l| {
-            let (k, p) = l.split_once('\t').unwrap();
-            (k.to_owned(), serde_json::from_str(p).unwrap())
-        })
-        .collect();
-    assert!(
-        stored == expected,
-        "stored rows differ from the last event per key"
-    );
-    // Stored next_offset = the high watermark of every partition.
-    let mut total = 0;
-    for part in 0..3 {
-        let next = count(
-            &pg,
-            &format!("SELECT next_offset FROM ndpipe_offsets WHERE \"group\" = 'eo' AND \"partition\" = {part}"),
-        );
-        total += next;
-    }
-    assert_eq!(total, n);
-    // A restart from the beginning would pass the checks above; this one catches it.
     let emitted = dir.read("emitted.ndjson").lines().count() as u64;
-    assert!(
-        emitted < n * 5 / 4,
-        "{emitted} lines emitted for {n} messages"
-    );
+    assert_exactly_once(&pg, "eo", &text, n, emitted);
 }
 
 #[test]
@@ -516,4 +600,105 @@ fn exactly_once_when_persist_is_killed_twice() {
 #[test]
 fn exactly_once_when_ingest_kafka_is_killed_twice() {
     exactly_once_with_kills("ingest", "eo_ingest");
+}
+
+#[test]
+fn exactly_once_when_the_broker_is_killed_and_restarted() {
+    let dir = Dir::new();
+    let broker = Broker::start_durable(&dir);
+    let pg = Pg::new("eo_broker");
+    // SQLite-backed tansu takes about 1 k produce batches/s and serves ~10 k messages/s.
+    let n = 20_000;
+    let (topic, text) = topic_with_events(&dir, &broker, "eo-broker", 3, n, &["--dups", "0.05"]);
+    let script = eo_pipe(&broker, &topic, &pg, "--offsets-name eo", "", true);
+    let mut run = Std::new("bash")
+        .args(["-c", &script])
+        .current_dir(dir.root())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("4000 rows", Duration::from_secs(120), || rows(&pg) >= 4_000);
+    broker.kill_9();
+    let during = rows(&pg);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        run.try_wait().unwrap().is_none(),
+        "the pipe ended with the broker down"
+    );
+    broker.restart();
+    wait_until("the pipe to end", Duration::from_secs(180), || {
+        run.try_wait().unwrap().is_some()
+    });
+    let o = run.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(
+        during < n,
+        "the pipe had drained before the broker was killed"
+    );
+    let emitted = dir.read("emitted.ndjson").lines().count() as u64;
+    assert_exactly_once(&pg, "eo", &text, n, emitted);
+}
+
+#[test]
+fn two_consumers_in_one_group_split_the_partitions() {
+    let dir = Dir::new();
+    let broker = Broker::start();
+    let pg = Pg::new("eo_group");
+    let n = 20_000;
+    let (topic, text) = topic_with_events(&dir, &broker, "eo-group", 4, n, &["--dups", "0.05"]);
+    // The table first: two persists creating it at once would race.
+    let o = dir
+        .cmd("persist")
+        .args(["-q", "--database-url", &pg.url(), "--create-table"])
+        .write_stdin("")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    let group = format!("--group g-{}", std::process::id());
+    let runs: Vec<_> = ["a-", "b-"]
+        .iter()
+        .map(|name| {
+            Std::new("bash")
+                .args(["-c", &eo_pipe(&broker, &topic, &pg, &group, name, false)])
+                .current_dir(dir.root())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let expected = last_by_id(&text).len() as u64;
+    let offsets = format!(
+        "SELECT coalesce(sum(next_offset), 0) FROM ndpipe_offsets WHERE \"group\" = 'g-{}' \
+         AND next_offset >= 0",
+        std::process::id()
+    );
+    // A group join takes ~20 s on tansu.
+    wait_until(
+        "both consumers to drain the topic",
+        Duration::from_secs(150),
+        || rows(&pg) == expected && count(&pg, &offsets) == n,
+    );
+    for name in ["a-", "b-"] {
+        let pid = dir.read(&format!("{name}ingest.pid"));
+        let _ = Std::new("kill").args(["-TERM", pid.trim()]).status();
+    }
+    for run in runs {
+        let o = run.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", err(&o));
+    }
+    // Which partitions each one read: both some, none the same.
+    let parts = |name: &str| -> std::collections::BTreeSet<u64> {
+        values(&dir.read(&format!("{name}emitted.ndjson")))
+            .iter()
+            .map(|v| v["_meta"]["partition"].as_u64().unwrap())
+            .collect()
+    };
+    let (a, b) = (parts("a-"), parts("b-"));
+    assert!(!a.is_empty() && !b.is_empty(), "{a:?} {b:?}");
+    assert!(a.is_disjoint(&b), "{a:?} {b:?}");
+    let emitted = ["a-", "b-"]
+        .iter()
+        .map(|name| dir.read(&format!("{name}emitted.ndjson")).lines().count() as u64)
+        .sum();
+    assert_exactly_once(&pg, &format!("g-{}", std::process::id()), &text, n, emitted);
 }

@@ -36,7 +36,8 @@ use crate::cli::Common;
 use crate::event::{Ack, Batch, Event, Reject};
 use crate::exit::{Error, Exit, Result};
 use crate::json;
-use crate::stage::persist::{postgres::offsets_ddl, Table};
+use crate::stage::persist::postgres::{create_if_absent, message, offsets_ddl};
+use crate::stage::persist::Table;
 use crate::stage::Ctx;
 
 const EXAMPLES: &str = "\
@@ -191,11 +192,13 @@ impl OffsetsDb {
         config.application_name("ndpipe ingest-kafka");
         let (client, conn) = rt
             .block_on(config.connect(tokio_postgres::NoTls))
-            .map_err(|e| Error::unavailable(format!("--offsets-from: cannot connect: {e}")))?;
+            .map_err(|e| {
+                Error::unavailable(format!("--offsets-from: cannot connect: {}", message(&e)))
+            })?;
         rt.spawn(conn);
         let table = table.quoted();
-        rt.block_on(client.batch_execute(&offsets_ddl(&table)))
-            .map_err(|e| Error::unavailable(format!("--offsets-from: {e}")))?;
+        rt.block_on(create_if_absent(&client, &offsets_ddl(&table)))
+            .map_err(|e| Error::unavailable(format!("--offsets-from: {}", message(&e))))?;
         Ok(OffsetsDb {
             rt,
             client,
@@ -218,7 +221,12 @@ impl OffsetsDb {
         let rows = self
             .rt
             .block_on(self.client.query(&sql, &[&self.name, &topic, &partitions]))
-            .map_err(|e| Error::new(Exit::IoErr, anyhow::anyhow!("--offsets-from: {e}")))?;
+            .map_err(|e| {
+                Error::new(
+                    Exit::IoErr,
+                    anyhow::anyhow!("--offsets-from: {}", message(&e)),
+                )
+            })?;
         let by: HashMap<i32, (i64, i64)> = rows
             .iter()
             .map(|r| (r.get::<_, i32>(0), (r.get(1), r.get(2))))

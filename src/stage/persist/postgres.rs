@@ -197,8 +197,7 @@ pub async fn open(spec: &ConnectSpec, args: &Args) -> Result<(Layout, Vec<Loader
             args.version_type.sql(),
             "timestamptz",
         );
-        client
-            .batch_execute(&sql)
+        create_if_absent(&client, &sql)
             .await
             .map_err(|e| setup_error(&args.table, "cannot create", e))?;
     }
@@ -238,13 +237,39 @@ pub async fn open(spec: &ConnectSpec, args: &Args) -> Result<(Layout, Vec<Loader
 }
 
 fn setup_error(table: &Table, what: &str, e: tokio_postgres::Error) -> Error {
-    let msg = e
-        .as_db_error()
-        .map_or(e.to_string(), |d| d.message().to_owned());
     Error::new(
         Exit::Unavailable,
-        anyhow::anyhow!("{what} table {table}: {msg}"),
+        anyhow::anyhow!("{what} table {table}: {}", message(&e)),
     )
+}
+
+/// The server's message for a database error ("db error" is all `Display` says).
+pub fn message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => match d.detail() {
+            Some(detail) => format!("{} ({}): {detail}", d.message(), d.code().code()),
+            None => format!("{} ({})", d.message(), d.code().code()),
+        },
+        None => e.to_string(),
+    }
+}
+
+/// Runs a `CREATE TABLE IF NOT EXISTS`. Two sessions running one at the same time can
+/// both find no table and one of them then fails on the catalog's unique index: that
+/// one finds the table made, which is all it wanted.
+pub async fn create_if_absent(
+    client: &tokio_postgres::Client,
+    ddl: &str,
+) -> std::result::Result<(), tokio_postgres::Error> {
+    match client.batch_execute(ddl).await {
+        Err(e)
+            if e.code()
+                .is_some_and(|c| c.code() == "23505" || c.code() == "42P07") =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 /// JSON text sent as `jsonb` in binary form (version byte 1, then the text): the server
@@ -346,15 +371,9 @@ impl Loader {
 
     async fn create_offsets_table(&mut self) -> std::result::Result<(), LoadError> {
         let client = self.client.as_ref().expect("connected");
-        let sql = offsets_ddl(&self.offsets_table);
-        match client.batch_execute(&sql).await {
-            Ok(()) => {}
-            // Two connections creating it at once: the other one won.
-            Err(e)
-                if e.code()
-                    .is_some_and(|c| c.code() == "23505" || c.code() == "42P07") => {}
-            Err(e) => return Err(fault(e)),
-        }
+        create_if_absent(client, &offsets_ddl(&self.offsets_table))
+            .await
+            .map_err(fault)?;
         self.offsets_ready = true;
         Ok(())
     }
@@ -636,14 +655,8 @@ fn is_row_error(e: &anyhow::Error) -> bool {
 }
 
 fn db_reason(e: &anyhow::Error) -> String {
-    match e
-        .downcast_ref::<tokio_postgres::Error>()
-        .and_then(|e| e.as_db_error())
-    {
-        Some(d) => match d.detail() {
-            Some(detail) => format!("{} ({}): {detail}", d.message(), d.code().code()),
-            None => format!("{} ({})", d.message(), d.code().code()),
-        },
+    match e.downcast_ref::<tokio_postgres::Error>() {
+        Some(e) => message(e),
         None => e.to_string(),
     }
 }
