@@ -186,6 +186,15 @@ impl Event {
         }
     }
 
+    /// An event from text known to be one JSON object (it is not checked again).
+    pub fn from_json_text(text: String, line: u64) -> Event {
+        Event {
+            body: Body::Json(Json::new(text)),
+            line,
+            ack: None,
+        }
+    }
+
     /// Line `start..end` of a chunk of UTF-8 text (no line ending, no BOM).
     pub fn from_chunk(chunk: Arc<String>, start: usize, end: usize, line: u64) -> Event {
         debug_assert!(chunk.is_char_boundary(start) && chunk.is_char_boundary(end));

@@ -331,7 +331,7 @@ fn set_top_level(text: &str, members: &[Member], ops: &[SetOp]) -> String {
 }
 
 /// Appends the JSON text of a string.
-fn push_quoted(out: &mut String, s: &str) {
+pub fn push_quoted(out: &mut String, s: &str) {
     if s.bytes().all(|c| c >= 0x20 && c != b'"' && c != b'\\') {
         out.push('"');
         out.push_str(s);

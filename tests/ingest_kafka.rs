@@ -195,6 +195,58 @@ fn produce_lines(p: &BaseProducer, topic: &str, text: &str) {
     }
 }
 
+/// Default offset handling: offsets of written lines are committed when the consumer
+/// stops, and `--offset stored` resumes right after them.
+#[test]
+fn a_second_run_resumes_after_the_committed_offsets() {
+    let dir = Dir::new();
+    let broker = Broker::start();
+    let (topic, text) = topic_with_events(&dir, &broker, "resume", 3, 3_000, &[]);
+    let group = format!("group.id=resume-{}", std::process::id());
+    let run = |more: &[&str]| {
+        let o = dir
+            .cmd("ingest-kafka")
+            .args([
+                "-q",
+                "--brokers",
+                &broker.addr,
+                "--topic",
+                &topic,
+                "-X",
+                &group,
+            ])
+            .args(["--offset", "stored"])
+            .args(more)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", err(&o));
+        values(&out(&o))
+    };
+    let first = run(&["--max-messages", "1000"]);
+    let second = run(&["--exit-at-end"]);
+    assert_eq!((first.len(), second.len()), (1_000, 2_000));
+    let ids = |events: &[serde_json::Value]| -> std::collections::BTreeSet<String> {
+        events
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (a, b) = (ids(&first), ids(&second));
+    assert!(a.is_disjoint(&b), "a line came out of both runs");
+    let all: std::collections::BTreeSet<String> = values(&text)
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        a.union(&b)
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>(),
+        all
+    );
+    // Nothing left: a third run has nothing to print.
+    assert!(run(&["--exit-at-end"]).is_empty());
+}
+
 #[test]
 fn round_trip_of_50k_events_with_exit_at_end() {
     let dir = Dir::new();

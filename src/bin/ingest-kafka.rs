@@ -3,7 +3,8 @@
 use ndpipe::{cli, stage::ingest_kafka};
 
 fn main() -> std::process::ExitCode {
-    cli::tame_malloc();
+    // Not cli::tame_malloc(): librdkafka reads whole fetch responses (megabytes) into
+    // fresh buffers, and mapping each one anew cost a page fault per 4 KiB.
     let args: ingest_kafka::Args = cli::parse();
     let common = args.common.clone();
     cli::run("ingest-kafka", &common, ingest_kafka::main(args))

@@ -39,6 +39,7 @@ use crate::json;
 use crate::stage::persist::postgres::{create_if_absent, message, offsets_ddl};
 use crate::stage::persist::Table;
 use crate::stage::Ctx;
+use crate::tape;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -244,8 +245,8 @@ impl OffsetsDb {
 /// Per-partition state the consumer thread and the rebalance callback share.
 #[derive(Default)]
 struct Assigned {
-    /// (topic, partition) → epoch (exactly-once mode) and the end seen at assignment.
-    parts: HashMap<(String, i32), PartState>,
+    /// topic → partition → epoch (exactly-once mode) and the end seen at assignment.
+    parts: HashMap<String, HashMap<i32, PartState>>,
 }
 
 struct PartState {
@@ -288,8 +289,11 @@ impl ConsumerContext for Ctx2 {
                 }
                 let mut a = self.assigned.lock().expect("not poisoned");
                 for e in tpl.elements() {
-                    a.parts.remove(&(e.topic().to_owned(), e.partition()));
+                    if let Some(t) = a.parts.get_mut(e.topic()) {
+                        t.remove(&e.partition());
+                    }
                 }
+                a.parts.retain(|_, t| !t.is_empty());
                 let _ = consumer.unassign();
             }
             _ => {
@@ -321,6 +325,22 @@ impl Ctx2 {
                 Some(db) => db.claim(&topic, &parts).map_err(|e| e.to_string())?,
                 None => parts.iter().map(|_| (None, 0)).collect(),
             };
+            // Kafka's committed offsets, for --offset stored: where it starts, so that
+            // --exit-at-end knows whether a partition is at its end already.
+            let committed = match (&self.db, &self.start) {
+                (None, Start::Stored) => {
+                    let mut q = TopicPartitionList::new();
+                    for p in &parts {
+                        q.add_partition(&topic, *p);
+                    }
+                    Some(
+                        consumer
+                            .committed_offsets(q, timeout)
+                            .map_err(|e| format!("{topic}: committed offsets: {e}"))?,
+                    )
+                }
+                _ => None,
+            };
             for (p, (stored, epoch)) in parts.into_iter().zip(claimed) {
                 let (low, high) = consumer
                     .fetch_watermarks(&topic, p, timeout)
@@ -351,10 +371,18 @@ impl Ctx2 {
                 let from = match offset {
                     Offset::Offset(n) => n,
                     Offset::End => high,
+                    Offset::Stored => match committed
+                        .as_ref()
+                        .and_then(|c| c.find_partition(&topic, p))
+                        .map(|e| e.offset())
+                    {
+                        Some(Offset::Offset(n)) => n,
+                        _ => low,
+                    },
                     _ => low,
                 };
-                assigned.parts.insert(
-                    (topic.clone(), p),
+                assigned.parts.entry(topic.clone()).or_default().insert(
+                    p,
                     PartState {
                         epoch,
                         end: high,
@@ -434,8 +462,11 @@ fn consume(config: Config, output: Sender<Batch>, ctx: Ctx) -> Result<()> {
     cc.set("bootstrap.servers", &args.brokers)
         .set("enable.partition.eof", "false")
         // Bounded memory: librdkafka prefetches up to 64 MiB per consumer by default.
-        .set("queued.max.messages.kbytes", "8192")
-        .set("fetch.max.bytes", "8388608")
+        .set("queued.max.messages.kbytes", "16384")
+        .set("fetch.max.bytes", "16777216")
+        // When that queue is full, fetching pauses for this long (1 s by default, which
+        // left the consumer idle half of the time in bench/kafka.sh).
+        .set("fetch.queue.backoff.ms", "10")
         .set("enable.auto.offset.store", "false")
         .set(
             "enable.auto.commit",
@@ -493,6 +524,11 @@ fn consume(config: Config, output: Sender<Batch>, ctx: Ctx) -> Result<()> {
     }
 
     let meta_field = ctx.meta_field.clone();
+    let meta_key = json::quote(&meta_field);
+    let group_json = name.as_deref().map_or("null".to_owned(), json::quote);
+    let (mut topic_text, mut topic_json) = (String::new(), String::new());
+    let mut meta = String::with_capacity(256);
+    let mut positions = Positions::default();
     let source: Arc<str> = Arc::from("kafka");
     let mut events: Vec<Event> = Vec::with_capacity(BATCH);
     let mut first_at = Instant::now();
@@ -513,12 +549,15 @@ fn consume(config: Config, output: Sender<Batch>, ctx: Ctx) -> Result<()> {
             Some(Err(KafkaError::PartitionEOF(_))) => {}
             Some(Err(e)) => tracing::warn!("kafka: {e}"),
             Some(Ok(msg)) => {
-                let topic = msg.topic().to_owned();
                 let partition = msg.partition();
                 let offset = msg.offset();
                 let epoch = {
                     let mut a = assigned.lock().expect("not poisoned");
-                    match a.parts.get_mut(&(topic.clone(), partition)) {
+                    match a
+                        .parts
+                        .get_mut(msg.topic())
+                        .and_then(|t| t.get_mut(&partition))
+                    {
                         Some(st) => {
                             if offset + 1 >= st.end {
                                 st.done = true;
@@ -528,26 +567,31 @@ fn consume(config: Config, output: Sender<Batch>, ctx: Ctx) -> Result<()> {
                         None => None,
                     }
                 };
-                let mut event = match render(&msg, args, name.as_deref(), epoch, &meta_field) {
-                    Ok(e) => e,
+                if !exactly_once {
+                    positions.note(msg.topic(), partition, offset);
+                }
+                if msg.topic() != topic_text {
+                    topic_text = msg.topic().to_owned();
+                    topic_json = json::quote(&topic_text);
+                }
+                let names = Names {
+                    group: &group_json,
+                    topic: &topic_json,
+                    meta_field: &meta_field,
+                    meta_key: &meta_key,
+                };
+                match render(&msg, args, &names, epoch, &mut meta) {
+                    Ok(event) => events.push(event),
                     Err((raw, reject)) => {
                         let mut ev = Event::from_line(raw, 0);
-                        let coords = format!("{topic}/{partition}@{offset}");
+                        let coords = format!("{topic_text}/{partition}@{offset}");
                         let r = Reject::new(reject.kind, format!("{coords}: {}", reject.reason));
                         ctx.dead
                             .write("ingest-kafka", &source, &mut ev, &r)
                             .map_err(|e| Error::new(Exit::IoErr, e))?;
-                        store(&consumer, exactly_once, &topic, partition, offset);
                         continue;
                     }
                 };
-                if !exactly_once {
-                    let c = consumer.clone();
-                    event.ack = Some(Ack::new(move || {
-                        store(&c, false, &topic, partition, offset);
-                    }));
-                }
-                events.push(event);
                 count += 1;
                 stop = args.max_messages.is_some_and(|m| count >= m);
             }
@@ -555,6 +599,7 @@ fn consume(config: Config, output: Sender<Batch>, ctx: Ctx) -> Result<()> {
         if !events.is_empty()
             && (events.len() >= BATCH || first_at.elapsed() >= Duration::from_millis(50) || stop)
         {
+            positions.attach(&consumer, &mut events);
             let batch = Batch::new(source.clone(), std::mem::take(&mut events));
             if output.blocking_send(batch).is_err() {
                 break; // stdout closed
@@ -566,29 +611,60 @@ fn consume(config: Config, output: Sender<Batch>, ctx: Ctx) -> Result<()> {
         }
     }
     if !events.is_empty() {
+        positions.attach(&consumer, &mut events);
         let _ = output.blocking_send(Batch::new(source, std::mem::take(&mut events)));
     }
     drop(output);
     Ok(())
 }
 
+/// The last offset read per partition since the previous batch went out (default mode).
+/// A batch carries one [`Ack`] that stores them all once every event of the batch is
+/// written; batches are written in order, so the stored offsets stay contiguous.
+/// Dead letters count as read: a batch stores the offsets of those before it too (if
+/// none follows, they are read again after a restart and dead-lettered again).
+#[derive(Default)]
+struct Positions(Vec<(String, i32, i64)>);
+
+impl Positions {
+    fn note(&mut self, topic: &str, partition: i32, offset: i64) {
+        match self
+            .0
+            .iter_mut()
+            .find(|(t, p, _)| *p == partition && t == topic)
+        {
+            Some(e) => e.2 = e.2.max(offset),
+            None => self.0.push((topic.to_owned(), partition, offset)),
+        }
+    }
+
+    /// Gives `events` (one batch) the acknowledgement that stores the noted offsets.
+    fn attach(&mut self, consumer: &Arc<BaseConsumer<Ctx2>>, events: &mut [Event]) {
+        if self.0.is_empty() {
+            return;
+        }
+        let noted = std::mem::take(&mut self.0);
+        let c = consumer.clone();
+        let ack = Ack::new(move || {
+            // The next offset to read, as given (BaseConsumer::store_offset would add 1
+            // itself). Fails only for partitions revoked meanwhile: their new owner reads
+            // them again.
+            let mut tpl = TopicPartitionList::with_capacity(noted.len());
+            for (topic, partition, offset) in &noted {
+                let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(offset + 1));
+            }
+            let _ = c.store_offsets(&tpl);
+        });
+        for e in events {
+            e.ack = Some(ack.clone());
+        }
+    }
+}
+
 /// Whether every assigned partition has reached the end it had at assignment.
 fn at_end(assigned: &Mutex<Assigned>) -> bool {
     let a = assigned.lock().expect("not poisoned");
-    !a.parts.is_empty() && a.parts.values().all(|p| p.done)
-}
-
-fn store(
-    consumer: &BaseConsumer<Ctx2>,
-    exactly_once: bool,
-    topic: &str,
-    partition: i32,
-    offset: i64,
-) {
-    if !exactly_once {
-        // Fails only when the partition was revoked meanwhile: its new owner re-reads it.
-        let _ = consumer.store_offset(topic, partition, offset + 1);
-    }
+    !a.parts.is_empty() && a.parts.values().flat_map(|t| t.values()).all(|p| p.done)
 }
 
 /// Base64 (standard alphabet) of bytes that are not UTF-8.
@@ -604,60 +680,39 @@ fn text_or_b64(bytes: &[u8]) -> (String, bool) {
     }
 }
 
-/// One message as an output line, or its raw bytes and why it is a dead letter.
+/// JSON texts that are the same for many messages, made once.
+struct Names<'a> {
+    /// The group (or offsets name) as JSON, or `null`.
+    group: &'a str,
+    /// The message's topic as JSON.
+    topic: &'a str,
+    /// The metadata field's name, and as JSON.
+    meta_field: &'a str,
+    meta_key: &'a str,
+}
+
+/// One message as an output line, or its raw bytes and why it is a dead letter. `meta` is
+/// a buffer reused across calls.
 fn render<M: Message>(
     msg: &M,
     args: &Args,
-    group: Option<&str>,
+    names: &Names,
     epoch: Option<i64>,
-    meta_field: &str,
+    meta: &mut String,
 ) -> std::result::Result<Event, (Vec<u8>, Reject)> {
-    let ts = msg.timestamp().to_millis();
-    let mut headers = String::from("[");
-    if let Some(h) = msg.headers() {
-        for (i, header) in h.iter().enumerate() {
-            if i > 0 {
-                headers.push(',');
-            }
-            headers.push_str("{\"key\":");
-            headers.push_str(&json::quote(header.key));
-            match header.value {
-                None => headers.push_str(",\"value\":null"),
-                Some(v) => {
-                    let (t, marked) = text_or_b64(v);
-                    headers.push_str(",\"value\":");
-                    headers.push_str(&t);
-                    if marked {
-                        headers.push_str(",\"encoding\":\"base64\"");
-                    }
-                }
-            }
-            headers.push('}');
+    if args.format == Format::Kcat {
+        return Ok(Event::from_line(kcat_line(msg).into_bytes(), 0));
+    }
+    let body = msg.payload().unwrap_or(b"{}");
+    if !args.no_meta {
+        meta.clear();
+        push_meta(meta, msg, names, epoch);
+        if let Some(text) = append_member(body, names.meta_field, names.meta_key, meta) {
+            return Ok(Event::from_json_text(text, 0));
         }
     }
-    headers.push(']');
-    let key = msg.key().map(text_or_b64);
-    if args.format == Format::Kcat {
-        let payload = msg.payload().map(text_or_b64);
-        let line = format!(
-            "{{\"topic\":{},\"partition\":{},\"offset\":{},\"tstype\":\"{}\",\"ts\":{},\"broker\":-1,\"headers\":{},\"key\":{},\"payload\":{}}}",
-            json::quote(msg.topic()),
-            msg.partition(),
-            msg.offset(),
-            match msg.timestamp() {
-                rdkafka::Timestamp::CreateTime(_) => "create",
-                rdkafka::Timestamp::LogAppendTime(_) => "logappend",
-                rdkafka::Timestamp::NotAvailable => "none",
-            },
-            ts.unwrap_or(-1),
-            kcat_headers(msg),
-            key.as_ref().map_or("null".to_owned(), |(k, _)| k.clone()),
-            payload.map_or("null".to_owned(), |(p, _)| p),
-        );
-        return Ok(Event::from_line(line.into_bytes(), 0));
-    }
-    let tombstone = msg.payload().is_none();
-    let body = msg.payload().unwrap_or(b"{}");
+    // The general way: rejects with their reasons, --wrap-non-json, a payload that has
+    // the metadata field already.
     let mut event = Event::from_line(body.to_vec(), 0);
     if let Err(reject) = event.decode() {
         if !args.wrap_non_json {
@@ -676,38 +731,137 @@ fn render<M: Message>(
     if args.no_meta {
         return Ok(event);
     }
-    let mut meta = format!(
-        "{{\"source\":\"kafka\",\"group\":{},\"topic\":{},\"partition\":{},\"offset\":{}",
-        group.map_or("null".to_owned(), json::quote),
-        json::quote(msg.topic()),
+    meta.clear();
+    push_meta(meta, msg, names, epoch);
+    event
+        .set_field(names.meta_field, meta)
+        .map_err(|r| (body.to_vec(), r))?;
+    Ok(event)
+}
+
+/// Appends the metadata object of `msg` to `out`.
+fn push_meta<M: Message>(out: &mut String, msg: &M, names: &Names, epoch: Option<i64>) {
+    use std::fmt::Write as _;
+    out.push_str("{\"source\":\"kafka\",\"group\":");
+    out.push_str(names.group);
+    out.push_str(",\"topic\":");
+    out.push_str(names.topic);
+    let _ = write!(
+        out,
+        ",\"partition\":{},\"offset\":{}",
         msg.partition(),
         msg.offset()
     );
     if let Some(e) = epoch {
-        meta.push_str(&format!(",\"epoch\":{e}"));
+        let _ = write!(out, ",\"epoch\":{e}");
     }
-    match &key {
-        None => meta.push_str(",\"key\":null"),
-        Some((k, marked)) => {
-            meta.push_str(",\"key\":");
-            meta.push_str(k);
-            if *marked {
-                meta.push_str(",\"key_encoding\":\"base64\"");
+    out.push_str(",\"key\":");
+    match msg.key() {
+        None => out.push_str("null"),
+        Some(k) => {
+            if push_text_or_b64(out, k) {
+                out.push_str(",\"key_encoding\":\"base64\"");
             }
         }
     }
-    meta.push_str(&format!(
-        ",\"timestamp\":{},\"headers\":{headers}",
-        ts.map_or("null".to_owned(), |t| t.to_string())
-    ));
-    if tombstone {
-        meta.push_str(",\"tombstone\":true");
+    match msg.timestamp().to_millis() {
+        Some(t) => {
+            let _ = write!(out, ",\"timestamp\":{t}");
+        }
+        None => out.push_str(",\"timestamp\":null"),
     }
-    meta.push('}');
-    event
-        .set_field(meta_field, &meta)
-        .map_err(|r| (body.to_vec(), r))?;
-    Ok(event)
+    out.push_str(",\"headers\":[");
+    if let Some(h) = msg.headers() {
+        for (i, header) in h.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str("{\"key\":");
+            json::push_quoted(out, header.key);
+            match header.value {
+                None => out.push_str(",\"value\":null"),
+                Some(v) => {
+                    out.push_str(",\"value\":");
+                    if push_text_or_b64(out, v) {
+                        out.push_str(",\"encoding\":\"base64\"");
+                    }
+                }
+            }
+            out.push('}');
+        }
+    }
+    out.push(']');
+    if msg.payload().is_none() {
+        out.push_str(",\"tombstone\":true");
+    }
+    out.push('}');
+}
+
+/// Pushes `"text"` for UTF-8 bytes, else the quoted base64 text; true when base64.
+fn push_text_or_b64(out: &mut String, bytes: &[u8]) -> bool {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => {
+            json::push_quoted(out, s);
+            false
+        }
+        Err(_) => {
+            json::push_quoted(out, &b64(bytes));
+            true
+        }
+    }
+}
+
+/// The common case in one pass and one allocation: `body` is a JSON object (validated in
+/// full) without a member `key`; returns it with `"key":value` appended. None for
+/// anything else (not UTF-8, not JSON, not an object, `key` present or any key escaped).
+fn append_member(body: &[u8], key: &str, key_json: &str, value: &str) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?;
+    tape::with_tape(text, |res| {
+        let nodes = res.ok()?;
+        let root = &nodes[0];
+        if root.kind != tape::Kind::Object {
+            return None;
+        }
+        let mut at = 1;
+        for _ in 0..root.len {
+            let k = &nodes[at];
+            if k.escaped || &text[k.start as usize + 1..k.end as usize - 1] == key {
+                return None;
+            }
+            at = nodes[at + 1].next as usize;
+        }
+        let (start, close) = (root.start as usize, root.end as usize - 1);
+        let mut out = String::with_capacity(close - start + key_json.len() + value.len() + 3);
+        out.push_str(&text[start..close]);
+        if root.len > 0 {
+            out.push(',');
+        }
+        out.push_str(key_json);
+        out.push(':');
+        out.push_str(value);
+        out.push('}');
+        Some(out)
+    })
+}
+
+/// kcat -J's envelope of a message.
+fn kcat_line<M: Message>(msg: &M) -> String {
+    let text = |b: Option<&[u8]>| b.map_or("null".to_owned(), |b| text_or_b64(b).0);
+    format!(
+        "{{\"topic\":{},\"partition\":{},\"offset\":{},\"tstype\":\"{}\",\"ts\":{},\"broker\":-1,\"headers\":{},\"key\":{},\"payload\":{}}}",
+        json::quote(msg.topic()),
+        msg.partition(),
+        msg.offset(),
+        match msg.timestamp() {
+            rdkafka::Timestamp::CreateTime(_) => "create",
+            rdkafka::Timestamp::LogAppendTime(_) => "logappend",
+            rdkafka::Timestamp::NotAvailable => "none",
+        },
+        msg.timestamp().to_millis().unwrap_or(-1),
+        kcat_headers(msg),
+        text(msg.key()),
+        text(msg.payload()),
+    )
 }
 
 fn kcat_headers<M: Message>(msg: &M) -> String {
