@@ -390,6 +390,39 @@ pub fn splice(text: &str, mut edits: Vec<(Range<usize>, String)>) -> String {
     out
 }
 
+/// `text` with the member `"key":value` appended, when `text` is one JSON object
+/// (validated in full) without a member `key`: one pass, one allocation. `key_json` is
+/// `key` quoted; `value` must be JSON text. None for anything else (not JSON, not an
+/// object, `key` present, or any key escaped), for the general path ([`set_many`]).
+pub fn append_member(text: &str, key: &str, key_json: &str, value: &str) -> Option<String> {
+    tape::with_tape(text, |res| {
+        let nodes = res.ok()?;
+        let root = &nodes[0];
+        if root.kind != Kind::Object {
+            return None;
+        }
+        let mut at = 1;
+        for _ in 0..root.len {
+            let k = &nodes[at];
+            if k.escaped || &text[k.start as usize + 1..k.end as usize - 1] == key {
+                return None;
+            }
+            at = nodes[at + 1].next as usize;
+        }
+        let (start, close) = (root.start as usize, root.end as usize - 1);
+        let mut out = String::with_capacity(close - start + key_json.len() + value.len() + 3);
+        out.push_str(&text[start..close]);
+        if root.len > 0 {
+            out.push(',');
+        }
+        out.push_str(key_json);
+        out.push(':');
+        out.push_str(value);
+        out.push('}');
+        Some(out)
+    })
+}
+
 /// JSON text of a string.
 pub fn quote(s: &str) -> String {
     let mut q = String::with_capacity(s.len() + 2);
@@ -400,6 +433,20 @@ pub fn quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn append_member_only_when_absent() {
+        let add = |t: &str| append_member(t, "_m", "\"_m\"", "{\"a\":1}");
+        assert_eq!(
+            add(" {\"x\":[1]} ").as_deref(),
+            Some("{\"x\":[1],\"_m\":{\"a\":1}}")
+        );
+        assert_eq!(add("{}").as_deref(), Some("{\"_m\":{\"a\":1}}"));
+        assert_eq!(add("{\"_m\":2}"), None);
+        assert_eq!(add("{\"_\\u006d\":2}"), None);
+        assert_eq!(add("[1]"), None);
+        assert_eq!(add("{\"x\":"), None);
+    }
 
     fn path(s: &str) -> FieldPath {
         FieldPath::parse(s).unwrap()

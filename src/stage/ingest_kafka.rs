@@ -4,11 +4,12 @@
 //! One thread polls a librdkafka consumer and sends batches of events on; the reader side
 //! of back-pressure is the bounded channel (and librdkafka's prefetch queue, kept small).
 //!
-//! Offsets, default mode: every event carries an [`Ack`] that fires once its line has
-//! been written (or dropped as a dead letter by a later stage in the same process). The
-//! ack stores `offset + 1` for its partition; events leave in order, so what is stored
-//! is a contiguous watermark. Stored offsets are committed by librdkafka every few
-//! seconds, on rebalance and at shutdown. That is "delivered to the pipe".
+//! Offsets, default mode: every batch carries one [`Ack`] that fires once all its lines
+//! have been written (or dropped as dead letters by a later stage in the same process).
+//! It stores the next offset of each partition the batch read; batches leave in order,
+//! so what is stored is a contiguous watermark. Stored offsets are committed by
+//! librdkafka every few seconds, on rebalance and at shutdown. That is "delivered to the
+//! pipe".
 //!
 //! Exactly-once mode (`--offsets-from DATABASE_URL`): the offsets table that `persist`
 //! writes in the same transaction as the rows is the source of truth. On every partition
@@ -39,7 +40,6 @@ use crate::json;
 use crate::stage::persist::postgres::{create_if_absent, message, offsets_ddl};
 use crate::stage::persist::Table;
 use crate::stage::Ctx;
-use crate::tape;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -672,14 +672,6 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// `"text"` for UTF-8 bytes, else the base64 text with `marked` set.
-fn text_or_b64(bytes: &[u8]) -> (String, bool) {
-    match std::str::from_utf8(bytes) {
-        Ok(s) => (json::quote(s), false),
-        Err(_) => (json::quote(&b64(bytes)), true),
-    }
-}
-
 /// JSON texts that are the same for many messages, made once.
 struct Names<'a> {
     /// The group (or offsets name) as JSON, or `null`.
@@ -707,7 +699,11 @@ fn render<M: Message>(
     if !args.no_meta {
         meta.clear();
         push_meta(meta, msg, names, epoch);
-        if let Some(text) = append_member(body, names.meta_field, names.meta_key, meta) {
+        // The common case in one pass and one allocation.
+        let appended = std::str::from_utf8(body)
+            .ok()
+            .and_then(|text| json::append_member(text, names.meta_field, names.meta_key, meta));
+        if let Some(text) = appended {
             return Ok(Event::from_json_text(text, 0));
         }
     }
@@ -731,8 +727,6 @@ fn render<M: Message>(
     if args.no_meta {
         return Ok(event);
     }
-    meta.clear();
-    push_meta(meta, msg, names, epoch);
     event
         .set_field(names.meta_field, meta)
         .map_err(|r| (body.to_vec(), r))?;
@@ -811,42 +805,18 @@ fn push_text_or_b64(out: &mut String, bytes: &[u8]) -> bool {
     }
 }
 
-/// The common case in one pass and one allocation: `body` is a JSON object (validated in
-/// full) without a member `key`; returns it with `"key":value` appended. None for
-/// anything else (not UTF-8, not JSON, not an object, `key` present or any key escaped).
-fn append_member(body: &[u8], key: &str, key_json: &str, value: &str) -> Option<String> {
-    let text = std::str::from_utf8(body).ok()?;
-    tape::with_tape(text, |res| {
-        let nodes = res.ok()?;
-        let root = &nodes[0];
-        if root.kind != tape::Kind::Object {
-            return None;
-        }
-        let mut at = 1;
-        for _ in 0..root.len {
-            let k = &nodes[at];
-            if k.escaped || &text[k.start as usize + 1..k.end as usize - 1] == key {
-                return None;
-            }
-            at = nodes[at + 1].next as usize;
-        }
-        let (start, close) = (root.start as usize, root.end as usize - 1);
-        let mut out = String::with_capacity(close - start + key_json.len() + value.len() + 3);
-        out.push_str(&text[start..close]);
-        if root.len > 0 {
-            out.push(',');
-        }
-        out.push_str(key_json);
-        out.push(':');
-        out.push_str(value);
-        out.push('}');
-        Some(out)
-    })
-}
-
 /// kcat -J's envelope of a message.
 fn kcat_line<M: Message>(msg: &M) -> String {
-    let text = |b: Option<&[u8]>| b.map_or("null".to_owned(), |b| text_or_b64(b).0);
+    let text = |b: Option<&[u8]>| {
+        let mut s = String::new();
+        match b {
+            Some(b) => {
+                push_text_or_b64(&mut s, b);
+            }
+            None => s.push_str("null"),
+        }
+        s
+    };
     format!(
         "{{\"topic\":{},\"partition\":{},\"offset\":{},\"tstype\":\"{}\",\"ts\":{},\"broker\":-1,\"headers\":{},\"key\":{},\"payload\":{}}}",
         json::quote(msg.topic()),
