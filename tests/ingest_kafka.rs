@@ -320,21 +320,22 @@ fn keys_headers_tombstones_bad_payloads_and_kcat_format() {
     send(&p, &topic, None, Some(b"[1,2]"), None);
     p.flush(Duration::from_secs(30)).unwrap();
 
-    let base = [
-        "--brokers",
-        &broker.addr,
-        "--topic",
-        &topic,
-        "--exit-at-end",
-        "-q",
-    ];
-    let o = dir
-        .cmd("ingest-kafka")
-        .args(base)
-        .args(["--dead-letter", "dead.ndjson"])
-        .timeout(Duration::from_secs(60))
-        .output()
-        .unwrap();
+    let run = |more: &[&str]| {
+        dir.cmd("ingest-kafka")
+            .args([
+                "--brokers",
+                &broker.addr,
+                "--topic",
+                &topic,
+                "--exit-at-end",
+                "-q",
+            ])
+            .args(more)
+            .timeout(Duration::from_secs(60))
+            .output()
+            .unwrap()
+    };
+    let o = run(&["--dead-letter", "dead.ndjson"]);
     assert!(o.status.success(), "{}", err(&o));
     let events = values(&out(&o));
     assert_eq!(events.len(), 2, "{}", out(&o));
@@ -360,24 +361,12 @@ fn keys_headers_tombstones_bad_payloads_and_kcat_format() {
     assert_eq!(dead[1]["kind"], "not_object");
 
     // --wrap-non-json keeps them, marked; --format kcat prints kcat's envelope.
-    let o = dir
-        .cmd("ingest-kafka")
-        .args(base)
-        .arg("--wrap-non-json")
-        .timeout(Duration::from_secs(60))
-        .output()
-        .unwrap();
+    let o = run(&["--wrap-non-json"]);
     let events = values(&out(&o));
     assert_eq!(events[1]["value_text"], "not json");
     assert_eq!(events[1]["_meta"]["key_encoding"], "base64");
     assert_eq!(events[3]["value"], serde_json::json!([1, 2]));
-    let o = dir
-        .cmd("ingest-kafka")
-        .args(base)
-        .args(["--format", "kcat"])
-        .timeout(Duration::from_secs(60))
-        .output()
-        .unwrap();
+    let o = run(&["--format", "kcat"]);
     let events = values(&out(&o));
     assert_eq!(events.len(), 4);
     assert_eq!(events[0]["payload"], "{\"id\":\"a\"}");
@@ -407,12 +396,7 @@ fn keys_headers_tombstones_bad_payloads_and_kcat_format() {
     assert!(start.elapsed() < Duration::from_secs(10));
 
     // Usage errors: exactly-once needs a name and the metadata field.
-    let o = dir
-        .cmd("ingest-kafka")
-        .args(base)
-        .args(["--offsets-from", "postgres://x@127.0.0.1/test"])
-        .output()
-        .unwrap();
+    let o = run(&["--offsets-from", "postgres://x@127.0.0.1/test"]);
     assert_eq!(o.status.code(), Some(64), "{}", err(&o));
 }
 
