@@ -4,7 +4,7 @@
 # to /dev/null with the metadata field on every line, >= 5x a Python confluent-kafka
 # consumer writing the same NDJSON (bench/kafka/peer.py) in the same run, peak RSS
 # <= 128 MiB. Reports the broker's CPU time too. Exits 1 when a goal is missed.
-# For information it also runs bench/kafka/peer_splice.py, a faster Python consumer that
+# For information it also runs `bench/kafka/peer.py --splice`, a faster Python consumer that
 # splices _meta into the payload text without checking the payload, and prints that ratio.
 # Both consumers read --max-messages: tansu reports a high watermark that counts produce
 # batches, not records, so "read to the end" would stop early on a batching producer.
@@ -46,7 +46,7 @@ timed "PYTHONPATH=$PYDEPS python3 bench/kafka/peer.py $ADDR $TOPIC $EVENTS"
 peer_rate=$(calc "$EVENTS / $SECS")
 printf '%-44s %9.0f msg/s  %6.2f s  broker cpu %5.1f s\n' "peer: Python confluent-kafka" "$peer_rate" "$SECS" "$BROKER_CPU"
 
-timed "PYTHONPATH=$PYDEPS python3 bench/kafka/peer_splice.py $ADDR $TOPIC $EVENTS"
+timed "PYTHONPATH=$PYDEPS python3 bench/kafka/peer.py $ADDR $TOPIC $EVENTS --splice"
 splice_rate=$(calc "$EVENTS / $SECS")
 printf '%-44s %9.0f msg/s  %6.2f s  broker cpu %5.1f s\n' "peer (information): splicing, no JSON check" "$splice_rate" "$SECS" "$BROKER_CPU"
 
