@@ -195,6 +195,14 @@ fn produce_lines(p: &BaseProducer, topic: &str, text: &str) {
     }
 }
 
+/// `ingest-kafka -q --brokers B --topic T` in `dir`, given a minute at most.
+fn ingest_kafka(dir: &Dir, broker: &Broker, topic: &str) -> Command {
+    let mut c = dir.cmd("ingest-kafka");
+    c.args(["-q", "--brokers", &broker.addr, "--topic", topic])
+        .timeout(Duration::from_secs(60));
+    c
+}
+
 /// Default offset handling: offsets of written lines are committed when the consumer
 /// stops, and `--offset stored` resumes right after them.
 #[test]
@@ -204,18 +212,8 @@ fn a_second_run_resumes_after_the_committed_offsets() {
     let (topic, text) = topic_with_events(&dir, &broker, "resume", 3, 3_000, &[]);
     let group = format!("group.id=resume-{}", std::process::id());
     let run = |more: &[&str]| {
-        let o = dir
-            .cmd("ingest-kafka")
-            .args([
-                "-q",
-                "--brokers",
-                &broker.addr,
-                "--topic",
-                &topic,
-                "-X",
-                &group,
-            ])
-            .args(["--offset", "stored"])
+        let o = ingest_kafka(&dir, &broker, &topic)
+            .args(["-X", &group, "--offset", "stored"])
             .args(more)
             .output()
             .unwrap();
@@ -253,16 +251,8 @@ fn round_trip_of_50k_events_with_exit_at_end() {
     let broker = Broker::start();
     let (topic, text) = topic_with_events(&dir, &broker, "round-trip", 3, 50_000, &[]);
 
-    let o = dir
-        .cmd("ingest-kafka")
-        .args([
-            "--brokers",
-            &broker.addr,
-            "--topic",
-            &topic,
-            "--exit-at-end",
-            "-q",
-        ])
+    let o = ingest_kafka(&dir, &broker, &topic)
+        .arg("--exit-at-end")
         .timeout(Duration::from_secs(120))
         .output()
         .unwrap();
@@ -321,17 +311,9 @@ fn keys_headers_tombstones_bad_payloads_and_kcat_format() {
     p.flush(Duration::from_secs(30)).unwrap();
 
     let run = |more: &[&str]| {
-        dir.cmd("ingest-kafka")
-            .args([
-                "--brokers",
-                &broker.addr,
-                "--topic",
-                &topic,
-                "--exit-at-end",
-                "-q",
-            ])
+        ingest_kafka(&dir, &broker, &topic)
+            .arg("--exit-at-end")
             .args(more)
-            .timeout(Duration::from_secs(60))
             .output()
             .unwrap()
     };
