@@ -125,6 +125,19 @@ pub fn tame_malloc() {
     }
 }
 
+/// The opposite tuning, for filters (`validate`, `enrich`) that move every input byte
+/// through read chunks and batch buffers of a few hundred KiB: keep those on the heap and
+/// reuse them. By default glibc maps each one fresh (and trims the heap back after it),
+/// so every 4 KiB page of every batch costs a page fault; that was 20 % of `enrich`.
+pub fn reuse_malloc() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning; called before other threads start.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 16 << 20);
+    }
+}
+
 fn init_logging(common: &Common) {
     use tracing_subscriber::EnvFilter;
     let default = if common.quiet { "error" } else { "info" };

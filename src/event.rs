@@ -41,6 +41,10 @@ impl Batch {
     /// (cross-thread frees are the slow path of most allocators). Indexes are dropped: a
     /// later stage in the same process scans again.
     pub fn pack(&mut self) {
+        let owned = |e: &Event| matches!(&e.body, Body::Json(Json { text: Text::Owned(_), .. }));
+        if !self.events.iter().any(owned) {
+            return; // Only shared buffers: nothing to gather.
+        }
         let total: usize = self.events.iter().map(|e| e.bytes().len()).sum();
         let mut buf = String::with_capacity(total);
         let mut spans = Vec::with_capacity(self.events.len());
@@ -362,6 +366,15 @@ impl Event {
     /// Replaces the event's text (which must be a JSON object); caches are dropped.
     pub fn set_text(&mut self, text: String) {
         self.body = Body::Json(Json::new(text));
+    }
+
+    /// Replaces the event's text with `chunk[start..end]` (a JSON object), the way a stage
+    /// that writes the new texts of a whole batch into one buffer hands them out.
+    pub fn set_shared_text(&mut self, chunk: Arc<String>, start: usize, end: usize) {
+        self.body = Body::Json(Json {
+            text: Text::Shared { chunk, start, end },
+            members: None,
+        });
     }
 
     /// A new event from text known to be one JSON object, sharing this one's line and ack.

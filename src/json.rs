@@ -220,9 +220,27 @@ pub struct SetOp<'a> {
 /// duplicates of it); a missing key is appended; missing parents are created as objects.
 /// Fails when a parent on the path exists but is not an object.
 pub fn set_many(text: &str, members: &[Member], ops: &[SetOp]) -> Result<String, String> {
+    let mut out = String::new();
+    set_many_into(text, members, ops, &mut out)?;
+    Ok(out)
+}
+
+/// [`set_many`], appending the new text to `out` (a buffer shared by many events).
+pub fn set_many_into(
+    text: &str,
+    members: &[Member],
+    ops: &[SetOp],
+    out: &mut String,
+) -> Result<(), String> {
     if ops.len() <= 64 && ops.iter().all(|op| op.path.len() == 1) {
-        return Ok(set_top_level(text, members, ops));
+        set_top_level(text, members, ops, out);
+        return Ok(());
     }
+    out.push_str(&set_nested(text, members, ops)?);
+    Ok(())
+}
+
+fn set_nested(text: &str, members: &[Member], ops: &[SetOp]) -> Result<String, String> {
     // Group the operations by their first segment, keeping order inside each group.
     let mut groups: Vec<(&str, Vec<&SetOp>)> = Vec::new();
     for op in ops {
@@ -282,16 +300,16 @@ pub fn set_many(text: &str, members: &[Member], ops: &[SetOp]) -> Result<String,
     Ok(splice(text, edits))
 }
 
-/// [`set_many`] when every path is one top-level key: one pass over the members, one
-/// allocation. For several ops on one key the last wins.
-fn set_top_level(text: &str, members: &[Member], ops: &[SetOp]) -> String {
+/// [`set_many`] when every path is one top-level key: one pass over the members, appended
+/// to `out`. For several ops on one key the last wins.
+fn set_top_level(text: &str, members: &[Member], ops: &[SetOp], out: &mut String) {
     debug_assert!(ops.len() <= 64);
     let close = text.trim_end().len() - 1;
     let extra: usize = ops
         .iter()
         .map(|o| o.path[0].len() + o.value.len() + 4)
         .sum();
-    let mut out = String::with_capacity(text.len() + extra);
+    out.reserve(text.len() + extra);
     let mut done = 0u64; // ops whose key was found
     let mut at = 0;
     for m in members {
@@ -322,12 +340,11 @@ fn set_top_level(text: &str, members: &[Member], ops: &[SetOp]) -> String {
             out.push(',');
         }
         empty = false;
-        push_quoted(&mut out, &op.path[0]);
+        push_quoted(out, &op.path[0]);
         out.push(':');
         out.push_str(op.value);
     }
     out.push_str(&text[close..]);
-    out
 }
 
 /// Appends the JSON text of a string.

@@ -97,14 +97,23 @@ impl Framer {
         }
     }
 
-    pub fn feed(&mut self, chunk: Vec<u8>, out: &mut Vec<Event>) {
-        let mut buf = if self.carry.is_empty() {
-            chunk
-        } else {
-            let mut b = std::mem::take(&mut self.carry);
-            b.extend_from_slice(&chunk);
-            b
-        };
+    pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<Event>) {
+        let mut buf = self.next_buffer(chunk.len());
+        buf.extend_from_slice(chunk);
+        self.feed_buffer(buf, out);
+    }
+
+    /// A buffer to read the next bytes into: it starts with the unfinished line carried
+    /// over from the last one, and has room for `room` more bytes. Reading into it and
+    /// passing it to [`Framer::feed_buffer`] copies no input byte.
+    pub fn next_buffer(&mut self, room: usize) -> Vec<u8> {
+        let mut buf = std::mem::take(&mut self.carry);
+        buf.reserve(room);
+        buf
+    }
+
+    /// Frames `buf`, which must come from [`Framer::next_buffer`] with the new bytes added.
+    pub fn feed_buffer(&mut self, mut buf: Vec<u8>, out: &mut Vec<Event>) {
         if let Some((prefix, len)) = &mut self.skipping {
             let Some(nl) = memchr::memchr(b'\n', &buf) else {
                 *len += buf.len() as u64;
@@ -246,13 +255,19 @@ pub async fn read(
 }
 
 fn read_blocking(inputs: Vec<Input>, max_line_bytes: u64, tx: Sender<io::Result<Batch>>) {
-    let mut buf = vec![0u8; READ_CHUNK];
     for mut input in inputs {
         let mut framer = Framer::new(max_line_bytes);
         loop {
-            let n = match input.reader.read(&mut buf) {
+            let mut buf = framer.next_buffer(READ_CHUNK);
+            let carried = buf.len();
+            buf.resize(carried + READ_CHUNK, 0);
+            let n = match input.reader.read(&mut buf[carried..]) {
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    buf.truncate(carried);
+                    framer.carry = buf;
+                    continue;
+                }
                 Err(e) => {
                     let e = io::Error::new(e.kind(), format!("{}: {e}", input.name));
                     let _ = tx.blocking_send(Err(e));
@@ -260,11 +275,13 @@ fn read_blocking(inputs: Vec<Input>, max_line_bytes: u64, tx: Sender<io::Result<
                 }
             };
             let mut events = Vec::with_capacity(1024);
+            buf.truncate(carried + n);
             if n == 0 {
+                framer.carry = buf;
                 framer.finish(&mut events);
             } else {
-                // A chunk of exactly the bytes read: events share it until they are written.
-                framer.feed(buf[..n].to_vec(), &mut events);
+                // Events share the buffer until they are written.
+                framer.feed_buffer(buf, &mut events);
             }
             if !events.is_empty()
                 && tx
@@ -351,7 +368,7 @@ mod tests {
         let mut f = Framer::new(max);
         let mut out = Vec::new();
         for c in chunks {
-            f.feed(c.to_vec(), &mut out);
+            f.feed(c, &mut out);
         }
         f.finish(&mut out);
         out.into_iter()

@@ -3,6 +3,7 @@
 use ndpipe::{cli, stage::enrich};
 
 fn main() -> std::process::ExitCode {
+    cli::reuse_malloc();
     let args: enrich::Args = cli::parse();
     let common = args.common.clone();
     cli::run("enrich", &common, enrich::main(args))

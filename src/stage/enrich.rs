@@ -10,6 +10,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ use jaq_core::load::{Arena, File, Loader};
 use jaq_core::{data, Compiler, Ctx as JqCtx, Vars};
 use jaq_json::Val;
 use sha2::{Digest, Sha256};
+use smallvec::SmallVec;
 use tokio::sync::mpsc::{Receiver, Sender};
 
 use crate::cli::Common;
@@ -177,11 +179,13 @@ impl Config {
         now: &str,
         meta: &str,
         out: &mut Vec<Event>,
+        arena: &mut TextArena,
     ) -> std::result::Result<(), (Event, Reject)> {
         if let Err(r) = event.decode() {
             return Err((event, r));
         }
         let start = out.len();
+        let spans = arena.spans.len();
         match &self.jq {
             Some(jq) => match jq.run(&mut event, meta) {
                 Ok(events) => out.extend(events),
@@ -190,18 +194,32 @@ impl Config {
             None => out.push(event),
         }
         for i in start..out.len() {
-            if let Err(r) = self.edit(&mut out[i], now, meta) {
-                // One derived event failing rejects the input whole, so a sink never
-                // holds part of what one input became.
-                let first = out.drain(start..).next().expect("at least one");
-                return Err((first, r));
+            match self.edit(&mut out[i], now, meta, &mut arena.text) {
+                Ok(Some(span)) => arena.spans.push((i, span)),
+                Ok(None) => {}
+                Err(r) => {
+                    // One derived event failing rejects the input whole, so a sink never
+                    // holds part of what one input became.
+                    arena.spans.truncate(spans);
+                    let first = out.drain(start..).next().expect("at least one");
+                    return Err((first, r));
+                }
             }
         }
         Ok(())
     }
 
-    fn edit(&self, event: &mut Event, now: &str, meta: &str) -> std::result::Result<(), Reject> {
-        let mut values: Vec<(&[String], Cow<str>)> = Vec::new();
+    /// Edits one event. Its new text is appended to `arena`, and its range there returned
+    /// (`None` when nothing was set); the event itself still holds its old text.
+    fn edit(
+        &self,
+        event: &mut Event,
+        now: &str,
+        meta: &str,
+        arena: &mut String,
+    ) -> std::result::Result<Option<Range<usize>>, Reject> {
+        let id: [u8; ID_LEN];
+        let mut values: SmallVec<[(&[String], Cow<str>); 8]> = SmallVec::new();
         if let Some(lookup) = &self.lookup {
             if let Some(key) = event.get(&lookup.on, meta).map(lookup_key) {
                 if let Some(row) = lookup.rows.get(key.as_ref()) {
@@ -223,31 +241,71 @@ impl Config {
                 .iter()
                 .any(|(p, _)| from.iter().any(|f| f.first() == p[0]))
             {
-                splice(event, &values)?;
+                let mut text = String::new();
+                if let Some(span) = splice(event, &values, &mut text)? {
+                    event.set_text(text[span].to_owned());
+                }
                 values.clear();
             }
-            values.push((field.segments(), Cow::Owned(compute_id(event, from, meta)?)));
+            id = compute_id(event, from, meta)?;
+            let id = std::str::from_utf8(&id).expect("ASCII");
+            values.push((field.segments(), Cow::Borrowed(id)));
         }
         if let Some(field) = &self.timestamp {
             values.push((field.segments(), Cow::Borrowed(now)));
         }
-        splice(event, &values)
+        splice(event, &values, arena)
     }
 }
 
-/// Sets every (path, JSON text) pair in one pass over the event's text.
-fn splice(event: &mut Event, values: &[(&[String], Cow<str>)]) -> std::result::Result<(), Reject> {
+/// Sets every (path, JSON text) pair in one pass over the event's text, appending the new
+/// text to `out`; returns its range there (`None` when there is nothing to set).
+fn splice(
+    event: &mut Event,
+    values: &[(&[String], Cow<str>)],
+    out: &mut String,
+) -> std::result::Result<Option<Range<usize>>, Reject> {
     if values.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
-    let ops: Vec<SetOp> = values
+    let ops: SmallVec<[SetOp; 8]> = values
         .iter()
         .map(|(path, value)| SetOp { path, value })
         .collect();
     let (text, members) = event.text_and_members();
-    let new = json::set_many(text, members, &ops).map_err(|e| Reject::new("set", e))?;
-    event.set_text(new);
-    Ok(())
+    let start = out.len();
+    if let Err(e) = json::set_many_into(text, members, &ops, out) {
+        out.truncate(start);
+        return Err(Reject::new("set", e));
+    }
+    Ok(Some(start..out.len()))
+}
+
+/// The new texts of a batch's edited events, in one buffer: `spans` holds (index of the
+/// event in the output, range of its text). Handing the buffer out once per batch saves
+/// an allocation per event, and the writer frees one block instead of thousands.
+#[derive(Default)]
+pub struct TextArena {
+    text: String,
+    spans: Vec<(usize, Range<usize>)>,
+}
+
+impl TextArena {
+    /// An arena sized for about `bytes` of new text.
+    pub fn with_capacity(bytes: usize) -> TextArena {
+        TextArena {
+            text: String::with_capacity(bytes),
+            spans: Vec::new(),
+        }
+    }
+
+    /// Gives every edited event of `events` its new text.
+    pub fn hand_out(self, events: &mut [Event]) {
+        let chunk = Arc::new(self.text);
+        for (i, span) in self.spans {
+            events[i].set_shared_text(chunk.clone(), span.start, span.end);
+        }
+    }
 }
 
 /// The text a join key is matched by: a string's value, any other value's JSON text.
@@ -268,9 +326,10 @@ fn compute_id(
     event: &mut Event,
     from: &[FieldPath],
     meta: &str,
-) -> std::result::Result<String, Reject> {
-    let mut canon = String::with_capacity(64);
-    canon.push('[');
+) -> std::result::Result<[u8; ID_LEN], Reject> {
+    // The canonical text is hashed as it is produced, piece by piece.
+    let mut hash = Sha256::new();
+    hash.update(b"[");
     for (i, path) in from.iter().enumerate() {
         let raw = event.get(path, meta).ok_or_else(|| {
             Reject::new(
@@ -279,29 +338,31 @@ fn compute_id(
             )
         })?;
         if i > 0 {
-            canon.push(',');
+            hash.update(b",");
         }
         if is_canonical_scalar(raw) {
-            canon.push_str(raw);
+            hash.update(raw.as_bytes());
         } else {
             let value: serde_json::Value = serde_json::from_str(raw).map_err(|e| {
                 Reject::new("malformed_json", format!("--id-from field {path}: {e}"))
             })?;
+            let mut canon = String::new();
             write_canonical(&value, &mut canon);
+            hash.update(canon.as_bytes());
         }
     }
-    canon.push(']');
+    hash.update(b"]");
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digest = Sha256::digest(canon.as_bytes());
-    let mut id = String::with_capacity(66);
-    id.push('"');
-    for b in digest {
-        id.push(HEX[usize::from(b >> 4)] as char);
-        id.push(HEX[usize::from(b & 15)] as char);
+    let mut id = [b'"'; ID_LEN];
+    for (i, b) in hash.finalize().into_iter().enumerate() {
+        id[1 + 2 * i] = HEX[usize::from(b >> 4)];
+        id[2 + 2 * i] = HEX[usize::from(b & 15)];
     }
-    id.push('"');
     Ok(id)
 }
+
+/// The JSON text of an id: 64 hex digits in quotes.
+const ID_LEN: usize = 66;
 
 /// Raw JSON text that serde_json would print the same way: a string without escapes,
 /// or an integer other than `-0`.
@@ -562,11 +623,14 @@ pub async fn run(
         );
         let mut kept = Vec::with_capacity(batch.len());
         let mut rejects = Vec::new();
+        let bytes: usize = batch.events.iter().map(|e| e.bytes().len() + 128).sum();
+        let mut arena = TextArena::with_capacity(bytes);
         for event in batch.events {
-            if let Err(rejected) = config.apply(event, &now, &meta, &mut kept) {
+            if let Err(rejected) = config.apply(event, &now, &meta, &mut kept, &mut arena) {
                 rejects.push(rejected);
             }
         }
+        arena.hand_out(&mut kept);
         let mut batch = Batch::new(batch.source, kept);
         batch.pack();
         Worked { batch, rejects }
