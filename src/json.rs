@@ -30,8 +30,11 @@ impl Member {
     #[inline]
     pub fn key_is(&self, text: &str, name: &str) -> bool {
         if !self.escaped {
-            return self.key.len() == name.len()
-                && text.as_bytes()[self.key.clone()] == *name.as_bytes();
+            let key = &text.as_bytes()[self.key.clone()];
+            // Length and first byte settle most comparisons without a call to memcmp.
+            return key.len() == name.len()
+                && key.first() == name.as_bytes().first()
+                && key == name.as_bytes();
         }
         let quoted = &text[self.key.start - 1..self.key.end + 1];
         serde_json::from_str::<String>(quoted).is_ok_and(|k| k == name)
@@ -184,7 +187,17 @@ impl std::str::FromStr for FieldPath {
 
 /// The last member named `key` (JSON parsers keep the last of duplicate keys).
 pub fn find<'m>(text: &str, members: &'m [Member], key: &str) -> Option<&'m Member> {
-    members.iter().rev().find(|m| m.key_is(text, key))
+    let (bytes, name) = (text.as_bytes(), key.as_bytes());
+    let first = name.first().copied();
+    members.iter().rev().find(|m| {
+        if m.escaped {
+            return m.key_is(text, key);
+        }
+        // Length and first byte rule out nearly every other key before bytes are compared.
+        m.key.len() == name.len()
+            && bytes.get(m.key.start).copied() == first
+            && bytes.get(m.key.clone()) == Some(name)
+    })
 }
 
 /// The raw text of the value at `rest` inside a value's text (already valid JSON).

@@ -71,14 +71,18 @@ pub fn parse(text: &str, tape: &mut Vec<TNode>) -> Result<(), SyntaxError> {
         b: text.as_bytes(),
         i: 0,
         tape,
+        error: ("", 0),
     };
-    p.ws();
-    p.value(0)?;
-    p.ws();
-    if p.i != p.b.len() {
-        return Err(p.err("trailing characters"));
-    }
-    Ok(())
+    let res = (|| {
+        p.ws();
+        p.value(0)?;
+        p.ws();
+        if p.i != p.b.len() {
+            return Err(p.fail("trailing characters"));
+        }
+        Ok(())
+    })();
+    res.map_err(|Fail| p.syntax_error())
 }
 
 thread_local! {
@@ -104,7 +108,15 @@ struct Parser<'a> {
     b: &'a [u8],
     i: usize,
     tape: &'a mut Vec<TNode>,
+    /// What failed and where, set with [`Fail`].
+    error: (&'static str, usize),
 }
+
+/// A parse failed; the parser holds the details. One byte wide, so results stay in
+/// registers on the hot path.
+struct Fail;
+
+type Parsed = Result<(), Fail>;
 
 /// Bytes that end a run of plain string characters: quote, backslash, control chars.
 static STRING_STOP: [bool; 256] = {
@@ -132,14 +144,65 @@ fn stop_mask(x: u64) -> u64 {
     zero(quote) | zero(slash) | (x.wrapping_sub(LO * 0x20) & !x & HI)
 }
 
+/// The index of the first quote, backslash or control character in `b` from `i` on, or
+/// `b.len()`. Plain characters are the common case: they are skipped 16 (SSE2) or 8
+/// (SWAR) at a time.
+#[inline(always)]
+fn skip_plain(b: &[u8], mut i: usize) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{
+            _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128,
+            _mm_set1_epi8,
+        };
+        // SAFETY: SSE2 is part of x86_64; every load reads 16 bytes inside `b`.
+        unsafe {
+            let quote = _mm_set1_epi8(b'"' as i8);
+            let slash = _mm_set1_epi8(b'\\' as i8);
+            let ctrl = _mm_set1_epi8(0x1f);
+            while i + 16 <= b.len() {
+                let v = _mm_loadu_si128(b.as_ptr().add(i).cast());
+                // A byte is a control character when max(byte, 0x1f) is 0x1f.
+                let stops = _mm_or_si128(
+                    _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, slash)),
+                    _mm_cmpeq_epi8(_mm_max_epu8(v, ctrl), ctrl),
+                );
+                let mask = _mm_movemask_epi8(stops) as u32;
+                if mask != 0 {
+                    return i + mask.trailing_zeros() as usize;
+                }
+                i += 16;
+            }
+        }
+    }
+    while let Some(word) = b.get(i..i + 8) {
+        let stops = stop_mask(u64::from_le_bytes(word.try_into().expect("8 bytes")));
+        if stops != 0 {
+            return i + (stops.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < b.len() && !STRING_STOP[b[i] as usize] {
+        i += 1;
+    }
+    i
+}
+
 impl Parser<'_> {
-    fn err(&self, what: &str) -> SyntaxError {
-        let found = match self.b.get(self.i) {
+    #[cold]
+    fn fail(&mut self, what: &'static str) -> Fail {
+        self.error = (what, self.i);
+        Fail
+    }
+
+    fn syntax_error(&self) -> SyntaxError {
+        let (what, at) = self.error;
+        let found = match self.b.get(at) {
             None => "the end of the line".to_owned(),
             Some(c) if c.is_ascii_graphic() => format!("'{}'", *c as char),
             Some(c) => format!("byte 0x{c:02x}"),
         };
-        SyntaxError(format!("{what} at column {} (found {found})", self.i + 1))
+        SyntaxError(format!("{what} at column {} (found {found})", at + 1))
     }
 
     #[inline]
@@ -169,7 +232,7 @@ impl Parser<'_> {
         n.next = next;
     }
 
-    fn value(&mut self, depth: u32) -> Result<(), SyntaxError> {
+    fn value(&mut self, depth: u32) -> Parsed {
         match self.b.get(self.i) {
             Some(b'{') => self.object(depth + 1),
             Some(b'[') => self.array(depth + 1),
@@ -178,17 +241,31 @@ impl Parser<'_> {
             Some(b'f') => self.literal(b"false", Kind::False),
             Some(b'n') => self.literal(b"null", Kind::Null),
             Some(b'-' | b'0'..=b'9') => self.number(),
-            _ => Err(self.err("expected a value")),
+            _ => Err(self.fail("expected a value")),
         }
     }
 
-    fn literal(&mut self, word: &[u8], kind: Kind) -> Result<(), SyntaxError> {
+    /// Pushes a scalar that spans `start..self.i`.
+    #[inline]
+    fn scalar(&mut self, kind: Kind, escaped: bool, start: usize) {
+        let next = self.tape.len() as u32 + 1;
+        self.tape.push(TNode {
+            kind,
+            escaped,
+            start: start as u32,
+            end: self.i as u32,
+            len: 0,
+            next,
+        });
+    }
+
+    fn literal(&mut self, word: &[u8], kind: Kind) -> Parsed {
         if !self.b[self.i..].starts_with(word) {
-            return Err(self.err("invalid literal"));
+            return Err(self.fail("invalid literal"));
         }
-        let idx = self.push(kind, self.i);
+        let start = self.i;
         self.i += word.len();
-        self.finish(idx);
+        self.scalar(kind, false, start);
         Ok(())
     }
 
@@ -200,9 +277,8 @@ impl Parser<'_> {
         self.i - start
     }
 
-    fn number(&mut self) -> Result<(), SyntaxError> {
+    fn number(&mut self) -> Parsed {
         let start = self.i;
-        let idx = self.push(Kind::Number, start);
         if self.b[self.i] == b'-' {
             self.i += 1;
         }
@@ -211,13 +287,13 @@ impl Parser<'_> {
             Some(b'1'..=b'9') => {
                 self.digits();
             }
-            _ => return Err(self.err("invalid number")),
+            _ => return Err(self.fail("invalid number")),
         }
         let mut exponent = false;
         if self.b.get(self.i) == Some(&b'.') {
             self.i += 1;
             if self.digits() == 0 {
-                return Err(self.err("expected a digit after '.'"));
+                return Err(self.fail("expected a digit after '.'"));
             }
         }
         if let Some(b'e' | b'E') = self.b.get(self.i) {
@@ -227,7 +303,7 @@ impl Parser<'_> {
                 self.i += 1;
             }
             if self.digits() == 0 {
-                return Err(self.err("expected a digit in the exponent"));
+                return Err(self.fail("expected a digit in the exponent"));
             }
         }
         // Only an exponent (or a very long number) can leave the range of f64.
@@ -235,48 +311,37 @@ impl Parser<'_> {
             let text = std::str::from_utf8(&self.b[start..self.i]).expect("ASCII");
             if !text.parse::<f64>().is_ok_and(f64::is_finite) {
                 self.i = start;
-                return Err(self.err("number out of range"));
+                return Err(self.fail("number out of range"));
             }
         }
-        self.finish(idx);
+        self.scalar(Kind::Number, false, start);
         Ok(())
     }
 
-    fn string(&mut self) -> Result<(), SyntaxError> {
-        let idx = self.push(Kind::String, self.i);
+    fn string(&mut self) -> Parsed {
+        let start = self.i;
+        let mut escaped = false;
         self.i += 1;
         let b = self.b;
         loop {
-            // Plain characters are the common case: skip them eight at a time.
-            while let Some(word) = b.get(self.i..self.i + 8) {
-                let stops = stop_mask(u64::from_le_bytes(word.try_into().expect("8 bytes")));
-                if stops != 0 {
-                    self.i += (stops.trailing_zeros() / 8) as usize;
-                    break;
-                }
-                self.i += 8;
-            }
-            self.i += b[self.i..]
-                .iter()
-                .position(|&c| STRING_STOP[c as usize])
-                .unwrap_or(b.len() - self.i);
+            self.i = skip_plain(b, self.i);
             match b.get(self.i) {
                 Some(b'"') => {
                     self.i += 1;
-                    self.finish(idx);
+                    self.scalar(Kind::String, escaped, start);
                     return Ok(());
                 }
                 Some(b'\\') => {
-                    self.tape[idx].escaped = true;
+                    escaped = true;
                     self.escape()?;
                 }
-                Some(_) => return Err(self.err("control character in a string")),
-                None => return Err(self.err("unterminated string")),
+                Some(_) => return Err(self.fail("control character in a string")),
+                None => return Err(self.fail("unterminated string")),
             }
         }
     }
 
-    fn escape(&mut self) -> Result<(), SyntaxError> {
+    fn escape(&mut self) -> Parsed {
         self.i += 1;
         match self.b.get(self.i) {
             Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {
@@ -290,24 +355,24 @@ impl Parser<'_> {
                         if self.b.get(self.i) != Some(&b'\\')
                             || self.b.get(self.i + 1) != Some(&b'u')
                         {
-                            return Err(self.err("lone leading surrogate in a \\u escape"));
+                            return Err(self.fail("lone leading surrogate in a \\u escape"));
                         }
                         self.i += 1;
                         if !(0xDC00..=0xDFFF).contains(&self.hex4()?) {
-                            return Err(self.err("invalid surrogate pair in a \\u escape"));
+                            return Err(self.fail("invalid surrogate pair in a \\u escape"));
                         }
                         Ok(())
                     }
-                    0xDC00..=0xDFFF => Err(self.err("lone trailing surrogate in a \\u escape")),
+                    0xDC00..=0xDFFF => Err(self.fail("lone trailing surrogate in a \\u escape")),
                     _ => Ok(()),
                 }
             }
-            _ => Err(self.err("invalid escape")),
+            _ => Err(self.fail("invalid escape")),
         }
     }
 
     /// At the `u` of `\uXXXX`: reads the four hex digits.
-    fn hex4(&mut self) -> Result<u32, SyntaxError> {
+    fn hex4(&mut self) -> Result<u32, Fail> {
         self.i += 1;
         let mut v = 0u32;
         for _ in 0..4 {
@@ -315,7 +380,7 @@ impl Parser<'_> {
                 Some(c @ b'0'..=b'9') => c - b'0',
                 Some(c @ b'a'..=b'f') => c - b'a' + 10,
                 Some(c @ b'A'..=b'F') => c - b'A' + 10,
-                _ => return Err(self.err("invalid \\u escape")),
+                _ => return Err(self.fail("invalid \\u escape")),
             };
             v = v * 16 + u32::from(d);
             self.i += 1;
@@ -324,7 +389,7 @@ impl Parser<'_> {
     }
 
     /// After an element or member: a comma (true: more follow) or the closing `close`.
-    fn more(&mut self, close: u8, expected: &str) -> Result<bool, SyntaxError> {
+    fn more(&mut self, close: u8, expected: &'static str) -> Result<bool, Fail> {
         self.ws();
         match self.b.get(self.i) {
             Some(b',') => {
@@ -336,13 +401,13 @@ impl Parser<'_> {
                 self.i += 1;
                 Ok(false)
             }
-            _ => Err(self.err(expected)),
+            _ => Err(self.fail(expected)),
         }
     }
 
-    fn array(&mut self, depth: u32) -> Result<(), SyntaxError> {
+    fn array(&mut self, depth: u32) -> Parsed {
         if depth > MAX_DEPTH {
-            return Err(self.err("nested too deep"));
+            return Err(self.fail("nested too deep"));
         }
         let idx = self.push(Kind::Array, self.i);
         self.i += 1;
@@ -364,9 +429,9 @@ impl Parser<'_> {
         Ok(())
     }
 
-    fn object(&mut self, depth: u32) -> Result<(), SyntaxError> {
+    fn object(&mut self, depth: u32) -> Parsed {
         if depth > MAX_DEPTH {
-            return Err(self.err("nested too deep"));
+            return Err(self.fail("nested too deep"));
         }
         let idx = self.push(Kind::Object, self.i);
         self.i += 1;
@@ -377,12 +442,12 @@ impl Parser<'_> {
         } else {
             loop {
                 if self.b.get(self.i) != Some(&b'"') {
-                    return Err(self.err("expected a key"));
+                    return Err(self.fail("expected a key"));
                 }
                 self.string()?;
                 self.ws();
                 if self.b.get(self.i) != Some(&b':') {
-                    return Err(self.err("expected ':'"));
+                    return Err(self.fail("expected ':'"));
                 }
                 self.i += 1;
                 self.ws();

@@ -169,19 +169,20 @@ impl Config {
 }
 
 fn is_type(raw: &str, ty: JsonType) -> bool {
-    let found = json::type_of(raw);
+    let first = raw.as_bytes().first().copied().unwrap_or(b' ');
+    let number = first == b'-' || first.is_ascii_digit();
     match ty {
-        JsonType::String => found == "string",
-        JsonType::Number => found == "number",
+        JsonType::String => first == b'"',
+        JsonType::Number => number,
         JsonType::Integer => {
-            found == "number"
-                && (!raw.contains(['.', 'e', 'E'])
+            number
+                && (!raw.bytes().any(|c| matches!(c, b'.' | b'e' | b'E'))
                     || raw.parse::<f64>().is_ok_and(|f| f.fract() == 0.0))
         }
-        JsonType::Boolean => found == "boolean",
-        JsonType::Object => found == "object",
-        JsonType::Array => found == "array",
-        JsonType::Null => found == "null",
+        JsonType::Boolean => first == b't' || first == b'f',
+        JsonType::Object => first == b'{',
+        JsonType::Array => first == b'[',
+        JsonType::Null => first == b'n',
     }
 }
 
