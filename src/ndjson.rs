@@ -47,9 +47,34 @@ impl Input {
     }
 }
 
+/// Asks for a 1 MiB buffer when `fd` is a pipe (Linux; best effort). A stage between two
+/// others then reads and writes in chunks of hundreds of KiB instead of the default
+/// 64 KiB, with a quarter of the wake-ups.
+pub fn widen_pipe(fd: i32) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: fstat and fcntl only read or tune the descriptor; errors are ignored.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::fstat(fd, &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFIFO {
+            libc::fcntl(fd, libc::F_SETPIPE_SZ, 1 << 20);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = fd;
+}
+
+/// Standard output, its pipe widened (see [`widen_pipe`]).
+pub fn stdout() -> io::Stdout {
+    widen_pipe(libc::STDOUT_FILENO);
+    io::stdout()
+}
+
 /// Opens every input up front, so a missing file fails before anything is written.
 /// No paths, or `-`, mean stdin.
 pub fn open_inputs(paths: &[PathBuf]) -> Result<Vec<Input>> {
+    if paths.is_empty() || paths.iter().any(|p| p.as_os_str() == "-") {
+        widen_pipe(libc::STDIN_FILENO);
+    }
     if paths.is_empty() {
         return Ok(vec![Input::new("stdin", io::stdin())]);
     }

@@ -74,7 +74,7 @@ where
     let (out_tx, out_rx) = mpsc::channel(CHANNEL_BATCHES);
     let reader = tokio::spawn(ndjson::read(inputs, common.max_line_bytes, in_tx, shutdown));
     let stage = tokio::spawn(stage(in_rx, out_tx, ctx, stage_progress));
-    let written = ndjson::write(out_rx, std::io::stdout(), writer_progress).await;
+    let written = ndjson::write(out_rx, ndjson::stdout(), writer_progress).await;
     progress.finish();
     // A closed stdout ends the run at once (exit 0), without reading the rest of the input.
     written?;
@@ -101,7 +101,7 @@ where
     let progress = Progress::new(name, common.progress, common.quiet, &dead);
     let (out_tx, out_rx) = mpsc::channel(CHANNEL_BATCHES);
     let task = tokio::spawn(source(out_tx, ctx));
-    let written = ndjson::write(out_rx, std::io::stdout(), progress.clone()).await;
+    let written = ndjson::write(out_rx, ndjson::stdout(), progress.clone()).await;
     progress.finish();
     let events = written?;
     task.await

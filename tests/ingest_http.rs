@@ -415,13 +415,14 @@ fn ack_written_answers_only_once_written() {
     let mut server = Server::start(&dir, &["--ack", "written"], Stdio::piped());
     let stdout = server.child.stdout.take().unwrap();
     let url = server.events_url();
-    // More than a pipe holds: stdout stalls, so neither request can be answered.
+    // More than a pipe holds (the commands widen their stdout pipe to 1 MiB): stdout
+    // stalls, so neither request can be answered.
     let answered = Arc::new(AtomicBool::new(false));
     let mut posts = Vec::new();
     for tag in ["big", "small"] {
         let (url, answered) = (url.clone(), answered.clone());
         let b = if tag == "big" {
-            body(tag, 2000, 200)
+            body(tag, 2000, 1200)
         } else {
             body(tag, 1, 0)
         };
