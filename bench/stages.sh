@@ -58,7 +58,7 @@ rss_goal() { # name max_mib
 }
 
 echo "input: $IN ($EVENTS events, $(du -mL "$IN" | cut -f1) MiB), best of $RUNS, $(nproc) cores"
-best_of "cat $IN | cat"; report "ceiling: cat | cat"
+best_of "cat $IN | cat"; report "ceiling: cat | cat"; CAT_RATE=$RATE
 
 # The peer must agree with us on what passes, or the comparison means nothing.
 jq_lines=$(jq -c "$JQ_FILTER" "$IN" | wc -l)
@@ -87,5 +87,9 @@ for cmd in "validate --schema $SCHEMA" "enrich ${ENRICH_ARGS[*]@Q}"; do
   (( big <= small + 4096 )) || { echo "  memory grows with input"; fail=1; }
 done
 
+# For information (no goal): the goals were set on a machine where cat | cat moved 3.6 M
+# of these lines/s and jq did 71 k events/s. How fast is this one, next to it?
+printf 'this machine vs the one the goals were set on: cat | cat %.2fx, jq %.2fx\n' \
+  "$(calc "$CAT_RATE / 3600000")" "$(calc "$JQ_RATE / 71000")"
 [ "$fail" = 0 ] && echo "all goals met" || echo "GOALS MISSED"
 exit "$fail"

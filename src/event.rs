@@ -41,7 +41,15 @@ impl Batch {
     /// (cross-thread frees are the slow path of most allocators). Indexes are dropped: a
     /// later stage in the same process scans again.
     pub fn pack(&mut self) {
-        let owned = |e: &Event| matches!(&e.body, Body::Json(Json { text: Text::Owned(_), .. }));
+        let owned = |e: &Event| {
+            matches!(
+                &e.body,
+                Body::Json(Json {
+                    text: Text::Owned(_),
+                    ..
+                })
+            )
+        };
         if !self.events.iter().any(owned) {
             return; // Only shared buffers: nothing to gather.
         }

@@ -188,14 +188,13 @@ impl std::str::FromStr for FieldPath {
 /// The last member named `key` (JSON parsers keep the last of duplicate keys).
 pub fn find<'m>(text: &str, members: &'m [Member], key: &str) -> Option<&'m Member> {
     let (bytes, name) = (text.as_bytes(), key.as_bytes());
-    let first = name.first().copied();
     members.iter().rev().find(|m| {
         if m.escaped {
             return m.key_is(text, key);
         }
         // Length and first byte rule out nearly every other key before bytes are compared.
         m.key.len() == name.len()
-            && bytes.get(m.key.start).copied() == first
+            && (name.is_empty() || bytes.get(m.key.start) == name.first())
             && bytes.get(m.key.clone()) == Some(name)
     })
 }
@@ -325,7 +324,14 @@ fn set_top_level(text: &str, members: &[Member], ops: &[SetOp], out: &mut String
     out.reserve(text.len() + extra);
     let mut done = 0u64; // ops whose key was found
     let mut at = 0;
+    // The key lengths the ops name: most members are passed over on their length alone.
+    let lens = ops
+        .iter()
+        .fold(0u64, |acc, op| acc | 1 << op.path[0].len().min(63));
     for m in members {
+        if !m.escaped && lens & (1 << m.key.len().min(63)) == 0 {
+            continue;
+        }
         let Some(oi) = ops.iter().rposition(|op| m.key_is(text, &op.path[0])) else {
             continue;
         };
@@ -507,6 +513,21 @@ mod tests {
         assert!(m[1].escaped);
         assert_eq!(&text[m[1].value.clone()], r#"{"x":[1,2]}"#);
         assert_eq!(&text[m[2].value.clone()], r#""s""#);
+    }
+
+    #[test]
+    fn find_takes_the_last_duplicate_and_handles_empty_and_escaped_keys() {
+        let text = r#"{"ab":1,"":2,"a\u0062":3,"cb":4,"b":6}"#;
+        let m = scan_object(text).unwrap();
+        let get = |k| find(text, &m, k).map(|m| &text[m.value.clone()]);
+        assert_eq!(get("ab"), Some("3"));
+        assert_eq!(get(""), Some("2"));
+        assert_eq!(get("cb"), Some("4"));
+        assert_eq!(get("b"), Some("6"));
+        assert_eq!(get("zb"), None);
+        let text = r#"{"ab":1,"ab":5}"#;
+        let m = scan_object(text).unwrap();
+        assert_eq!(&text[find(text, &m, "ab").unwrap().value.clone()], "5");
     }
 
     #[test]

@@ -753,6 +753,32 @@ impl<'a> Array<'a, TapeJson> for TapeNode<'a> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn skip_plain_stops_at_the_first_stop_byte_wherever_it_is() {
+        let naive = |b: &[u8], i: usize| {
+            (i..b.len())
+                .find(|&j| STRING_STOP[b[j] as usize])
+                .unwrap_or(b.len())
+        };
+        for len in 0..50 {
+            for pos in 0..=len {
+                for stop in [b'"', b'\\', 0x00, 0x1f, 0x20, 0x7f, 0xe9] {
+                    let mut b = vec![b'a'; len];
+                    if pos < len {
+                        b[pos] = stop;
+                    }
+                    for start in [0, 1, 3].into_iter().filter(|&s| s <= len) {
+                        assert_eq!(
+                            skip_plain(&b, start),
+                            naive(&b, start),
+                            "len {len} stop {stop:#x} at {pos} from {start}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     fn ok(s: &str) -> bool {
         parse(s, &mut Vec::new()).is_ok()
     }

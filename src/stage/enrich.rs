@@ -172,6 +172,16 @@ impl Config {
         })
     }
 
+    /// About how many bytes an event grows by, for sizing a batch's [`TextArena`].
+    fn growth(&self, now: &str) -> usize {
+        let key = |p: &FieldPath| p.to_string().len() + 4;
+        let set: usize = self.set.iter().map(|s| key(&s.path) + s.value.len()).sum();
+        let id = self.id.as_ref().map_or(0, |(f, _)| key(f) + ID_LEN);
+        let ts = self.timestamp.as_ref().map_or(0, |f| key(f) + now.len());
+        let lookup = if self.lookup.is_some() { 128 } else { 0 };
+        set + id + ts + lookup + 16
+    }
+
     /// Enriches one event into zero or more events; `now` is the processing time as JSON text.
     pub fn apply(
         &self,
@@ -623,7 +633,8 @@ pub async fn run(
         );
         let mut kept = Vec::with_capacity(batch.len());
         let mut rejects = Vec::new();
-        let bytes: usize = batch.events.iter().map(|e| e.bytes().len() + 128).sum();
+        let growth = config.growth(&now);
+        let bytes: usize = batch.events.iter().map(|e| e.bytes().len() + growth).sum();
         let mut arena = TextArena::with_capacity(bytes);
         for event in batch.events {
             if let Err(rejected) = config.apply(event, &now, &meta, &mut kept, &mut arena) {
