@@ -6,7 +6,7 @@ complete -c enrich -l lookup -d 'Reference table to join, loaded once: CSV with 
 complete -c enrich -l on -d 'The join key: the event field, and the table column when named differently (user.id=id). Strings match by value, numbers by their text' -r
 complete -c enrich -l prefix -d 'Prefix for the joined fields\' names; ending it with a dot nests them (user.)' -r
 complete -c enrich -l jq -d 'A jq program (jaq dialect) run on each event without its metadata field. No output drops the event; several outputs become several events, in order. Every output must be an object' -r
-complete -c enrich -l workers -d 'Worker threads enriching batches in parallel; output order is kept [default: the number of cores]' -r
+complete -c enrich -l workers -d 'Worker threads enriching batches in parallel; output order is kept [default: twice the number of cores, so the workers keep the cores busy while the reader and writer threads also run]' -r
 complete -c enrich -l dead-letter -d 'Append rejected records to PATH as NDJSON, one record per reject, with the stage, reason, line, source, the raw input (first 8 KiB) and the metadata field. `-` means stderr. Several stages may share one file. Without it, rejects are counted, summarised on stderr, and the exit code is 65' -r
 complete -c enrich -l max-line-bytes -d 'Longest accepted input line, without its line ending. Longer lines become dead letters; they are never held in memory whole. Accepts K, M, G suffixes (powers of 1024)' -r
 complete -c enrich -l meta-field -d 'Name of the reserved top-level field holding origin metadata (source, topic, partition, offset, ...). Stages pass it through untouched; validation and jq never see it' -r

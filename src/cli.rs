@@ -135,6 +135,9 @@ pub fn reuse_malloc() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 2 << 20);
+        // Each arena keeps its own free blocks: with one per thread (up to 16 here) the
+        // peak RSS of enrich grew from 28 to 39 MiB as the input tripled; with 4, 22-25.
+        libc::mallopt(libc::M_ARENA_MAX, 4);
     }
 }
 

@@ -95,7 +95,8 @@ pub struct Args {
     pub jq: Option<String>,
 
     /// Worker threads enriching batches in parallel; output order is kept
-    /// [default: the number of cores].
+    /// [default: twice the number of cores, so the workers keep the cores busy while the
+    /// reader and writer threads also run].
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
 
