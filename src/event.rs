@@ -39,7 +39,9 @@ impl Batch {
     /// per-event allocations here, on the calling thread. The next thread to own the batch
     /// then frees one buffer instead of thousands of small blocks it did not allocate
     /// (cross-thread frees are the slow path of most allocators). Indexes are dropped: a
-    /// later stage in the same process scans again.
+    /// later stage in the same process scans again. When no event owns its text (all
+    /// share read chunks or a stage's batch buffer), there is nothing to gain: the batch is
+    /// left as it is, indexes included.
     pub fn pack(&mut self) {
         let owned = |e: &Event| {
             matches!(
