@@ -187,16 +187,7 @@ impl std::str::FromStr for FieldPath {
 
 /// The last member named `key` (JSON parsers keep the last of duplicate keys).
 pub fn find<'m>(text: &str, members: &'m [Member], key: &str) -> Option<&'m Member> {
-    let (bytes, name) = (text.as_bytes(), key.as_bytes());
-    members.iter().rev().find(|m| {
-        if m.escaped {
-            return m.key_is(text, key);
-        }
-        // Length and first byte rule out nearly every other key before bytes are compared.
-        m.key.len() == name.len()
-            && (name.is_empty() || bytes.get(m.key.start) == name.first())
-            && bytes.get(m.key.clone()) == Some(name)
-    })
+    members.iter().rev().find(|m| m.key_is(text, key))
 }
 
 /// The raw text of the value at `rest` inside a value's text (already valid JSON).
