@@ -417,27 +417,30 @@ pub fn splice(text: &str, mut edits: Vec<(Range<usize>, String)>) -> String {
     out
 }
 
-/// `text` with the member `"key":value` appended, when `text` is one JSON object
-/// (validated in full) without a member `key`: one pass, one allocation. `key_json` is
-/// `key` quoted; `value` must be JSON text. None for anything else (not JSON, not an
-/// object, `key` present, or any key escaped), for the general path ([`set_many`]).
-pub fn append_member(text: &str, key: &str, key_json: &str, value: &str) -> Option<String> {
+/// Appends `text` with the member `"key":value` added to `out`, when `text` is one JSON
+/// object (validated in full) without a member `key`: one pass. `key_json` is `key`
+/// quoted; `value` must be JSON text. False, with `out` untouched, for anything else (not
+/// JSON, not an object, `key` present, or any key escaped), for the general path
+/// ([`set_many`]).
+pub fn append_member(text: &str, key: &str, key_json: &str, value: &str, out: &mut String) -> bool {
     tape::with_tape(text, |res| {
-        let nodes = res.ok()?;
+        let Ok(nodes) = res else {
+            return false;
+        };
         let root = &nodes[0];
         if root.kind != Kind::Object {
-            return None;
+            return false;
         }
         let mut at = 1;
         for _ in 0..root.len {
             let k = &nodes[at];
             if k.escaped || &text[k.start as usize + 1..k.end as usize - 1] == key {
-                return None;
+                return false;
             }
             at = nodes[at + 1].next as usize;
         }
         let (start, close) = (root.start as usize, root.end as usize - 1);
-        let mut out = String::with_capacity(close - start + key_json.len() + value.len() + 3);
+        out.reserve(close - start + key_json.len() + value.len() + 3);
         out.push_str(&text[start..close]);
         if root.len > 0 {
             out.push(',');
@@ -446,7 +449,7 @@ pub fn append_member(text: &str, key: &str, key_json: &str, value: &str) -> Opti
         out.push(':');
         out.push_str(value);
         out.push('}');
-        Some(out)
+        true
     })
 }
 
@@ -463,12 +466,19 @@ mod tests {
 
     #[test]
     fn append_member_only_when_absent() {
-        let add = |t: &str| append_member(t, "_m", "\"_m\"", "{\"a\":1}");
+        let add = |t: &str| {
+            let mut out = String::from("before ");
+            if append_member(t, "_m", "\"_m\"", "{\"a\":1}", &mut out) {
+                return Some(out);
+            }
+            assert_eq!(out, "before ", "untouched when it says no");
+            None
+        };
         assert_eq!(
             add(" {\"x\":[1]} ").as_deref(),
-            Some("{\"x\":[1],\"_m\":{\"a\":1}}")
+            Some("before {\"x\":[1],\"_m\":{\"a\":1}}")
         );
-        assert_eq!(add("{}").as_deref(), Some("{\"_m\":{\"a\":1}}"));
+        assert_eq!(add("{}").as_deref(), Some("before {\"_m\":{\"a\":1}}"));
         assert_eq!(add("{\"_m\":2}"), None);
         assert_eq!(add("{\"_\\u006d\":2}"), None);
         assert_eq!(add("[1]"), None);

@@ -1,8 +1,10 @@
 //! `ingest-kafka`: Kafka messages in, NDJSON events out, with their coordinates in the
 //! metadata field.
 //!
-//! One thread polls a librdkafka consumer and sends batches of events on; the reader side
-//! of back-pressure is the bounded channel (and librdkafka's prefetch queue, kept small).
+//! One thread polls a librdkafka consumer and copies the messages into batches; a second
+//! one checks the payloads, adds the metadata field and sends the batches of events on,
+//! in order. The reader side of back-pressure is the bounded channels (and librdkafka's
+//! prefetch queue, kept small).
 //!
 //! Offsets, default mode: every batch carries one [`Ack`] that fires once all its lines
 //! have been written (or dropped as dead letters by a later stage in the same process).
@@ -19,6 +21,8 @@
 //! (an old owner is fenced).
 
 use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -95,7 +99,7 @@ pub struct Args {
     #[arg(long)]
     pub exit_at_end: bool,
 
-    /// Stop after N messages.
+    /// Stop after N messages (dead letters included).
     #[arg(long, value_name = "N")]
     pub max_messages: Option<u64>,
 
@@ -260,6 +264,8 @@ struct Ctx2 {
     start: Start,
     db: Option<OffsetsDb>,
     assigned: Arc<Mutex<Assigned>>,
+    /// Bumped whenever the assignment changes.
+    generation: AtomicU64,
     failed: Arc<Mutex<Option<String>>>,
 }
 
@@ -279,6 +285,7 @@ impl ConsumerContext for Ctx2 {
                     let _ = consumer.unassign();
                     return;
                 }
+                self.generation.fetch_add(1, Ordering::Relaxed);
                 if let Err(e) = consumer.assign(tpl) {
                     *self.failed.lock().expect("not poisoned") = Some(e.to_string());
                 }
@@ -294,6 +301,7 @@ impl ConsumerContext for Ctx2 {
                     }
                 }
                 a.parts.retain(|_, t| !t.is_empty());
+                self.generation.fetch_add(1, Ordering::Relaxed);
                 let _ = consumer.unassign();
             }
             _ => {
@@ -456,6 +464,7 @@ fn consume(config: Config, output: Sender<Batch>, ctx: Ctx) -> Result<()> {
         start,
         db,
         assigned: assigned.clone(),
+        generation: AtomicU64::new(0),
         failed: failed.clone(),
     };
     let mut cc = ClientConfig::new();
@@ -524,13 +533,45 @@ fn consume(config: Config, output: Sender<Batch>, ctx: Ctx) -> Result<()> {
     }
 
     let meta_field = ctx.meta_field.clone();
-    let meta_key = json::quote(&meta_field);
-    let group_json = name.as_deref().map_or("null".to_owned(), json::quote);
-    let (mut topic_text, mut topic_json) = (String::new(), String::new());
-    let mut meta = String::with_capacity(256);
+    let names = Names {
+        group: name.as_deref().map_or("null".to_owned(), json::quote),
+        meta_key: json::quote(&meta_field),
+        meta_field: meta_field.to_string(),
+    };
+    // Two threads: this one polls and copies each message's payload and metadata into a
+    // batch; the other one checks the payloads and turns the batch into events. On two
+    // cores the JSON check no longer holds up polling.
+    let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel::<RawBatch>(2);
+    std::thread::scope(|s| {
+        let renderer = std::thread::Builder::new()
+            .name("ingest-kafka-render".into())
+            .spawn_scoped(s, || render_batches(raw_rx, &output, args, &names, &ctx))
+            .map_err(|e| Error::new(Exit::Software, anyhow::anyhow!("thread: {e}")))?;
+        let polled = poll_batches(&consumer, args, &names, &ctx, exactly_once, &raw_tx);
+        drop(raw_tx);
+        let rendered = renderer
+            .join()
+            .map_err(|_| Error::from(anyhow::anyhow!("the render thread panicked")))?;
+        polled.and(rendered)
+    })?;
+    drop(output);
+    Ok(())
+}
+
+/// Polls messages into batches for [`render_batches`] until shutdown, `--exit-at-end`,
+/// `--max-messages`, or the renderer stops (stdout closed).
+fn poll_batches(
+    consumer: &Arc<BaseConsumer<Ctx2>>,
+    args: &Args,
+    names: &Names,
+    ctx: &Ctx,
+    exactly_once: bool,
+    raw_tx: &std::sync::mpsc::SyncSender<RawBatch>,
+) -> Result<()> {
+    let context = consumer.context();
+    let mut cursor: Option<Cursor> = None;
     let mut positions = Positions::default();
-    let source: Arc<str> = Arc::from("kafka");
-    let mut events: Vec<Event> = Vec::with_capacity(BATCH);
+    let mut raw = RawBatch::default();
     let mut first_at = Instant::now();
     let mut count = 0u64;
     let mut stop = false;
@@ -538,83 +579,231 @@ fn consume(config: Config, output: Sender<Batch>, ctx: Ctx) -> Result<()> {
         if ctx.shutdown.is_triggered() || stop {
             break;
         }
-        if let Some(e) = failed.lock().expect("not poisoned").take() {
+        if let Some(e) = context.failed.lock().expect("not poisoned").take() {
             return Err(Error::new(Exit::IoErr, anyhow::anyhow!("rebalance: {e}")));
         }
-        if args.exit_at_end && at_end(&assigned) {
+        if args.exit_at_end && at_end(&context.assigned) {
             break;
         }
-        match consumer.poll(Duration::from_millis(50)) {
+        // Take what is queued without waiting; when nothing is, the input is idle: send
+        // the batch now, then wait for more.
+        let mut polled = consumer.poll(Duration::ZERO);
+        if polled.is_none() {
+            if !raw.msgs.is_empty() {
+                if !send_raw(&mut raw, &mut positions, consumer, raw_tx) {
+                    break;
+                }
+                first_at = Instant::now();
+            }
+            polled = consumer.poll(Duration::from_millis(50));
+        }
+        match polled {
             None => {}
             Some(Err(KafkaError::PartitionEOF(_))) => {}
             Some(Err(e)) => tracing::warn!("kafka: {e}"),
             Some(Ok(msg)) => {
-                let partition = msg.partition();
-                let offset = msg.offset();
-                let epoch = {
-                    let mut a = assigned.lock().expect("not poisoned");
-                    match a
-                        .parts
-                        .get_mut(msg.topic())
-                        .and_then(|t| t.get_mut(&partition))
-                    {
-                        Some(st) => {
-                            if offset + 1 >= st.end {
-                                st.done = true;
-                            }
-                            st.epoch
-                        }
-                        None => None,
-                    }
+                if raw.msgs.is_empty() {
+                    first_at = Instant::now();
+                }
+                let (partition, offset) = (msg.partition(), msg.offset());
+                let generation = context.generation.load(Ordering::Relaxed);
+                let cur = match &mut cursor {
+                    Some(c) if c.fits(msg.topic(), partition, generation) => c,
+                    slot => slot.insert(Cursor::new(
+                        &context.assigned,
+                        msg.topic(),
+                        partition,
+                        generation,
+                    )),
                 };
+                if !cur.done && offset + 1 >= cur.end {
+                    cur.mark_done(&context.assigned);
+                }
                 if !exactly_once {
                     positions.note(msg.topic(), partition, offset);
                 }
-                if msg.topic() != topic_text {
-                    topic_text = msg.topic().to_owned();
-                    topic_json = json::quote(&topic_text);
-                }
-                let names = Names {
-                    group: &group_json,
-                    topic: &topic_json,
-                    meta_field: &meta_field,
-                    meta_key: &meta_key,
-                };
-                match render(&msg, args, &names, epoch, &mut meta) {
-                    Ok(event) => events.push(event),
-                    Err((raw, reject)) => {
-                        let mut ev = Event::from_line(raw, 0);
-                        let coords = format!("{topic_text}/{partition}@{offset}");
-                        let r = Reject::new(reject.kind, format!("{coords}: {}", reject.reason));
-                        ctx.dead
-                            .write("ingest-kafka", &source, &mut ev, &r)
-                            .map_err(|e| Error::new(Exit::IoErr, e))?;
-                        continue;
-                    }
-                };
+                raw.push(&msg, args, names, cur);
                 count += 1;
                 stop = args.max_messages.is_some_and(|m| count >= m);
             }
         }
-        if !events.is_empty()
-            && (events.len() >= BATCH || first_at.elapsed() >= Duration::from_millis(50) || stop)
+        // Full, stopping, or the oldest message has waited 50 ms (checked every 64
+        // messages: messages that keep coming fill a batch within milliseconds).
+        let n = raw.msgs.len();
+        if n > 0
+            && (n >= BATCH
+                || stop
+                || (n % 64 == 0 && first_at.elapsed() >= Duration::from_millis(50)))
+            && !send_raw(&mut raw, &mut positions, consumer, raw_tx)
         {
-            positions.attach(&consumer, &mut events);
-            let batch = Batch::new(source.clone(), std::mem::take(&mut events));
-            if output.blocking_send(batch).is_err() {
-                break; // stdout closed
+            break;
+        }
+    }
+    if !raw.msgs.is_empty() {
+        send_raw(&mut raw, &mut positions, consumer, raw_tx);
+    }
+    Ok(())
+}
+
+/// Sends the batch on (with the acknowledgement that stores its offsets); false when the
+/// renderer has stopped.
+fn send_raw(
+    raw: &mut RawBatch,
+    positions: &mut Positions,
+    consumer: &Arc<BaseConsumer<Ctx2>>,
+    raw_tx: &std::sync::mpsc::SyncSender<RawBatch>,
+) -> bool {
+    let mut batch = std::mem::take(raw);
+    batch.ack = positions.ack(consumer);
+    raw_tx.send(batch).is_ok()
+}
+
+/// Where the last message came from, with what the assignment says of that partition, so
+/// that a run of messages from one partition looks the assignment up once.
+struct Cursor {
+    topic: Arc<str>,
+    /// The topic as JSON text.
+    topic_json: String,
+    partition: i32,
+    generation: u64,
+    epoch: Option<i64>,
+    end: i64,
+    done: bool,
+}
+
+impl Cursor {
+    fn new(assigned: &Mutex<Assigned>, topic: &str, partition: i32, generation: u64) -> Cursor {
+        let a = assigned.lock().expect("not poisoned");
+        let st = a.parts.get(topic).and_then(|t| t.get(&partition));
+        Cursor {
+            topic: Arc::from(topic),
+            topic_json: json::quote(topic),
+            partition,
+            generation,
+            epoch: st.and_then(|s| s.epoch),
+            end: st.map_or(i64::MAX, |s| s.end),
+            done: st.is_none_or(|s| s.done),
+        }
+    }
+
+    fn fits(&self, topic: &str, partition: i32, generation: u64) -> bool {
+        self.partition == partition && self.generation == generation && *self.topic == *topic
+    }
+
+    /// The partition has reached the end it had at assignment (for `--exit-at-end`).
+    fn mark_done(&mut self, assigned: &Mutex<Assigned>) {
+        self.done = true;
+        let mut a = assigned.lock().expect("not poisoned");
+        if let Some(st) = a
+            .parts
+            .get_mut(&*self.topic)
+            .and_then(|t| t.get_mut(&self.partition))
+        {
+            st.done = true;
+        }
+    }
+}
+
+/// Messages copied out of librdkafka by the polling thread, for the rendering thread.
+#[derive(Default)]
+struct RawBatch {
+    /// Payloads, back to back.
+    bytes: Vec<u8>,
+    /// Metadata objects, back to back.
+    metas: String,
+    msgs: Vec<RawMsg>,
+    /// Stores the offsets this batch read once all its events are written.
+    ack: Option<Ack>,
+}
+
+/// One message of a [`RawBatch`]: `bytes[payload]` is the payload (`{}` for a tombstone;
+/// the whole line with `--format kcat`), `metas[meta]` the metadata object (empty with
+/// `--no-meta` or `--format kcat`).
+struct RawMsg {
+    payload: Range<usize>,
+    meta: Range<usize>,
+    /// Coordinates, for dead letters.
+    topic: Arc<str>,
+    partition: i32,
+    offset: i64,
+}
+
+impl RawBatch {
+    fn push<M: Message>(&mut self, msg: &M, args: &Args, names: &Names, cur: &Cursor) {
+        let (start, meta_start) = (self.bytes.len(), self.metas.len());
+        if args.format == Format::Kcat {
+            self.bytes.extend_from_slice(kcat_line(msg).as_bytes());
+        } else {
+            self.bytes.extend_from_slice(msg.payload().unwrap_or(b"{}"));
+        }
+        if args.format == Format::Events && !args.no_meta {
+            push_meta(&mut self.metas, msg, names, &cur.topic_json, cur.epoch);
+        }
+        self.msgs.push(RawMsg {
+            payload: start..self.bytes.len(),
+            meta: meta_start..self.metas.len(),
+            topic: cur.topic.clone(),
+            partition: msg.partition(),
+            offset: msg.offset(),
+        });
+    }
+}
+
+/// Turns the polled batches into events, in order, and sends them on; rejects become dead
+/// letters. Each batch's lines share one buffer.
+fn render_batches(
+    rx: std::sync::mpsc::Receiver<RawBatch>,
+    output: &Sender<Batch>,
+    args: &Args,
+    names: &Names,
+    ctx: &Ctx,
+) -> Result<()> {
+    let source: Arc<str> = Arc::from("kafka");
+    let extra = names.meta_key.len() + 2;
+    for raw in rx {
+        let mut text =
+            String::with_capacity(raw.bytes.len() + raw.metas.len() + raw.msgs.len() * extra);
+        let mut spans = Vec::with_capacity(raw.msgs.len());
+        for m in &raw.msgs {
+            let body = &raw.bytes[m.payload.clone()];
+            let at = text.len();
+            match render(body, &raw.metas[m.meta.clone()], args, names, &mut text) {
+                Ok(()) => spans.push(at..text.len()),
+                Err(reject) => {
+                    text.truncate(at);
+                    let mut ev = Event::from_line(body.to_vec(), 0);
+                    let r = Reject::new(
+                        reject.kind,
+                        format!(
+                            "{}/{}@{}: {}",
+                            m.topic, m.partition, m.offset, reject.reason
+                        ),
+                    );
+                    ctx.dead
+                        .write("ingest-kafka", &source, &mut ev, &r)
+                        .map_err(|e| Error::new(Exit::IoErr, e))?;
+                }
             }
-            first_at = Instant::now();
         }
-        if events.is_empty() {
-            first_at = Instant::now();
+        if spans.is_empty() {
+            continue; // all dead letters: the acknowledgement fires as it drops
+        }
+        let chunk = Arc::new(text);
+        let events = spans
+            .into_iter()
+            .map(|r| {
+                let mut e = Event::from_chunk(chunk.clone(), r.start, r.end, 0);
+                e.ack = raw.ack.clone();
+                e
+            })
+            .collect();
+        if output
+            .blocking_send(Batch::new(source.clone(), events))
+            .is_err()
+        {
+            break; // stdout closed
         }
     }
-    if !events.is_empty() {
-        positions.attach(&consumer, &mut events);
-        let _ = output.blocking_send(Batch::new(source, std::mem::take(&mut events)));
-    }
-    drop(output);
     Ok(())
 }
 
@@ -638,14 +827,15 @@ impl Positions {
         }
     }
 
-    /// Gives `events` (one batch) the acknowledgement that stores the noted offsets.
-    fn attach(&mut self, consumer: &Arc<BaseConsumer<Ctx2>>, events: &mut [Event]) {
+    /// The acknowledgement that stores the offsets noted since the last one (none in
+    /// exactly-once mode, where persist's offsets table is the truth).
+    fn ack(&mut self, consumer: &Arc<BaseConsumer<Ctx2>>) -> Option<Ack> {
         if self.0.is_empty() {
-            return;
+            return None;
         }
         let noted = std::mem::take(&mut self.0);
         let c = consumer.clone();
-        let ack = Ack::new(move || {
+        Some(Ack::new(move || {
             // The next offset to read, as given (BaseConsumer::store_offset would add 1
             // itself). Fails only for partitions revoked meanwhile: their new owner reads
             // them again.
@@ -654,10 +844,7 @@ impl Positions {
                 let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(offset + 1));
             }
             let _ = c.store_offsets(&tpl);
-        });
-        for e in events {
-            e.ack = Some(ack.clone());
-        }
+        }))
     }
 }
 
@@ -673,38 +860,34 @@ fn b64(bytes: &[u8]) -> String {
 }
 
 /// JSON texts that are the same for many messages, made once.
-struct Names<'a> {
+struct Names {
     /// The group (or offsets name) as JSON, or `null`.
-    group: &'a str,
-    /// The message's topic as JSON.
-    topic: &'a str,
+    group: String,
     /// The metadata field's name, and as JSON.
-    meta_field: &'a str,
-    meta_key: &'a str,
+    meta_field: String,
+    meta_key: String,
 }
 
-/// One message as an output line, or its raw bytes and why it is a dead letter. `meta` is
-/// a buffer reused across calls.
-fn render<M: Message>(
-    msg: &M,
+/// Appends the output line of one message to `out`: `body` (the payload) with `meta` (its
+/// metadata object, or empty for none) as the metadata field. Err is why the message is
+/// a dead letter; `out` may then hold part of a line.
+fn render(
+    body: &[u8],
+    meta: &str,
     args: &Args,
     names: &Names,
-    epoch: Option<i64>,
-    meta: &mut String,
-) -> std::result::Result<Event, (Vec<u8>, Reject)> {
+    out: &mut String,
+) -> std::result::Result<(), Reject> {
     if args.format == Format::Kcat {
-        return Ok(Event::from_line(kcat_line(msg).into_bytes(), 0));
+        out.push_str(std::str::from_utf8(body).expect("kcat lines are JSON text"));
+        return Ok(());
     }
-    let body = msg.payload().unwrap_or(b"{}");
+    // The common case in one pass: a JSON object without the metadata field.
     if !args.no_meta {
-        meta.clear();
-        push_meta(meta, msg, names, epoch);
-        // The common case in one pass and one allocation.
-        let appended = std::str::from_utf8(body)
-            .ok()
-            .and_then(|text| json::append_member(text, names.meta_field, names.meta_key, meta));
-        if let Some(text) = appended {
-            return Ok(Event::from_json_text(text, 0));
+        if let Ok(text) = std::str::from_utf8(body) {
+            if json::append_member(text, &names.meta_field, &names.meta_key, meta, out) {
+                return Ok(());
+            }
         }
     }
     // The general way: rejects with their reasons, --wrap-non-json, a payload that has
@@ -712,7 +895,7 @@ fn render<M: Message>(
     let mut event = Event::from_line(body.to_vec(), 0);
     if let Err(reject) = event.decode() {
         if !args.wrap_non_json {
-            return Err((body.to_vec(), reject));
+            return Err(reject);
         }
         let wrapped = match std::str::from_utf8(body) {
             Ok(s) if serde_json::from_str::<serde::de::IgnoredAny>(s).is_ok() => {
@@ -722,32 +905,35 @@ fn render<M: Message>(
             Err(_) => format!("{{\"value_base64\":{}}}", json::quote(&b64(body))),
         };
         event = Event::from_line(wrapped.into_bytes(), 0);
-        event.decode().map_err(|r| (body.to_vec(), r))?;
+        event.decode()?;
     }
-    if args.no_meta {
-        return Ok(event);
+    if !args.no_meta {
+        event.set_field(&names.meta_field, meta)?;
     }
-    event
-        .set_field(names.meta_field, meta)
-        .map_err(|r| (body.to_vec(), r))?;
-    Ok(event)
+    out.push_str(event.text());
+    Ok(())
 }
 
 /// Appends the metadata object of `msg` to `out`.
-fn push_meta<M: Message>(out: &mut String, msg: &M, names: &Names, epoch: Option<i64>) {
-    use std::fmt::Write as _;
+fn push_meta<M: Message>(
+    out: &mut String,
+    msg: &M,
+    names: &Names,
+    topic_json: &str,
+    epoch: Option<i64>,
+) {
+    let mut num = itoa::Buffer::new();
     out.push_str("{\"source\":\"kafka\",\"group\":");
-    out.push_str(names.group);
+    out.push_str(&names.group);
     out.push_str(",\"topic\":");
-    out.push_str(names.topic);
-    let _ = write!(
-        out,
-        ",\"partition\":{},\"offset\":{}",
-        msg.partition(),
-        msg.offset()
-    );
+    out.push_str(topic_json);
+    out.push_str(",\"partition\":");
+    out.push_str(num.format(msg.partition()));
+    out.push_str(",\"offset\":");
+    out.push_str(num.format(msg.offset()));
     if let Some(e) = epoch {
-        let _ = write!(out, ",\"epoch\":{e}");
+        out.push_str(",\"epoch\":");
+        out.push_str(num.format(e));
     }
     out.push_str(",\"key\":");
     match msg.key() {
@@ -758,11 +944,10 @@ fn push_meta<M: Message>(out: &mut String, msg: &M, names: &Names, epoch: Option
             }
         }
     }
+    out.push_str(",\"timestamp\":");
     match msg.timestamp().to_millis() {
-        Some(t) => {
-            let _ = write!(out, ",\"timestamp\":{t}");
-        }
-        None => out.push_str(",\"timestamp\":null"),
+        Some(t) => out.push_str(num.format(t)),
+        None => out.push_str("null"),
     }
     out.push_str(",\"headers\":[");
     if let Some(h) = msg.headers() {
