@@ -35,8 +35,11 @@ CREATE UNLOGGED TABLE staging (ord bigserial, doc jsonb);
 SQL
 
 # timed NAME CMD: wall seconds into SECS, peak RSS (KiB) of the command into RSS_KB.
+# A CHECKPOINT first, so that no run pays for writing out what the one before it left
+# (each pass writes about 1 GB of WAL, max_wal_size by default).
 timed() {
   local t0 t1
+  psql -X -q "$DB" -c CHECKPOINT
   t0=$(date +%s.%N)
   RSS_KB=$( { /usr/bin/time -f %M bash -c "$2" > /dev/null; } 2>&1 | tail -1 )
   t1=$(date +%s.%N)
