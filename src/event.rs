@@ -298,7 +298,7 @@ impl Event {
         tape::with_tape(text, |res| {
             let nodes = res.map_err(|e| scan_reject(ScanError::Malformed(e.0)))?;
             if j.members.is_none() {
-                j.members = Some(json::members_of(nodes).map_err(scan_reject)?);
+                j.members = Some(json::members_of(text, nodes).map_err(scan_reject)?);
             }
             Ok(f(text, nodes))
         })

@@ -23,21 +23,55 @@ pub struct Member {
     pub escaped: bool,
     /// The value, from its first to its last byte.
     pub value: Range<usize>,
+    /// The key's first 8 bytes as a word ([`prefix`]): most lookups are settled by it
+    /// and the length, without touching the text.
+    prefix: u64,
+}
+
+/// The first 8 bytes of `b` as a little-endian word, zero-padded.
+fn prefix(b: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    let n = b.len().min(8);
+    w[..n].copy_from_slice(&b[..n]);
+    u64::from_le_bytes(w)
+}
+
+/// [`prefix`] of `text[range]`, read as one word when 8 bytes fit in `text` from its start.
+#[inline(always)]
+fn prefix_in(text: &[u8], range: &Range<usize>) -> u64 {
+    match text.get(range.start..range.start + 8) {
+        Some(word) => {
+            let w = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+            let n = range.len();
+            if n >= 8 {
+                w
+            } else {
+                w & ((1u64 << (8 * n)) - 1)
+            }
+        }
+        None => prefix(&text[range.clone()]),
+    }
 }
 
 impl Member {
     /// Whether this member's key equals `name`.
     #[inline]
     pub fn key_is(&self, text: &str, name: &str) -> bool {
+        self.key_matches(text, &KeyProbe::new(name))
+    }
+
+    /// [`Member::key_is`] with the name's word made once, for scans over many members.
+    #[inline(always)]
+    fn key_matches(&self, text: &str, probe: &KeyProbe) -> bool {
         if !self.escaped {
-            let key = &text.as_bytes()[self.key.clone()];
-            // Length and first byte settle most comparisons without a call to memcmp.
-            return key.len() == name.len()
-                && key.first() == name.as_bytes().first()
-                && key == name.as_bytes();
+            let name = probe.name.as_bytes();
+            return self.key.len() == name.len()
+                && self.prefix == probe.prefix
+                && (name.len() <= 8
+                    || text.as_bytes()[self.key.start + 8..self.key.end] == name[8..]);
         }
         let quoted = &text[self.key.start - 1..self.key.end + 1];
-        serde_json::from_str::<String>(quoted).is_ok_and(|k| k == name)
+        serde_json::from_str::<String>(quoted).is_ok_and(|k| k == probe.name)
     }
 
     /// The key, unescaped.
@@ -49,6 +83,22 @@ impl Member {
         serde_json::from_str::<String>(quoted)
             .map(Into::into)
             .unwrap_or_else(|_| text[self.key.clone()].into())
+    }
+}
+
+/// A key looked for, with its first bytes as a word (see [`Member::key_is`]).
+struct KeyProbe<'n> {
+    name: &'n str,
+    prefix: u64,
+}
+
+impl KeyProbe<'_> {
+    #[inline]
+    fn new(name: &str) -> KeyProbe<'_> {
+        KeyProbe {
+            name,
+            prefix: prefix(name.as_bytes()),
+        }
     }
 }
 
@@ -86,12 +136,12 @@ pub fn type_of(raw: &str) -> &'static str {
 /// its members in order. Leading and trailing whitespace is allowed; anything else is not.
 pub fn scan_object(text: &str) -> Result<Vec<Member>, ScanError> {
     tape::with_tape(text, |res| {
-        members_of(res.map_err(|e| ScanError::Malformed(e.0))?)
+        members_of(text, res.map_err(|e| ScanError::Malformed(e.0))?)
     })
 }
 
 /// The top-level members of a parsed text, or why it is not an object.
-pub fn members_of(nodes: &[TNode]) -> Result<Vec<Member>, ScanError> {
+pub fn members_of(text: &str, nodes: &[TNode]) -> Result<Vec<Member>, ScanError> {
     let root = &nodes[0];
     if root.kind != Kind::Object {
         return Err(ScanError::NotObject(root.kind.name()));
@@ -100,8 +150,10 @@ pub fn members_of(nodes: &[TNode]) -> Result<Vec<Member>, ScanError> {
     let mut at = 1;
     for _ in 0..root.len {
         let (k, v) = (&nodes[at], &nodes[at + 1]);
+        let key = k.start as usize + 1..k.end as usize - 1;
         out.push(Member {
-            key: k.start as usize + 1..k.end as usize - 1,
+            prefix: prefix_in(text.as_bytes(), &key),
+            key,
             escaped: k.escaped,
             value: v.start as usize..v.end as usize,
         });
@@ -187,7 +239,8 @@ impl std::str::FromStr for FieldPath {
 
 /// The last member named `key` (JSON parsers keep the last of duplicate keys).
 pub fn find<'m>(text: &str, members: &'m [Member], key: &str) -> Option<&'m Member> {
-    members.iter().rev().find(|m| m.key_is(text, key))
+    let probe = KeyProbe::new(key);
+    members.iter().rev().find(|m| m.key_matches(text, &probe))
 }
 
 /// The raw text of the value at `rest` inside a value's text (already valid JSON).
@@ -529,6 +582,17 @@ mod tests {
         let text = r#"{"ab":1,"ab":5}"#;
         let m = scan_object(text).unwrap();
         assert_eq!(&text[find(text, &m, "ab").unwrap().value.clone()], "5");
+        // Keys that share their first 8 bytes (the word compared first), or all of them.
+        let text = r#"{"abcdefgh":1,"abcdefghi":2,"abcdefghj":3,"abcdefg":4,"abcdefghix":5}"#;
+        let m = scan_object(text).unwrap();
+        let get = |k| find(text, &m, k).map(|m| &text[m.value.clone()]);
+        assert_eq!(get("abcdefgh"), Some("1"));
+        assert_eq!(get("abcdefghi"), Some("2"));
+        assert_eq!(get("abcdefghj"), Some("3"));
+        assert_eq!(get("abcdefg"), Some("4"));
+        assert_eq!(get("abcdefghix"), Some("5"));
+        assert_eq!(get("abcdefghk"), None);
+        assert_eq!(get("abcdefgi"), None);
     }
 
     #[test]

@@ -144,6 +144,32 @@ fn stop_mask(x: u64) -> u64 {
     zero(quote) | zero(slash) | (x.wrapping_sub(LO * 0x20) & !x & HI)
 }
 
+/// One bit per byte of the 16 at `p`: set for a quote, a backslash or a control character.
+///
+/// # Safety
+/// `p..p + 16` must be readable.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn stop_bits(p: *const u8) -> u32 {
+    use std::arch::x86_64::{
+        _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128,
+        _mm_set1_epi8,
+    };
+    // SAFETY: SSE2 is part of x86_64; the caller vouches for the 16 bytes.
+    unsafe {
+        let v = _mm_loadu_si128(p.cast());
+        let quote = _mm_set1_epi8(b'"' as i8);
+        let slash = _mm_set1_epi8(b'\\' as i8);
+        let ctrl = _mm_set1_epi8(0x1f);
+        // A byte is a control character when max(byte, 0x1f) is 0x1f.
+        let stops = _mm_or_si128(
+            _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, slash)),
+            _mm_cmpeq_epi8(_mm_max_epu8(v, ctrl), ctrl),
+        );
+        _mm_movemask_epi8(stops) as u32
+    }
+}
+
 /// The index of the first quote, backslash or control character in `b` from `i` on, or
 /// `b.len()`. Plain characters are the common case: they are skipped 16 (SSE2) or 8
 /// (SWAR) at a time.
@@ -151,28 +177,13 @@ fn stop_mask(x: u64) -> u64 {
 fn skip_plain(b: &[u8], mut i: usize) -> usize {
     #[cfg(target_arch = "x86_64")]
     {
-        use std::arch::x86_64::{
-            _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128,
-            _mm_set1_epi8,
-        };
-        // SAFETY: SSE2 is part of x86_64; every load reads 16 bytes inside `b`.
-        unsafe {
-            let quote = _mm_set1_epi8(b'"' as i8);
-            let slash = _mm_set1_epi8(b'\\' as i8);
-            let ctrl = _mm_set1_epi8(0x1f);
-            while i + 16 <= b.len() {
-                let v = _mm_loadu_si128(b.as_ptr().add(i).cast());
-                // A byte is a control character when max(byte, 0x1f) is 0x1f.
-                let stops = _mm_or_si128(
-                    _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, slash)),
-                    _mm_cmpeq_epi8(_mm_max_epu8(v, ctrl), ctrl),
-                );
-                let mask = _mm_movemask_epi8(stops) as u32;
-                if mask != 0 {
-                    return i + mask.trailing_zeros() as usize;
-                }
-                i += 16;
+        while i + 16 <= b.len() {
+            // SAFETY: the load reads b[i..i + 16].
+            let mask = unsafe { stop_bits(b.as_ptr().add(i)) };
+            if mask != 0 {
+                return i + mask.trailing_zeros() as usize;
             }
+            i += 16;
         }
     }
     while let Some(word) = b.get(i..i + 8) {
@@ -318,7 +329,35 @@ impl Parser<'_> {
         Ok(())
     }
 
+    /// A string at `self.i` (its opening quote). Most strings are short and plain: when the
+    /// first quote, backslash or control character of the next 32 bytes is the closing
+    /// quote, that settles it inline; anything else takes [`Parser::string_slow`].
+    #[inline(always)]
     fn string(&mut self) -> Parsed {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let (b, start) = (self.b, self.i);
+            let mut at = start + 1;
+            while at + 16 <= b.len() && at <= start + 17 {
+                // SAFETY: the load reads b[at..at + 16].
+                let mask = unsafe { stop_bits(b.as_ptr().add(at)) };
+                if mask != 0 {
+                    let end = at + mask.trailing_zeros() as usize;
+                    if b[end] != b'"' {
+                        break;
+                    }
+                    self.i = end + 1;
+                    self.scalar(Kind::String, false, start);
+                    return Ok(());
+                }
+                at += 16;
+            }
+        }
+        self.string_slow()
+    }
+
+    #[inline(never)]
+    fn string_slow(&mut self) -> Parsed {
         let start = self.i;
         let mut escaped = false;
         self.i += 1;
