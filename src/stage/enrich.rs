@@ -363,14 +363,24 @@ fn compute_id(
         }
     }
     hash.update(b"]");
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut id = [b'"'; ID_LEN];
-    for (i, b) in hash.finalize().into_iter().enumerate() {
-        id[1 + 2 * i] = HEX[usize::from(b >> 4)];
-        id[2 + 2 * i] = HEX[usize::from(b & 15)];
+    for (pair, b) in id[1..ID_LEN - 1].chunks_exact_mut(2).zip(hash.finalize()) {
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(b)]);
     }
     Ok(id)
 }
+
+/// The two lowercase hex digits of every byte value.
+static HEX_PAIRS: [[u8; 2]; 256] = {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [HEX[i >> 4], HEX[i & 15]];
+        i += 1;
+    }
+    t
+};
 
 /// The JSON text of an id: 64 hex digits in quotes.
 const ID_LEN: usize = 66;
@@ -379,7 +389,7 @@ const ID_LEN: usize = 66;
 /// or an integer other than `-0`.
 fn is_canonical_scalar(raw: &str) -> bool {
     match raw.as_bytes().first() {
-        Some(b'"') => !raw.contains('\\'),
+        Some(b'"') => memchr::memchr(b'\\', raw.as_bytes()).is_none(),
         Some(b'-' | b'0'..=b'9') => {
             raw != "-0" && raw.len() < 19 && raw.bytes().skip(1).all(|c| c.is_ascii_digit())
         }
