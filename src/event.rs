@@ -106,7 +106,7 @@ impl Reject {
 /// rejected or filtered events are dropped once handled, so the callback runs exactly
 /// when everything derived from the origin has been dealt with.
 #[derive(Clone)]
-pub struct Ack(#[allow(dead_code)] /* held for its Drop */ Arc<AckInner>);
+pub struct Ack(Arc<AckInner>);
 
 struct AckInner {
     on_done: Mutex<Option<Box<dyn FnOnce() + Send>>>,
@@ -126,6 +126,13 @@ impl Ack {
         Ack(Arc::new(AckInner {
             on_done: Mutex::new(Some(Box::new(on_done))),
         }))
+    }
+
+    /// Makes sure the callback never runs (its events were lost, not handled).
+    pub fn disarm(&self) {
+        if let Ok(mut f) = self.0.on_done.lock() {
+            f.take();
+        }
     }
 }
 
@@ -452,6 +459,17 @@ mod tests {
         drop(a);
         assert_eq!(n.load(Ordering::SeqCst), 0);
         drop(b);
+        assert_eq!(n.load(Ordering::SeqCst), 1);
+
+        // Disarmed: it never fires.
+        let n2 = n.clone();
+        let ack = Ack::new(move || {
+            n2.fetch_add(1, Ordering::SeqCst);
+        });
+        let kept = ack.clone();
+        ack.disarm();
+        drop(ack);
+        drop(kept);
         assert_eq!(n.load(Ordering::SeqCst), 1);
     }
 }

@@ -545,7 +545,9 @@ fn consume(config: Config, output: Sender<Batch>, ctx: Ctx) -> Result<()> {
     std::thread::scope(|s| {
         let renderer = std::thread::Builder::new()
             .name("ingest-kafka-render".into())
-            .spawn_scoped(s, || render_batches(raw_rx, &output, args, &names, &ctx))
+            .spawn_scoped(s, || {
+                render_batches(raw_rx, &consumer, &output, args, &names, &ctx)
+            })
             .map_err(|e| Error::new(Exit::Software, anyhow::anyhow!("thread: {e}")))?;
         let polled = poll_batches(&consumer, args, &names, &ctx, exactly_once, &raw_tx);
         drop(raw_tx);
@@ -570,7 +572,6 @@ fn poll_batches(
 ) -> Result<()> {
     let context = consumer.context();
     let mut cursor: Option<Cursor> = None;
-    let mut positions = Positions::default();
     let mut raw = RawBatch::default();
     let mut first_at = Instant::now();
     let mut count = 0u64;
@@ -590,7 +591,7 @@ fn poll_batches(
         let mut polled = consumer.poll(Duration::ZERO);
         if polled.is_none() {
             if !raw.msgs.is_empty() {
-                if !send_raw(&mut raw, &mut positions, consumer, raw_tx) {
+                if !send_raw(&mut raw, raw_tx) {
                     break;
                 }
                 first_at = Instant::now();
@@ -620,7 +621,7 @@ fn poll_batches(
                     cur.mark_done(&context.assigned);
                 }
                 if !exactly_once {
-                    positions.note(msg.topic(), partition, offset);
+                    raw.positions.note(&cur.topic, partition, offset);
                 }
                 raw.push(&msg, args, names, cur);
                 count += 1;
@@ -634,28 +635,20 @@ fn poll_batches(
             && (n >= BATCH
                 || stop
                 || (n % 64 == 0 && first_at.elapsed() >= Duration::from_millis(50)))
-            && !send_raw(&mut raw, &mut positions, consumer, raw_tx)
+            && !send_raw(&mut raw, raw_tx)
         {
             break;
         }
     }
     if !raw.msgs.is_empty() {
-        send_raw(&mut raw, &mut positions, consumer, raw_tx);
+        send_raw(&mut raw, raw_tx);
     }
     Ok(())
 }
 
-/// Sends the batch on (with the acknowledgement that stores its offsets); false when the
-/// renderer has stopped.
-fn send_raw(
-    raw: &mut RawBatch,
-    positions: &mut Positions,
-    consumer: &Arc<BaseConsumer<Ctx2>>,
-    raw_tx: &std::sync::mpsc::SyncSender<RawBatch>,
-) -> bool {
-    let mut batch = std::mem::take(raw);
-    batch.ack = positions.ack(consumer);
-    raw_tx.send(batch).is_ok()
+/// Sends the batch on; false when the renderer has stopped.
+fn send_raw(raw: &mut RawBatch, raw_tx: &std::sync::mpsc::SyncSender<RawBatch>) -> bool {
+    raw_tx.send(std::mem::take(raw)).is_ok()
 }
 
 /// Where the last message came from, with what the assignment says of that partition, so
@@ -712,8 +705,8 @@ struct RawBatch {
     /// Metadata objects, back to back.
     metas: String,
     msgs: Vec<RawMsg>,
-    /// Stores the offsets this batch read once all its events are written.
-    ack: Option<Ack>,
+    /// The offsets this batch read (default mode).
+    positions: Positions,
 }
 
 /// One message of a [`RawBatch`]: `bytes[payload]` is the payload (`{}` for a tombstone;
@@ -753,6 +746,7 @@ impl RawBatch {
 /// letters. Each batch's lines share one buffer.
 fn render_batches(
     rx: std::sync::mpsc::Receiver<RawBatch>,
+    consumer: &Arc<BaseConsumer<Ctx2>>,
     output: &Sender<Batch>,
     args: &Args,
     names: &Names,
@@ -760,7 +754,10 @@ fn render_batches(
 ) -> Result<()> {
     let source: Arc<str> = Arc::from("kafka");
     let extra = names.meta_key.len() + 2;
+    // Offsets read and not yet handed to a sent batch's acknowledgement.
+    let mut read = Positions::default();
     for raw in rx {
+        read.merge(&raw.positions);
         let mut text =
             String::with_capacity(raw.bytes.len() + raw.metas.len() + raw.msgs.len() * extra);
         let mut spans = Vec::with_capacity(raw.msgs.len());
@@ -786,14 +783,15 @@ fn render_batches(
             }
         }
         if spans.is_empty() {
-            continue; // all dead letters: the acknowledgement fires as it drops
+            continue; // all dead letters: the next batch stores their offsets
         }
+        let ack = read.ack(consumer);
         let chunk = Arc::new(text);
         let events = spans
             .into_iter()
             .map(|r| {
                 let mut e = Event::from_chunk(chunk.clone(), r.start, r.end, 0);
-                e.ack = raw.ack.clone();
+                e.ack = ack.clone();
                 e
             })
             .collect();
@@ -801,7 +799,11 @@ fn render_batches(
             .blocking_send(Batch::new(source.clone(), events))
             .is_err()
         {
-            break; // stdout closed
+            // stdout closed: these lines were not written, so their offsets stay unstored.
+            if let Some(a) = ack {
+                a.disarm();
+            }
+            break;
         }
     }
     Ok(())
@@ -811,7 +813,9 @@ fn render_batches(
 /// A batch carries one [`Ack`] that stores them all once every event of the batch is
 /// written; batches are written in order, so the stored offsets stay contiguous.
 /// Dead letters count as read: a batch stores the offsets of those before it too (if
-/// none follows, they are read again after a restart and dead-lettered again).
+/// none follows, they are read again after a restart and dead-lettered again). The
+/// acknowledgement is made only for a batch that is sent, so batches dropped on an error
+/// store nothing.
 #[derive(Default)]
 struct Positions(Vec<(String, i32, i64)>);
 
@@ -824,6 +828,12 @@ impl Positions {
         {
             Some(e) => e.2 = e.2.max(offset),
             None => self.0.push((topic.to_owned(), partition, offset)),
+        }
+    }
+
+    fn merge(&mut self, other: &Positions) {
+        for (topic, partition, offset) in &other.0 {
+            self.note(topic, *partition, *offset);
         }
     }
 
