@@ -549,7 +549,7 @@ fn consume(config: Config, output: Sender<Batch>, ctx: Ctx) -> Result<()> {
                 render_batches(raw_rx, &consumer, &output, args, &names, &ctx)
             })
             .map_err(|e| Error::new(Exit::Software, anyhow::anyhow!("thread: {e}")))?;
-        let polled = poll_batches(&consumer, args, &names, &ctx, exactly_once, &raw_tx);
+        let polled = poll_batches(&consumer, args, &names, &ctx, &raw_tx);
         drop(raw_tx);
         let rendered = renderer
             .join()
@@ -563,14 +563,14 @@ fn consume(config: Config, output: Sender<Batch>, ctx: Ctx) -> Result<()> {
 /// Polls messages into batches for [`render_batches`] until shutdown, `--exit-at-end`,
 /// `--max-messages`, or the renderer stops (stdout closed).
 fn poll_batches(
-    consumer: &Arc<BaseConsumer<Ctx2>>,
+    consumer: &BaseConsumer<Ctx2>,
     args: &Args,
     names: &Names,
     ctx: &Ctx,
-    exactly_once: bool,
     raw_tx: &std::sync::mpsc::SyncSender<RawBatch>,
 ) -> Result<()> {
     let context = consumer.context();
+    let exactly_once = context.db.is_some();
     let mut cursor: Option<Cursor> = None;
     let mut raw = RawBatch::default();
     let mut first_at = Instant::now();
@@ -590,11 +590,8 @@ fn poll_batches(
         // the batch now, then wait for more.
         let mut polled = consumer.poll(Duration::ZERO);
         if polled.is_none() {
-            if !raw.msgs.is_empty() {
-                if !send_raw(&mut raw, raw_tx) {
-                    break;
-                }
-                first_at = Instant::now();
+            if !raw.msgs.is_empty() && !send_raw(&mut raw, raw_tx) {
+                break;
             }
             polled = consumer.poll(Duration::from_millis(50));
         }
