@@ -81,9 +81,8 @@ impl Pg {
         ));
         assert!(
             o.status.success(),
-            "PostgreSQL at {} is not usable ({}). scripts/test starts the local server; \
-             start it by hand with: pg_ctlcluster --skip-systemctl-redirect \
-             $(ls /etc/postgresql) main start",
+            "PostgreSQL at {} is not usable ({}). scripts/test starts the tests' server; \
+             start it by hand with: scripts/test-postgres",
             pg.base,
             err(&o).trim()
         );
