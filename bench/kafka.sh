@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Benchmarks ingest-kafka against the goal of the Kafka issue, on a throw-away tansu
-# broker (scripts/kafka-test-broker) sharing the 2 cores: consume 1 M pre-produced events
+# Benchmarks ingest-kafka against the goal of the Kafka issue, on a throw-away Apache Kafka
+# broker (scripts/kafka-test-broker start) sharing the 2 cores: consume 1 M pre-produced events
 # to /dev/null with the metadata field on every line, >= 5x a Python confluent-kafka
 # consumer writing the same NDJSON (bench/kafka/peer.py) in the same run, peak RSS
 # <= 128 MiB. Reports the broker's CPU time too. Exits 1 when a goal is missed.
@@ -9,8 +9,8 @@
 # and examples/kafka_bare.rs, a bare librdkafka consumer printing payloads only (the
 # issue's "practical ceiling", 1.1 M msg/s on the machine its goals were set on), to show
 # how far this machine and broker are from that one.
-# Both consumers read --max-messages: tansu reports a high watermark that counts produce
-# batches, not records, so "read to the end" would stop early on a batching producer.
+# ingest-kafka reads with --exit-at-end (to the high watermarks it saw at start) and must
+# print exactly the events produced; the peers read that many messages.
 #
 #   bench/kafka.sh
 #   EVENTS=200000 bench/kafka.sh
@@ -57,9 +57,9 @@ timed "target/release/examples/kafka_bare $ADDR $TOPIC $EVENTS"
 bare_rate=$(calc "$EVENTS / $SECS")
 printf '%-44s %9.0f msg/s  %6.2f s  broker cpu %5.1f s\n' "ceiling (information): bare, payloads only" "$bare_rate" "$SECS" "$BROKER_CPU"
 
-timed "target/release/ingest-kafka -q --brokers $ADDR --topic $TOPIC --max-messages $EVENTS"
+timed "target/release/ingest-kafka -q --brokers $ADDR --topic $TOPIC --exit-at-end"
 ours_rate=$(calc "$EVENTS / $SECS")
-lines=$(target/release/ingest-kafka -q --brokers "$ADDR" --topic "$TOPIC" --max-messages "$EVENTS" | wc -l)
+lines=$(target/release/ingest-kafka -q --brokers "$ADDR" --topic "$TOPIC" --exit-at-end | wc -l)
 ratio=$(calc "$ours_rate / $peer_rate")
 printf '%-44s %9.0f msg/s  %6.2f s  broker cpu %5.1f s  rss %.1f MiB  %.2fx the peer\n' \
   "ingest-kafka (with _meta)" "$ours_rate" "$SECS" "$BROKER_CPU" "$(calc "$RSS_KB / 1024")" "$ratio"

@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
 # Benchmarks validate and enrich against the goals of the foundation issue, with jq as
-# the peer, in the same run. Exits 1 when a goal is missed.
+# the peer, in the same run. Exits 1 when a goal is missed. Also reports, for the shell
+# pipe `validate | enrich`, the ratio to Benthos (bench/benthos.yaml: the same checks and
+# added fields, stdin to stdout) and to ../shared/peers/seedgo, the Go channel design
+# ndpipe replaces (its own checks: id a non-empty string, amount a number >= 0; its own
+# fields: ingested_at and amount_cents; output order not kept).
+# Benthos v4.60.0 (MIT core, cmd/benthos) is built once with `go install` into
+# ~/.cache/ndpipe/benthos-v4.60.0 (a few minutes); seedgo into bench/out.
 #
 #   bench/stages.sh            # 1 M events from ../shared/tools/gen_events.py
 #   EVENTS=200000 bench/stages.sh
@@ -76,8 +82,29 @@ report "validate --require --type" 2000000; rss_goal validate 32
 
 best_of "$BIN/enrich ${ENRICH_ARGS[*]@Q} $IN"; report "enrich --set --timestamp --id" 1500000; rss_goal enrich 32
 
-best_of "$BIN/validate --require id --type amount=number $IN | $BIN/enrich --set 'env=\"prod\"' --timestamp processed_at"
-report "validate | enrich (shell pipe)" 1000000
+PIPE="$BIN/validate --require id --type amount=number $IN | $BIN/enrich --set 'env=\"prod\"' --timestamp processed_at"
+best_of "$PIPE"; report "validate | enrich (shell pipe)" 1000000; PIPE_RATE=$RATE
+
+# Same-job peers (no goal of this issue; the pipeline issue sets them).
+if command -v go >/dev/null; then
+  BENTHOS_VERSION=v4.60.0
+  BENTHOS_DIR=${NDPIPE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ndpipe}/benthos-$BENTHOS_VERSION
+  if [ ! -x "$BENTHOS_DIR/benthos" ]; then
+    echo "building Benthos $BENTHOS_VERSION into $BENTHOS_DIR (once)" >&2
+    GOBIN=$BENTHOS_DIR GOFLAGS=-mod=mod go install "github.com/redpanda-data/benthos/v4/cmd/benthos@$BENTHOS_VERSION"
+  fi
+  B="$BENTHOS_DIR/benthos -c bench/benthos.yaml"
+  b_lines=$($B < "$IN" | wc -l)
+  p_lines=$(bash -c "$PIPE" | wc -l)
+  [ "$b_lines" = "$p_lines" ] || { echo "Benthos passes $b_lines events, validate | enrich $p_lines: configs differ" >&2; exit 2; }
+  best_of "$B < $IN"; report "peer: Benthos $BENTHOS_VERSION (same work)"
+  printf '  validate | enrich / Benthos = %.1fx\n' "$(calc "$PIPE_RATE / $RATE")"
+  (cd ../shared/peers/seedgo && go build -o "$OLDPWD/$OUT/seedgo-bin" .)
+  best_of "$OUT/seedgo-bin < $IN"; report "peer: seedgo, the Go channel design"
+  printf '  validate | enrich / seedgo = %.1fx (similar, not identical work: see above)\n' "$(calc "$PIPE_RATE / $RATE")"
+else
+  echo "no go: Benthos and seedgo skipped"
+fi
 
 # Flat memory: three times the input must not need more memory.
 # Peak RSS depends on how many batches happen to be in flight at once, so one run of the
