@@ -492,7 +492,7 @@ fn unreachable_database_and_missing_table_are_clear() {
 }
 
 /// A PostgreSQL cluster of the test's own, in a temp dir on a free port.
-struct Cluster {
+pub(crate) struct Cluster {
     data: std::path::PathBuf,
     bin: std::path::PathBuf,
     port: u16,
@@ -500,7 +500,7 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn new() -> Cluster {
+    pub(crate) fn new() -> Cluster {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .expect("PostgreSQL server binaries under /usr/lib/postgresql")
             .filter_map(|e| e.ok())
@@ -562,7 +562,7 @@ impl Cluster {
         self.as_postgres(&all);
     }
 
-    fn start(&self) {
+    pub(crate) fn start(&self) {
         let opts = format!(
             "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=off",
             self.port
@@ -571,15 +571,15 @@ impl Cluster {
         self.pg_ctl(&["-w", "-l", log.to_str().unwrap(), "-o", &opts, "start"]);
     }
 
-    fn stop_immediate(&self) {
+    pub(crate) fn stop_immediate(&self) {
         self.pg_ctl(&["-m", "immediate", "-w", "stop"]);
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
-    fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         let o = Std::new("psql")
             .args(["-X", "-A", "-t", &self.url(), "-c"])
             .arg("SELECT count(*) FROM events")
@@ -663,4 +663,155 @@ fn a_database_restart_mid_run_loses_nothing() {
         got == expected,
         "stored contents differ from the last event per key"
     );
+}
+
+/// Timestamps that differ below a microsecond (which PostgreSQL keeps) are the same
+/// version on both databases: each database ends with the same row, batch after batch.
+#[test]
+fn sub_microsecond_versions_agree_on_both_databases() {
+    let dir = Dir::new();
+    let pg = Pg::new("sub_us");
+    dir.create(
+        "in.ndjson",
+        "{\"id\":\"k\",\"ts\":\"2026-11-01T00:00:00.0000014Z\",\"v\":1}\n\
+         {\"id\":\"k\",\"ts\":\"2026-11-01T00:00:00.0000006Z\",\"v\":2}\n\
+         {\"id\":\"k\",\"ts\":\"2026-11-01T00:00:00.0000001Z\",\"v\":3}\n",
+    );
+    let flags = [
+        "--create-table",
+        "--version-field",
+        "ts",
+        "--version-type",
+        "timestamptz",
+    ];
+    let o = dir
+        .cmd("persist")
+        .args(["-q", "--database-url", &pg.url(), "--batch-size", "1"])
+        .args(flags)
+        .arg("in.ndjson")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    let o = dir
+        .cmd("persist")
+        .args(["-q", "--sqlite", "db.sqlite", "--batch-size", "1"])
+        .args(flags)
+        .arg("in.ndjson")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    // .0000014 and .0000006 are both .000001: the later one wins, as with equal versions;
+    // .0000001 is .000000, older: it loses. The same on both.
+    let pg_v = pg_rows(&pg, "events")["k"]["v"].clone();
+    let lite_v = sqlite_rows(&dir.path("db.sqlite"), "events")["k"]["v"].clone();
+    assert_eq!((pg_v, lite_v), (serde_json::json!(2), serde_json::json!(2)));
+}
+
+/// A `--column` type is a type name, nothing more: SQL in it is a usage error.
+#[test]
+fn column_types_outside_the_type_grammar_are_usage_errors() {
+    let dir = Dir::new();
+    dir.create("in.ndjson", "{\"id\":1,\"f\":true}\n");
+    for ty in [
+        "bool or pg_terminate_backend(1)",
+        "bool) ; drop table x; --",
+        "int default 1",
+    ] {
+        let o = dir
+            .cmd("persist")
+            .args(["--sqlite", "db", "--create-table", "--column"])
+            .arg(format!("flag=f:{ty}"))
+            .arg("in.ndjson")
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(64), "{ty}: {}", err(&o));
+    }
+    assert!(
+        !dir.path("db").exists(),
+        "nothing is created on a usage error"
+    );
+}
+
+/// Boolean keys are refused (`true` would collide with the string "true"); a schema named
+/// in --table is created with it; a missing input exits 66 before anything is created.
+#[test]
+fn boolean_keys_new_schemas_and_missing_inputs() {
+    let dir = Dir::new();
+    let pg = Pg::new("keys_schema");
+    dir.create("in.ndjson", "{\"id\":true}\n{\"id\":\"true\"}\n");
+    let o = dir
+        .cmd("persist")
+        .args([
+            "--database-url",
+            &pg.url(),
+            "--table",
+            &format!("{}_raw.events", pg.schema),
+        ])
+        .args([
+            "--create-table",
+            "--dead-letter",
+            "dead.ndjson",
+            "in.ndjson",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    let dead = values(&dir.read("dead.ndjson"));
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0]["kind"], "bad_key");
+    assert_eq!(
+        pg.sql(&format!("SELECT key FROM {}_raw.events", pg.schema)),
+        "true"
+    );
+    pg.sql(&format!("DROP SCHEMA {}_raw CASCADE", pg.schema));
+
+    let o = dir.cmd("persist").arg("missing.ndjson").output().unwrap();
+    assert_eq!(o.status.code(), Some(66), "{}", err(&o));
+    assert!(
+        !dir.path("ndpipe.db").exists(),
+        "no SQLite file before the inputs are checked"
+    );
+}
+
+/// A loader failing on the linger path (the table dropped mid-run, input trickling in)
+/// exits 74 with the server's message, as on the bulk path.
+#[test]
+fn a_table_dropped_mid_run_exits_74_with_the_servers_message() {
+    let dir = Dir::new();
+    let pg = Pg::new("dropped");
+    let mut persist = Std::new(bin("persist"))
+        .args([
+            "--database-url",
+            &pg.url(),
+            "--create-table",
+            "--linger-ms",
+            "20",
+        ])
+        .current_dir(dir.root())
+        .env_remove("NDPIPE_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = persist.stdin.take().unwrap();
+    writeln!(stdin, "{{\"id\":\"a\"}}").unwrap();
+    let start = Instant::now();
+    while pg.sql("SELECT count(*) FROM information_schema.tables WHERE table_name = 'events' AND table_schema = current_schema()") != "1"
+        || pg.sql("SELECT count(*) FROM events") != "1"
+    {
+        assert!(start.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    pg.sql("DROP TABLE events");
+    for i in 0..50 {
+        if writeln!(stdin, "{{\"id\":\"b{i}\"}}").is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    drop(stdin);
+    let o = persist.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(74), "{}", err(&o));
+    assert!(err(&o).contains("does not exist"), "{}", err(&o));
 }

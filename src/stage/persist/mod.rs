@@ -277,26 +277,51 @@ fn parse_column(s: &str) -> std::result::Result<ColumnMap, String> {
     })
 }
 
-/// A conservative SQL type grammar: words, an optional `(n[,m])`, optional `[]`.
+/// SQL's type names of more than one word; any other type name is one identifier, with
+/// an optional schema (`public.mytype`).
+const MULTI_WORD_TYPES: [&str; 7] = [
+    "double precision",
+    "character varying",
+    "bit varying",
+    "timestamp with time zone",
+    "timestamp without time zone",
+    "time with time zone",
+    "time without time zone",
+];
+
+/// A strict type-name grammar (the name is written into SQL as it is): a type name as
+/// above, an optional `(n)` or `(n,m)`, optional `[]`s. Nothing else gets through, so a
+/// "type" such as `bool or pg_terminate_backend(123)` is refused.
 fn is_type_name(t: &str) -> bool {
-    let (base, rest) = match t.find('(') {
-        Some(i) => (&t[..i], &t[i..]),
-        None => (
-            t.trim_end_matches("[]"),
-            &t[t.trim_end_matches("[]").len()..],
-        ),
+    let mut body = t.trim();
+    while let Some(b) = body.strip_suffix("[]") {
+        body = b.trim_end();
+    }
+    let (base, args) = match body.find('(') {
+        Some(i) => (&body[..i], &body[i..]),
+        None => (body, ""),
     };
-    let words_ok = !base.trim().is_empty()
-        && base.split(' ').filter(|w| !w.is_empty()).all(is_ident)
-        && !base.contains("  ");
-    let rest = rest.trim_end_matches("[]");
-    let args_ok = rest.is_empty()
-        || (rest.starts_with('(')
-            && rest.ends_with(')')
-            && rest[1..rest.len() - 1]
-                .split(',')
-                .all(|n| !n.trim().is_empty() && n.trim().bytes().all(|b| b.is_ascii_digit())));
-    words_ok && args_ok
+    let words: Vec<&str> = base.split_ascii_whitespace().collect();
+    let base_ok = match words.as_slice() {
+        [] => false,
+        [one] => {
+            let mut parts = one.splitn(2, '.');
+            parts.all(is_ident)
+        }
+        many => MULTI_WORD_TYPES.contains(&many.join(" ").to_ascii_lowercase().as_str()),
+    };
+    let args_ok = args.is_empty()
+        || args
+            .strip_prefix('(')
+            .and_then(|a| a.strip_suffix(')'))
+            .is_some_and(|inner| {
+                let nums: Vec<&str> = inner.split(',').map(str::trim).collect();
+                nums.len() <= 2
+                    && nums.iter().all(|n| {
+                        !n.is_empty() && n.len() <= 4 && n.bytes().all(|b| b.is_ascii_digit())
+                    })
+            });
+    base_ok && args_ok
 }
 
 /// Which columns the target table has, resolved at start.
@@ -602,7 +627,7 @@ impl Config {
                 Reject::new(
                     "bad_key",
                     format!(
-                        "key field {} is {}, not a string or number",
+                        "key field {} is {}, not a string or a number",
                         self.key,
                         json::type_of(raw)
                     ),
@@ -667,7 +692,9 @@ impl Config {
 fn scalar_text(raw: &str) -> Option<String> {
     match raw.as_bytes().first()? {
         b'"' => serde_json::from_str::<String>(raw).ok(),
-        b'{' | b'[' | b'n' => None,
+        // Objects, arrays, null; and booleans, whose text would collide with the strings
+        // "true" and "false".
+        b'{' | b'[' | b'n' | b't' | b'f' => None,
         _ => Some(raw.to_owned()),
     }
 }
@@ -795,7 +822,10 @@ pub async fn run(
         let got = tokio::select! {
             b = input.recv() => b,
             _ = sleep_until(deadline) => {
-                flush_all(&senders, &mut pending, &mut oldest).await?;
+                if flush_all(&senders, &mut pending, &mut oldest).await.is_err() {
+                    // A loader stopped: its own error, awaited below, says why.
+                    open = false;
+                }
                 continue;
             }
         };
@@ -860,7 +890,8 @@ pub async fn run(
             }
         }
     }
-    let _ = flush_all(&senders, &mut pending, &mut oldest).await;
+    let senders_ok = flush_all(&senders, &mut pending, &mut oldest).await.is_ok()
+        && senders.iter().all(|s| !s.is_closed());
     drop(senders);
     let mut first_err = None;
     for t in tasks {
@@ -876,6 +907,9 @@ pub async fn run(
     }
     if let Some(e) = first_err {
         return Err(e);
+    }
+    if !senders_ok {
+        return Err(Error::from(anyhow::anyhow!("a loader stopped early")));
     }
     // Offsets that became complete after the last batch (a final dead letter, say).
     let mut guard = finisher.lock().await;
@@ -1136,6 +1170,8 @@ pub async fn open(args: &Args) -> Result<(Layout, Vec<Loader>)> {
 
 /// The `persist` command: stdin/files → persist → database (and stdout with `--emit`).
 pub async fn main(args: Args) -> Result<Exit> {
+    // Inputs first: a missing file exits 66 before any database (or SQLite file) is touched.
+    crate::ndjson::open_inputs(&args.inputs)?;
     let (layout, loaders) = open(&args).await?;
     let config = Config::from_args(&args, &layout);
     let counts = Arc::new(Counts::default());
@@ -1187,6 +1223,18 @@ mod tests {
         );
         assert!(parse_column("ts=meta.ts:timestamp with time zone").is_ok());
         assert!(parse_column("a=b:int; drop table x").is_err());
+        assert!(parse_column("flag=f:bool or pg_terminate_backend(123)").is_err());
+        assert!(parse_column("flag=f:bool or true").is_err());
+        for ok in [
+            "numeric(12,2)",
+            "double precision",
+            "text[]",
+            "public.my_type",
+            "timestamp with time zone",
+            "varchar(20)[]",
+        ] {
+            assert!(parse_column(&format!("a=b:{ok}")).is_ok(), "{ok}");
+        }
         assert!(parse_column("a b=c").is_err());
         assert!(parse_column("tags=tags:text[]").is_ok());
     }

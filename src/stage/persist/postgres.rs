@@ -190,6 +190,14 @@ pub async fn open(spec: &ConnectSpec, args: &Args) -> Result<(Layout, Vec<Loader
     })?;
     let table = args.table.quoted();
     if args.create_table {
+        if let Some(schema) = &args.table.schema {
+            create_if_absent(
+                &client,
+                &format!("CREATE SCHEMA IF NOT EXISTS {}", super::quote_ident(schema)),
+            )
+            .await
+            .map_err(|e| setup_error(&args.table, "cannot create the schema of", e))?;
+        }
         let sql = super::create_table_sql(
             args,
             "text",
@@ -236,9 +244,16 @@ pub async fn open(spec: &ConnectSpec, args: &Args) -> Result<(Layout, Vec<Loader
     Ok((layout, loaders))
 }
 
+/// A failure while setting the table up: 74 with the server's message when the server
+/// refused (permissions, a bad definition), 69 when it could not be reached.
 fn setup_error(table: &Table, what: &str, e: tokio_postgres::Error) -> Error {
+    let exit = if e.as_db_error().is_some() {
+        Exit::IoErr
+    } else {
+        Exit::Unavailable
+    };
     Error::new(
-        Exit::Unavailable,
+        exit,
         anyhow::anyhow!("{what} table {table}: {}", message(&e)),
     )
 }
@@ -264,7 +279,7 @@ pub async fn create_if_absent(
     match client.batch_execute(ddl).await {
         Err(e)
             if e.code()
-                .is_some_and(|c| c.code() == "23505" || c.code() == "42P07") =>
+                .is_some_and(|c| matches!(c.code(), "23505" | "42P07" | "42P06")) =>
         {
             Ok(())
         }

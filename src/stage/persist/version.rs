@@ -84,9 +84,15 @@ impl Version {
             }
             VersionType::Timestamptz => {
                 let ts: jiff::Timestamp = inner.trim().parse().map_err(|_| bad())?;
+                // PostgreSQL keeps microseconds: compare at that precision, and hand both
+                // databases the same rounded value, so that a batch's winner, a stored
+                // PostgreSQL row and a stored SQLite row all agree. (Comparing nanoseconds
+                // let .0000006Z overwrite .0000014Z on PostgreSQL: both stored as .000001.)
+                let ts = ts.round(jiff::Unit::Microsecond).map_err(|_| bad())?;
                 Ok(Version {
                     key: Key::Ts(ts.as_nanosecond()),
-                    // UTC with fixed nanoseconds: sorts as text too (SQLite compares text).
+                    // UTC with fixed nanoseconds: sorts as text too (SQLite compares text;
+                    // nine digits, as earlier versions stored).
                     text: format!("{ts:.9}"),
                 })
             }
@@ -218,5 +224,14 @@ mod tests {
         assert_eq!(a.order(&z), Ordering::Less);
         assert_eq!(z.text, "2026-11-01T00:00:00.000000000Z");
         assert!(Version::parse("\"yesterday\"", t).is_err());
+        // Microseconds, as PostgreSQL stores them: these two are the same version.
+        let late = v("\"2026-11-01T00:00:00.0000014Z\"", t);
+        let early = v("\"2026-11-01T00:00:00.0000006Z\"", t);
+        assert_eq!(late.order(&early), Ordering::Equal);
+        assert_eq!(late.text, "2026-11-01T00:00:00.000001000Z");
+        assert_eq!(
+            v("\"2026-11-01T00:00:00.0000016Z\"", t).order(&late),
+            Ordering::Greater
+        );
     }
 }
