@@ -22,7 +22,7 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -267,9 +267,45 @@ struct Ctx2 {
     /// Bumped whenever the assignment changes.
     generation: AtomicU64,
     failed: Arc<Mutex<Option<String>>>,
+    /// The brokers have answered once: from then on librdkafka's errors are shown.
+    connected: AtomicBool,
+    /// librdkafka errors already shown (their text up to the first digit): each kind once.
+    shown: Mutex<std::collections::HashSet<String>>,
 }
 
-impl ClientContext for Ctx2 {}
+impl ClientContext for Ctx2 {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, msg: &str) {
+        // syslog levels: 0 emergency .. 3 error .. 7 debug.
+        self.client_log((level as i32) <= 3, &format!("{fac}: {msg}"));
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.client_log(true, &format!("{error}: {reason}"));
+    }
+}
+
+impl Ctx2 {
+    /// librdkafka's own log lines. It retries a broker it cannot reach every second and says
+    /// so each time (44 lines before the start-up check gave up): until the brokers have
+    /// answered once none is shown, since that check says in one line what is unreachable;
+    /// afterwards each kind of error is shown once, and repeats go to the debug level.
+    fn client_log(&self, error: bool, msg: &str) {
+        if !error || !self.connected.load(Ordering::Relaxed) {
+            tracing::debug!("librdkafka: {msg}");
+            return;
+        }
+        let kind: String = msg
+            .chars()
+            .take_while(|c| !c.is_ascii_digit())
+            .take(80)
+            .collect();
+        if self.shown.lock().expect("not poisoned").insert(kind) {
+            tracing::warn!("kafka: {msg} (repeats of this are logged at debug level)");
+        } else {
+            tracing::debug!("librdkafka: {msg}");
+        }
+    }
+}
 
 impl ConsumerContext for Ctx2 {
     fn rebalance(
@@ -466,6 +502,8 @@ fn consume(config: Config, output: Sender<Batch>, ctx: Ctx) -> Result<()> {
         assigned: assigned.clone(),
         generation: AtomicU64::new(0),
         failed: failed.clone(),
+        connected: AtomicBool::new(false),
+        shown: Mutex::new(Default::default()),
     };
     let mut cc = ClientConfig::new();
     cc.set("bootstrap.servers", &args.brokers)
@@ -504,6 +542,7 @@ fn consume(config: Config, output: Sender<Batch>, ctx: Ctx) -> Result<()> {
                 humantime::format_duration(args.connect_timeout)
             ))
         })?;
+    consumer.context().connected.store(true, Ordering::Relaxed);
     if args.group.is_some() {
         consumer
             .subscribe(&topics)
