@@ -23,7 +23,7 @@ _enrich() {
 
     case "${cmd}" in
         enrich)
-            opts="-q -h -V --set --timestamp --id --id-from --lookup --on --prefix --jq --workers --dead-letter --max-line-bytes --meta-field --progress --quiet --log-format --help --version"
+            opts="-q -h -V --set --timestamp --id --id-from --lookup --on --prefix --jq --jq-timeout --jq-max-outputs --workers --dead-letter --max-line-bytes --meta-field --progress --quiet --shutdown-timeout --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -61,6 +61,14 @@ _enrich() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --jq-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --jq-max-outputs)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --workers)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -74,6 +82,10 @@ _enrich() {
                     return 0
                     ;;
                 --meta-field)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --shutdown-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -23,7 +23,7 @@ _ingest__http() {
 
     case "${cmd}" in
         ingest__http)
-            opts="-q -h -V --listen --max-body-bytes --max-decompressed-bytes --queue-capacity --queue-bytes --max-inflight-bytes --enqueue-timeout --max-open-requests --ack --all-or-nothing --auth-token --auth-token-file --shutdown-timeout --tls-cert --tls-key --dead-letter --max-line-bytes --meta-field --progress --quiet --log-format --help --version"
+            opts="-q -h -V --listen --max-body-bytes --max-decompressed-bytes --queue-capacity --queue-bytes --max-inflight-bytes --body-timeout --min-body-rate --enqueue-timeout --max-open-requests --ack --all-or-nothing --auth-token --auth-token-file --tls-cert --tls-key --dead-letter --max-line-bytes --meta-field --progress --quiet --shutdown-timeout --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -53,6 +53,14 @@ _ingest__http() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --body-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --min-body-rate)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --enqueue-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -73,10 +81,6 @@ _ingest__http() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --shutdown-timeout)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --tls-cert)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -94,6 +98,10 @@ _ingest__http() {
                     return 0
                     ;;
                 --meta-field)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --shutdown-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

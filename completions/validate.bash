@@ -23,7 +23,7 @@ _validate() {
 
     case "${cmd}" in
         validate)
-            opts="-q -h -V --schema --require --type --workers --dead-letter --max-line-bytes --meta-field --progress --quiet --log-format --help --version"
+            opts="-q -h -V --schema --require --type --workers --dead-letter --max-line-bytes --meta-field --progress --quiet --shutdown-timeout --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -54,6 +54,10 @@ _validate() {
                     return 0
                     ;;
                 --meta-field)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --shutdown-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

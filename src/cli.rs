@@ -37,6 +37,14 @@ pub struct Common {
     #[arg(short, long)]
     pub quiet: bool,
 
+    /// How long the first SIGINT/SIGTERM may take to end the run. A command reading a pipe
+    /// reads on to its end within this time (the command before it in the pipe got the
+    /// signal too, and is writing out what it holds); ingest-http writes out what it has
+    /// queued. What is still unwritten or unread then is reported (exit 74 for events a
+    /// source had acknowledged). A second signal exits at once (130).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: std::time::Duration,
+
     /// Format of log lines on stderr. The level is set with NDPIPE_LOG (default: info).
     #[arg(long, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -64,8 +72,10 @@ pub fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is not a size in bytes (examples: 1048576, 64K, 16M)"))
 }
 
-/// Parses the command line; usage errors exit 64 (clap's own would be 2).
+/// Parses the command line; usage errors exit 64 (clap's own would be 2). A process
+/// started as a jq helper (see [`crate::jq`]) serves that role instead and never returns.
 pub fn parse<A: Parser>() -> A {
+    crate::jq::serve_if_helper();
     match A::try_parse() {
         Ok(a) => a,
         Err(e) => {
@@ -122,6 +132,17 @@ pub fn tame_malloc() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
         libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+/// Hands freed heap memory back to the system. Many small events freed after a burst
+/// leave the heap fragmented but mostly empty; glibc only trims its top on its own. A
+/// server calls this when a burst has drained (not per request: it walks the heap).
+pub fn give_back_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory; it is safe at any time.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

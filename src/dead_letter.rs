@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Seek, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -109,10 +109,15 @@ impl DeadLetters {
         };
         let record = self.record(stage, source, event, reject, meta.as_deref());
         let mut out = out.lock().expect("not poisoned");
-        match &mut *out {
-            Output::File(f) => f.write_all(&record),
+        let written = match &mut *out {
+            Output::File(f) => write_whole(f, &record),
             Output::Stderr => io::stderr().lock().write_all(&record),
+        };
+        if written.is_err() {
+            // Not kept: the summary must not count it as being in the file.
+            self.0.total.fetch_sub(1, Ordering::Relaxed);
         }
+        written
     }
 
     fn record(
@@ -143,7 +148,7 @@ impl DeadLetters {
         rec.push_str(&quote(source));
         rec.push_str(",\"raw\":");
         rec.push_str(&quote(&raw));
-        if cut < bytes.len() {
+        if cut < bytes.len() || event.is_truncated() {
             rec.push_str(",\"raw_truncated\":true");
         }
         rec.push(',');
@@ -162,6 +167,39 @@ impl DeadLetters {
             .map(|(kind, k)| format!("{:>10} {kind} (first: {})", k.count, k.example))
             .collect()
     }
+}
+
+/// Appends one record, with one `write(2)` when it can. A write that fails part-way (a
+/// full disk) leaves no torn record behind: the file is cut back to where the record
+/// began, unless another process appended after it meanwhile (then the record is ended
+/// with a newline if there is room, so that the next record still starts on a line).
+fn write_whole(f: &mut File, record: &[u8]) -> io::Result<()> {
+    let mut done = 0;
+    let error = loop {
+        if done == record.len() {
+            return Ok(());
+        }
+        match f.write(&record[done..]) {
+            Ok(0) => break io::Error::from(io::ErrorKind::WriteZero),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => break e,
+        }
+    };
+    if done > 0 {
+        // With O_APPEND the file offset is where our bytes end.
+        let end = f.stream_position();
+        let len = f.metadata().map(|m| m.len());
+        match (end, len) {
+            (Ok(end), Ok(len)) if end == len => {
+                let _ = f.set_len(end - done as u64);
+            }
+            _ => {
+                let _ = f.write_all(b"\n");
+            }
+        }
+    }
+    Err(error)
 }
 
 #[cfg(test)]

@@ -110,6 +110,8 @@ pub struct Ack(Arc<AckInner>);
 
 struct AckInner {
     on_done: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// Runs instead of `on_done` when the events were lost (see [`Ack::disarm`]).
+    on_lost: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 impl Drop for AckInner {
@@ -125,13 +127,30 @@ impl Ack {
     pub fn new(on_done: impl FnOnce() + Send + 'static) -> Ack {
         Ack(Arc::new(AckInner {
             on_done: Mutex::new(Some(Box::new(on_done))),
+            on_lost: Mutex::new(None),
         }))
     }
 
-    /// Makes sure the callback never runs (its events were lost, not handled).
+    /// Like [`Ack::new`], with a callback for when the events are lost instead.
+    pub fn with_loss(
+        on_done: impl FnOnce() + Send + 'static,
+        on_lost: impl FnOnce() + Send + 'static,
+    ) -> Ack {
+        let ack = Ack::new(on_done);
+        *ack.0.on_lost.lock().expect("new") = Some(Box::new(on_lost));
+        ack
+    }
+
+    /// Makes sure the done callback never runs (its events were lost, not handled), and
+    /// runs the lost callback, once. Whatever the done callback held is released now.
     pub fn disarm(&self) {
-        if let Ok(mut f) = self.0.on_done.lock() {
-            f.take();
+        let done = self.0.on_done.lock().ok().and_then(|mut f| f.take());
+        if done.is_some() {
+            let lost = self.0.on_lost.lock().ok().and_then(|mut f| f.take());
+            drop(done);
+            if let Some(lost) = lost {
+                lost();
+            }
         }
     }
 }
@@ -247,6 +266,11 @@ impl Event {
         }
     }
 
+    /// Whether the event holds only the start of its line (it was over-long).
+    pub fn is_truncated(&self) -> bool {
+        matches!(&self.body, Body::Oversized { prefix, len, .. } if (prefix.len() as u64) < *len)
+    }
+
     /// Whether the event is known to be one JSON object.
     pub fn is_decoded(&self) -> bool {
         matches!(&self.body, Body::Json(j) if j.members.is_some())
@@ -350,6 +374,14 @@ impl Event {
         if path.first() == meta {
             return None;
         }
+        let (text, members) = self.text_and_members();
+        let m = json::find(text, members, path.first())?;
+        json::get_in(&text[m.value.clone()], &path.segments()[1..])
+    }
+
+    /// Like [`Event::get`], with the metadata field visible too (`_meta.offset`): for a
+    /// sink, which may order rows by where they came from.
+    pub fn get_with_meta(&mut self, path: &FieldPath) -> Option<&str> {
         let (text, members) = self.text_and_members();
         let m = json::find(text, members, path.first())?;
         json::get_in(&text[m.value.clone()], &path.segments()[1..])

@@ -25,8 +25,11 @@ pub enum Exit {
     Software = 70,
     /// Reading or writing failed (disk full, permission denied, ...).
     IoErr = 74,
-    /// A second SIGINT/SIGTERM arrived while draining.
+    /// SIGINT stopped a run before the end of its input (it drained what it had read),
+    /// or a second SIGINT/SIGTERM arrived while draining.
     Interrupted = 130,
+    /// SIGTERM stopped a run before the end of its input; it drained what it had read.
+    Terminated = 143,
 }
 
 impl Exit {

@@ -14,6 +14,8 @@
 //!   (block-buffered, idle flush, closed-pipe aware).
 //! - [`dead_letter`]: the dead-letter record format and its `O_APPEND` writer.
 //! - [`event`]: events, batches, acknowledgement handles.
+//! - [`jq`]: jq programs, run in helper processes that a runaway program cannot take
+//!   down with it.
 //! - [`json`]: field paths, raw-text member lookup and splicing (no reformatting).
 //! - [`tape`]: the one validating scan of a JSON text, also read by JSON Schema.
 //! - [`progress`], [`shutdown`], [`exit`]: progress line, signal handling, exit codes.
@@ -24,6 +26,7 @@ pub mod dead_letter;
 pub mod docs;
 pub mod event;
 pub mod exit;
+pub mod jq;
 pub mod json;
 pub mod ndjson;
 pub mod progress;

@@ -13,7 +13,9 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,10 +34,12 @@ const READ_CHUNK: usize = 256 * 1024;
 /// Output gathered before a `write(2)` while more batches are ready.
 const WRITE_BUFFER: usize = 256 * 1024;
 
-/// An opened input: its name (for dead letters) and its reader.
+/// An opened input: its name (for dead letters), its reader, and whether it is a pipe or
+/// a socket, whose writer is another process (see [`read`] for why that matters).
 pub struct Input {
     pub name: Arc<str>,
     reader: Box<dyn Read + Send>,
+    pub stream: bool,
 }
 
 impl Input {
@@ -43,7 +47,26 @@ impl Input {
         Input {
             name: name.into(),
             reader: Box::new(reader),
+            stream: false,
         }
+    }
+
+    fn of_fd(name: &str, reader: impl Read + AsRawFd + Send + 'static) -> Input {
+        let stream = is_stream(reader.as_raw_fd());
+        Input {
+            stream,
+            ..Input::new(name, reader)
+        }
+    }
+}
+
+/// True when `fd` is a pipe (FIFO) or a socket.
+fn is_stream(fd: i32) -> bool {
+    // SAFETY: fstat only reads the descriptor's metadata into a zeroed struct we own.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        libc::fstat(fd, &mut st) == 0
+            && matches!(st.st_mode & libc::S_IFMT, libc::S_IFIFO | libc::S_IFSOCK)
     }
 }
 
@@ -76,13 +99,13 @@ pub fn open_inputs(paths: &[PathBuf]) -> Result<Vec<Input>> {
         widen_pipe(libc::STDIN_FILENO);
     }
     if paths.is_empty() {
-        return Ok(vec![Input::new("stdin", io::stdin())]);
+        return Ok(vec![Input::of_fd("stdin", io::stdin())]);
     }
     paths
         .iter()
         .map(|p| {
             if p.as_os_str() == "-" {
-                return Ok(Input::new("stdin", io::stdin()));
+                return Ok(Input::of_fd("stdin", io::stdin()));
             }
             let f = File::open(p).map_err(|e| match e.kind() {
                 io::ErrorKind::NotFound => {
@@ -93,7 +116,7 @@ pub fn open_inputs(paths: &[PathBuf]) -> Result<Vec<Input>> {
                     anyhow::anyhow!("{}: {e}", p.display()),
                 ),
             })?;
-            Ok(Input::new(&p.display().to_string(), f))
+            Ok(Input::of_fd(&p.display().to_string(), f))
         })
         .collect()
 }
@@ -108,6 +131,11 @@ pub struct Framer {
     line: u64,
     /// The start of a line that continues in the next chunk.
     carry: Vec<u8>,
+    /// How many bytes at the start of the buffer last handed out by `next_buffer` were
+    /// carried over: they hold no newline, so framing looks only at the bytes after them.
+    /// (Searching and copying the carried part again on every read made a line spanning
+    /// many reads quadratic: 10.8 s for a 50 MB line.)
+    carried: usize,
     /// Inside an over-long line: its kept prefix and length so far.
     skipping: Option<(Vec<u8>, u64)>,
 }
@@ -118,6 +146,7 @@ impl Framer {
             max: usize::try_from(max_line_bytes).unwrap_or(usize::MAX),
             line: 0,
             carry: Vec::new(),
+            carried: 0,
             skipping: None,
         }
     }
@@ -133,12 +162,16 @@ impl Framer {
     /// passing it to [`Framer::feed_buffer`] copies no input byte.
     pub fn next_buffer(&mut self, room: usize) -> Vec<u8> {
         let mut buf = std::mem::take(&mut self.carry);
+        self.carried = buf.len();
         buf.reserve(room);
         buf
     }
 
     /// Frames `buf`, which must come from [`Framer::next_buffer`] with the new bytes added.
     pub fn feed_buffer(&mut self, mut buf: Vec<u8>, out: &mut Vec<Event>) {
+        // The carried bytes come first and hold no newline (the carry is empty while
+        // skipping an over-long line).
+        let fresh = std::mem::take(&mut self.carried).min(buf.len());
         if let Some((prefix, len)) = &mut self.skipping {
             let Some(nl) = memchr::memchr(b'\n', &buf) else {
                 *len += buf.len() as u64;
@@ -152,7 +185,12 @@ impl Framer {
             self.end_skipping(out);
             buf.drain(..=nl);
         }
-        let complete = memchr::memrchr(b'\n', &buf).map_or(0, |nl| nl + 1);
+        let complete = memchr::memrchr(b'\n', &buf[fresh..]).map_or(0, |nl| fresh + nl + 1);
+        if complete == 0 && buf.len() <= self.max + 1 {
+            // No line ends here: all of it is the start of one line; keep it as it is.
+            self.carry = buf;
+            return;
+        }
         let tail = &buf[complete..];
         if tail.len() > self.max + 1 {
             // +1: a `\r` before the newline is not part of the line.
@@ -250,39 +288,135 @@ impl Framer {
     }
 }
 
-/// Reads the inputs one after the other into batches on `tx`, until they end, `tx`
-/// closes, or shutdown is triggered (then it stops at once, even mid-read).
+/// How reading ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReadEnd {
+    /// Every input was read to its end, or the stage stopped taking input.
+    Complete,
+    /// Shutdown stopped reading before the end of the input. `line` is the last line of
+    /// `source` handed on (0: none of it); everything up to it went to the stage.
+    Stopped { source: Arc<str>, line: u64 },
+}
+
+/// What the reading thread and [`read`] share.
+#[derive(Default)]
+struct ReadState {
+    /// The index of the input being read.
+    current: AtomicUsize,
+    /// Finish the input being read, but open no other.
+    last_input: AtomicBool,
+    /// Stop reading at the next chunk.
+    stop: AtomicBool,
+    /// Every input was read to its end.
+    finished: AtomicBool,
+}
+
+/// Reads the inputs one after the other into batches on `tx`, until they end or `tx`
+/// closes.
+///
+/// On shutdown it depends on what is being read. A file stops at once: the run is cut
+/// short, and [`ReadEnd::Stopped`] says after which line, so the user can resume. A pipe
+/// or a socket is read on to its end, bounded by `drain_timeout`: its writer is a process
+/// upstream that got the same signal (a signal to a shell pipe reaches the whole process
+/// group) and is now writing out what it holds, some of it already acknowledged to its
+/// clients. Stopping at once would drop that; reading on is how shutdown travels down a
+/// pipe, as closing channels does in one process. No input after it is opened.
 pub async fn read(
     inputs: Vec<Input>,
     max_line_bytes: u64,
     tx: Sender<Batch>,
     shutdown: Shutdown,
-) -> Result<()> {
+    drain_timeout: Duration,
+) -> Result<ReadEnd> {
+    let names: Vec<Arc<str>> = inputs.iter().map(|i| i.name.clone()).collect();
+    let streams: Vec<bool> = inputs.iter().map(|i| i.stream).collect();
+    let state = Arc::new(ReadState::default());
     let (raw_tx, mut raw_rx) = mpsc::channel::<io::Result<Batch>>(2);
     // A plain thread, not the blocking pool: it may sit in read(2) on an idle stdin when
     // the process ends, and must not hold the runtime back.
+    let thread_state = state.clone();
     std::thread::Builder::new()
         .name("ndjson-reader".into())
-        .spawn(move || read_blocking(inputs, max_line_bytes, raw_tx))?;
+        .spawn(move || read_blocking(inputs, max_line_bytes, raw_tx, &thread_state))?;
+    // The last line handed on, and where it came from.
+    let mut last: Option<(Arc<str>, u64)> = None;
+    let stopped = |last: &Option<(Arc<str>, u64)>| {
+        let source = names[state.current.load(Ordering::Relaxed)].clone();
+        let line = match last {
+            Some((s, line)) if Arc::ptr_eq(s, &source) => *line,
+            _ => 0,
+        };
+        ReadEnd::Stopped { source, line }
+    };
+    let mut drain_until: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             biased;
-            _ = shutdown.wait() => return Ok(()),
+            _ = shutdown.wait(), if drain_until.is_none() => {
+                let i = state.current.load(Ordering::Relaxed);
+                if !streams[i] {
+                    state.stop.store(true, Ordering::Relaxed);
+                    return Ok(stopped(&last));
+                }
+                state.last_input.store(true, Ordering::Relaxed);
+                drain_until = Some(tokio::time::Instant::now() + drain_timeout);
+                tracing::info!(
+                    "reading {} to its end before stopping (at most {})",
+                    names[i],
+                    humantime::format_duration(drain_timeout)
+                );
+            }
+            _ = sleep_until(drain_until) => {
+                state.stop.store(true, Ordering::Relaxed);
+                let end = stopped(&last);
+                tracing::warn!(
+                    "{} did not end within {} of the signal (--shutdown-timeout): stopped reading it",
+                    names[state.current.load(Ordering::Relaxed)],
+                    humantime::format_duration(drain_timeout)
+                );
+                return Ok(end);
+            }
             batch = raw_rx.recv() => match batch {
-                None => return Ok(()),
+                None if state.finished.load(Ordering::Relaxed) => return Ok(ReadEnd::Complete),
+                None => return Ok(stopped(&last)),
                 Some(Err(e)) => return Err(Error::from(anyhow::Error::new(e).context("reading input"))),
-                Some(Ok(batch)) => if tx.send(batch).await.is_err() {
-                    return Ok(());
-                },
+                Some(Ok(batch)) => {
+                    let end = batch.events.last().map(|e| (batch.source.clone(), e.line));
+                    if tx.send(batch).await.is_err() {
+                        return Ok(ReadEnd::Complete);
+                    }
+                    if end.is_some() {
+                        last = end;
+                    }
+                }
             },
         }
     }
 }
 
-fn read_blocking(inputs: Vec<Input>, max_line_bytes: u64, tx: Sender<io::Result<Batch>>) {
-    for mut input in inputs {
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn read_blocking(
+    inputs: Vec<Input>,
+    max_line_bytes: u64,
+    tx: Sender<io::Result<Batch>>,
+    state: &ReadState,
+) {
+    for (i, mut input) in inputs.into_iter().enumerate() {
+        if i > 0 && state.last_input.load(Ordering::Relaxed) {
+            return;
+        }
+        state.current.store(i, Ordering::Relaxed);
         let mut framer = Framer::new(max_line_bytes);
         loop {
+            if state.stop.load(Ordering::Relaxed) {
+                return;
+            }
             let mut buf = framer.next_buffer(READ_CHUNK);
             let carried = buf.len();
             buf.resize(carried + READ_CHUNK, 0);
@@ -320,6 +454,7 @@ fn read_blocking(inputs: Vec<Input>, max_line_bytes: u64, tx: Sender<io::Result<
             }
         }
     }
+    state.finished.store(true, Ordering::Relaxed);
 }
 
 /// Writes batches from `rx` to `out` until the channel closes. Events are dropped (their
@@ -340,8 +475,30 @@ fn write_blocking(
     mut out: impl Write,
     progress: Progress,
 ) -> io::Result<u64> {
-    let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BUFFER + 64 * 1024);
     let mut held: Vec<Event> = Vec::new();
+    let result = write_all_batches(&mut rx, &mut out, &progress, &mut held);
+    if result.is_err() {
+        // Nothing here may count as handled: what was not written is lost, and its sources
+        // must know (Kafka stores no offset, HTTP answers no 2xx, and counts it as lost).
+        rx.close();
+        let mut lost = held;
+        while let Ok(b) = rx.try_recv() {
+            lost.extend(b.events);
+        }
+        for ack in lost.iter().filter_map(|e| e.ack.as_ref()) {
+            ack.disarm();
+        }
+    }
+    result
+}
+
+fn write_all_batches(
+    rx: &mut Receiver<Batch>,
+    out: &mut impl Write,
+    progress: &Progress,
+    held: &mut Vec<Event>,
+) -> io::Result<u64> {
+    let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BUFFER + 64 * 1024);
     let mut written = 0u64;
     let mut last_flush = Instant::now();
     let mut flush =
@@ -361,7 +518,7 @@ fn write_blocking(
             Err(TryRecvError::Disconnected) => break,
             Err(TryRecvError::Empty) => {
                 // Input is idle: never hold output back while waiting.
-                flush(&mut buf, &mut held, &mut last_flush)?;
+                flush(&mut buf, held, &mut last_flush)?;
                 match rx.blocking_recv() {
                     Some(b) => b,
                     None => break,
@@ -378,10 +535,10 @@ fn write_blocking(
             }
         }
         if buf.len() >= WRITE_BUFFER || last_flush.elapsed() >= FLUSH_INTERVAL {
-            flush(&mut buf, &mut held, &mut last_flush)?;
+            flush(&mut buf, held, &mut last_flush)?;
         }
     }
-    flush(&mut buf, &mut held, &mut last_flush)?;
+    flush(&mut buf, held, &mut last_flush)?;
     Ok(written)
 }
 

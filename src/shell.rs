@@ -72,19 +72,52 @@ where
 
     let (in_tx, in_rx) = mpsc::channel(CHANNEL_BATCHES);
     let (out_tx, out_rx) = mpsc::channel(CHANNEL_BATCHES);
-    let reader = tokio::spawn(ndjson::read(inputs, common.max_line_bytes, in_tx, shutdown));
+    let reader = tokio::spawn(ndjson::read(
+        inputs,
+        common.max_line_bytes,
+        in_tx,
+        shutdown.clone(),
+        common.shutdown_timeout,
+    ));
     let stage = tokio::spawn(stage(in_rx, out_tx, ctx, stage_progress));
     let written = ndjson::write(out_rx, ndjson::stdout(), writer_progress).await;
-    progress.finish();
-    // A closed stdout ends the run at once (exit 0), without reading the rest of the input.
-    written?;
+    // A closed stdout (`| head`) ends a filter at once (exit 0, the rest of the input
+    // unread). A sink's stdout is only a copy (`persist --emit`): it loads to the end.
+    let sink = !writer_counts;
+    if let Err(e) = written {
+        if !(sink && e.is_broken_pipe()) {
+            progress.finish();
+            return Err(e);
+        }
+    }
     let stats = stage
         .await
         .map_err(|e| Error::from(anyhow::anyhow!("{name} panicked: {e}")))??;
-    reader
+    progress.finish();
+    let end = reader
         .await
         .map_err(|e| Error::from(anyhow::anyhow!("reader panicked: {e}")))??;
-    Ok(finish(name, common, &dead, &stats))
+    let exit = finish(name, common, &dead, &stats);
+    match end {
+        ndjson::ReadEnd::Complete => Ok(exit),
+        ndjson::ReadEnd::Stopped { source, line } => {
+            // Interrupted before the end of its input: what was read is handled; say
+            // where to resume, and exit 128 + the signal, not 0, so that scripts know.
+            let resume = if &*source == "stdin" {
+                format!("skip {line} lines of stdin")
+            } else {
+                format!("tail -n +{} {source}", line + 1)
+            };
+            eprintln!(
+                "{name}: interrupted: stopped after line {line} of {source}; everything up to \
+                 it was handled (to resume: {resume})"
+            );
+            Ok(match exit {
+                Exit::Ok => shutdown.interrupted_exit(),
+                other => other,
+            })
+        }
+    }
 }
 
 /// Runs a source (a server, a consumer) into stdout; it ends on shutdown or when it
@@ -100,12 +133,34 @@ where
     let ctx = Ctx::new(dead.clone(), shutdown.clone(), &common.meta_field);
     let progress = Progress::new(name, common.progress, common.quiet, &dead);
     let (out_tx, out_rx) = mpsc::channel(CHANNEL_BATCHES);
-    let task = tokio::spawn(source(out_tx, ctx));
-    let written = ndjson::write(out_rx, ndjson::stdout(), progress.clone()).await;
+    let mut task = tokio::spawn(source(out_tx, ctx));
+    let mut writer = tokio::spawn(ndjson::write(out_rx, ndjson::stdout(), progress.clone()));
+    let panicked = |e| Error::from(anyhow::anyhow!("{name} panicked: {e}"));
+    let (ran, written) = tokio::select! {
+        // The source ended (its own end, or shutdown). A failed source (acknowledged
+        // events it could not write before --shutdown-timeout) ends the run at once,
+        // even with the writer stuck on a stalled stdout.
+        ran = &mut task => (ran, None),
+        // stdout closed or failed: stop taking input (HTTP answers 503, Kafka stops
+        // fetching); the source then says what it had acknowledged but could not write.
+        written = &mut writer => {
+            let written = written.map_err(panicked)?;
+            if written.is_err() {
+                shutdown.trigger();
+            }
+            (task.await, Some(written))
+        }
+    };
+    if let Err(e) = ran.map_err(panicked).and_then(|r| r) {
+        progress.finish();
+        return Err(e);
+    }
+    let written = match written {
+        Some(w) => w,
+        None => writer.await.map_err(panicked)?,
+    };
     progress.finish();
     let events = written?;
-    task.await
-        .map_err(|e| Error::from(anyhow::anyhow!("{name} panicked: {e}")))??;
     let stats = Stats {
         events_in: events,
         events_out: events,

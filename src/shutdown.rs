@@ -2,34 +2,63 @@
 //!
 //! Stages never call `ctrl_c()` or `process::exit`. The binary installs the handler
 //! ([`Shutdown::on_signals`]); the first SIGINT or SIGTERM triggers the token, sources stop
-//! reading and drop their senders, and every later stage drains what is in flight and
+//! taking input and drop their senders, and every later stage drains what is in flight and
 //! ends when its input channel closes (mini-redis's "drain by dropping senders"). A second
 //! signal exits at once with code 130.
+//!
+//! Down a shell pipe, shutdown travels the same way: a signal to the whole process group
+//! reaches every command, the source writes what it holds and closes its stdout, and a
+//! command reading a pipe keeps reading it to its end (see `ndjson::read`), so nothing
+//! the source acknowledged is dropped between two commands.
+
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::exit::Exit;
 
 #[derive(Clone, Debug, Default)]
-pub struct Shutdown(CancellationToken);
+pub struct Shutdown {
+    token: CancellationToken,
+    /// The signal that triggered it (0: none, or triggered by the program itself).
+    signal: Arc<AtomicI32>,
+}
 
 impl Shutdown {
     pub fn new() -> Shutdown {
-        Shutdown(CancellationToken::new())
+        Shutdown::default()
     }
 
     /// Starts a graceful shutdown.
     pub fn trigger(&self) {
-        self.0.cancel();
+        self.token.cancel();
+    }
+
+    /// Starts a graceful shutdown on behalf of signal `sig`.
+    pub fn trigger_by(&self, sig: i32) {
+        let _ = self
+            .signal
+            .compare_exchange(0, sig, Ordering::Relaxed, Ordering::Relaxed);
+        self.token.cancel();
+    }
+
+    /// The exit code of a run this shutdown cut short: 128 + the signal (130 after SIGINT,
+    /// 143 after SIGTERM), 130 when no signal was involved.
+    pub fn interrupted_exit(&self) -> Exit {
+        match self.signal.load(Ordering::Relaxed) {
+            libc::SIGTERM => Exit::Terminated,
+            _ => Exit::Interrupted,
+        }
     }
 
     pub fn is_triggered(&self) -> bool {
-        self.0.is_cancelled()
+        self.token.is_cancelled()
     }
 
     /// Completes once shutdown has been triggered.
     pub async fn wait(&self) {
-        self.0.cancelled().await
+        self.token.cancelled().await
     }
 
     /// A token triggered by the first SIGINT/SIGTERM; a second one exits with 130.
@@ -46,11 +75,14 @@ impl Shutdown {
                 tracing::warn!("cannot install signal handlers");
                 return;
             };
-            tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+            let sig = tokio::select! {
+                _ = int.recv() => libc::SIGINT,
+                _ = term.recv() => libc::SIGTERM,
+            };
             tracing::info!(
                 "shutting down: draining in-flight events (signal again to exit at once)"
             );
-            token.trigger();
+            token.trigger_by(sig);
             tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
             std::process::exit(Exit::Interrupted.code().into());
         });

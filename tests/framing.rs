@@ -1,7 +1,7 @@
 //! Framing and shared conventions, seen through `validate` with no rules (which passes
 //! every JSON object and rejects everything else).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command as StdCommand, Stdio};
 use std::time::{Duration, Instant};
 
@@ -257,8 +257,11 @@ fn kill(child: &std::process::Child, sig: i32) {
     assert!(ok, "kill failed");
 }
 
+/// SIGTERM reaches every command of a pipe at once: a command reading a pipe reads on to
+/// its end (what its upstream writes out while shutting down still comes through), then
+/// exits 0; an upstream that never ends is given up on after --shutdown-timeout (143).
 #[test]
-fn first_sigterm_drains_and_exits_0_even_with_stdin_open() {
+fn first_sigterm_reads_a_pipe_to_its_end() {
     let mut child = spawn("enrich", &["--set", "x=1"]);
     let mut stdin = child.stdin.take().unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
@@ -268,8 +271,25 @@ fn first_sigterm_drains_and_exits_0_even_with_stdin_open() {
     stdout.read_line(&mut line).unwrap();
     assert_eq!(line, "{\"n\":1,\"x\":1}\n");
     kill(&child, libc::SIGTERM);
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(0));
+    std::thread::sleep(Duration::from_millis(200));
+    writeln!(stdin, "{{\"n\":2}}").unwrap();
+    drop(stdin);
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "{\"n\":2,\"x\":1}\n");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+
+    let mut child = spawn("enrich", &["--set", "x=1", "--shutdown-timeout", "1s"]);
+    let stdin = child.stdin.take().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let start = std::time::Instant::now();
+    kill(&child, libc::SIGTERM);
+    let o = child.wait_with_output().unwrap();
+    assert!(start.elapsed() < Duration::from_secs(10));
+    assert_eq!(o.status.code(), Some(143));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("did not end within 1s"), "{stderr}");
+    assert!(stderr.contains("stopped after line 0 of stdin"), "{stderr}");
     drop(stdin);
 }
 

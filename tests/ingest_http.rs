@@ -109,7 +109,7 @@ fn wait_for(child: &mut Child, limit: Duration) -> i32 {
     }
 }
 
-fn agent() -> ureq::Agent {
+pub(crate) fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(60)))
@@ -118,19 +118,19 @@ fn agent() -> ureq::Agent {
 }
 
 /// One answer: status, Retry-After present, body.
-struct Reply {
-    status: u16,
-    retry_after: bool,
-    body: String,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) retry_after: bool,
+    pub(crate) body: String,
 }
 
 impl Reply {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{}: {e}", self.body))
     }
 }
 
-fn post(agent: &ureq::Agent, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+pub(crate) fn post(agent: &ureq::Agent, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
     let mut req = agent.post(url);
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -144,7 +144,7 @@ fn post(agent: &ureq::Agent, url: &str, headers: &[(&str, &str)], body: &[u8]) -
 }
 
 const JSON: (&str, &str) = ("Content-Type", "application/json");
-const NDJSON: (&str, &str) = ("Content-Type", "application/x-ndjson");
+pub(crate) const NDJSON: (&str, &str) = ("Content-Type", "application/x-ndjson");
 
 fn gzip(data: &[u8]) -> Vec<u8> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());

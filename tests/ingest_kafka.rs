@@ -384,6 +384,8 @@ fn keys_headers_tombstones_bad_payloads_and_kcat_format() {
         .unwrap();
     assert_eq!(o.status.code(), Some(69), "{}", err(&o));
     assert!(err(&o).contains("cannot reach the brokers"), "{}", err(&o));
+    // One line says so: none of librdkafka's retries.
+    assert_eq!(err(&o).lines().count(), 1, "{}", err(&o));
     assert!(start.elapsed() < Duration::from_secs(10));
 
     // Usage errors: exactly-once needs a name and the metadata field.

@@ -9,16 +9,21 @@
 //! - `enrich`: --set, --timestamp, --id, --lookup, --jq and its split stamps, order.
 //! - `ingest_http`: the HTTP server: body forms, status codes, back-pressure with a stalled
 //!   stdout, `--ack written`, shutdown under load.
-//! - `ingest_kafka`: a real broker (tansu): round trip with --exit-at-end, keys, headers,
-//!   tombstones, bad payloads, kcat's envelope, exactly-once into PostgreSQL with kill -9.
+//! - `ingest_kafka`: Apache Kafka (`scripts/kafka-test-broker`): round trip with
+//!   --exit-at-end, keys, headers, tombstones, bad payloads, kcat's envelope, exactly-once
+//!   into PostgreSQL with kill -9 of either command or of the broker, two members of one
+//!   group taking over each other's partitions with epoch fencing.
 //! - `persist`: PostgreSQL and SQLite round trips, replays, versions, bad rows, offsets
 //!   and fencing, a database restart mid-run, table names.
+//! - `faults`: the standing fault suite: signals to a whole pipe, a closed or stalled
+//!   stdout, a database stopped mid-run; nothing acknowledged may be lost.
 //! - `docs`: `--help` everywhere; committed man pages and completions are current.
 
 mod util;
 
 mod docs;
 mod enrich;
+mod faults;
 mod framing;
 mod ingest_http;
 mod ingest_kafka;

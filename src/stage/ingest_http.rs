@@ -35,6 +35,7 @@ use prometheus::{
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::cli::{parse_bytes, Common};
+use crate::dead_letter::RAW_LIMIT;
 use crate::event::{Ack, Batch, Event, Reject};
 use crate::exit::{Error, Exit, Result};
 use crate::json;
@@ -86,10 +87,20 @@ pub struct Args {
     #[arg(long, value_name = "BYTES", default_value = "16M", value_parser = parse_bytes)]
     pub queue_bytes: u64,
 
-    /// Bytes of request bodies being received and parsed at once; a request waits for its
-    /// share (its Content-Length, else --max-body-bytes) like it waits for queue room.
+    /// Memory for requests being received and parsed at once: their bytes as they arrive,
+    /// inflated, and made into events. A request waits for room like it waits for queue
+    /// room (then 503); one that could never fit gets 413.
     #[arg(long, value_name = "BYTES", default_value = "24M", value_parser = parse_bytes)]
     pub max_inflight_bytes: u64,
+
+    /// The longest a request body may take to arrive (then 408).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub body_timeout: Duration,
+
+    /// The slowest a request body may arrive, in bytes per second, after its first 5
+    /// seconds (then 408): an idle or trickling body does not hold a connection for long.
+    #[arg(long, value_name = "BYTES", default_value = "4K", value_parser = parse_bytes)]
+    pub min_body_rate: u64,
 
     /// How long a request waits for room before it gets 503 with Retry-After.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
@@ -121,11 +132,6 @@ pub struct Args {
     #[arg(long, value_name = "FILE", conflicts_with = "auth_token")]
     pub auth_token_file: Option<PathBuf>,
 
-    /// On SIGTERM/SIGINT, how long to wait for queued events to be written; events still
-    /// queued then are counted and logged as lost (exit 74).
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
-    pub shutdown_timeout: Duration,
-
     /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -155,6 +161,8 @@ pub struct Config {
     pub queue_capacity: u32,
     pub queue_bytes: u64,
     pub max_inflight_bytes: u64,
+    pub body_timeout: Duration,
+    pub min_body_rate: u64,
     pub enqueue_timeout: Duration,
     pub max_open_requests: usize,
     pub ack: AckMode,
@@ -195,13 +203,15 @@ impl Config {
             queue_capacity: args.queue_capacity,
             queue_bytes: args.queue_bytes.min(u32::MAX as u64 * 1024),
             max_inflight_bytes: args.max_inflight_bytes.max(args.max_body_bytes),
+            body_timeout: args.body_timeout,
+            min_body_rate: args.min_body_rate,
             enqueue_timeout: args.enqueue_timeout,
             max_open_requests: args.max_open_requests.max(1),
             ack: args.ack,
             all_or_nothing: args.all_or_nothing,
             auth_token,
             max_line_bytes: to_usize(args.common.max_line_bytes),
-            shutdown_timeout: args.shutdown_timeout,
+            shutdown_timeout: args.common.shutdown_timeout,
             tls: args.tls_cert.clone().zip(args.tls_key.clone()),
         })
     }
@@ -210,11 +220,114 @@ impl Config {
 /// Events of waiting requests joined into one batch for the output.
 const FORWARD_BATCH: usize = 4096;
 
+/// After this many events, once the hub is empty,
+/// freed memory is given back to the system: a burst of 7 M tiny events left 1.07 GB
+/// resident after it had drained.
+const TRIM_AFTER_EVENTS: usize = 100_000;
+
 /// How long the forwarder gathers waiting requests before passing them on.
 const FORWARD_GATHER: Duration = Duration::from_millis(1);
 
 /// Byte budgets are counted in KiB so they fit a semaphore's u32 permits.
 const UNIT: u64 = 1024;
+
+/// Memory an event takes beyond its text: the `Event` and its member index, plus
+/// allocator slack. Counted against the queue and in-flight budgets, or bodies of many
+/// tiny events escape them: 3.4 M `{}` lines took 226 bytes each with their metadata.
+const EVENT_OVERHEAD: u64 = 96;
+
+/// A body has this long before --min-body-rate applies (a client's first bytes may be
+/// slow to come: TLS, a cold connection).
+const MIN_RATE_GRACE: Duration = Duration::from_secs(5);
+
+/// Bytes inflated at a time, taking in-flight room for each step first.
+const INFLATE_STEP: usize = 256 * 1024;
+
+/// What one request holds of --max-inflight-bytes. It grows with what has actually
+/// arrived and been made of it (raw bytes, inflated bytes, events), never with what a
+/// client only declares: three clients announcing 8 MiB and going quiet used to hold it
+/// all, and every other POST got 503.
+struct Room {
+    sem: Arc<Semaphore>,
+    held: Option<OwnedSemaphorePermit>,
+    units: u32,
+    total_units: u32,
+    wait: Duration,
+}
+
+/// Why room could not be had.
+enum NoRoom {
+    /// Not now: retry later (503).
+    Busy,
+    /// Never: more than the whole budget (413).
+    TooLarge,
+}
+
+impl Room {
+    fn new(hub: &Hub) -> Room {
+        Room {
+            sem: hub.inflight.clone(),
+            held: None,
+            units: 0,
+            total_units: units(hub.config.max_inflight_bytes),
+            wait: hub.config.enqueue_timeout,
+        }
+    }
+
+    /// Holds room for `bytes` in all, waiting up to --enqueue-timeout for it.
+    async fn grow_to(&mut self, bytes: u64) -> std::result::Result<(), NoRoom> {
+        let want = self.check(bytes)?;
+        if want > self.units {
+            let p = acquire(&self.sem, want - self.units, self.wait)
+                .await
+                .ok_or(NoRoom::Busy)?;
+            self.add(p, want);
+        }
+        Ok(())
+    }
+
+    /// The same, without waiting.
+    fn try_grow_to(&mut self, bytes: u64) -> std::result::Result<(), NoRoom> {
+        let want = self.check(bytes)?;
+        if want > self.units {
+            let p = self
+                .sem
+                .clone()
+                .try_acquire_many_owned(want - self.units)
+                .map_err(|_| NoRoom::Busy)?;
+            self.add(p, want);
+        }
+        Ok(())
+    }
+
+    fn check(&self, bytes: u64) -> std::result::Result<u32, NoRoom> {
+        let want = units(bytes);
+        if want > self.total_units {
+            return Err(NoRoom::TooLarge);
+        }
+        Ok(want)
+    }
+
+    fn add(&mut self, p: OwnedSemaphorePermit, want: u32) {
+        match &mut self.held {
+            Some(h) => h.merge(p),
+            None => self.held = Some(p),
+        }
+        self.units = want;
+    }
+}
+
+impl NoRoom {
+    fn answer(self, config: &Config) -> Answer {
+        match self {
+            NoRoom::Busy => Answer::busy("too many request bytes in flight"),
+            NoRoom::TooLarge => too_large(
+                config.max_inflight_bytes as usize,
+                "request in memory (--max-inflight-bytes)",
+            ),
+        }
+    }
+}
 
 fn units(bytes: u64) -> u32 {
     bytes.div_ceil(UNIT).min(u32::MAX as u64) as u32
@@ -306,6 +419,14 @@ struct Hub {
     inflight: Arc<Semaphore>,
     open: AtomicUsize,
     closing: AtomicBool,
+    /// When the shutdown began: --shutdown-timeout counts from there.
+    closing_at: std::sync::OnceLock<tokio::time::Instant>,
+    /// stdout closed or failed: nothing queued can be written any more.
+    stdout_closed: AtomicBool,
+    /// Events acknowledged (202) that could not be written.
+    lost: Arc<AtomicU64>,
+    /// A dead letter could not be written (the exit code is then 74).
+    dead_letters_failed: AtomicBool,
     next_id: AtomicU64,
     id_prefix: String,
     metrics: Metrics,
@@ -457,15 +578,14 @@ async fn handle(
         drain(body).await;
         return too_large(config.max_body_bytes, "request body");
     }
-    // Room to receive the body: its declared length, else the most it may be.
-    let share = units(declared.unwrap_or(config.max_body_bytes as u64).max(1));
-    let Some(_receiving) = acquire(&hub.inflight, share, config.enqueue_timeout).await else {
-        return Answer::busy("too many request bytes in flight");
-    };
-    let raw = match read_body(body, config.max_body_bytes).await {
+    // Room for the request is taken as its bytes arrive and grow (see `Room`).
+    let mut room = Room::new(hub);
+    let raw = match read_body(body, config, &mut room).await {
         Ok(b) => b,
-        Err(None) => return too_large(config.max_body_bytes, "request body"),
-        Err(Some(e)) => {
+        Err(BodyError::TooLarge) => return too_large(config.max_body_bytes, "request body"),
+        Err(BodyError::NoRoom(r)) => return r.answer(config),
+        Err(BodyError::Slow(why)) => return Answer::error(StatusCode::REQUEST_TIMEOUT, &why),
+        Err(BodyError::Read(e)) => {
             return Answer::error(
                 StatusCode::BAD_REQUEST,
                 &format!("cannot read the body: {e}"),
@@ -473,11 +593,14 @@ async fn handle(
         }
     };
     let text: Bytes = if gzip {
-        match inflate(&raw, config.max_decompressed_bytes) {
+        let base = raw.len() as u64;
+        let mut reserve = |bytes: u64| room.try_grow_to(base + bytes);
+        match inflate(&raw, config.max_decompressed_bytes, &mut reserve) {
             Ok(t) => t.into(),
             Err(Inflate::TooLarge) => {
                 return too_large(config.max_decompressed_bytes, "inflated body")
             }
+            Err(Inflate::NoRoom(r)) => return r.answer(config),
             Err(Inflate::Bad(e)) => {
                 return Answer::error(StatusCode::BAD_REQUEST, &format!("bad gzip body: {e}"))
             }
@@ -505,16 +628,29 @@ async fn handle(
         jiff::Timestamp::now(),
         json::quote(&request_id)
     );
+    // Before any event is made: no more events than the queue holds, and room for them.
+    let held = room.units as u64 * UNIT;
+    let per_event = EVENT_OVERHEAD + meta.len() as u64 + 16;
+    let mut admit = |count: usize| -> std::result::Result<(), Answer> {
+        if count > config.queue_capacity as usize {
+            hub.metrics.refused.inc_by(count as u64);
+            return Err(too_large_for_queue(count as u32, text.len() as u64, config));
+        }
+        room.try_grow_to(held + text.len() as u64 + count as u64 * per_event)
+            .map_err(|r| r.answer(config))
+    };
     let parsed = split_events(
         text,
         ndjson,
         config.max_line_bytes,
         &hub.ctx.meta_field,
         &meta,
+        &mut admit,
     );
     let Parsed { events, errors } = match parsed {
         Ok(p) => p,
-        Err(reason) => return Answer::error(StatusCode::BAD_REQUEST, &reason),
+        Err(Refused::Bad(reason)) => return Answer::error(StatusCode::BAD_REQUEST, &reason),
+        Err(Refused::Answer(a)) => return a,
     };
     let source: Arc<str> = Arc::from(format!("http:{request_id}"));
     let rejected = errors.len();
@@ -534,19 +670,13 @@ async fn handle(
     if events.is_empty() {
         return Answer::error(StatusCode::BAD_REQUEST, "no event in the request");
     }
-    // Dead letters for the malformed ones (the valid ones are queued below).
-    for (at, reason, raw) in &errors {
-        let mut ev = Event::from_line(raw.as_bytes().to_vec(), *at as u64);
-        let reject = Reject::new("http", reason.clone());
-        if let Err(e) = hub.ctx.dead.write("ingest-http", &source, &mut ev, &reject) {
-            tracing::error!("cannot write a dead letter: {e}");
-        }
-    }
-    hub.metrics.rejected.inc_by(rejected as u64);
 
     // Reserve room for every event before queueing any.
     let n = events.len() as u32;
-    let size: u64 = events.iter().map(|e| e.bytes().len() as u64 + 1).sum();
+    let size: u64 = events
+        .iter()
+        .map(|e| e.bytes().len() as u64 + 1 + EVENT_OVERHEAD)
+        .sum();
     if n > config.queue_capacity || units(size) > units(config.queue_bytes) {
         hub.metrics.refused.inc_by(n.into());
         return too_large_for_queue(n, size, config);
@@ -560,12 +690,34 @@ async fn handle(
         hub.metrics.refused.inc_by(n.into());
         return Answer::busy("the queue is full; retry later");
     };
+    // The request is taken: dead letters for its malformed events (a request refused
+    // with 413 or 503 is the client's to resend, and leaves none). One that cannot be
+    // written fails the whole request, with nothing queued: a 202 would claim it is kept.
+    for m in &errors {
+        let mut ev = m.event(config.max_line_bytes);
+        let reject = Reject::new(m.kind, m.reason.clone());
+        if let Err(e) = hub.ctx.dead.write("ingest-http", &source, &mut ev, &reject) {
+            tracing::error!("cannot write a dead letter, refusing the request: {e}");
+            hub.dead_letters_failed.store(true, Ordering::Relaxed);
+            return Answer::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the request's malformed events cannot be kept (dead-letter output failed); nothing was queued",
+            );
+        }
+    }
+    hub.metrics.rejected.inc_by(rejected as u64);
     let (written_tx, written_rx) = oneshot::channel();
-    let ack = Ack::new(move || {
-        drop(event_permits);
-        drop(byte_permits);
-        let _ = written_tx.send(());
-    });
+    let lost = hub.lost.clone();
+    let ack = Ack::with_loss(
+        move || {
+            drop(event_permits);
+            drop(byte_permits);
+            let _ = written_tx.send(());
+        },
+        move || {
+            lost.fetch_add(n.into(), Ordering::Relaxed);
+        },
+    );
     let mut events = events;
     for e in &mut events {
         e.ack = Some(ack.clone());
@@ -605,28 +757,69 @@ async fn handle(
 /// Most bytes of an oversized body read (and dropped) so the client sees the 413.
 const DRAIN_LIMIT: u64 = 64 << 20;
 
-/// The body, up to `limit` bytes; `Err(None)` when larger (the rest is drained).
+/// Why a body could not be read.
+enum BodyError {
+    /// Over --max-body-bytes (the rest was drained, up to a limit).
+    TooLarge,
+    NoRoom(NoRoom),
+    /// Over --body-timeout, or under --min-body-rate.
+    Slow(String),
+    Read(axum::Error),
+}
+
+/// The body, taking in-flight room for its bytes as they arrive, within --body-timeout
+/// and --min-body-rate.
 async fn read_body(
     body: axum::body::Body,
-    limit: usize,
-) -> std::result::Result<Bytes, Option<axum::Error>> {
+    config: &Config,
+    room: &mut Room,
+) -> std::result::Result<Bytes, BodyError> {
     use futures::StreamExt;
+    let limit = config.max_body_bytes;
     let mut stream = body.into_data_stream();
     let mut first: Option<Bytes> = None;
     let mut more: Vec<u8> = Vec::new();
     let mut total = 0usize;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(Some)?;
+    let start = tokio::time::Instant::now();
+    let rate = config.min_body_rate.max(1);
+    loop {
+        // By when more must have come: the body's timeout, or where its bytes so far fall
+        // below the minimum rate.
+        let at_rate = MIN_RATE_GRACE + Duration::from_secs_f64(total as f64 / rate as f64);
+        let deadline = start + config.body_timeout.min(at_rate);
+        let next = match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(next) => next,
+            Err(_) => {
+                let why = if at_rate < config.body_timeout {
+                    format!(
+                        "the body arrives slower than --min-body-rate {rate} bytes/s ({total} bytes in {:.1}s)",
+                        start.elapsed().as_secs_f64()
+                    )
+                } else {
+                    format!(
+                        "the body did not arrive within --body-timeout {}",
+                        humantime::format_duration(config.body_timeout)
+                    )
+                };
+                return Err(BodyError::Slow(why));
+            }
+        };
+        let Some(chunk) = next else { break };
+        let chunk = chunk.map_err(BodyError::Read)?;
         total += chunk.len();
         if total > limit {
             drop((first, more));
             drain_stream(stream, total as u64).await;
-            return Err(None);
+            return Err(BodyError::TooLarge);
         }
+        room.grow_to(total as u64)
+            .await
+            .map_err(BodyError::NoRoom)?;
         match &first {
             None => first = Some(chunk),
             Some(f) => {
                 if more.is_empty() {
+                    more.reserve(total.next_power_of_two().min(limit));
                     more.extend_from_slice(f);
                 }
                 more.extend_from_slice(&chunk);
@@ -708,54 +901,129 @@ fn media_type(headers: &HeaderMap) -> Option<&str> {
 
 enum Inflate {
     TooLarge,
+    NoRoom(NoRoom),
     Bad(std::io::Error),
 }
 
 /// Inflates gzip, refusing to produce more than `cap` bytes (a gzip bomb stops there).
-fn inflate(raw: &[u8], cap: usize) -> std::result::Result<Vec<u8>, Inflate> {
-    let mut out = Vec::with_capacity((raw.len() * 4).min(cap));
-    let mut dec = flate2::read::MultiGzDecoder::new(raw).take(cap as u64 + 1);
-    dec.read_to_end(&mut out).map_err(Inflate::Bad)?;
-    if out.len() > cap {
-        return Err(Inflate::TooLarge);
+/// `reserve(n)` takes in-flight room for `n` inflated bytes before each step, so that
+/// many small bodies inflating at once stay within --max-inflight-bytes.
+fn inflate(
+    raw: &[u8],
+    cap: usize,
+    reserve: &mut dyn FnMut(u64) -> std::result::Result<(), NoRoom>,
+) -> std::result::Result<Vec<u8>, Inflate> {
+    let mut out: Vec<u8> = Vec::new();
+    let mut dec = flate2::read::MultiGzDecoder::new(raw);
+    loop {
+        let step = INFLATE_STEP.min(cap + 1 - out.len());
+        // Grow by a quarter, not double: the room taken stays near what was inflated,
+        // and the copies stay linear in all.
+        out.reserve_exact(step.max(out.len() / 4));
+        reserve(out.capacity() as u64).map_err(Inflate::NoRoom)?;
+        let len = out.len();
+        out.resize(len + step, 0);
+        let n = match dec.read(&mut out[len..]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                out.truncate(len);
+                continue;
+            }
+            Err(e) => return Err(Inflate::Bad(e)),
+        };
+        out.truncate(len + n);
+        if out.len() > cap {
+            return Err(Inflate::TooLarge);
+        }
+        if n == 0 && step > 0 {
+            return Ok(out);
+        }
     }
-    Ok(out)
 }
 
-/// Valid events of a body, and (position, reason, raw text) of the malformed ones.
+/// Valid events of a body, and the malformed ones.
 struct Parsed {
     events: Vec<Event>,
-    errors: Vec<(usize, String, String)>,
+    errors: Vec<Malformed>,
+}
+
+/// One malformed event of a body.
+struct Malformed {
+    /// Its position as the answer reports it: the array index (from 0) or the line.
+    at: usize,
+    /// Its line for dead letters, from 1 (an array's element: its position from 1).
+    line: u64,
+    /// The dead-letter kind, as the NDJSON framer and decoder name it.
+    kind: &'static str,
+    reason: String,
+    /// Its text; for an over-long line only the start, with the whole length here.
+    raw: String,
+    full_len: Option<u64>,
+}
+
+impl Malformed {
+    /// The event a dead letter is written for.
+    fn event(&self, max_line: usize) -> Event {
+        match self.full_len {
+            Some(len) => Event::oversized(
+                self.raw.as_bytes().to_vec(),
+                len,
+                max_line as u64,
+                self.line,
+            ),
+            None => Event::from_line(self.raw.as_bytes().to_vec(), self.line),
+        }
+    }
+}
+
+/// Why a body was refused whole.
+enum Refused {
+    /// Not JSON, an array, nor NDJSON (400).
+    Bad(String),
+    /// What `admit` answered.
+    Answer(Answer),
 }
 
 /// Splits a body into events, each with the metadata field set. A body that is neither
-/// an object, an array, nor NDJSON is an error for the whole request.
+/// an object, an array, nor NDJSON is an error for the whole request. `admit(n)` is asked
+/// before any event is made, with how many the body holds at most.
 fn split_events(
     text: &str,
     ndjson: bool,
     max_line: usize,
     meta_field: &str,
     meta: &str,
-) -> std::result::Result<Parsed, String> {
+    admit: &mut dyn FnMut(usize) -> std::result::Result<(), Answer>,
+) -> std::result::Result<Parsed, Refused> {
     let mut parsed = Parsed {
         events: Vec::new(),
         errors: Vec::new(),
     };
     let body = text.trim_start_matches('\u{feff}');
     let trimmed = body.trim_ascii();
-    let one = |raw: &str, at: usize, parsed: &mut Parsed| {
-        let mut event = Event::from_line(raw.as_bytes().to_vec(), at as u64);
+    let one = |raw: &str, at: usize, line: u64, parsed: &mut Parsed| {
+        let mut event = Event::from_line(raw.as_bytes().to_vec(), line);
         match with_meta(&mut event, meta_field, meta) {
             Ok(()) => parsed.events.push(event),
-            Err(r) => parsed.errors.push((at, r.reason, raw.to_owned())),
+            Err(r) => parsed.errors.push(Malformed {
+                at,
+                line,
+                kind: r.kind,
+                reason: r.reason,
+                raw: raw.to_owned(),
+                full_len: None,
+            }),
         }
     };
     if !ndjson && trimmed.starts_with('[') {
         let Some(elems) = json::scan_array(trimmed) else {
-            return Err("the body is not valid JSON (an array was expected)".into());
+            return Err(Refused::Bad(
+                "the body is not valid JSON (an array was expected)".into(),
+            ));
         };
+        admit(elems.len()).map_err(Refused::Answer)?;
         for (i, r) in elems.into_iter().enumerate() {
-            one(&trimmed[r], i, &mut parsed);
+            one(&trimmed[r], i, i as u64 + 1, &mut parsed);
         }
         return Ok(parsed);
     }
@@ -763,7 +1031,8 @@ fn split_events(
         // One object; a body of several lines is taken as NDJSON all the same.
         let single = serde_json::from_str::<serde::de::IgnoredAny>(trimmed).is_ok();
         if single {
-            one(trimmed, 0, &mut parsed);
+            admit(1).map_err(Refused::Answer)?;
+            one(trimmed, 0, 1, &mut parsed);
             return Ok(parsed);
         }
         if !trimmed.contains('\n') {
@@ -772,26 +1041,36 @@ fn split_events(
                 .decode()
                 .err()
                 .map_or("malformed JSON".into(), |r| r.reason);
-            return Err(format!("the body is not a JSON object: {reason}"));
+            return Err(Refused::Bad(format!(
+                "the body is not a JSON object: {reason}"
+            )));
         }
     }
+    let lines = body
+        .split('\n')
+        .filter(|l| !l.trim_ascii().is_empty())
+        .count();
+    admit(lines).map_err(Refused::Answer)?;
     for (n, line) in body.split('\n').enumerate() {
         let line = line.strip_suffix('\r').unwrap_or(line);
         if line.trim_ascii().is_empty() {
             continue;
         }
         if line.len() > max_line {
-            parsed.errors.push((
-                n + 1,
-                format!(
+            parsed.errors.push(Malformed {
+                at: n + 1,
+                line: n as u64 + 1,
+                kind: "line_too_long",
+                reason: format!(
                     "line of {} bytes is longer than --max-line-bytes {max_line}",
                     line.len()
                 ),
-                line[..line.floor_char_boundary(8192)].to_owned(),
-            ));
+                raw: line[..line.floor_char_boundary(RAW_LIMIT)].to_owned(),
+                full_len: Some(line.len() as u64),
+            });
             continue;
         }
-        one(line, n + 1, &mut parsed);
+        one(line, n + 1, n as u64 + 1, &mut parsed);
     }
     Ok(parsed)
 }
@@ -804,7 +1083,7 @@ fn with_meta(event: &mut Event, meta_field: &str, meta: &str) -> std::result::Re
 
 fn summary_json(
     accepted: usize,
-    errors: &[(usize, String, String)],
+    errors: &[Malformed],
     ndjson: bool,
     error: Option<&str>,
 ) -> String {
@@ -815,7 +1094,7 @@ fn summary_json(
     }
     s.push_str(",\"errors\":[");
     // At most 100 explained; the count says how many there were.
-    for (i, (at, reason, _)) in errors.iter().take(100).enumerate() {
+    for (i, Malformed { at, reason, .. }) in errors.iter().take(100).enumerate() {
         if i > 0 {
             s.push(',');
         }
@@ -912,7 +1191,8 @@ fn router(hub: Arc<Hub>) -> Router {
 }
 
 /// The source: serves until shutdown, sending each accepted request's events as one batch.
-/// Returns the number of events lost (queued but not written within the shutdown timeout).
+/// Fails (74) when acknowledged events could not be written: stdout closed, or still
+/// queued when --shutdown-timeout expired.
 pub async fn run(config: Config, output: mpsc::Sender<Batch>, ctx: Ctx) -> Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Batch>();
     let listener = std::net::TcpListener::bind(config.listen).map_err(|e| {
@@ -945,6 +1225,10 @@ pub async fn run(config: Config, output: mpsc::Sender<Batch>, ctx: Ctx) -> Resul
         metrics: Metrics::new(config.queue_capacity),
         open: AtomicUsize::new(0),
         closing: AtomicBool::new(false),
+        closing_at: std::sync::OnceLock::new(),
+        stdout_closed: AtomicBool::new(false),
+        lost: Arc::new(AtomicU64::new(0)),
+        dead_letters_failed: AtomicBool::new(false),
         next_id: AtomicU64::new(1),
         id_prefix: format!(
             "{:x}",
@@ -964,9 +1248,17 @@ pub async fn run(config: Config, output: mpsc::Sender<Batch>, ctx: Ctx) -> Resul
 
     // Forward the hub to the output in order, joining the requests waiting at that moment
     // into one batch (fewer, larger writes); the writer drops events once written.
+    let fwd_hub = hub.clone();
     let forward = tokio::spawn(async move {
         let source: Arc<str> = Arc::from("http");
+        let hub = fwd_hub;
+        // Events passed on since memory was last given back (see give_back_memory).
+        let mut since_trim = 0usize;
         while let Some(first) = rx.recv().await {
+            if hub.stdout_closed.load(Ordering::Relaxed) {
+                lose(&first.events);
+                continue;
+            }
             let mut events = first.events;
             // Under load, wait a moment for more: one wake-up of the writer per
             // millisecond instead of one per request.
@@ -981,12 +1273,21 @@ pub async fn run(config: Config, output: mpsc::Sender<Batch>, ctx: Ctx) -> Resul
                     Err(_) => break,
                 }
             }
-            if output
-                .send(Batch::new(source.clone(), events))
-                .await
-                .is_err()
+            let n = events.len();
+            if let Err(mpsc::error::SendError(batch)) =
+                output.send(Batch::new(source.clone(), events)).await
             {
-                break;
+                // stdout is gone: stop taking requests; what is queued can never be
+                // written, and must not count as written.
+                hub.stdout_closed.store(true, Ordering::Relaxed);
+                hub.ctx.shutdown.trigger();
+                lose(&batch.events);
+                continue;
+            }
+            since_trim += n;
+            if since_trim >= TRIM_AFTER_EVENTS && rx.is_empty() {
+                since_trim = 0;
+                tokio::task::spawn_blocking(crate::cli::give_back_memory);
             }
         }
     });
@@ -994,11 +1295,12 @@ pub async fn run(config: Config, output: mpsc::Sender<Batch>, ctx: Ctx) -> Resul
     let handle = axum_server::Handle::new();
     let h = handle.clone();
     let hub_for_signal = hub.clone();
-    let grace = hub.config.shutdown_timeout;
+    let timeout = hub.config.shutdown_timeout;
     tokio::spawn(async move {
         shutdown.wait().await;
+        let _ = hub_for_signal.closing_at.set(tokio::time::Instant::now());
         hub_for_signal.closing.store(true, Ordering::Relaxed);
-        h.graceful_shutdown(Some(grace));
+        h.graceful_shutdown(Some(timeout));
     });
     let app = router(hub.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let served = match tls {
@@ -1016,29 +1318,52 @@ pub async fn run(config: Config, output: mpsc::Sender<Batch>, ctx: Ctx) -> Resul
         }
     };
     served.map_err(|e| Error::new(Exit::IoErr, anyhow::anyhow!("serving HTTP: {e}")))?;
-    // No request can queue more: close the hub and let the writer drain it.
+    // No request can queue more: close the hub and let the writer drain it, within what
+    // is left of --shutdown-timeout, counted from the signal (it bounds the whole
+    // shutdown, stdout stalled or not).
     hub.tx.lock().expect("not poisoned").take();
-    let deadline = hub.config.shutdown_timeout;
-    let drained = tokio::time::timeout(deadline, async {
+    let deadline = *hub.closing_at.get_or_init(tokio::time::Instant::now) + timeout;
+    // Room comes back when events are written, and when they are known lost.
+    let _ = tokio::time::timeout_at(deadline, async {
         while hub.depth() > 0 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await;
-    let lost = hub.depth();
+    let lost = hub.lost.load(Ordering::Relaxed) + hub.depth();
     forward.abort();
-    if drained.is_err() && lost > 0 {
+    if lost > 0 {
         hub.metrics.lost.inc_by(lost);
+        let why = if hub.stdout_closed.load(Ordering::Relaxed) {
+            "stdout was closed (is the next command in the pipe still running?)".to_owned()
+        } else {
+            format!(
+                "they were not written within the shutdown timeout of {} (is stdout stalled?)",
+                humantime::format_duration(timeout)
+            )
+        };
+        return Err(Error::new(
+            Exit::IoErr,
+            anyhow::anyhow!("{lost} acknowledged events are lost: {why}"),
+        ));
+    }
+    if hub.dead_letters_failed.load(Ordering::Relaxed) {
         return Err(Error::new(
             Exit::IoErr,
             anyhow::anyhow!(
-                "{lost} queued events were not written within the shutdown timeout of {} \
-                 (is stdout stalled?): they are lost",
-                humantime::format_duration(deadline)
+                "dead letters could not be written: the requests that had malformed events were refused (500)"
             ),
         ));
     }
     Ok(())
+}
+
+/// Marks events that can never be written as lost: their requests' acknowledgements must
+/// not fire (`--ack written` answers 500, and they are counted as lost).
+fn lose(events: &[Event]) {
+    for ack in events.iter().filter_map(|e| e.ack.as_ref()) {
+        ack.disarm();
+    }
 }
 
 /// The `ingest-http` command: HTTP → stdout.
@@ -1057,9 +1382,19 @@ mod tests {
     #[test]
     fn bodies_split_into_events_with_meta() {
         let meta = r#"{"source":"http"}"#;
-        let p = split_events(r#"[{"a":1}, 2, {"b":"x"}]"#, false, 1 << 20, "_meta", meta).unwrap();
+        let ok = &mut |_: usize| Ok(());
+        let p = split_events(
+            r#"[{"a":1}, 2, {"b":"x"}]"#,
+            false,
+            1 << 20,
+            "_meta",
+            meta,
+            ok,
+        )
+        .ok()
+        .unwrap();
         assert_eq!(p.events.len(), 2);
-        assert_eq!(p.errors[0].0, 1);
+        assert_eq!((p.errors[0].at, p.errors[0].kind), (1, "not_object"));
         assert_eq!(p.events[0].text(), r#"{"a":1,"_meta":{"source":"http"}}"#);
         let p = split_events(
             "{\"a\":1}\n\nnope\n{\"_meta\":5}\r\n",
@@ -1067,12 +1402,32 @@ mod tests {
             1 << 20,
             "_meta",
             meta,
+            ok,
         )
+        .ok()
         .unwrap();
         assert_eq!(p.events.len(), 2);
         assert_eq!(p.events[1].text(), r#"{"_meta":{"source":"http"}}"#);
-        assert_eq!(p.errors[0].0, 3);
-        assert!(split_events("nope", false, 1 << 20, "_meta", meta).is_err());
+        assert_eq!(
+            (p.errors[0].at, p.errors[0].line, p.errors[0].kind),
+            (3, 3, "malformed_json")
+        );
+        assert!(split_events("nope", false, 1 << 20, "_meta", meta, ok).is_err());
+        let mut counted = 0;
+        let mut count = |n: usize| {
+            counted = n;
+            Err(Answer::busy("no"))
+        };
+        assert!(split_events(
+            "{}\n\n{}\r\n {} \n",
+            true,
+            1 << 20,
+            "_meta",
+            meta,
+            &mut count
+        )
+        .is_err());
+        assert_eq!(counted, 3);
     }
 
     #[test]
@@ -1082,7 +1437,33 @@ mod tests {
         enc.write_all(&vec![b' '; 10 << 20]).unwrap();
         let gz = enc.finish().unwrap();
         assert!(gz.len() < 64 << 10);
-        assert!(matches!(inflate(&gz, 1 << 20), Err(Inflate::TooLarge)));
-        assert_eq!(inflate(&gz, 10 << 20).ok().map(|v| v.len()), Some(10 << 20));
+        let all = &mut |_: u64| Ok(());
+        assert!(matches!(inflate(&gz, 1 << 20, all), Err(Inflate::TooLarge)));
+        assert_eq!(
+            inflate(&gz, 10 << 20, all).ok().map(|v| v.len()),
+            Some(10 << 20)
+        );
+        // Room is asked before each step, never for more than what was inflated plus one.
+        let mut most = 0;
+        let mut track = |n: u64| {
+            most = most.max(n);
+            Ok(())
+        };
+        assert!(inflate(&gz, 10 << 20, &mut track).is_ok());
+        assert!(
+            most <= (10 << 20) * 5 / 4 + 2 * INFLATE_STEP as u64,
+            "{most}"
+        );
+        let mut refuse = |n: u64| {
+            if n > 1 << 20 {
+                Err(NoRoom::Busy)
+            } else {
+                Ok(())
+            }
+        };
+        assert!(matches!(
+            inflate(&gz, 10 << 20, &mut refuse),
+            Err(Inflate::NoRoom(NoRoom::Busy))
+        ));
     }
 }

@@ -1,0 +1,638 @@
+//! The standing fault suite: the promises of "nothing acknowledged is ever lost", held
+//! under faults injected for real — a signal to a whole pipe's process group, a closed or
+//! stalled stdout, a database stopped mid-run. Every new source, stage or sink joins it.
+
+use std::collections::HashSet;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command as Std, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::persist::Cluster;
+use crate::util::*;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_listening(port: u16) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "nothing listens on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits for `child`, `limit` at most (then kills it and fails).
+fn wait_exit(child: &mut Child, limit: Duration) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("still running {limit:?} later");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn kill(sig: &str, target: &str) {
+    assert!(Std::new("kill")
+        .args([sig, "--", target])
+        .status()
+        .unwrap()
+        .success());
+}
+
+/// stderr of a finished child, read to the end.
+fn stderr_of(child: &mut Child) -> String {
+    let mut s = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut s);
+    }
+    s
+}
+
+/// POSTs NDJSON bodies of 50 events with unique ids from `clients` threads until `stop`,
+/// or until the server refuses connections; returns the ids answered 202.
+fn post_until_stopped(
+    port: u16,
+    clients: usize,
+    stop: Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<Vec<String>>> {
+    (0..clients)
+        .map(|c| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let agent = crate::ingest_http::agent();
+                let url = format!("http://127.0.0.1:{port}/events");
+                let mut acked = Vec::new();
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let ids: Vec<String> = (0..50).map(|i| format!("c{c}-{n}-{i}")).collect();
+                    n += 1;
+                    let body: String = ids
+                        .iter()
+                        .map(|id| format!("{{\"id\":\"{id}\",\"n\":{n}}}\n"))
+                        .collect();
+                    let Ok(resp) = agent
+                        .post(&url)
+                        .header("Content-Type", "application/x-ndjson")
+                        .send(body.as_bytes())
+                    else {
+                        break; // refused: the server is gone
+                    };
+                    if resp.status().as_u16() == 202 {
+                        acked.extend(ids);
+                    }
+                }
+                acked
+            })
+        })
+        .collect()
+}
+
+/// The issue's first finding: `ingest-http | validate | enrich | persist` in one process
+/// group, eight clients posting, one `kill -TERM -- -PGID`. Every event answered 202 must
+/// be stored, and every command must exit 0.
+#[test]
+fn sigterm_to_a_whole_pipe_keeps_every_acknowledged_event() {
+    let dir = Dir::new();
+    let pg = Pg::new("fault_pipe_term");
+    let port = free_port();
+    // The trap keeps bash itself alive until the pipe has ended (its children get the
+    // default action back).
+    let script = format!(
+        "trap true TERM; set -o pipefail
+         {http} -q --listen 127.0.0.1:{port} | {validate} -q --require id \
+           | {enrich} -q --set stage='\"e\"' \
+           | {persist} -q --database-url '{url}' --create-table --batch-size 500",
+        http = bin("ingest-http"),
+        validate = bin("validate"),
+        enrich = bin("enrich"),
+        persist = bin("persist"),
+        url = pg.url(),
+    );
+    let mut pipe = Std::new("bash")
+        .args(["-c", &script])
+        .current_dir(dir.root())
+        .process_group(0)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_listening(port);
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = post_until_stopped(port, 8, stop.clone());
+    std::thread::sleep(Duration::from_millis(1500));
+    kill("-TERM", &format!("-{}", pipe.id()));
+    let status = wait_exit(&mut pipe, Duration::from_secs(60));
+    stop.store(true, Ordering::Relaxed);
+    let acked: Vec<String> = clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    assert!(status.success(), "{status:?}: {}", stderr_of(&mut pipe));
+    assert!(
+        acked.len() >= 1_000,
+        "only {} events acknowledged",
+        acked.len()
+    );
+    let stored: HashSet<String> = pg
+        .sql("SELECT key FROM events")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let missing = acked.iter().filter(|id| !stored.contains(*id)).count();
+    assert_eq!(
+        missing,
+        0,
+        "{missing} of {} acknowledged events are not stored",
+        acked.len()
+    );
+}
+
+/// persist, reading a file into a database that is down, is signalled; the database comes
+/// back. Everything it had taken is stored; it stops reading the file, says after which
+/// line, and exits 143 (it did not reach the end of its input).
+#[test]
+fn persist_signalled_with_the_database_down_stores_everything_it_took() {
+    let dir = Dir::new();
+    let cluster = Cluster::new();
+    let input = gen_events(&dir, "in.ndjson", 200_000, &[]);
+    let mut persist = Std::new(bin("persist"))
+        .args(["--database-url", &cluster.url(), "--create-table"])
+        .args(["--batch-size", "500", "--linger-ms", "20"])
+        .arg(&input)
+        .current_dir(dir.root())
+        .env_remove("NDPIPE_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while cluster.count() < 5_000 {
+        assert!(start.elapsed() < Duration::from_secs(60), "no rows in 60 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cluster.stop_immediate();
+    std::thread::sleep(Duration::from_millis(700));
+    kill("-TERM", &persist.id().to_string());
+    std::thread::sleep(Duration::from_millis(700));
+    cluster.start();
+    let status = wait_exit(&mut persist, Duration::from_secs(60));
+    let stderr = stderr_of(&mut persist);
+    assert_eq!(status.code(), Some(143), "{stderr}");
+    let after = stderr
+        .split("stopped after line ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or_else(|| panic!("no 'stopped after line N': {stderr}"));
+    assert!(after < 200_000, "{stderr}");
+    let text = std::fs::read_to_string(&input).unwrap();
+    let taken: HashSet<String> = values(&text.lines().take(after).collect::<Vec<_>>().join("\n"))
+        .iter()
+        .map(|v| v["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(cluster.count(), taken.len() as u64, "{stderr}");
+}
+
+/// `persist --emit | head -1`: the closed stdout must not stop the loading.
+#[test]
+fn persist_emit_into_head_still_loads_everything() {
+    let dir = Dir::new();
+    let pg = Pg::new("fault_emit_head");
+    gen_events(&dir, "in.ndjson", 100_000, &["--dups", "0.1"]);
+    let o = sh(
+        &dir,
+        &format!(
+            "{} -q --database-url '{}' --create-table --emit in.ndjson | head -1",
+            bin("persist"),
+            pg.url()
+        ),
+    );
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(out(&o).lines().count(), 1);
+    let expected = last_by_id(&dir.read("in.ndjson")).len();
+    assert_eq!(pg.sql("SELECT count(*) FROM events"), expected.to_string());
+}
+
+/// ingest-http whose downstream is gone (the next command died at start): it stops
+/// accepting, says how many acknowledged events it could not write, and exits 74.
+#[test]
+fn ingest_http_whose_stdout_closes_says_what_it_lost() {
+    let dir = Dir::new();
+    let port = free_port();
+    let mut server = Std::new(bin("ingest-http"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .current_dir(dir.root())
+        .env_remove("NDPIPE_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(server.stdout.take()); // the reading end closes: as when `| persist` dies
+    wait_listening(port);
+    let agent = crate::ingest_http::agent();
+    let body: String = (0..100).map(|i| format!("{{\"id\":{i}}}\n")).collect();
+    let mut accepted = 0;
+    let mut refused = 0;
+    for _ in 0..50 {
+        match agent
+            .post(&format!("http://127.0.0.1:{port}/events"))
+            .header("Content-Type", "application/x-ndjson")
+            .send(body.as_bytes())
+        {
+            Ok(r) if r.status().as_u16() == 202 => accepted += 1,
+            Ok(r) if r.status().as_u16() == 503 => refused += 1,
+            Ok(r) => panic!("unexpected status {}", r.status()),
+            Err(_) => break,
+        }
+    }
+    assert!(accepted >= 1);
+    let status = wait_exit(&mut server, Duration::from_secs(30));
+    let stderr = stderr_of(&mut server);
+    assert_eq!(status.code(), Some(74), "{stderr}");
+    assert!(
+        stderr.contains("acknowledged events are lost: stdout was closed"),
+        "{stderr}"
+    );
+    let _ = refused;
+}
+
+/// ingest-http with a stdout nobody reads, SIGTERM: --shutdown-timeout bounds the whole
+/// shutdown; what was queued is counted as lost and the exit code is 74.
+#[test]
+fn ingest_http_shutdown_timeout_bounds_a_stalled_stdout() {
+    let dir = Dir::new();
+    let port = free_port();
+    let mut server = Std::new(bin("ingest-http"))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--shutdown-timeout",
+            "2s",
+        ])
+        .args(["--enqueue-timeout", "100ms"])
+        .current_dir(dir.root())
+        .env_remove("NDPIPE_LOG")
+        .stdout(Stdio::piped()) // kept open, never read
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_listening(port);
+    let agent = crate::ingest_http::agent();
+    let body: String = (0..1000)
+        .map(|i| format!("{{\"id\":{i},\"pad\":\"{}\"}}\n", "x".repeat(100)))
+        .collect();
+    let mut full = false;
+    for _ in 0..200 {
+        let r = agent
+            .post(&format!("http://127.0.0.1:{port}/events"))
+            .header("Content-Type", "application/x-ndjson")
+            .send(body.as_bytes())
+            .unwrap();
+        if r.status().as_u16() == 503 {
+            full = true;
+            break;
+        }
+    }
+    assert!(full, "the queue never filled up");
+    let start = Instant::now();
+    kill("-TERM", &server.id().to_string());
+    let status = wait_exit(&mut server, Duration::from_secs(20));
+    let stderr = stderr_of(&mut server);
+    assert!(start.elapsed() < Duration::from_secs(10), "{stderr}");
+    assert_eq!(status.code(), Some(74), "{stderr}");
+    assert!(stderr.contains("acknowledged events are lost"), "{stderr}");
+    drop(server.stdout.take());
+}
+
+/// Ctrl-C on a backfill from a file: what was read is handled, the exit code is 130 and
+/// stderr says where to resume; a pipe read to its end exits 0.
+#[test]
+fn an_interrupted_backfill_says_where_it_stopped() {
+    let dir = Dir::new();
+    gen_events(&dir, "in.ndjson", 300_000, &[]);
+    let mut validate = Std::new(bin("validate"))
+        .args(["--require", "id", "in.ndjson"])
+        .current_dir(dir.root())
+        .env_remove("NDPIPE_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read a little of its output, then interrupt it (stdout left unread: it stalls).
+    let mut first = vec![0u8; 1 << 16];
+    std::io::Read::read_exact(validate.stdout.as_mut().unwrap(), &mut first).unwrap();
+    kill("-INT", &validate.id().to_string());
+    let output = Arc::new(Mutex::new(Vec::new()));
+    let sink = output.clone();
+    let mut stdout = validate.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut rest = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stdout, &mut rest);
+        sink.lock().unwrap().extend(rest);
+    });
+    let status = wait_exit(&mut validate, Duration::from_secs(30));
+    reader.join().unwrap();
+    let stderr = stderr_of(&mut validate);
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    let after: usize = stderr
+        .split("stopped after line ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(stderr.contains("tail -n +"), "{stderr}");
+    // Every line up to it was written, none after.
+    let written = first.len() + output.lock().unwrap().len();
+    let text = dir.read("in.ndjson");
+    let upto: usize = text.lines().take(after).map(|l| l.len() + 1).sum();
+    assert_eq!(written, upto, "{stderr}");
+}
+
+/// Peak RSS of a process so far, in MiB.
+fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap();
+    kib / 1024
+}
+
+/// ingest-http with a stdout that is read into a file, on a free port.
+fn start_http(dir: &Dir, args: &[&str]) -> (Child, u16) {
+    let port = free_port();
+    let out = std::fs::File::create(dir.path("out.ndjson")).unwrap();
+    let child = Std::new(bin("ingest-http"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(args)
+        .current_dir(dir.root())
+        .env_remove("NDPIPE_LOG")
+        .stdout(out)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_listening(port);
+    (child, port)
+}
+
+/// A raw HTTP/1.1 request head on a new connection.
+fn raw_request(port: u16, head: &str) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    s
+}
+
+/// The status line's code of what a raw connection got back (waits up to `limit`).
+fn raw_status(s: &mut std::net::TcpStream, limit: Duration) -> Option<u16> {
+    use std::io::Read;
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).ok()?;
+    std::str::from_utf8(&buf[..n])
+        .ok()?
+        .split(' ')
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Three connections announcing 8 MiB bodies and going quiet, and two endless chunked
+/// bodies trickling a byte at a time, must not make other POSTs answer 503; the slow ones
+/// get 408 once under --min-body-rate.
+#[test]
+fn idle_and_trickling_bodies_do_not_block_other_posts() {
+    let dir = Dir::new();
+    let (mut server, port) = start_http(&dir, &["--dead-letter", "dead.ndjson"]);
+    let mut idle: Vec<_> = (0..3)
+        .map(|_| {
+            raw_request(
+                port,
+                "POST /events HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-ndjson\r\n\
+                 Content-Length: 8388608\r\n\r\n{\"id\":",
+            )
+        })
+        .collect();
+    let mut trickle: Vec<_> = (0..2)
+        .map(|_| {
+            raw_request(
+                port,
+                "POST /events HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-ndjson\r\n\
+                 Transfer-Encoding: chunked\r\n\r\n",
+            )
+        })
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let trickler = {
+        let stop = stop.clone();
+        let mut conns: Vec<_> = trickle.iter().map(|s| s.try_clone().unwrap()).collect();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            while !stop.load(Ordering::Relaxed) {
+                for c in &mut conns {
+                    let _ = c.write_all(b"1\r\n \r\n");
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let agent = crate::ingest_http::agent();
+    let url = format!("http://127.0.0.1:{port}/events");
+    for i in 0..20 {
+        let r = crate::ingest_http::post(
+            &agent,
+            &url,
+            &[crate::ingest_http::NDJSON],
+            format!("{{\"id\":{i}}}\n").as_bytes(),
+        );
+        assert_eq!(r.status, 202, "{}", r.body);
+    }
+    // The idle and trickling ones are cut off after the 5 s grace.
+    for s in idle.iter_mut().chain(trickle.iter_mut()) {
+        assert_eq!(raw_status(s, Duration::from_secs(20)), Some(408));
+    }
+    stop.store(true, Ordering::Relaxed);
+    trickler.join().unwrap();
+    kill("-TERM", &server.id().to_string());
+    let status = wait_exit(&mut server, Duration::from_secs(30));
+    assert!(status.success(), "{}", stderr_of(&mut server));
+    assert_eq!(dir.read("out.ndjson").lines().count(), 20);
+}
+
+/// Memory stays bounded when bodies are small on the wire and large in memory: gzip
+/// bodies inflating to 60 MiB while the queue is full, and 10 MB bodies of 3.4 M tiny
+/// events. Both are refused (413) without ever being held whole.
+#[test]
+fn bodies_that_grow_in_memory_stay_within_the_budgets() {
+    use std::io::Write;
+    let dir = Dir::new();
+    let (mut server, port) = start_http(&dir, &[]);
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let line = b"{\"id\":\"x\",\"pad\":\"                                        \"}\n";
+    for _ in 0..(60 << 20) / line.len() {
+        enc.write_all(line).unwrap();
+    }
+    let gz = Arc::new(enc.finish().unwrap());
+    assert!(gz.len() < 1 << 20, "{}", gz.len());
+    let tiny = Arc::new(b"{}\n".repeat(3_400_000));
+    let url = format!("http://127.0.0.1:{port}/events");
+    let clients: Vec<_> = (0..14)
+        .map(|i| {
+            let (gz, tiny, url) = (gz.clone(), tiny.clone(), url.clone());
+            std::thread::spawn(move || {
+                let agent = crate::ingest_http::agent();
+                let (body, gzip): (&[u8], bool) = if i < 12 { (&gz, true) } else { (&tiny, false) };
+                let mut req = agent
+                    .post(&url)
+                    .header("Content-Type", "application/x-ndjson");
+                if gzip {
+                    req = req.header("Content-Encoding", "gzip");
+                }
+                req.send(body).map(|r| r.status().as_u16()).unwrap_or(0)
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    let peak = peak_rss_mib(server.id());
+    for s in &statuses {
+        assert!([413, 503].contains(s), "{statuses:?}");
+    }
+    // 24 MiB in flight, 16 MiB of queue, the program itself: far from 728 MB or 1.5 GB.
+    assert!(peak <= 128, "peak RSS {peak} MiB");
+    kill("-TERM", &server.id().to_string());
+    assert!(wait_exit(&mut server, Duration::from_secs(30)).success());
+}
+
+/// A small tmpfs mounted on a folder of the test, unmounted at the end: a disk that fills
+/// up for real. Needs root (CI runs as root; elsewhere the test says so and passes only
+/// outside CI).
+struct SmallDisk {
+    path: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(dir: &Dir, size: &str) -> Option<SmallDisk> {
+        let path = dir.path("small");
+        std::fs::create_dir_all(&path).unwrap();
+        let ok = Std::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "cannot mount a tmpfs (the full-disk tests need root)"
+            );
+            eprintln!("skipped outside CI: cannot mount a tmpfs (needs root)");
+            return None;
+        }
+        Some(SmallDisk { path })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Std::new("umount").arg(&self.path).status();
+    }
+}
+
+/// ingest-http with its dead-letter file on a disk that fills up: a request whose
+/// malformed events cannot be kept gets 500 and nothing of it is queued; no dead letter
+/// is torn; the exit code is 74.
+#[test]
+fn dead_letters_on_a_full_disk_fail_the_request_and_are_never_torn() {
+    let dir = Dir::new();
+    let Some(disk) = SmallDisk::mount(&dir, "64k") else {
+        return;
+    };
+    std::fs::write(disk.path.join("filler"), vec![b'x'; 56 * 1024]).unwrap();
+    let dead = disk.path.join("dead.ndjson");
+    let (mut server, port) = start_http(&dir, &["--dead-letter", dead.to_str().unwrap()]);
+    let agent = crate::ingest_http::agent();
+    let url = format!("http://127.0.0.1:{port}/events");
+    let (mut accepted, mut failed) = (0, 0);
+    for i in 0..40 {
+        let body = format!("{{\"id\":{i}}}\n{{not json {}\n", "y".repeat(700));
+        let r =
+            crate::ingest_http::post(&agent, &url, &[crate::ingest_http::NDJSON], body.as_bytes());
+        match r.status {
+            202 => accepted += 1,
+            500 => failed += 1,
+            s => panic!("status {s}: {}", r.body),
+        }
+    }
+    assert!(
+        accepted > 0 && failed > 0,
+        "{accepted} accepted, {failed} failed"
+    );
+    kill("-TERM", &server.id().to_string());
+    let status = wait_exit(&mut server, Duration::from_secs(30));
+    let stderr = stderr_of(&mut server);
+    assert_eq!(status.code(), Some(74), "{stderr}");
+    let text = std::fs::read_to_string(&dead).unwrap();
+    assert!(text.is_empty() || text.ends_with('\n'), "a torn record");
+    assert_eq!(
+        values(&text).len(),
+        accepted,
+        "one dead letter per accepted request"
+    );
+    assert_eq!(
+        dir.read("out.ndjson").lines().count(),
+        accepted,
+        "refused requests queue nothing"
+    );
+}
+
+/// A request refused whole (413: more events than the queue holds) is the client's to
+/// resend: it leaves no dead letters.
+#[test]
+fn refused_requests_leave_no_dead_letters() {
+    let dir = Dir::new();
+    let (mut server, port) = start_http(
+        &dir,
+        &["--queue-capacity", "2", "--dead-letter", "dead.ndjson"],
+    );
+    let agent = crate::ingest_http::agent();
+    let url = format!("http://127.0.0.1:{port}/events");
+    for _ in 0..3 {
+        let r = crate::ingest_http::post(
+            &agent,
+            &url,
+            &[crate::ingest_http::NDJSON],
+            b"{\"id\":1}\n{\"id\":2}\n{\"id\":3}\nnope\n",
+        );
+        assert_eq!(r.status, 413, "{}", r.body);
+    }
+    let r = crate::ingest_http::post(
+        &agent,
+        &url,
+        &[crate::ingest_http::NDJSON],
+        b"{\"id\":1}\nnope\n",
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    kill("-TERM", &server.id().to_string());
+    assert!(wait_exit(&mut server, Duration::from_secs(30)).success());
+    let dead = values(&dir.read("dead.ndjson"));
+    assert_eq!(dead.len(), 1, "only the accepted request's reject");
+    assert_eq!(
+        (dead[0]["kind"].as_str(), dead[0]["line"].as_u64()),
+        (Some("malformed_json"), Some(2))
+    );
+}
