@@ -219,3 +219,123 @@ fn order_is_kept_with_several_workers() {
     assert!(one == run("3"));
     assert_eq!(dir.read("dl1"), dir.read("dl3"));
 }
+
+/// The dead letters of a run: (kind, reason) each.
+fn kinds_and_reasons(dir: &Dir, name: &str) -> Vec<(String, String)> {
+    values(&dir.read(name))
+        .iter()
+        .map(|d| {
+            (
+                d["kind"].as_str().unwrap().to_owned(),
+                d["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// NaN and infinite numbers are not JSON: the event is a dead letter, with or without a
+/// metadata field (one used to panic enrich, the other to write `Infinity`).
+#[test]
+fn jq_outputs_with_non_finite_numbers_are_dead_letters() {
+    let dir = Dir::new();
+    let o = dir
+        .cmd("enrich")
+        .args(["--jq", ".r = (.a / .b)", "--dead-letter", "dl"])
+        .write_stdin(
+            "{\"a\":1,\"b\":0}\n{\"a\":1,\"b\":0,\"_meta\":{\"offset\":1}}\n{\"a\":1,\"b\":2}\n",
+        )
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(out(&o), "{\"a\":1,\"b\":2,\"r\":0.5}\n");
+    let dl = kinds_and_reasons(&dir, "dl");
+    assert_eq!(dl.len(), 2, "{dl:?}");
+    for (kind, reason) in dl {
+        assert_eq!(kind, "jq");
+        assert!(reason.contains("not valid JSON"), "{reason}");
+    }
+}
+
+/// A recursion as deep as the data goes overflows the stack of the helper running the
+/// program, not enrich's: that event is a dead letter, the good events of the same batch
+/// go on.
+#[test]
+fn deep_jq_recursion_is_a_dead_letter_not_a_crash() {
+    let dir = Dir::new();
+    let o = dir
+        .cmd("enrich")
+        .args([
+            "--jq",
+            "def f: if . > 0 then [(. - 1 | f)] else 0 end; .d = (.n | f | length)",
+            "--dead-letter",
+            "dl",
+        ])
+        .write_stdin("{\"n\":3}\n{\"n\":100000000}\n{\"n\":1}\n")
+        .timeout(std::time::Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(out(&o), "{\"n\":3,\"d\":1}\n{\"n\":1,\"d\":1}\n");
+    let dl = kinds_and_reasons(&dir, "dl");
+    assert_eq!(dl.len(), 1, "{dl:?}");
+    assert_eq!(dl[0].0, "jq");
+    assert!(dl[0].1.contains("crashed"), "{}", dl[0].1);
+}
+
+/// --jq-timeout and --jq-max-outputs bound what one event may cost.
+#[test]
+fn jq_time_and_output_limits_make_dead_letters() {
+    let dir = Dir::new();
+    let o = dir
+        .cmd("enrich")
+        .args(["--jq", "if .spin then last(range(1e15)) else . end"])
+        .args(["--jq-timeout", "1s", "--dead-letter", "dl"])
+        .write_stdin("{\"spin\":true}\n{\"spin\":false}\n")
+        .timeout(std::time::Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(out(&o), "{\"spin\":false}\n");
+    let dl = kinds_and_reasons(&dir, "dl");
+    assert!(dl[0].1.contains("--jq-timeout 1s"), "{dl:?}");
+
+    let o = dir
+        .cmd("enrich")
+        .args(["--jq", "repeat(.)", "--jq-max-outputs", "100", "--dead-letter", "dl2"])
+        .write_stdin("{\"a\":1}\n")
+        .timeout(std::time::Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(out(&o), "");
+    let dl = kinds_and_reasons(&dir, "dl2");
+    assert!(dl[0].1.contains("--jq-max-outputs 100"), "{dl:?}");
+}
+
+/// The first signal ends a runaway program: its event is a dead letter, the rest goes on
+/// and the run ends.
+#[test]
+fn the_first_signal_ends_a_runaway_jq_program() {
+    use std::io::Write;
+    let dir = Dir::new();
+    let mut child = std::process::Command::new(bin("enrich"))
+        .args(["--jq", "if .spin then last(range(1e15)) else . end"])
+        .args(["--jq-timeout", "1h", "--dead-letter", "dl"])
+        .current_dir(dir.root())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"{\"spin\":true}\n").unwrap();
+    drop(stdin);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let start = std::time::Instant::now();
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let o = child.wait_with_output().unwrap();
+    assert!(start.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(o.status.code(), Some(0));
+    let dl = kinds_and_reasons(&dir, "dl");
+    assert!(dl[0].1.contains("still running at shutdown"), "{dl:?}");
+}

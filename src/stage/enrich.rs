@@ -15,9 +15,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::Parser;
-use jaq_core::load::{Arena, File, Loader};
-use jaq_core::{data, Compiler, Ctx as JqCtx, Vars};
-use jaq_json::Val;
 use sha2::{Digest, Sha256};
 use smallvec::SmallVec;
 use tokio::sync::mpsc::{Receiver, Sender};
@@ -25,7 +22,9 @@ use tokio::sync::mpsc::{Receiver, Sender};
 use crate::cli::Common;
 use crate::event::{Batch, Event, Reject};
 use crate::exit::{Error, Exit, Result};
+use crate::jq;
 use crate::json::{self, FieldPath, SetOp};
+use crate::shutdown::Shutdown;
 use crate::stage::{self, Ctx, Stats, Worked};
 
 const EXAMPLES: &str = "\
@@ -94,6 +93,17 @@ pub struct Args {
     #[arg(long, value_name = "EXPR")]
     pub jq: Option<String>,
 
+    /// The longest the jq program may run on one event; past it the event is a dead
+    /// letter (kind jq). Programs run in helper processes, so a runaway one (or one that
+    /// recurses too deep) costs its event only.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration, requires = "jq")]
+    pub jq_timeout: std::time::Duration,
+
+    /// The most outputs the jq program may give for one event; past it the event is a
+    /// dead letter (kind jq).
+    #[arg(long, value_name = "N", default_value_t = 10_000, requires = "jq")]
+    pub jq_max_outputs: u64,
+
     /// Worker threads enriching batches in parallel; output order is kept
     /// [default: twice the number of cores, so the workers keep the cores busy while the
     /// reader and writer threads also run].
@@ -134,7 +144,7 @@ struct Lookup {
 
 /// What `enrich` does to each event.
 pub struct Config {
-    jq: Option<Jq>,
+    jq: Option<jq::Sandbox>,
     lookup: Option<Lookup>,
     set: Vec<SetField>,
     id: Option<(FieldPath, Vec<FieldPath>)>,
@@ -162,7 +172,15 @@ impl Config {
             (Some(file), Some(on)) => Some(load_lookup(file, on, &args.prefix)?),
             _ => None,
         };
-        let jq = args.jq.as_deref().map(Jq::compile).transpose()?;
+        let limits = jq::Limits {
+            timeout: args.jq_timeout,
+            max_outputs: args.jq_max_outputs.max(1),
+        };
+        let jq = args
+            .jq
+            .as_deref()
+            .map(|code| jq::Sandbox::new(code, limits))
+            .transpose()?;
         Ok(Config {
             jq,
             lookup,
@@ -183,10 +201,13 @@ impl Config {
         set + id + ts + lookup + 16
     }
 
-    /// Enriches one event into zero or more events; `now` is the processing time as JSON text.
+    /// Enriches one event into zero or more events; `now` is the processing time as JSON
+    /// text; `jq` is what the jq program gave for it (see [`Config::run_jq`]), when there
+    /// is one.
     pub fn apply(
         &self,
         mut event: Event,
+        jq: Option<jq::Outputs>,
         now: &str,
         meta: &str,
         out: &mut Vec<Event>,
@@ -197,11 +218,9 @@ impl Config {
         }
         let start = out.len();
         let spans = arena.spans.len();
-        match &self.jq {
-            Some(jq) => match jq.run(&mut event, meta) {
-                Ok(events) => out.extend(events),
-                Err(r) => return Err((event, r)),
-            },
+        match jq {
+            Some(Ok(outputs)) => out.extend(with_meta(&mut event, meta, outputs)),
+            Some(Err(r)) => return Err((event, r)),
             None => out.push(event),
         }
         for i in start..out.len() {
@@ -504,129 +523,87 @@ fn load_lookup(file: &Path, on: &str, prefix: &str) -> Result<Lookup> {
     Ok(Lookup { on: on_path, rows })
 }
 
-/// A compiled jq program, shared by all workers.
-struct Jq {
-    filter: jaq_core::Filter<data::JustLut<Val>>,
+impl Config {
+    /// Runs the jq program (when there is one) on a batch's events, in a helper process:
+    /// one result per event, `None` for events that are not JSON objects (rejected later).
+    fn run_jq(
+        &self,
+        events: &mut [Event],
+        meta: &str,
+        shutdown: &Shutdown,
+    ) -> Vec<Option<jq::Outputs>> {
+        let Some(sandbox) = &self.jq else {
+            return events.iter().map(|_| None).collect();
+        };
+        // The program sees each event without its metadata field.
+        let inputs: Vec<Option<String>> = events
+            .iter_mut()
+            .map(|e| {
+                e.decode().ok()?;
+                let (text, members) = e.text_and_members();
+                Some(json::remove(text, members, meta).into_owned())
+            })
+            .collect();
+        let texts: Vec<&str> = inputs.iter().flatten().map(String::as_str).collect();
+        let mut results = sandbox.eval_all(&texts, shutdown).into_iter();
+        inputs
+            .iter()
+            .map(|i| i.as_ref().and_then(|_| results.next()))
+            .collect()
+    }
 }
 
-impl Jq {
-    fn compile(code: &str) -> Result<Jq> {
-        let defs = jaq_core::defs()
-            .chain(jaq_std::defs())
-            .chain(jaq_json::defs());
-        let funs = jaq_core::funs()
-            .chain(jaq_std::funs())
-            .chain(jaq_json::funs());
-        let loader = Loader::new(defs);
-        let arena = Arena::default();
-        let modules = loader
-            .load(&arena, File { code, path: () })
-            .map_err(|errs| {
-                let msgs: Vec<String> = errs
-                    .into_iter()
-                    .flat_map(|(_, e)| match e {
-                        jaq_core::load::Error::Io(v) => v
-                            .into_iter()
-                            .map(|(s, m)| format!("{s}: {m}"))
-                            .collect::<Vec<_>>(),
-                        jaq_core::load::Error::Lex(v) => v
-                            .into_iter()
-                            .map(|(exp, at)| near(exp.as_str(), at))
-                            .collect(),
-                        jaq_core::load::Error::Parse(v) => v
-                            .into_iter()
-                            .map(|(exp, at)| near(exp.as_str(), at))
-                            .collect(),
-                    })
-                    .collect();
-                Error::usage(format!("--jq: {}", msgs.join("; ")))
-            })?;
-        let filter = Compiler::default()
-            .with_funs(funs)
-            .compile(modules)
-            .map_err(|errs| {
-                let msgs: Vec<String> = errs
-                    .into_iter()
-                    .flat_map(|(_, v)| {
-                        v.into_iter()
-                            .map(|(name, what)| format!("undefined {what:?}: {name}"))
-                    })
-                    .collect();
-                Error::usage(format!("--jq: {}", msgs.join("; ")))
-            })?;
-        Ok(Jq { filter })
-    }
-
-    fn run(&self, event: &mut Event, meta: &str) -> std::result::Result<Vec<Event>, Reject> {
+/// The events a jq program made of `event`, each with the event's metadata field
+/// re-attached; when there are several, each carries `"split":{"index","count"}` in it.
+fn with_meta(event: &mut Event, meta: &str, outputs: Vec<String>) -> Vec<Event> {
+    let meta_raw = {
         let (text, members) = event.text_and_members();
-        let meta_raw = json::find(text, members, meta).map(|m| text[m.value.clone()].to_owned());
-        let payload = json::remove(text, members, meta);
-        let input: Val = serde_json::from_str(&payload).expect("decoded events hold valid JSON");
-        let ctx = JqCtx::<data::JustLut<Val>>::new(&self.filter.lut, Vars::new([]));
-        let mut outputs = Vec::new();
-        for out in self.filter.id.run((ctx, input)).map(jaq_core::unwrap_valr) {
-            let v = out.map_err(|e| Reject::new("jq", format!("jq error: {e}")))?;
-            if !matches!(v, Val::Obj(_)) {
-                return Err(Reject::new(
-                    "jq",
-                    format!("jq output #{} is not an object: {v}", outputs.len()),
-                ));
-            }
-            outputs.push(v.to_string());
-        }
-        let count = outputs.len();
-        let mut events = Vec::with_capacity(count);
-        for (index, text) in outputs.into_iter().enumerate() {
-            let meta_text = match (&meta_raw, count) {
-                (None, 1) => None,
-                (Some(m), 1) => Some(m.clone()),
-                (m, _) => {
-                    let base = m.as_deref().filter(|m| m.starts_with('{')).unwrap_or("{}");
-                    let stamp = format!("{{\"index\":{index},\"count\":{count}}}");
-                    let split = vec!["split".to_owned()];
-                    let members = json::scan_object(base).expect("metadata is an object");
-                    Some(
-                        json::set_many(
-                            base,
-                            &members,
-                            &[SetOp {
-                                path: &split,
-                                value: &stamp,
-                            }],
-                        )
-                        .expect("object"),
-                    )
-                }
-            };
-            let text = match meta_text {
-                None => text,
-                Some(m) => {
-                    let members = json::scan_object(&text).expect("jq writes valid JSON");
-                    let key = vec![meta.to_owned()];
+        json::find(text, members, meta).map(|m| text[m.value.clone()].to_owned())
+    };
+    let count = outputs.len();
+    let mut events = Vec::with_capacity(count);
+    for (index, text) in outputs.into_iter().enumerate() {
+        let meta_text = match (&meta_raw, count) {
+            (None, 1) => None,
+            (Some(m), 1) => Some(m.clone()),
+            (m, _) => {
+                let base = m.as_deref().filter(|m| m.starts_with('{')).unwrap_or("{}");
+                let stamp = format!("{{\"index\":{index},\"count\":{count}}}");
+                let split = vec!["split".to_owned()];
+                let members = json::scan_object(base).expect("metadata is an object");
+                Some(
                     json::set_many(
-                        &text,
+                        base,
                         &members,
                         &[SetOp {
-                            path: &key,
-                            value: &m,
+                            path: &split,
+                            value: &stamp,
                         }],
                     )
-                    .expect("object")
-                }
-            };
-            events.push(event.derive(text));
-        }
-        Ok(events)
+                    .expect("object"),
+                )
+            }
+        };
+        let text = match meta_text {
+            None => text,
+            Some(m) => {
+                // The helper checked that every output is a JSON object.
+                let members = json::scan_object(&text).expect("jq outputs are JSON objects");
+                let key = vec![meta.to_owned()];
+                json::set_many(
+                    &text,
+                    &members,
+                    &[SetOp {
+                        path: &key,
+                        value: &m,
+                    }],
+                )
+                .expect("object")
+            }
+        };
+        events.push(event.derive(text));
     }
-}
-
-fn near(expected: &str, at: &str) -> String {
-    let at: String = at.chars().take(20).collect();
-    if at.is_empty() {
-        format!("expected {expected} at the end")
-    } else {
-        format!("expected {expected} near `{at}`")
-    }
+    events
 }
 
 /// The stage: enriches batches on `config.workers` threads, order kept.
@@ -638,7 +615,8 @@ pub async fn run(
 ) -> Result<Stats> {
     let meta = ctx.meta_field.clone();
     let workers = config.workers;
-    stage::map_ordered("enrich", input, output, &ctx, workers, move |batch| {
+    let shutdown = ctx.shutdown.clone();
+    stage::map_ordered("enrich", input, output, &ctx, workers, move |mut batch| {
         let now = json::quote(
             &humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
         );
@@ -647,8 +625,9 @@ pub async fn run(
         let growth = config.growth(&now);
         let bytes: usize = batch.events.iter().map(|e| e.bytes().len() + growth).sum();
         let mut arena = TextArena::with_capacity(bytes);
-        for event in batch.events {
-            if let Err(rejected) = config.apply(event, &now, &meta, &mut kept, &mut arena) {
+        let jq = config.run_jq(&mut batch.events, &meta, &shutdown);
+        for (event, jq) in batch.events.into_iter().zip(jq) {
+            if let Err(rejected) = config.apply(event, jq, &now, &meta, &mut kept, &mut arena) {
                 rejects.push(rejected);
             }
         }
