@@ -637,7 +637,8 @@ impl Config {
         let version = match &self.version {
             None => None,
             Some((path, ty)) => {
-                let raw = event.get(path, meta_field).ok_or_else(|| {
+                // The metadata is visible here: `_meta.offset` orders one partition's events.
+                let raw = event.get_with_meta(path).ok_or_else(|| {
                     Reject::new(
                         "missing_version",
                         format!("version field {path} is missing"),
