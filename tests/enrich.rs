@@ -301,7 +301,14 @@ fn jq_time_and_output_limits_make_dead_letters() {
 
     let o = dir
         .cmd("enrich")
-        .args(["--jq", "repeat(.)", "--jq-max-outputs", "100", "--dead-letter", "dl2"])
+        .args([
+            "--jq",
+            "repeat(.)",
+            "--jq-max-outputs",
+            "100",
+            "--dead-letter",
+            "dl2",
+        ])
         .write_stdin("{\"a\":1}\n")
         .timeout(std::time::Duration::from_secs(60))
         .output()
