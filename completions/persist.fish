@@ -12,6 +12,8 @@ numeric\t'Exact decimal (a JSON number, or a string holding one)'
 timestamptz\t'RFC 3339 timestamp with an offset (`2026-11-01T00:00:00Z`), compared in UTC'"
 complete -c persist -l on-conflict -d 'What a row whose key is already stored does: update it (when the content differs and the version is not older), or leave the stored row alone' -r -f -a "update\t''
 ignore\t''"
+complete -c persist -l tombstones -d 'What a tombstone does: an event whose metadata field says "tombstone":true (a Kafka message with a null payload, as ingest-kafka writes it: a delete on a compacted topic, or from CDC). dead-letter rejects it (kind tombstone); delete deletes the row of its message key (the metadata\'s "key"), in order with that key\'s other events and under the --version-field rule (a tombstone older than the stored row deletes nothing)' -r -f -a "dead-letter\t''
+delete\t''"
 complete -c persist -l connections -d 'Database connections loading batches at once; rows are routed by key, so each key\'s events stay in order. SQLite always uses one' -r
 complete -c persist -l offsets-table -d 'Table of source offsets (group, topic, partition → next_offset, epoch), written in the same transaction as the rows of events that carry Kafka metadata' -r
 complete -c persist -l connect-timeout -d 'How long to wait for the database at start before giving up (exit 69). Later outages are waited out without limit' -r

@@ -840,3 +840,100 @@ fn a_table_dropped_mid_run_exits_74_with_the_servers_message() {
     assert_eq!(o.status.code(), Some(74), "{}", err(&o));
     assert!(err(&o).contains("does not exist"), "{}", err(&o));
 }
+
+/// Kafka deletes: `--tombstones delete` deletes a tombstone's key's row, in order with the
+/// key's other events and under the version rule; by default a tombstone is a dead letter.
+#[test]
+fn tombstones_delete_rows_in_order_and_by_version_on_both_databases() {
+    let dir = Dir::new();
+    let pg = Pg::new("tombstones");
+    let ev = |id: &str, off: u64| {
+        format!("{{\"id\":\"{id}\",\"_meta\":{{\"key\":\"{id}\",\"offset\":{off}}}}}\n")
+    };
+    let tomb = |id: &str, off: u64| {
+        format!("{{\"_meta\":{{\"key\":\"{id}\",\"offset\":{off},\"tombstone\":true}}}}\n")
+    };
+    let input = [
+        ev("k1", 1),
+        ev("k2", 2),
+        tomb("k1", 3),
+        ev("k3", 4),
+        tomb("k3", 5),
+        ev("k3", 6),
+    ]
+    .concat();
+    dir.create("in.ndjson", &input);
+    // The default: dead letters, nothing deleted.
+    let o = dir
+        .cmd("persist")
+        .args([
+            "--sqlite",
+            "default.db",
+            "--create-table",
+            "--dead-letter",
+            "dl",
+            "in.ndjson",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    let dl = values(&dir.read("dl"));
+    assert_eq!(dl.len(), 2);
+    assert_eq!(dl[0]["kind"], "tombstone");
+
+    let keys = |rows: BTreeMap<String, Value>| rows.into_keys().collect::<Vec<_>>();
+    for batch in ["5000", "1"] {
+        for target in ["pg", "sqlite"] {
+            let db: Vec<String> = match target {
+                "pg" => vec![
+                    "--database-url".into(),
+                    pg.url(),
+                    "--table".into(),
+                    format!("t{batch}"),
+                ],
+                _ => vec!["--sqlite".into(), format!("b{batch}.db")],
+            };
+            let o = dir
+                .cmd("persist")
+                .args(&db)
+                .args([
+                    "--create-table",
+                    "--tombstones",
+                    "delete",
+                    "--batch-size",
+                    batch,
+                ])
+                .args(["--version-field", "_meta.offset", "in.ndjson"])
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", err(&o));
+            let rows = match target {
+                "pg" => pg_rows(&pg, &format!("t{batch}")),
+                _ => sqlite_rows(&dir.path(&format!("b{batch}.db")), "events"),
+            };
+            assert_eq!(keys(rows), ["k2", "k3"], "{target}, batches of {batch}");
+            // A stale tombstone (an older offset than the stored row) deletes nothing; a
+            // newer one does.
+            dir.create("late.ndjson", [tomb("k2", 1), tomb("k3", 7)].concat());
+            let o = dir
+                .cmd("persist")
+                .args(&db)
+                .args([
+                    "--tombstones",
+                    "delete",
+                    "--version-field",
+                    "_meta.offset",
+                    "late.ndjson",
+                ])
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", err(&o));
+            assert_eq!(summary_count(&err(&o), "deleted"), 1, "{}", err(&o));
+            let rows = match target {
+                "pg" => pg_rows(&pg, &format!("t{batch}")),
+                _ => sqlite_rows(&dir.path(&format!("b{batch}.db")), "events"),
+            };
+            assert_eq!(keys(rows), ["k2"], "{target}, batches of {batch}");
+        }
+    }
+}

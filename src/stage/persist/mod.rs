@@ -141,6 +141,15 @@ pub struct Args {
     #[arg(long, value_enum, value_name = "MODE", default_value_t = OnConflict::Update)]
     pub on_conflict: OnConflict,
 
+    /// What a tombstone does: an event whose metadata field says "tombstone":true (a Kafka
+    /// message with a null payload, as ingest-kafka writes it: a delete on a compacted
+    /// topic, or from CDC). dead-letter rejects it (kind tombstone); delete deletes the row
+    /// of its message key (the metadata's "key"), in order with that key's other events
+    /// and under the --version-field rule (a tombstone older than the stored row deletes
+    /// nothing).
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = Tombstones::DeadLetter)]
+    pub tombstones: Tombstones,
+
     /// Database connections loading batches at once; rows are routed by key, so each key's
     /// events stay in order. SQLite always uses one.
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
@@ -162,6 +171,13 @@ pub struct Args {
 
     #[command(flatten)]
     pub common: Common,
+}
+
+/// What a tombstone does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Tombstones {
+    DeadLetter,
+    Delete,
 }
 
 /// What to do with a row whose key is already stored.
@@ -447,6 +463,8 @@ pub struct Row {
     pub pos: Option<Box<SourcePos>>,
     pub event: Event,
     pub source: Arc<str>,
+    /// A tombstone under `--tombstones delete`: the row of `key` is deleted.
+    pub delete: bool,
 }
 
 impl Row {
@@ -466,6 +484,10 @@ pub struct Config {
     pub column_json: Vec<bool>,
     pub version: Option<(FieldPath, VersionType)>,
     pub on_conflict: OnConflict,
+    pub tombstones: Tombstones,
+    /// `META.tombstone` and `META.key`: where a tombstone says so, and its key.
+    tombstone_flag: FieldPath,
+    tombstone_key: FieldPath,
     pub batch_size: usize,
     pub linger: Duration,
     pub emit: bool,
@@ -477,6 +499,8 @@ pub struct Counts {
     pub inserted: AtomicU64,
     pub updated: AtomicU64,
     pub unchanged: AtomicU64,
+    /// Rows deleted by tombstones.
+    pub deleted: AtomicU64,
     /// Events that lost to a later (or newer) event of the same key inside their batch.
     pub superseded: AtomicU64,
     pub rejected: AtomicU64,
@@ -496,11 +520,12 @@ impl Counts {
 
     pub fn summary(&self) -> String {
         format!(
-            "{} inserted, {} updated, {} unchanged, {} superseded in their batch, \
+            "{} inserted, {} updated, {} unchanged, {} deleted, {} superseded in their batch, \
              {} dead-lettered, {} fenced, {} batches, {} retries",
             Counts::get(&self.inserted),
             Counts::get(&self.updated),
             Counts::get(&self.unchanged),
+            Counts::get(&self.deleted),
             Counts::get(&self.superseded),
             Counts::get(&self.rejected),
             Counts::get(&self.fenced),
@@ -516,6 +541,8 @@ pub struct Loaded {
     pub inserted: u64,
     pub updated: u64,
     pub unchanged: u64,
+    /// Rows deleted by tombstones.
+    pub deleted: u64,
 }
 
 /// Why a transaction did not commit.
@@ -567,6 +594,11 @@ impl Config {
                 .clone()
                 .map(|f| (f, layout.version.unwrap_or(args.version_type))),
             on_conflict: args.on_conflict,
+            tombstones: args.tombstones,
+            tombstone_flag: FieldPath::parse(&format!("{}.tombstone", args.common.meta_field))
+                .expect("a field name and a plain segment"),
+            tombstone_key: FieldPath::parse(&format!("{}.key", args.common.meta_field))
+                .expect("a field name and a plain segment"),
             batch_size: args.batch_size as usize,
             linger: Duration::from_millis(args.linger_ms),
             emit: args.emit,
@@ -582,7 +614,7 @@ impl Config {
         pos: Option<SourcePos>,
     ) -> std::result::Result<Row, (Event, Reject)> {
         match self.extract(&mut event, meta_field) {
-            Ok((key, payload, meta, version, columns)) => {
+            Ok((key, payload, meta, version, columns, delete)) => {
                 // Rows wait for their transaction: keep them small.
                 event.drop_index();
                 Ok(Row {
@@ -594,29 +626,16 @@ impl Config {
                     pos: pos.map(Box::new),
                     event,
                     source: source.clone(),
+                    delete,
                 })
             }
             Err(r) => Err((event, r)),
         }
     }
 
-    #[allow(clippy::type_complexity)]
-    fn extract(
-        &self,
-        event: &mut Event,
-        meta_field: &str,
-    ) -> std::result::Result<
-        (
-            String,
-            Option<String>,
-            Option<String>,
-            Option<Version>,
-            Vec<Option<String>>,
-        ),
-        Reject,
-    > {
-        event.decode()?;
-        let key = match event.get(&self.key, meta_field) {
+    /// The key of an ordinary event: the `--key` field, a string or a number.
+    fn key_of(&self, event: &mut Event, meta_field: &str) -> std::result::Result<String, Reject> {
+        Ok(match event.get(&self.key, meta_field) {
             None | Some("null") => {
                 return Err(Reject::new(
                     "missing_key",
@@ -633,6 +652,44 @@ impl Config {
                     ),
                 )
             })?,
+        })
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn extract(
+        &self,
+        event: &mut Event,
+        meta_field: &str,
+    ) -> std::result::Result<
+        (
+            String,
+            Option<String>,
+            Option<String>,
+            Option<Version>,
+            Vec<Option<String>>,
+            bool,
+        ),
+        Reject,
+    > {
+        event.decode()?;
+        let delete = event.get_with_meta(&self.tombstone_flag) == Some("true");
+        if delete && self.tombstones == Tombstones::DeadLetter {
+            return Err(Reject::new(
+                "tombstone",
+                "a tombstone (a message with a null payload); persist --tombstones delete \
+                 deletes its key's row",
+            ));
+        }
+        let key = if delete {
+            let raw = event.get_with_meta(&self.tombstone_key).unwrap_or("null");
+            scalar_text(raw).ok_or_else(|| {
+                Reject::new(
+                    "missing_key",
+                    format!("a tombstone without a message key ({})", self.tombstone_key),
+                )
+            })?
+        } else {
+            self.key_of(event, meta_field)?
         };
         let version = match &self.version {
             None => None,
@@ -670,7 +727,7 @@ impl Config {
             (true, _) | (false, Cow::Borrowed(_)) => None,
             (false, Cow::Owned(p)) => Some(p),
         };
-        Ok((key, payload, meta, version, columns))
+        Ok((key, payload, meta, version, columns, delete))
     }
 
     /// Whether `new` beats `old` for the same key inside one batch.
@@ -918,7 +975,8 @@ pub async fn run(
     commit_rows(&shared, loader, Vec::new(), None).await?;
     stats.events_out = Counts::get(&shared.counts.inserted)
         + Counts::get(&shared.counts.updated)
-        + Counts::get(&shared.counts.unchanged);
+        + Counts::get(&shared.counts.unchanged)
+        + Counts::get(&shared.counts.deleted);
     Ok(stats)
 }
 
@@ -1009,6 +1067,7 @@ async fn commit_rows(
                 Counts::add(&counts.inserted, loaded.inserted);
                 Counts::add(&counts.updated, loaded.updated);
                 Counts::add(&counts.unchanged, loaded.unchanged);
+                Counts::add(&counts.deleted, loaded.deleted);
                 Counts::add(&counts.superseded, (rows.len() - winners.len()) as u64);
                 if !rows.is_empty() {
                     Counts::add(&counts.batches, 1);

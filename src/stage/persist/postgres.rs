@@ -374,11 +374,22 @@ impl Loader {
         if !commits.is_empty() && !self.offsets_ready {
             self.create_offsets_table().await?;
         }
+        // Tombstones' deletes apart: they go after the upserts, in the same transaction
+        // (their keys differ: a batch holds one winner per key).
+        let (deletes, upserts): (Vec<(usize, &Row)>, Vec<(usize, &Row)>) = rows
+            .iter()
+            .copied()
+            .enumerate()
+            .partition(|(_, r)| r.delete);
+        let deletes: Vec<&Row> = deletes.into_iter().map(|(_, r)| r).collect();
+        let (at, upserts): (Vec<usize>, Vec<&Row>) = upserts.into_iter().unzip();
+        let mut reject_upsert = |i: usize, r: Reject| reject(at[i], r);
         // First try the whole batch; when a row is refused, redo it with savepoints,
         // splitting until each refused row stands alone.
-        match self.transaction(rows, commits, None).await {
+        match self.transaction(&upserts, &deletes, commits, None).await {
             Err(LoadError::Fatal(e)) if is_row_error(&e) => {
-                self.transaction(rows, commits, Some(reject)).await
+                self.transaction(&upserts, &deletes, commits, Some(&mut reject_upsert))
+                    .await
             }
             other => other,
         }
@@ -396,6 +407,7 @@ impl Loader {
     async fn transaction(
         &mut self,
         rows: &[&Row],
+        deletes: &[&Row],
         commits: &[Commit],
         isolate: Option<&mut (dyn FnMut(usize, Reject) + Send)>,
     ) -> std::result::Result<Loaded, LoadError> {
@@ -450,9 +462,48 @@ impl Loader {
                 }
             }
         }
+        if !deletes.is_empty() {
+            loaded.deleted = delete(&tx, &self.layout, deletes).await?;
+        }
         tx.commit().await.map_err(fault)?;
         Ok(loaded)
     }
+}
+
+/// Deletes the rows of tombstones' keys (under the version rule); returns how many.
+async fn delete(
+    tx: &tokio_postgres::Transaction<'_>,
+    l: &Layout,
+    rows: &[&Row],
+) -> std::result::Result<u64, LoadError> {
+    let q = super::quote_ident;
+    let keys: Vec<&str> = rows.iter().map(|r| r.key.as_str()).collect();
+    let sql = match l.version {
+        None => format!(
+            "DELETE FROM {} WHERE {} = ANY($1::text[])",
+            l.table.quoted(),
+            q(&l.key_column)
+        ),
+        Some(vt) => format!(
+            "DELETE FROM {table} AS t USING unnest($1::text[], $2::text[]) AS d(k, v) \
+             WHERE t.{key} = d.k AND (t.\"version\" IS NULL OR d.v IS NULL \
+             OR t.\"version\" <= d.v::{ty})",
+            table = l.table.quoted(),
+            key = q(&l.key_column),
+            ty = vt.sql()
+        ),
+    };
+    let n = match l.version {
+        None => tx.execute(&sql, &[&keys]).await,
+        Some(_) => {
+            let versions: Vec<Option<&str>> = rows
+                .iter()
+                .map(|r| r.version.as_ref().map(|v| v.text.as_str()))
+                .collect();
+            tx.execute(&sql, &[&keys, &versions]).await
+        }
+    };
+    n.map_err(fault)
 }
 
 /// The offsets table (shared with `ingest-kafka --offsets-from`): `next_offset` is -1 for

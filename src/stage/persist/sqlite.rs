@@ -30,6 +30,8 @@ pub struct Loader {
 struct Sql {
     insert: String,
     update: Option<String>,
+    /// Deletes a tombstone's row: ?1 key, ?2 version (NULL: none).
+    delete: String,
     offsets: String,
     offsets_table: String,
     create_offsets: String,
@@ -227,9 +229,22 @@ fn statements(l: &Layout) -> Sql {
         )
     });
     let ot = l.offsets_table.quoted();
+    let delete = if l.version.is_some() {
+        format!(
+            "DELETE FROM {table} WHERE {} = ?1 AND (\"version\" IS NULL OR ?2 IS NULL \
+             OR \"version\" <= ?2)",
+            q(&l.key_column)
+        )
+    } else {
+        format!(
+            "DELETE FROM {table} WHERE {} = ?1 AND ?2 IS NULL",
+            q(&l.key_column)
+        )
+    };
     Sql {
         insert,
         update,
+        delete,
         offsets: format!(
             "INSERT INTO {ot} (\"group\", topic, \"partition\", next_offset, epoch, updated_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (\"group\", topic, \"partition\") \
@@ -261,8 +276,16 @@ impl Loader {
         let mut refused = Vec::new();
         let mut batch = Vec::with_capacity(rows.len());
         for (i, row) in rows.iter().enumerate() {
+            if row.delete {
+                let version = row
+                    .version
+                    .as_ref()
+                    .map_or(Value::Null, |v| Value::Text(v.text.clone()));
+                batch.push((i, true, vec![Value::Text(row.key.clone()), version]));
+                continue;
+            }
             match self.values(row, &now) {
-                Ok(v) => batch.push((i, v)),
+                Ok(v) => batch.push((i, false, v)),
                 Err(r) => refused.push((i, r)),
             }
         }
@@ -316,7 +339,7 @@ impl Loader {
 fn transaction(
     conn: &mut Connection,
     sql: &Sql,
-    batch: &[(usize, Vec<Value>)],
+    batch: &[(usize, bool, Vec<Value>)],
     commits: &[Commit],
     now: &str,
 ) -> std::result::Result<(Loaded, Vec<(usize, Reject)>), LoadError> {
@@ -372,7 +395,14 @@ fn transaction(
             Some(u) => Some(tx.prepare_cached(u).map_err(fault)?),
             None => None,
         };
-        for (i, values) in batch {
+        let mut delete = tx.prepare_cached(&sql.delete).map_err(fault)?;
+        for (i, is_delete, values) in batch {
+            if *is_delete {
+                loaded.deleted += delete
+                    .execute(params_from_iter(values.iter()))
+                    .map_err(fault)? as u64;
+                continue;
+            }
             let inserted = match insert.execute(params_from_iter(values.iter())) {
                 Ok(n) => n,
                 Err(e) => match row_or_fault(e) {
