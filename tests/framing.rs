@@ -112,6 +112,22 @@ fn raw_is_cut_at_8_kib_in_dead_letters() {
     let dl = values(&dir.read("dl"));
     assert_eq!(dl[0]["raw"].as_str().unwrap().len(), 8192);
     assert_eq!(dl[0]["raw_truncated"], true);
+
+    // A line over --max-line-bytes keeps only its start: raw_truncated says so too.
+    dir.cmd("validate")
+        .args([
+            "--max-line-bytes",
+            "10K",
+            "--dead-letter",
+            "dl2",
+            "in.ndjson",
+        ])
+        .assert()
+        .success();
+    let dl = values(&dir.read("dl2"));
+    assert_eq!(dl[0]["kind"], "line_too_long");
+    assert_eq!(dl[0]["raw"].as_str().unwrap().len(), 8192);
+    assert_eq!(dl[0]["raw_truncated"], true);
 }
 
 #[test]
