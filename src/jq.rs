@@ -379,17 +379,28 @@ pub fn serve_if_helper() {
     // SAFETY: plain libc calls on this process's own signal dispositions and limits.
     unsafe {
         // The worker that started it decides when it ends (Ctrl-C reaches the whole
-        // process group); it dies with that process, even after kill -9.
+        // process group).
         libc::signal(libc::SIGINT, libc::SIG_IGN);
         libc::signal(libc::SIGTERM, libc::SIG_IGN);
-        #[cfg(target_os = "linux")]
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
         let limit = libc::rlimit {
             rlim_cur: HELPER_MEMORY as libc::rlim_t,
             rlim_max: HELPER_MEMORY as libc::rlim_t,
         };
         libc::setrlimit(libc::RLIMIT_AS, &limit);
     }
+    // It dies with the process that started it, even after kill -9 and even while a
+    // program runs (an idle helper sees the end of its stdin anyway). Not
+    // PR_SET_PDEATHSIG: that fires when the spawning *thread* ends, and the worker
+    // threads of a pool come and go.
+    // SAFETY: getppid has no preconditions.
+    let parent = unsafe { libc::getppid() };
+    std::thread::spawn(move || loop {
+        std::thread::sleep(Duration::from_millis(500));
+        // SAFETY: as above.
+        if unsafe { libc::getppid() } != parent {
+            std::process::exit(1);
+        }
+    });
     let code = match Program::compile(&code) {
         Ok(p) => serve(&p, max_outputs).map_or(1, |()| 0),
         Err(_) => 2,

@@ -346,3 +346,63 @@ fn the_first_signal_ends_a_runaway_jq_program() {
     let dl = kinds_and_reasons(&dir, "dl");
     assert!(dl[0].1.contains("still running at shutdown"), "{dl:?}");
 }
+
+/// Processes whose environment holds `marker` (jq helpers started with a program that
+/// mentions it).
+fn helpers_with(marker: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            std::fs::read(e.path().join("environ"))
+                .is_ok_and(|env| env.windows(marker.len()).any(|w| w == marker.as_bytes()))
+        })
+        .count()
+}
+
+/// A jq helper outlives idle gaps in the input (worker threads come and go), and dies
+/// with enrich, even when enrich is killed with SIGKILL in the middle of a program.
+#[test]
+fn jq_helpers_outlive_idle_gaps_and_die_with_enrich() {
+    use std::io::{BufRead, Write};
+    let dir = Dir::new();
+    let marker = format!("helper-marker-{}", std::process::id());
+    let program = format!("if .spin then last(range(1e15)) else .m = \"{marker}\" end");
+    let mut child = std::process::Command::new(bin("enrich"))
+        .args(["--jq", &program, "--dead-letter", "dl"])
+        .current_dir(dir.root())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    for i in 0..2 {
+        writeln!(stdin, "{{\"i\":{i}}}").unwrap();
+        stdin.flush().unwrap();
+        line.clear();
+        stdout.read_line(&mut line).unwrap();
+        assert!(line.contains(&marker), "{line}");
+        if i == 0 {
+            // Longer than tokio's blocking threads live idle (10 s).
+            std::thread::sleep(std::time::Duration::from_secs(12));
+        }
+    }
+    assert_eq!(dir.read("dl"), "", "no dead letter after the idle gap");
+    writeln!(stdin, "{{\"spin\":true}}").unwrap();
+    stdin.flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(helpers_with(&marker) >= 1);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let start = std::time::Instant::now();
+    while helpers_with(&marker) > 0 {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "a jq helper outlived enrich"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
