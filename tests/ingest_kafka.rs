@@ -291,6 +291,47 @@ fn round_trip_of_50k_events_with_exit_at_end() {
     assert!(produced.contains(format!("{payload}}}").as_str()), "{line}");
 }
 
+/// `ingest-kafka | head -3` ends quietly (exit 0, nothing on stderr), and the offsets of
+/// lines it could not write are not committed: the next run starts right after the lines
+/// that got out.
+#[test]
+fn head_ends_a_consumer_quietly_and_keeps_the_unwritten_lines() {
+    let dir = Dir::new();
+    let broker = Broker::start();
+    let (topic, _) = topic_with_events(&dir, &broker, "head", 1, 20_000, &[]);
+    let group = format!("group.id=head-{}", std::process::id());
+    let o = sh(
+        &dir,
+        &format!(
+            "set -o pipefail; {} --brokers {} --topic {topic} -X {group} --offset stored | head -3",
+            bin("ingest-kafka"),
+            broker.addr
+        ),
+    );
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(out(&o).lines().count(), 3);
+    assert!(
+        !err(&o).contains("error"),
+        "a closed stdout is a quiet end: {}",
+        err(&o)
+    );
+    let first: Vec<u64> = values(&out(&o))
+        .iter()
+        .map(|v| v["_meta"]["offset"].as_u64().unwrap())
+        .collect();
+    let o = ingest_kafka(&dir, &broker, &topic)
+        .args(["-X", &group, "--offset", "stored", "--max-messages", "1"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    let next = values(&out(&o))[0]["_meta"]["offset"].as_u64().unwrap();
+    // Lines that reached head are committed; those lost with the pipe are read again.
+    assert!(
+        next >= first[2] + 1 && next < 20_000,
+        "{first:?} then {next}"
+    );
+}
+
 #[test]
 fn keys_headers_tombstones_bad_payloads_and_kcat_format() {
     let dir = Dir::new();
