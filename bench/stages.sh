@@ -5,8 +5,9 @@
 # added fields, stdin to stdout) and to ../shared/peers/seedgo, the Go channel design
 # ndpipe replaces (its own checks: id a non-empty string, amount a number >= 0; its own
 # fields: ingested_at and amount_cents; output order not kept).
-# Benthos v4.60.0 (MIT core, cmd/benthos) is built once with `go install` into
-# ~/.cache/ndpipe/benthos-v4.60.0 (a few minutes); seedgo into bench/out.
+# Benthos v4.60.0 (MIT core, cmd/benthos) is built once with go (pinned with go get in a
+# throw-away module) into ~/.cache/ndpipe/benthos-v4.60.0 (a few minutes); seedgo into
+# bench/out.
 #
 #   bench/stages.sh            # 1 M events from ../shared/tools/gen_events.py
 #   EVENTS=200000 bench/stages.sh
@@ -18,7 +19,7 @@ EVENTS=${EVENTS:-1000000}
 RUNS=${RUNS:-3}
 OUT=bench/out
 mkdir -p "$OUT"
-cargo build --release --quiet --bins
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release --quiet --bins
 BIN=target/release
 IN="$OUT/events-$EVENTS.ndjson"
 [ -s "$IN" ] || python3 ../shared/tools/gen_events.py "$EVENTS" > "$IN"
@@ -91,7 +92,14 @@ if command -v go >/dev/null; then
   BENTHOS_DIR=${NDPIPE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ndpipe}/benthos-$BENTHOS_VERSION
   if [ ! -x "$BENTHOS_DIR/benthos" ]; then
     echo "building Benthos $BENTHOS_VERSION into $BENTHOS_DIR (once)" >&2
-    GOBIN=$BENTHOS_DIR GOFLAGS=-mod=mod go install "github.com/redpanda-data/benthos/v4/cmd/benthos@$BENTHOS_VERSION"
+    # In a throw-away module, with the version pinned by go get: the module proxy here
+    # serves pinned versions but not version lists, which `go install pkg@v` asks for.
+    mod=$(mktemp -d)
+    mkdir -p "$BENTHOS_DIR"
+    (cd "$mod" && go mod init ndpipe-bench-benthos >/dev/null 2>&1 \
+      && go get "github.com/redpanda-data/benthos/v4/cmd/benthos@$BENTHOS_VERSION" \
+      && go build -o "$BENTHOS_DIR/benthos" github.com/redpanda-data/benthos/v4/cmd/benthos)
+    rm -rf "$mod"
   fi
   B="$BENTHOS_DIR/benthos -c bench/benthos.yaml"
   b_lines=$($B < "$IN" | wc -l)
