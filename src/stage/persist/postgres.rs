@@ -376,13 +376,15 @@ impl Loader {
         }
         // Tombstones' deletes apart: they go after the upserts, in the same transaction
         // (their keys differ: a batch holds one winner per key).
-        let (deletes, upserts): (Vec<(usize, &Row)>, Vec<(usize, &Row)>) = rows
-            .iter()
-            .copied()
-            .enumerate()
-            .partition(|(_, r)| r.delete);
-        let deletes: Vec<&Row> = deletes.into_iter().map(|(_, r)| r).collect();
-        let (at, upserts): (Vec<usize>, Vec<&Row>) = upserts.into_iter().unzip();
+        let (mut deletes, mut upserts, mut at) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, row) in rows.iter().copied().enumerate() {
+            if row.delete {
+                deletes.push(row);
+            } else {
+                upserts.push(row);
+                at.push(i);
+            }
+        }
         let mut reject_upsert = |i: usize, r: Reject| reject(at[i], r);
         // First try the whole batch; when a row is refused, redo it with savepoints,
         // splitting until each refused row stands alone.
