@@ -378,8 +378,7 @@ impl Ctx2 {
                         q.add_partition(&topic, *p);
                     }
                     Some(
-                        consumer
-                            .committed_offsets(q, timeout)
+                        committed_offsets(consumer, &q, timeout)
                             .map_err(|e| format!("{topic}: committed offsets: {e}"))?,
                     )
                 }
@@ -440,6 +439,36 @@ impl Ctx2 {
             }
         }
         Ok(())
+    }
+}
+
+/// Kafka's committed offsets of `q`. Right after a broker starts, or when a group's
+/// coordinator moves, the coordinator answers "not coordinator" or "loading" for a
+/// while (seen on a fresh Apache Kafka broker): those answers are retried until
+/// `timeout`, like librdkafka retries its own requests.
+fn committed_offsets(
+    consumer: &BaseConsumer<Ctx2>,
+    q: &TopicPartitionList,
+    timeout: Duration,
+) -> rdkafka::error::KafkaResult<TopicPartitionList> {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match consumer.committed_offsets(q.clone(), timeout) {
+            Err(e)
+                if matches!(
+                    e.rdkafka_error_code(),
+                    Some(
+                        Code::NotCoordinator
+                            | Code::CoordinatorLoadInProgress
+                            | Code::CoordinatorNotAvailable
+                    )
+                ) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            other => return other,
+        }
     }
 }
 
