@@ -72,10 +72,8 @@ pub fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is not a size in bytes (examples: 1048576, 64K, 16M)"))
 }
 
-/// Parses the command line; usage errors exit 64 (clap's own would be 2). A process
-/// started as a jq helper (see [`crate::jq`]) serves that role instead and never returns.
+/// Parses the command line; usage errors exit 64 (clap's own would be 2).
 pub fn parse<A: Parser>() -> A {
-    crate::jq::serve_if_helper();
     match A::try_parse() {
         Ok(a) => a,
         Err(e) => {
