@@ -526,15 +526,14 @@ fn load_lookup(file: &Path, on: &str, prefix: &str) -> Result<Lookup> {
 impl Config {
     /// Runs the jq program (when there is one) on a batch's events, in a helper process:
     /// one result per event, `None` for events that are not JSON objects (rejected later).
+    /// Without a program: `None`, and nothing is allocated.
     fn run_jq(
         &self,
         events: &mut [Event],
         meta: &str,
         shutdown: &Shutdown,
-    ) -> Vec<Option<jq::Outputs>> {
-        let Some(sandbox) = &self.jq else {
-            return events.iter().map(|_| None).collect();
-        };
+    ) -> Option<Vec<Option<jq::Outputs>>> {
+        let sandbox = self.jq.as_ref()?;
         // The program sees each event without its metadata field.
         let inputs: Vec<Option<String>> = events
             .iter_mut()
@@ -546,10 +545,11 @@ impl Config {
             .collect();
         let texts: Vec<&str> = inputs.iter().flatten().map(String::as_str).collect();
         let mut results = sandbox.eval_all(&texts, shutdown).into_iter();
-        inputs
+        let results = inputs
             .iter()
             .map(|i| i.as_ref().and_then(|_| results.next()))
-            .collect()
+            .collect();
+        Some(results)
     }
 }
 
@@ -625,8 +625,11 @@ pub async fn run(
         let growth = config.growth(&now);
         let bytes: usize = batch.events.iter().map(|e| e.bytes().len() + growth).sum();
         let mut arena = TextArena::with_capacity(bytes);
-        let jq = config.run_jq(&mut batch.events, &meta, &shutdown);
-        for (event, jq) in batch.events.into_iter().zip(jq) {
+        let mut jq = config
+            .run_jq(&mut batch.events, &meta, &shutdown)
+            .map(Vec::into_iter);
+        for event in batch.events {
+            let jq = jq.as_mut().and_then(Iterator::next).flatten();
             if let Err(rejected) = config.apply(event, jq, &now, &meta, &mut kept, &mut arena) {
                 rejects.push(rejected);
             }

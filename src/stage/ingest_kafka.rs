@@ -452,7 +452,7 @@ fn committed_offsets(
     timeout: Duration,
 ) -> rdkafka::error::KafkaResult<TopicPartitionList> {
     use rdkafka::types::RDKafkaErrorCode as Code;
-    let deadline = std::time::Instant::now() + timeout;
+    let deadline = Instant::now() + timeout;
     loop {
         match consumer.committed_offsets(q.clone(), timeout) {
             Err(e)
@@ -463,7 +463,7 @@ fn committed_offsets(
                             | Code::CoordinatorLoadInProgress
                             | Code::CoordinatorNotAvailable
                     )
-                ) && std::time::Instant::now() < deadline =>
+                ) && Instant::now() < deadline =>
             {
                 std::thread::sleep(Duration::from_millis(200));
             }

@@ -488,8 +488,7 @@ async fn delete(
         ),
         Some(vt) => format!(
             "DELETE FROM {table} AS t USING unnest($1::text[], $2::text[]) AS d(k, v) \
-             WHERE t.{key} = d.k AND (t.\"version\" IS NULL OR d.v IS NULL \
-             OR t.\"version\" <= d.v::{ty})",
+             WHERE t.{key} = d.k AND (t.\"version\" IS NULL OR t.\"version\" <= d.v::{ty})",
             table = l.table.quoted(),
             key = q(&l.key_column),
             ty = vt.sql()

@@ -30,7 +30,7 @@ pub struct Loader {
 struct Sql {
     insert: String,
     update: Option<String>,
-    /// Deletes a tombstone's row: ?1 key, ?2 version (NULL: none).
+    /// Deletes a tombstone's row: ?1 key, and ?2 version when the table has one.
     delete: String,
     offsets: String,
     offsets_table: String,
@@ -231,15 +231,11 @@ fn statements(l: &Layout) -> Sql {
     let ot = l.offsets_table.quoted();
     let delete = if l.version.is_some() {
         format!(
-            "DELETE FROM {table} WHERE {} = ?1 AND (\"version\" IS NULL OR ?2 IS NULL \
-             OR \"version\" <= ?2)",
+            "DELETE FROM {table} WHERE {} = ?1 AND (\"version\" IS NULL OR \"version\" <= ?2)",
             q(&l.key_column)
         )
     } else {
-        format!(
-            "DELETE FROM {table} WHERE {} = ?1 AND ?2 IS NULL",
-            q(&l.key_column)
-        )
+        format!("DELETE FROM {table} WHERE {} = ?1", q(&l.key_column))
     };
     Sql {
         insert,
@@ -277,11 +273,14 @@ impl Loader {
         let mut batch = Vec::with_capacity(rows.len());
         for (i, row) in rows.iter().enumerate() {
             if row.delete {
-                let version = row
-                    .version
-                    .as_ref()
-                    .map_or(Value::Null, |v| Value::Text(v.text.clone()));
-                batch.push((i, true, vec![Value::Text(row.key.clone()), version]));
+                // A row has a version exactly when the table has a version column.
+                let mut v = vec![Value::Text(row.key.clone())];
+                v.extend(
+                    row.version
+                        .as_ref()
+                        .map(|ver| Value::Text(ver.text.clone())),
+                );
+                batch.push((i, true, v));
                 continue;
             }
             match self.values(row, &now) {
