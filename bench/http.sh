@@ -12,13 +12,16 @@
 # design ingest-http replaces: decode, push to a 10k hub, one stdout writer. It is built
 # and run in the same run when `go` is installed (apt-get install golang-go); without
 # it the ratio is taken against the 30.8k requests/s the issue measured here.
+# PROFILE=dist (default: fat LTO, as release artifacts are built) or PROFILE=release
+# (the profile `cargo install` and scripts/demo use) picks the build measured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10s}
 OUT=bench/out
 mkdir -p "$OUT"
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 2; }
-[ -n "${SKIP_BUILD:-}" ] || cargo build --release --quiet --bin ingest-http
+PROFILE=${PROFILE:-dist}
+[ -n "${SKIP_BUILD:-}" ] || cargo build --profile "$PROFILE" --quiet --bin ingest-http
 BODY="$OUT/body-1000.ndjson"
 [ -s "$BODY" ] || python3 ../shared/tools/gen_events.py 1000 > "$BODY"
 export BODY
@@ -45,7 +48,7 @@ else
 fi
 
 port=$(free_port)
-target/release/ingest-http -q --listen "127.0.0.1:$port" > /dev/null & server=$!
+target/$PROFILE/ingest-http -q --listen "127.0.0.1:$port" > /dev/null & server=$!
 wait_port "$port"
 single=$(rate single.lua 64 "http://127.0.0.1:$port/events")
 ndjson=$(rate ndjson.lua 16 "http://127.0.0.1:$port/events")

@@ -14,12 +14,15 @@
 #
 #   bench/kafka.sh
 #   EVENTS=200000 bench/kafka.sh
+# PROFILE=dist (default: fat LTO, as release artifacts are built) or PROFILE=release
+# (the profile `cargo install` and scripts/demo use) picks the build measured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EVENTS=${EVENTS:-1000000}
 OUT=bench/out
 mkdir -p "$OUT"
-[ -n "${SKIP_BUILD:-}" ] || cargo build --release --quiet --bin ingest-kafka --example kafka_produce --example kafka_bare
+PROFILE=${PROFILE:-dist}
+[ -n "${SKIP_BUILD:-}" ] || cargo build --profile "$PROFILE" --quiet --bin ingest-kafka --example kafka_produce --example kafka_bare
 IN="$OUT/events-$EVENTS.ndjson"
 [ -s "$IN" ] || python3 ../shared/tools/gen_events.py "$EVENTS" > "$IN"
 PYDEPS="$OUT/pydeps"
@@ -34,7 +37,7 @@ trap 'scripts/kafka-test-broker stop "$ADDR" >/dev/null 2>&1 || true' EXIT
 BROKER_PID=$(cat "${NDPIPE_KAFKA_STATE_DIR:-${TMPDIR:-/tmp}/ndpipe-kafka-test-broker}/${ADDR##*:}.pid")
 TOPIC=bench-$$
 echo "producing $EVENTS events to $TOPIC (3 partitions) on $ADDR"
-target/release/examples/kafka_produce "$ADDR" "$TOPIC" 3 < "$IN"
+target/$PROFILE/examples/kafka_produce "$ADDR" "$TOPIC" 3 < "$IN"
 
 # timed CMD: wall seconds (SECS), peak RSS (RSS_KB), broker CPU seconds used (BROKER_CPU).
 timed() {
@@ -53,13 +56,13 @@ timed "PYTHONPATH=$PYDEPS python3 bench/kafka/peer.py $ADDR $TOPIC $EVENTS --spl
 splice_rate=$(calc "$EVENTS / $SECS")
 printf '%-44s %9.0f msg/s  %6.2f s  broker cpu %5.1f s\n' "peer (information): splicing, no JSON check" "$splice_rate" "$SECS" "$BROKER_CPU"
 
-timed "target/release/examples/kafka_bare $ADDR $TOPIC $EVENTS"
+timed "target/$PROFILE/examples/kafka_bare $ADDR $TOPIC $EVENTS"
 bare_rate=$(calc "$EVENTS / $SECS")
 printf '%-44s %9.0f msg/s  %6.2f s  broker cpu %5.1f s\n' "ceiling (information): bare, payloads only" "$bare_rate" "$SECS" "$BROKER_CPU"
 
-timed "target/release/ingest-kafka -q --brokers $ADDR --topic $TOPIC --exit-at-end"
+timed "target/$PROFILE/ingest-kafka -q --brokers $ADDR --topic $TOPIC --exit-at-end"
 ours_rate=$(calc "$EVENTS / $SECS")
-lines=$(target/release/ingest-kafka -q --brokers "$ADDR" --topic "$TOPIC" --exit-at-end | wc -l)
+lines=$(target/$PROFILE/ingest-kafka -q --brokers "$ADDR" --topic "$TOPIC" --exit-at-end | wc -l)
 ratio=$(calc "$ours_rate / $peer_rate")
 printf '%-44s %9.0f msg/s  %6.2f s  broker cpu %5.1f s  rss %.1f MiB  %.2fx the peer\n' \
   "ingest-kafka (with _meta)" "$ours_rate" "$SECS" "$BROKER_CPU" "$(calc "$RSS_KB / 1024")" "$ratio"

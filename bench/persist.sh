@@ -10,6 +10,8 @@
 # The peer: \copy of the NDJSON lines into an unlogged staging table (one jsonb column
 # and a serial ordinal), then INSERT ... SELECT DISTINCT ON (id) ... ORDER BY id, ord DESC
 # ON CONFLICT DO UPDATE: the last event in input order wins, as with persist.
+# PROFILE=dist (default: fat LTO, as release artifacts are built) or PROFILE=release
+# (the profile `cargo install` and scripts/demo use) picks the build measured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EVENTS=${EVENTS:-2000000}
@@ -18,7 +20,8 @@ DB=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
 OUT=bench/out
 SCHEMA=ndpipe_bench
 mkdir -p "$OUT"
-[ -n "${SKIP_BUILD:-}" ] || cargo build --release --quiet --bin persist
+PROFILE=${PROFILE:-dist}
+[ -n "${SKIP_BUILD:-}" ] || cargo build --profile "$PROFILE" --quiet --bin persist
 IN="$OUT/events-$EVENTS-dups.ndjson"
 [ -s "$IN" ] || python3 ../shared/tools/gen_events.py "$EVENTS" --dups 0.1 > "$IN"
 
@@ -67,7 +70,7 @@ for pass in "empty table" "filled table"; do
     timed peer "PGOPTIONS='-c search_path=$SCHEMA' psql -X -q -v ON_ERROR_STOP=1 '$DB' -f $OUT/peer.sql"
     { [ -z "$peer_secs" ] || holds "$SECS < $peer_secs"; } && peer_secs=$SECS
     [ "$pass" = "empty table" ] && psql_ -c "TRUNCATE ours"
-    timed ours "target/release/persist -q --database-url '$DB?options=-csearch_path%3D$SCHEMA' --table ours $IN"
+    timed ours "target/$PROFILE/persist -q --database-url '$DB?options=-csearch_path%3D$SCHEMA' --table ours $IN"
     { [ -z "$ours_secs" ] || holds "$SECS < $ours_secs"; } && ours_secs=$SECS
     (( RSS_KB > ours_rss )) && ours_rss=$RSS_KB
   done

@@ -13,14 +13,17 @@
 #   EVENTS=200000 bench/stages.sh
 #
 # Prints events/s, the ratio to the goal or peer, and peak RSS of each command.
+# PROFILE=dist (default: fat LTO, as release artifacts are built) or PROFILE=release
+# (the profile `cargo install` and scripts/demo use) picks the build measured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EVENTS=${EVENTS:-1000000}
 RUNS=${RUNS:-3}
 OUT=bench/out
 mkdir -p "$OUT"
-[ -n "${SKIP_BUILD:-}" ] || cargo build --release --quiet --bins
-BIN=target/release
+PROFILE=${PROFILE:-dist}
+[ -n "${SKIP_BUILD:-}" ] || cargo build --profile "$PROFILE" --quiet --bins
+BIN=target/$PROFILE
 IN="$OUT/events-$EVENTS.ndjson"
 [ -s "$IN" ] || python3 ../shared/tools/gen_events.py "$EVENTS" > "$IN"
 IN3="$OUT/events-${EVENTS}x3.ndjson"
