@@ -25,7 +25,8 @@ complete -c persist -l log-format -d 'Format of log lines on stderr. The level i
 json\t''"
 complete -c persist -l create-table -d 'Create the table when missing: key text primary key, payload jsonb not null, meta jsonb, version (--version-type), first_seen and updated_at timestamptz, plus the --column columns (which then need a type)'
 complete -c persist -l keep-meta -d 'Keep the metadata field inside `payload` too (it is always stored in `meta`)'
-complete -c persist -l emit -d 'Write every persisted event to stdout once its transaction has committed'
+complete -c persist -l emit -d 'Write every event of a committed batch to stdout once its transaction has committed: stored ones, unchanged ones, and those superseded in their batch by a later event of the same key (the summary counts the same events as "out")'
+complete -c persist -l show -d 'Print the table\'s rows as NDJSON on stdout (ordered by key, every column) and exit, instead of loading: a quick look at what runs stored, in SQLite too'
 complete -c persist -l progress -d 'Show a progress line on stderr even when stderr is not a terminal'
 complete -c persist -s q -l quiet -d 'Print only errors on stderr: no progress line, no summary, no info logs'
 complete -c persist -s h -l help -d 'Print help (see more with \'--help\')'

@@ -19,7 +19,8 @@ pub enum Exit {
     DataErr = 65,
     /// An input file (or a file named by a flag, such as `--schema`) does not exist.
     NoInput = 66,
-    /// A required service (database, broker) was unreachable at start.
+    /// A required service (database, broker) was unreachable at start, or ingest-http
+    /// could not listen on its address.
     Unavailable = 69,
     /// A bug or an unexpected internal state.
     Software = 70,
@@ -33,8 +34,53 @@ pub enum Exit {
 }
 
 impl Exit {
+    /// Every code, in numeric order (the man pages' EXIT STATUS lists them).
+    pub const ALL: [Exit; 9] = [
+        Exit::Ok,
+        Exit::Usage,
+        Exit::DataErr,
+        Exit::NoInput,
+        Exit::Unavailable,
+        Exit::Software,
+        Exit::IoErr,
+        Exit::Interrupted,
+        Exit::Terminated,
+    ];
+
     pub fn code(self) -> u8 {
         self as u8
+    }
+
+    /// What the code means: the variant's doc comment as plain text (a test keeps the two
+    /// equal).
+    pub fn describe(self) -> &'static str {
+        match self {
+            Exit::Ok => {
+                "Every record was handled. Rejects written to a dead-letter output count as \
+                 handled."
+            }
+            Exit::Usage => "A bad flag, a bad flag value, or flags that do not go together.",
+            Exit::DataErr => {
+                "Records were rejected and no --dead-letter output was given to hold them."
+            }
+            Exit::NoInput => {
+                "An input file (or a file named by a flag, such as --schema) does not exist."
+            }
+            Exit::Unavailable => {
+                "A required service (database, broker) was unreachable at start, or \
+                 ingest-http could not listen on its address."
+            }
+            Exit::Software => "A bug or an unexpected internal state.",
+            Exit::IoErr => "Reading or writing failed (disk full, permission denied, ...).",
+            Exit::Interrupted => {
+                "SIGINT stopped a run before the end of its input (it drained what it had \
+                 read), or a second SIGINT/SIGTERM arrived while draining."
+            }
+            Exit::Terminated => {
+                "SIGTERM stopped a run before the end of its input; it drained what it had \
+                 read."
+            }
+        }
     }
 }
 
@@ -130,6 +176,35 @@ mod tests {
         assert_eq!(Exit::Software.code(), 70);
         assert_eq!(Exit::IoErr.code(), 74);
         assert_eq!(Exit::Interrupted.code(), 130);
+        assert_eq!(Exit::Terminated.code(), 143);
+    }
+
+    /// `describe` is the doc comment of each variant (backticks dropped), and `ALL` holds
+    /// every variant once, in numeric order.
+    #[test]
+    fn descriptions_are_the_doc_comments() {
+        let src = include_str!("exit.rs");
+        let body = &src[src.find("pub enum Exit {").unwrap()..];
+        let body = &body[..body.find("\n}").unwrap()];
+        let mut docs = Vec::new();
+        let mut doc = String::new();
+        for line in body.lines().skip(1).map(str::trim) {
+            if let Some(text) = line.strip_prefix("///") {
+                if !doc.is_empty() {
+                    doc.push(' ');
+                }
+                doc.push_str(text.trim());
+            } else if let Some((_, code)) = line.split_once(" = ") {
+                let code: u8 = code.trim_end_matches(',').parse().unwrap();
+                docs.push((code, std::mem::take(&mut doc).replace('`', "")));
+            }
+        }
+        assert_eq!(docs.len(), Exit::ALL.len(), "Exit::ALL misses a variant");
+        for (exit, (code, doc)) in Exit::ALL.iter().zip(&docs) {
+            assert_eq!(exit.code(), *code, "Exit::ALL is not in declaration order");
+            assert_eq!(exit.describe(), doc, "{exit:?}");
+        }
+        assert!(Exit::ALL.windows(2).all(|w| w[0].code() < w[1].code()));
     }
 
     #[test]

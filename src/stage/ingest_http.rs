@@ -46,12 +46,16 @@ Examples:
   Serve on the default address, events to a file:
     ingest-http > events.ndjson
 
-  Straight into the database, with a token, answering only once events are written:
-    ingest-http --listen 0.0.0.0:8080 --auth-token-file /run/secrets/token --ack written \\
-      | validate --schema event.schema.json --dead-letter rejects.ndjson | persist
+  Into the database, with a token, answering once written:
+    ingest-http --listen 0.0.0.0:8080 --ack written \\
+      --auth-token-file /run/secrets/token \\
+      | validate --schema event.schema.json \\
+        --dead-letter rejects.ndjson \\
+      | persist
 
   Send events:
-    curl -H 'Content-Type: application/x-ndjson' --data-binary @events.ndjson \\
+    curl -H 'Content-Type: application/x-ndjson' \\
+      --data-binary @events.ndjson \\
       http://127.0.0.1:8080/events";
 
 /// Receive events over HTTP and write them to stdout as NDJSON, with back-pressure.

@@ -21,13 +21,16 @@ use crate::tape::{TapeJson, TapeNode};
 const EXAMPLES: &str = "\
 Examples:
   Check events against a schema, keeping the rejects:
-    validate --schema event.schema.json --dead-letter rejects.ndjson events.ndjson
+    validate --schema event.schema.json \\
+      --dead-letter rejects.ndjson events.ndjson
 
   Quick rules, no schema file:
-    cat events.ndjson | validate --require id,type --type amount=number --type meta.seq=integer
+    cat events.ndjson | validate --require id,type \\
+      --type amount=number --type meta.seq=integer
 
   Look at the rejects while the valid events go on:
-    validate --require id --dead-letter - < events.ndjson > valid.ndjson";
+    validate --require id --dead-letter - \\
+      < events.ndjson > valid.ndjson";
 
 /// Check NDJSON events against a JSON Schema or quick field rules.
 ///
