@@ -12,10 +12,10 @@
 //! `BrokenPipe`, which the binaries treat as a clean exit.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,6 +40,14 @@ pub struct Input {
     pub name: Arc<str>,
     reader: Box<dyn Read + Send>,
     pub stream: bool,
+    /// The input's size in bytes when it is a regular file (as stored: compressed bytes
+    /// for a compressed file), for the progress display's %, bytes and ETA.
+    pub size: Option<u64>,
+    /// Bytes of the input read so far (as stored), counted as they are read.
+    pub consumed: Arc<AtomicU64>,
+    /// How the input is compressed, when that was known at open (files; stdin is
+    /// decompressed just the same, but recognised only once it is read).
+    pub compression: Option<Compression>,
 }
 
 impl Input {
@@ -48,14 +56,130 @@ impl Input {
             name: name.into(),
             reader: Box::new(reader),
             stream: false,
+            size: None,
+            consumed: Arc::default(),
+            compression: None,
         }
     }
 
-    fn of_fd(name: &str, reader: impl Read + AsRawFd + Send + 'static) -> Input {
+    /// An input read from a descriptor: counted, and decompressed when its first bytes
+    /// say it is gzip or zstd.
+    fn of_fd(name: &str, reader: impl Read + AsRawFd + Send + 'static) -> io::Result<Input> {
         let stream = is_stream(reader.as_raw_fd());
-        Input {
+        let consumed = Arc::new(AtomicU64::new(0));
+        let counted = Counted {
+            inner: reader,
+            count: consumed.clone(),
+        };
+        Ok(Input {
             stream,
-            ..Input::new(name, reader)
+            consumed,
+            ..Input::new(name, Decompressed::new(counted))
+        })
+    }
+
+    /// The command that prints this input from line `line` on, for "to resume" hints.
+    pub fn resume_hint(name: &str, compression: Option<Compression>, line: u64) -> String {
+        let from = line + 1;
+        match compression {
+            None => format!("tail -n +{from} {name}"),
+            Some(Compression::Gzip) => format!("zcat {name} | tail -n +{from}"),
+            Some(Compression::Zstd) => format!("zstdcat {name} | tail -n +{from}"),
+        }
+    }
+}
+
+/// A compressed input format, recognised by its magic bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    /// What the first bytes of an input say it is. Neither magic can begin an NDJSON
+    /// line (`1f` is a control byte, `28 b5` not UTF-8 after `(`), so plain input is
+    /// never mistaken for compressed.
+    pub fn sniff(head: &[u8]) -> Option<Compression> {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Some(Compression::Gzip)
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Some(Compression::Zstd)
+        } else {
+            None
+        }
+    }
+}
+
+/// Counts the bytes read through it.
+struct Counted<R> {
+    inner: R,
+    count: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// An input after its first bytes were read to recognise it: those bytes, then the rest.
+type Sniffed<R> = io::Chain<io::Cursor<Vec<u8>>, R>;
+
+/// Reads an input as plain text, or decompresses it when its first bytes are gzip's
+/// or zstd's magic (concatenated gzip members and zstd frames are read to the end,
+/// as `zcat` does). The first read decides, so opening never blocks on a pipe.
+enum Decompressed<R: Read> {
+    Unknown(Option<R>),
+    Plain(Sniffed<R>),
+    Gzip(Box<flate2::read::MultiGzDecoder<Sniffed<R>>>),
+    Zstd(Box<zstd::stream::read::Decoder<'static, io::BufReader<Sniffed<R>>>>),
+}
+
+impl<R: Read> Decompressed<R> {
+    fn new(inner: R) -> Decompressed<R> {
+        Decompressed::Unknown(Some(inner))
+    }
+}
+
+impl<R: Read> Read for Decompressed<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self {
+                Decompressed::Plain(r) => return r.read(buf),
+                Decompressed::Gzip(r) => return r.read(buf),
+                Decompressed::Zstd(r) => return r.read(buf),
+                Decompressed::Unknown(inner) => {
+                    let mut r = inner.take().expect("an input is sniffed once");
+                    // Up to 4 bytes decide; a shorter input is plain text.
+                    let mut head = Vec::with_capacity(4);
+                    while head.len() < 4 {
+                        let mut b = [0u8; 4];
+                        match r.read(&mut b[..4 - head.len()]) {
+                            Ok(0) => break,
+                            Ok(n) => head.extend_from_slice(&b[..n]),
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(e) => {
+                                *inner = Some(r);
+                                return Err(e);
+                            }
+                        }
+                    }
+                    let kind = Compression::sniff(&head);
+                    let chained = io::Cursor::new(head).chain(r);
+                    *self = match kind {
+                        None => Decompressed::Plain(chained),
+                        Some(Compression::Gzip) => {
+                            Decompressed::Gzip(Box::new(flate2::read::MultiGzDecoder::new(chained)))
+                        }
+                        Some(Compression::Zstd) => {
+                            Decompressed::Zstd(Box::new(zstd::stream::read::Decoder::new(chained)?))
+                        }
+                    };
+                }
+            }
         }
     }
 }
@@ -98,16 +222,20 @@ pub fn open_inputs(paths: &[PathBuf]) -> Result<Vec<Input>> {
     if paths.is_empty() || paths.iter().any(|p| p.as_os_str() == "-") {
         widen_pipe(libc::STDIN_FILENO);
     }
+    let stdin = || {
+        Input::of_fd("stdin", io::stdin())
+            .map_err(|e| Error::new(crate::exit::Exit::IoErr, anyhow::anyhow!("stdin: {e}")))
+    };
     if paths.is_empty() {
-        return Ok(vec![Input::of_fd("stdin", io::stdin())]);
+        return Ok(vec![stdin()?]);
     }
     paths
         .iter()
         .map(|p| {
             if p.as_os_str() == "-" {
-                return Ok(Input::of_fd("stdin", io::stdin()));
+                return stdin();
             }
-            let f = File::open(p).map_err(|e| match e.kind() {
+            let failed = |e: io::Error| match e.kind() {
                 io::ErrorKind::NotFound => {
                     Error::no_input(format!("{}: no such file", p.display()))
                 }
@@ -115,10 +243,39 @@ pub fn open_inputs(paths: &[PathBuf]) -> Result<Vec<Input>> {
                     crate::exit::Exit::NoInput,
                     anyhow::anyhow!("{}: {e}", p.display()),
                 ),
-            })?;
-            Ok(Input::of_fd(&p.display().to_string(), f))
+            };
+            let mut f = File::open(p).map_err(failed)?;
+            let meta = f.metadata().map_err(failed)?;
+            let (size, compression) = if meta.is_file() {
+                // A regular file: its size is known, and its first bytes can be read
+                // now and read again (a pipe's only once: stdin is sniffed as read).
+                let mut head = [0u8; 4];
+                let n = read_head(&mut f, &mut head).map_err(failed)?;
+                f.seek(io::SeekFrom::Start(0)).map_err(failed)?;
+                (Some(meta.len()), Compression::sniff(&head[..n]))
+            } else {
+                (None, None)
+            };
+            let mut input = Input::of_fd(&p.display().to_string(), f).map_err(failed)?;
+            input.size = size;
+            input.compression = compression;
+            Ok(input)
         })
         .collect()
+}
+
+/// Reads up to `head.len()` bytes from the start of `f`.
+fn read_head(f: &mut File, head: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < head.len() {
+        match f.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 /// Splits bytes into line events. Feed it chunks in order; call `finish` at the end.
