@@ -160,14 +160,20 @@ pub fn reuse_malloc() {
     }
 }
 
+/// Whether log lines may use colour: on a terminal, unless `NO_COLOR` is set to anything
+/// but the empty string (<https://no-color.org>).
+pub fn colour() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 fn init_logging(common: &Common) {
     use tracing_subscriber::EnvFilter;
     let default = if common.quiet { "error" } else { "info" };
     let filter = EnvFilter::try_from_env("NDPIPE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
+        .with_writer(crate::progress::LogWriter)
+        .with_ansi(colour());
     let _ = match common.log_format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),

@@ -164,7 +164,13 @@ impl DeadLetters {
         let kinds = self.0.kinds.lock().expect("not poisoned");
         kinds
             .iter()
-            .map(|(kind, k)| format!("{:>10} {kind} (first: {})", k.count, k.example))
+            .map(|(kind, k)| {
+                format!(
+                    "{:>10} {kind} (first: {})",
+                    crate::human::count(k.count),
+                    k.example
+                )
+            })
             .collect()
     }
 }

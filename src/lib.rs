@@ -18,7 +18,9 @@
 //!   down with it.
 //! - [`json`]: field paths, raw-text member lookup and splicing (no reformatting).
 //! - [`tape`]: the one validating scan of a JSON text, also read by JSON Schema.
-//! - [`progress`], [`shutdown`], [`exit`]: progress line, signal handling, exit codes.
+//! - [`progress`], [`shutdown`], [`exit`]: progress line and log writer, signal handling,
+//!   exit codes.
+//! - [`human`]: numbers and durations as the summaries and progress lines print them.
 //! - [`docs`]: man pages and shell completions rendered from the clap definitions.
 
 pub mod cli;
@@ -26,6 +28,7 @@ pub mod dead_letter;
 pub mod docs;
 pub mod event;
 pub mod exit;
+pub mod human;
 pub mod jq;
 pub mod json;
 pub mod ndjson;

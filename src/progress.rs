@@ -1,41 +1,127 @@
-//! The progress line on stderr (indicatif): on by default when stderr is a terminal,
-//! never when it is piped unless `--progress` asks for it, never with `--quiet`.
+//! What a command shows on stderr: the progress line while it runs (indicatif), the
+//! summary when it ends, and log lines that do not tear the progress line.
+//!
+//! One pipe on a terminal shows one display. Every command of `a | b | c` shares the
+//! terminal as stderr, so only one of them draws: the last one, the command whose stdout
+//! is not a pipe (the terminal, a file, `/dev/null`). A command in the middle of a pipe
+//! stays silent unless `--progress` asks for its line. Nothing is drawn when stderr is
+//! not a terminal (unless `--progress`), or with `--quiet`.
 
-use std::io::IsTerminal;
+use std::fmt::Write as _;
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 use crate::dead_letter::DeadLetters;
+use crate::human::{count, rate};
+
+/// How often the line is redrawn: often enough to look alive, rarely enough to cost
+/// nothing (indicatif redraws on its own thread).
+const TICK: Duration = Duration::from_millis(200);
+
+/// The bar being drawn in this process, so that log lines can clear it first.
+static ACTIVE: Mutex<Option<ProgressBar>> = Mutex::new(None);
+
+/// What is known about the input: its size (all of it regular files) and the bytes
+/// read so far, for %, bytes and ETA.
+#[derive(Clone, Default)]
+pub struct InputSize {
+    pub total: Option<u64>,
+    pub consumed: Vec<Arc<AtomicU64>>,
+}
+
+impl InputSize {
+    fn consumed(&self) -> u64 {
+        self.consumed
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
+}
 
 #[derive(Clone)]
 pub struct Progress {
-    bar: Option<(ProgressBar, DeadLetters)>,
+    shown: Option<Arc<Shown>>,
+}
+
+struct Shown {
+    bar: ProgressBar,
+    dead: DeadLetters,
+    events: Arc<AtomicU64>,
+    input: InputSize,
+}
+
+/// Whether this process draws the progress line (see the module notes).
+pub fn draws(forced: bool, quiet: bool) -> bool {
+    !quiet && (forced || (std::io::stderr().is_terminal() && !stdout_is_pipe()))
+}
+
+/// True when stdout is a pipe: another command reads it, and that one draws.
+fn stdout_is_pipe() -> bool {
+    // SAFETY: fstat only reads the descriptor's metadata into a zeroed struct we own.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        libc::fstat(libc::STDOUT_FILENO, &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFIFO
+    }
 }
 
 impl Progress {
-    /// A progress line for `stage`, shown when `forced`, or when stderr is a terminal and
-    /// not `quiet`.
-    pub fn new(stage: &str, forced: bool, quiet: bool, dead: &DeadLetters) -> Progress {
-        let show = !quiet && (forced || std::io::stderr().is_terminal());
-        if !show {
+    /// A progress line for `stage`, drawn when [`draws`] says so. With an input of known
+    /// size it shows a bar with %, bytes and ETA.
+    pub fn new(
+        stage: &str,
+        forced: bool,
+        quiet: bool,
+        dead: &DeadLetters,
+        input: InputSize,
+    ) -> Progress {
+        if !draws(forced, quiet) {
             return Progress::hidden();
         }
-        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-        bar.set_style(
-            ProgressStyle::with_template(&format!(
-                "{{spinner}} {stage}: {{human_pos}} events ({{per_sec}}) {{msg}} [{{elapsed}}]"
-            ))
-            .expect("valid template"),
-        );
-        bar.enable_steady_tick(Duration::from_millis(200));
+        let events = Arc::new(AtomicU64::new(0));
+        let bar = ProgressBar::with_draw_target(input.total, ProgressDrawTarget::stderr());
+        let template = if input.total.is_some() {
+            format!(
+                "{{spinner}} {stage}: {{events}} events ({{rate}}) [{{bar:10}}] {{percent}}% \
+                 of {{total_bytes}} · ETA {{eta}} {{msg}}"
+            )
+        } else {
+            format!("{{spinner}} {stage}: {{events}} events ({{rate}}) {{msg}}· {{elapsed}}")
+        };
+        let (e1, e2) = (events.clone(), events.clone());
+        let style = ProgressStyle::with_template(&template)
+            .expect("valid template")
+            .progress_chars("=> ")
+            .with_key(
+                "events",
+                move |_: &ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = w.write_str(&count(e1.load(Ordering::Relaxed)));
+                },
+            )
+            .with_key(
+                "rate",
+                move |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = w.write_str(&rate(e2.load(Ordering::Relaxed), s.elapsed()));
+                },
+            );
+        bar.set_style(style);
+        bar.enable_steady_tick(TICK);
+        *ACTIVE.lock().expect("not poisoned") = Some(bar.clone());
         Progress {
-            bar: Some((bar, dead.clone())),
+            shown: Some(Arc::new(Shown {
+                bar,
+                dead: dead.clone(),
+                events,
+                input,
+            })),
         }
     }
 
     pub fn hidden() -> Progress {
-        Progress { bar: None }
+        Progress { shown: None }
     }
 
     /// Counts `n` more events out.
@@ -46,28 +132,91 @@ impl Progress {
     /// Counts `n` more events out and shows `extra` (such as "12 batches · 1 retry")
     /// after the reject count.
     pub fn inc_with(&self, n: u64, extra: &str) {
-        if let Some((bar, dead)) = &self.bar {
-            bar.inc(n);
-            let rejected = dead.count();
-            let mut msg = String::new();
-            if rejected > 0 {
-                msg = format!("· {rejected} rejected ");
-            }
-            if !extra.is_empty() {
-                msg.push_str("· ");
-                msg.push_str(extra);
-            }
-            bar.set_message(msg);
+        let Some(s) = &self.shown else { return };
+        s.events.fetch_add(n, Ordering::Relaxed);
+        if s.input.total.is_some() {
+            s.bar.set_position(s.input.consumed());
         }
+        let rejected = s.dead.count();
+        let mut msg = String::new();
+        if rejected > 0 {
+            let _ = write!(msg, "· {} rejected ", count(rejected));
+        }
+        if !extra.is_empty() {
+            let _ = write!(msg, "· {extra} ");
+        }
+        s.bar.set_message(msg);
     }
 
     pub fn is_shown(&self) -> bool {
-        self.bar.is_some()
+        self.shown.is_some()
     }
 
+    /// Clears the line; the summary that follows says how it ended.
     pub fn finish(&self) {
-        if let Some((bar, _)) = &self.bar {
-            bar.finish_and_clear();
+        if let Some(s) = &self.shown {
+            s.bar.finish_and_clear();
+            ACTIVE.lock().expect("not poisoned").take();
         }
+    }
+}
+
+/// Writes log lines to stderr without tearing a progress line: the line this process
+/// draws is hidden while a log line is written, and on a terminal every log line first
+/// clears the line it starts on (another command of the pipe may be drawing there).
+#[derive(Clone, Copy, Default)]
+pub struct LogWriter;
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
+    type Writer = LogLine;
+
+    fn make_writer(&'a self) -> LogLine {
+        LogLine(Vec::with_capacity(256))
+    }
+}
+
+/// One log line, written to stderr when dropped.
+pub struct LogLine(Vec<u8>);
+
+impl Write for LogLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LogLine {
+    fn drop(&mut self) {
+        if !self.0.is_empty() {
+            print_line(std::mem::take(&mut self.0));
+        }
+    }
+}
+
+/// Prints one line (with its `\n`) on stderr the way log lines are: the summary of a
+/// command in the middle of a pipe must not land inside the last command's progress line.
+pub fn eprint_line(line: &str) {
+    let mut bytes = Vec::with_capacity(line.len() + 1);
+    bytes.extend_from_slice(line.as_bytes());
+    bytes.push(b'\n');
+    print_line(bytes);
+}
+
+fn print_line(line: Vec<u8>) {
+    let emit = move || {
+        let mut err = std::io::stderr().lock();
+        if err.is_terminal() {
+            let _ = err.write_all(b"\r\x1b[K");
+        }
+        let _ = err.write_all(&line);
+    };
+    let active = ACTIVE.lock().expect("not poisoned").clone();
+    match active {
+        Some(bar) => bar.suspend(emit),
+        None => emit(),
     }
 }

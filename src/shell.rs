@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::time::Instant;
 
 use tokio::sync::mpsc::{self, Receiver, Sender};
 
@@ -10,8 +11,9 @@ use crate::cli::Common;
 use crate::dead_letter::DeadLetters;
 use crate::event::Batch;
 use crate::exit::{Error, Exit, Result};
+use crate::human;
 use crate::ndjson;
-use crate::progress::Progress;
+use crate::progress::{self, InputSize, Progress};
 use crate::shutdown::Shutdown;
 use crate::stage::{Ctx, Stats};
 
@@ -30,40 +32,57 @@ where
     F: FnOnce(Receiver<Batch>, Sender<Batch>, Ctx) -> Fut,
     Fut: Future<Output = Result<Stats>> + Send + 'static,
 {
-    wire(name, common, inputs, true, |i, o, ctx, _| stage(i, o, ctx)).await
+    wire(name, common, inputs, None, |i, o, ctx, _| stage(i, o, ctx)).await
 }
 
-/// Like [`filter`], for a stage that counts its own progress (a sink: rows committed).
-pub async fn filter_counting<F, Fut>(
+/// What a sink adds to its summary, read when the run has ended: a breakdown after
+/// "N out" (" (900 inserted, 90 updated, …)") and its work after the rejects
+/// (", 3 batches, 0 retries").
+pub type Detail = Box<dyn FnOnce() -> (String, String) + Send>;
+
+/// Like [`filter`], for a sink: it counts its own progress (rows committed), always
+/// prints its summary, with `detail` after the count out.
+pub async fn sink<F, Fut>(
     name: &'static str,
     common: &Common,
     inputs: &[PathBuf],
+    detail: Detail,
     stage: F,
 ) -> Result<Exit>
 where
     F: FnOnce(Receiver<Batch>, Sender<Batch>, Ctx, Progress) -> Fut,
     Fut: Future<Output = Result<Stats>> + Send + 'static,
 {
-    wire(name, common, inputs, false, stage).await
+    wire(name, common, inputs, Some(detail), stage).await
 }
 
 async fn wire<F, Fut>(
     name: &'static str,
     common: &Common,
     inputs: &[PathBuf],
-    writer_counts: bool,
+    sink_detail: Option<Detail>,
     stage: F,
 ) -> Result<Exit>
 where
     F: FnOnce(Receiver<Batch>, Sender<Batch>, Ctx, Progress) -> Fut,
     Fut: Future<Output = Result<Stats>> + Send + 'static,
 {
+    let started = Instant::now();
     let dead = DeadLetters::open(common.dead_letter.as_deref(), &common.meta_field)
         .map_err(|e| Error::new(Exit::IoErr, e))?;
     let inputs = ndjson::open_inputs(inputs)?;
+    let size = InputSize {
+        total: inputs.iter().map(|i| i.size).sum(),
+        consumed: inputs.iter().map(|i| i.consumed.clone()).collect(),
+    };
+    let compression: Vec<_> = inputs
+        .iter()
+        .map(|i| (i.name.clone(), i.compression))
+        .collect();
     let shutdown = Shutdown::on_signals();
     let ctx = Ctx::new(dead.clone(), shutdown.clone(), &common.meta_field);
-    let progress = Progress::new(name, common.progress, common.quiet, &dead);
+    let progress = Progress::new(name, common.progress, common.quiet, &dead, size);
+    let writer_counts = sink_detail.is_none();
     let (writer_progress, stage_progress) = if writer_counts {
         (progress.clone(), Progress::hidden())
     } else {
@@ -97,7 +116,7 @@ where
     let end = reader
         .await
         .map_err(|e| Error::from(anyhow::anyhow!("reader panicked: {e}")))??;
-    let exit = finish(name, common, &dead, &stats);
+    let exit = finish(name, common, &dead, &stats, started, sink_detail);
     match end {
         ndjson::ReadEnd::Complete => Ok(exit),
         ndjson::ReadEnd::Stopped { source, line } => {
@@ -106,12 +125,16 @@ where
             let resume = if &*source == "stdin" {
                 format!("skip {line} lines of stdin")
             } else {
-                format!("tail -n +{} {source}", line + 1)
+                let kind = compression
+                    .iter()
+                    .find(|(n, _)| *n == source)
+                    .and_then(|(_, c)| *c);
+                ndjson::Input::resume_hint(&source, kind, line)
             };
-            eprintln!(
+            progress::eprint_line(&format!(
                 "{name}: interrupted: stopped after line {line} of {source}; everything up to \
                  it was handled (to resume: {resume})"
-            );
+            ));
             Ok(match exit {
                 Exit::Ok => shutdown.interrupted_exit(),
                 other => other,
@@ -129,9 +152,16 @@ where
 {
     let dead = DeadLetters::open(common.dead_letter.as_deref(), &common.meta_field)
         .map_err(|e| Error::new(Exit::IoErr, e))?;
+    let started = Instant::now();
     let shutdown = Shutdown::on_signals();
     let ctx = Ctx::new(dead.clone(), shutdown.clone(), &common.meta_field);
-    let progress = Progress::new(name, common.progress, common.quiet, &dead);
+    let progress = Progress::new(
+        name,
+        common.progress,
+        common.quiet,
+        &dead,
+        InputSize::default(),
+    );
     let (out_tx, out_rx) = mpsc::channel(CHANNEL_BATCHES);
     let mut task = tokio::spawn(source(out_tx, ctx));
     let mut writer = tokio::spawn(ndjson::write(out_rx, ndjson::stdout(), progress.clone()));
@@ -166,27 +196,44 @@ where
         events_out: events,
         rejected: dead.count(),
     };
-    Ok(finish(name, common, &dead, &stats))
+    Ok(finish(name, common, &dead, &stats, started, None))
 }
 
-/// Prints the summary (when something was rejected or progress was shown) and decides
-/// the exit code: 65 when rejects had nowhere to go.
-pub fn finish(name: &str, common: &Common, dead: &DeadLetters, stats: &Stats) -> Exit {
+/// Prints the summary and decides the exit code: 65 when rejects had nowhere to go.
+///
+/// Every command's summary has the same words: events *in* (read from its input),
+/// *out* (handed on: written to stdout, or for a sink, stored), rejected, and the time
+/// the run took. A filter prints it when something was rejected or it drew progress; a
+/// sink (`detail` given) always, unless `--quiet`.
+pub fn finish(
+    name: &str,
+    common: &Common,
+    dead: &DeadLetters,
+    stats: &Stats,
+    started: Instant,
+    detail: Option<Detail>,
+) -> Exit {
     let rejected = dead.count();
-    let show = !common.quiet && (rejected > 0 || common.progress);
+    let show = !common.quiet
+        && (rejected > 0 || detail.is_some() || progress::draws(common.progress, common.quiet));
     if show {
         let whereto = match &common.dead_letter {
             Some(p) if p == "-" => " (dead letters on stderr)".to_owned(),
             Some(p) => format!(" (dead letters in {p})"),
-            None => " (no --dead-letter output: not kept)".to_owned(),
+            None if rejected > 0 => " (no --dead-letter output: not kept)".to_owned(),
+            None => String::new(),
         };
-        eprintln!(
-            "{name}: {} events in, {} out, {rejected} rejected{whereto}",
-            stats.events_in, stats.events_out
-        );
+        let (breakdown, work) = detail.map(|d| d()).unwrap_or_default();
+        progress::eprint_line(&format!(
+            "{name}: {} events in, {} out{breakdown}, {} rejected{whereto}{work} · {}",
+            human::count(stats.events_in),
+            human::count(stats.events_out),
+            human::count(rejected),
+            human::elapsed(started.elapsed()),
+        ));
         if rejected > 0 {
             for line in dead.summary() {
-                eprintln!("{name}: {line}");
+                progress::eprint_line(&format!("{name}: {line}"));
             }
         }
     }
