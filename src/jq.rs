@@ -56,6 +56,8 @@ pub type Outputs = std::result::Result<Vec<String>, Reject>;
 /// A compiled program.
 pub struct Program {
     filter: jaq_core::Filter<data::JustLut<Val>>,
+    /// `$ENV`: the process's environment, as jq gives it.
+    env: Val,
 }
 
 impl Program {
@@ -93,6 +95,7 @@ impl Program {
             })?;
         let filter = Compiler::default()
             .with_funs(funs)
+            .with_global_vars(["$ENV"])
             .compile(modules)
             .map_err(|errs| {
                 let msgs: Vec<String> = errs
@@ -104,14 +107,20 @@ impl Program {
                     .collect();
                 Error::usage(format!("--jq: {}", msgs.join("; ")))
             })?;
-        Ok(Program { filter })
+        // Variables whose name or value is not UTF-8 are left out, as jq does.
+        let env: serde_json::Map<String, serde_json::Value> = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?.into())))
+            .collect();
+        let env = serde_json::from_value(serde_json::Value::Object(env))
+            .map_err(|e| Error::from(anyhow::anyhow!("--jq: $ENV: {e}")))?;
+        Ok(Program { filter, env })
     }
 
     /// Runs the program on one JSON text, in this process: the outputs, each a JSON
     /// object, or why the event is rejected.
     pub fn eval(&self, input: &str, max_outputs: u64) -> std::result::Result<Vec<String>, String> {
         let input: Val = serde_json::from_str(input).map_err(|e| format!("jq input: {e}"))?;
-        let ctx = JqCtx::<data::JustLut<Val>>::new(&self.filter.lut, Vars::new([]));
+        let ctx = JqCtx::<data::JustLut<Val>>::new(&self.filter.lut, Vars::new([self.env.clone()]));
         let mut outputs = Vec::new();
         for out in self.filter.id.run((ctx, input)).map(jaq_core::unwrap_valr) {
             let v = out.map_err(|e| format!("jq error: {e}"))?;

@@ -406,3 +406,30 @@ fn jq_helpers_outlive_idle_gaps_and_die_with_enrich() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+#[test]
+fn a_join_then_a_reshape_and_env_in_jq() {
+    // `--lookup … --jq …` means "join, then reshape": the program sees the joined fields.
+    let dir = Dir::new();
+    dir.create("users.csv", "user_id,name,plan\n7,ann,pro\n");
+    let o = dir
+        .cmd("enrich")
+        .args(["--lookup", "users.csv", "--on", "user_id", "--prefix", "user."])
+        .args(["--jq", ".tags[] as $t | {id, user, tag: $t, env: $ENV.DEPLOY_ENV}"])
+        .env("DEPLOY_ENV", "staging")
+        .write_stdin("{\"id\":\"e1\",\"user_id\":7,\"tags\":[\"a\",\"b\"]}\n{\"id\":\"e2\",\"user_id\":8,\"tags\":[\"c\"]}\n")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(
+        out(&o),
+        concat!(
+            r#"{"id":"e1","user":{"name":"ann","plan":"pro"},"tag":"a","env":"staging","_meta":{"split":{"index":0,"count":2}}}"#,
+            "\n",
+            r#"{"id":"e1","user":{"name":"ann","plan":"pro"},"tag":"b","env":"staging","_meta":{"split":{"index":1,"count":2}}}"#,
+            "\n",
+            r#"{"id":"e2","user":null,"tag":"c","env":"staging"}"#,
+            "\n",
+        )
+    );
+}

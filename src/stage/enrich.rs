@@ -1,7 +1,8 @@
 //! `enrich`: add and change fields — constants, processing time, deterministic ids,
 //! joins against a reference table — and arbitrary jq transforms (jaq).
 //!
-//! Per event, in this order: `--jq`, `--lookup`, `--set`, `--id`, `--timestamp`. All
+//! Per event, in this order: `--lookup`, `--jq`, `--set`, `--id`, `--timestamp` (a join
+//! then a reshape: the jq program sees the joined fields). All
 //! field changes of one event are spliced into its text in one pass; every byte the
 //! stage did not change is passed through as it came. The metadata field is never
 //! changed by these flags and is invisible to the jq program; after jq it is re-attached
@@ -30,18 +31,22 @@ use crate::stage::{self, Ctx, Stats, Worked};
 const EXAMPLES: &str = "\
 Examples:
   Stamp, tag and give every event a stable id:
-    enrich --set env='\"prod\"' --timestamp received_at --id event_key --id-from user_id,ts < events.ndjson
+    enrich --set env='\"prod\"' --timestamp received_at \\
+      --id event_key --id-from user_id,ts < events.ndjson
 
-  Join user data from a CSV table (columns user_id,name,plan) under a prefix:
-    enrich --lookup users.csv --on user_id --prefix user. < events.ndjson
+  Join a CSV table (user_id,name,plan) under a prefix:
+    enrich --lookup users.csv --on user_id \\
+      --prefix user. < events.ndjson
 
-  Reshape with jq; one input may give several events, or none:
-    enrich --jq 'select(.type == \"payment\") | {id, cents: (.amount * 100 | floor)}'
+  Reshape with jq; an event may give several, or none:
+    enrich --jq 'select(.type == \"payment\")
+      | {id, cents: (.amount * 100 | floor)}'
     enrich --jq '.tags[] as $t | {id, tag: $t}'";
 
 /// Add or change fields of NDJSON events, join reference data, or transform with jq.
 ///
-/// Per event, in this order: --jq, --lookup, --set, --id, --timestamp. Unchanged bytes
+/// Per event, in this order: --lookup, --jq, --set, --id, --timestamp (so --jq sees the
+/// joined fields). Unchanged bytes
 /// are passed through as they came; the metadata field is kept and never shown to jq.
 /// Events a step cannot handle (jq error, a parent on a path that is not an object, a
 /// missing --id-from field) go to the dead-letter output. Field names are dotted paths
@@ -250,14 +255,13 @@ impl Config {
     ) -> std::result::Result<Option<Range<usize>>, Reject> {
         let id: [u8; ID_LEN];
         let mut values: SmallVec<[(&[String], Cow<str>); 8]> = SmallVec::new();
-        if let Some(lookup) = &self.lookup {
-            if let Some(key) = event.get(&lookup.on, meta).map(lookup_key) {
-                if let Some(row) = lookup.rows.get(key.as_ref()) {
-                    values.extend(
-                        row.iter()
-                            .map(|(p, v)| (p.as_slice(), Cow::Borrowed(v.as_str()))),
-                    );
-                }
+        // With a jq program the join ran before it (see `run_jq`): jq reshapes joined events.
+        if self.jq.is_none() {
+            if let Some(row) = self.lookup_row(event, meta) {
+                values.extend(
+                    row.iter()
+                        .map(|(p, v)| (p.as_slice(), Cow::Borrowed(v.as_str()))),
+                );
             }
         }
         values.extend(
@@ -524,6 +528,13 @@ fn load_lookup(file: &Path, on: &str, prefix: &str) -> Result<Lookup> {
 }
 
 impl Config {
+    /// The lookup table's fields for `event`, when there is a table and a matching row.
+    fn lookup_row(&self, event: &mut Event, meta: &str) -> Option<&[(Vec<String>, String)]> {
+        let lookup = self.lookup.as_ref()?;
+        let key = event.get(&lookup.on, meta).map(lookup_key)?;
+        lookup.rows.get(key.as_ref()).map(Vec::as_slice)
+    }
+
     /// Runs the jq program (when there is one) on a batch's events, in a helper process:
     /// one result per event, `None` for events that are not JSON objects (rejected later).
     /// Without a program: `None`, and nothing is allocated.
@@ -534,11 +545,25 @@ impl Config {
         shutdown: &Shutdown,
     ) -> Option<Vec<Option<jq::Outputs>>> {
         let sandbox = self.jq.as_ref()?;
-        // The program sees each event without its metadata field.
+        // The program sees each event without its metadata field, and joined first
+        // (`--lookup … --jq …` means "join, then reshape").
         let inputs: Vec<Option<String>> = events
             .iter_mut()
             .map(|e| {
                 e.decode().ok()?;
+                if let Some(row) = self.lookup_row(e, meta) {
+                    let ops: SmallVec<[SetOp; 8]> = row
+                        .iter()
+                        .map(|(path, value)| SetOp { path, value })
+                        .collect();
+                    let (text, members) = e.text_and_members();
+                    // A join that cannot be spliced (a prefix path through a non-object)
+                    // leaves the event as it was, as without jq.
+                    if let Ok(joined) = json::set_many(text, members, &ops) {
+                        let members = json::scan_object(&joined).ok()?;
+                        return Some(json::remove(&joined, &members, meta).into_owned());
+                    }
+                }
                 let (text, members) = e.text_and_members();
                 Some(json::remove(text, members, meta).into_owned())
             })
