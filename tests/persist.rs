@@ -40,20 +40,26 @@ fn sqlite_rows(path: &std::path::Path, table: &str) -> BTreeMap<String, Value> {
     .collect()
 }
 
-/// The number in `N <what>` of persist's summary line.
-fn summary_count(stderr: &str, what: &str) -> u64 {
+/// The number in `N <what>` of persist's summary line (`1,234 inserted` is 1234).
+pub fn summary_count(stderr: &str, what: &str) -> u64 {
     let line = stderr
         .lines()
         .rev()
         .find(|l| l.starts_with("persist: ") && l.contains(" inserted, "))
         .unwrap_or_else(|| panic!("no summary in: {stderr}"));
-    line.split(", ")
-        .find_map(|part| {
-            let part = part.trim_start_matches("persist: ");
-            let (n, rest) = part.split_once(' ')?;
-            rest.starts_with(what).then(|| n.parse().expect("a count"))
-        })
-        .unwrap_or_else(|| panic!("no {what:?} in {line}"))
+    let at = line
+        .find(&format!(" {what}"))
+        .unwrap_or_else(|| panic!("no {what:?} in {line}"));
+    let digits: String = line[..at]
+        .chars()
+        .rev()
+        .take_while(|c| c.is_ascii_digit() || *c == ',')
+        .filter(char::is_ascii_digit)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    digits.parse().expect("a count")
 }
 
 #[test]
@@ -460,10 +466,11 @@ fn unreachable_database_and_missing_table_are_clear() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(69), "{}", err(&o));
-    assert!(
-        err(&o).contains("cannot connect to PostgreSQL"),
-        "{}",
-        err(&o)
+    assert_eq!(
+        err(&o),
+        "persist: error: connection to server at \"127.0.0.1\", port 1 failed: Connection \
+         refused. Is the server running on that host and accepting TCP/IP connections? \
+         (database \"test\", role \"postgres\")\n"
     );
     assert!(start.elapsed() < Duration::from_secs(10));
 
@@ -936,4 +943,155 @@ fn tombstones_delete_rows_in_order_and_by_version_on_both_databases() {
             assert_eq!(keys(rows), ["k2"], "{target}, batches of {batch}");
         }
     }
+}
+
+#[test]
+fn connection_errors_name_the_server_database_and_role() {
+    // As psql says them: which host, port, database and role, and the server's words.
+    let dir = Dir::new();
+    dir.create("in.ndjson", "{\"id\":\"a\"}\n");
+    let base = std::env::var("NDPIPE_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let _pg = Pg::new("errors"); // the server is up
+    let (userinfo, rest) = base.split_once('@').expect("user@host in the test URL");
+    let (hostport, _db) = rest.split_once('/').expect("a database in the test URL");
+    let host = hostport.split(':').next().unwrap();
+    let persist = |url: &str| {
+        dir.cmd("persist")
+            .args([
+                "--database-url",
+                url,
+                "--connect-timeout",
+                "5s",
+                "in.ndjson",
+            ])
+            .output()
+            .unwrap()
+    };
+    let o = persist(&format!("{userinfo}@{hostport}/no_such_db"));
+    assert_eq!(o.status.code(), Some(69), "{}", err(&o));
+    assert!(
+        err(&o).contains(&format!("connection to server at \"{host}\""))
+            && err(&o).contains("FATAL: database \"no_such_db\" does not exist"),
+        "{}",
+        err(&o)
+    );
+    let o = persist(&format!("postgres://no_such_role@{hostport}/test"));
+    assert_eq!(o.status.code(), Some(69), "{}", err(&o));
+    assert!(
+        err(&o).contains("FATAL: role \"no_such_role\" does not exist"),
+        "{}",
+        err(&o)
+    );
+    let o = persist("postgres://postgres@no-such-host.invalid/test");
+    assert_eq!(o.status.code(), Some(69), "{}", err(&o));
+    assert!(
+        err(&o).contains("could not translate host name \"no-such-host.invalid\" to address"),
+        "{}",
+        err(&o)
+    );
+}
+
+#[test]
+fn show_prints_what_runs_stored_on_both_databases() {
+    let dir = Dir::new();
+    let pg = Pg::new("show");
+    dir.create(
+        "in.ndjson",
+        "{\"id\":\"b\",\"n\":2}\n{\"id\":\"a\",\"n\":1,\"_meta\":{\"source\":\"x\"}}\n",
+    );
+    for db in [vec!["--sqlite", "s.db"], vec!["--database-url", &pg.url()]] {
+        let o = dir
+            .cmd("persist")
+            .args(&db)
+            .args(["--create-table", "-q", "in.ndjson"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", err(&o));
+        let o = dir
+            .cmd("persist")
+            .args(&db)
+            .args(["--show", "-q"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", err(&o));
+        let rows = values(&out(&o));
+        assert_eq!(rows.len(), 2, "{}", out(&o));
+        assert_eq!(rows[0]["key"], "a", "ordered by key");
+        assert_eq!(rows[0]["payload"], serde_json::json!({"id": "a", "n": 1}));
+        assert_eq!(rows[0]["meta"], serde_json::json!({"source": "x"}));
+        assert_eq!(rows[1]["payload"]["n"], 2);
+        // `| head` ends it quietly.
+        let o = sh(
+            &dir,
+            &format!(
+                "{} {} --show -q | head -1",
+                bin("persist"),
+                db.iter()
+                    .map(|a| format!("'{a}'"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+        );
+        assert_eq!(out(&o).lines().count(), 1);
+    }
+    let o = dir
+        .cmd("persist")
+        .args(["--sqlite", "missing.db", "--show"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(66), "{}", err(&o));
+}
+
+#[test]
+fn no_notices_on_a_second_run_with_offsets() {
+    // CREATE … IF NOT EXISTS of tables that exist must not log NOTICEs on every run.
+    let dir = Dir::new();
+    let pg = Pg::new("notices");
+    dir.create(
+        "in.ndjson",
+        kafka_event("a", 0, "") + &kafka_event("b", 1, ""),
+    );
+    for _ in 0..2 {
+        let o = dir
+            .cmd("persist")
+            .args(["--database-url", &pg.url(), "--create-table", "in.ndjson"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", err(&o));
+        let stderr = err(&o);
+        assert!(
+            !stderr.contains("NOTICE") && !stderr.contains("already exists"),
+            "{stderr}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "only the summary: {stderr}");
+    }
+}
+
+#[test]
+fn emit_and_the_summary_count_the_same_events() {
+    // "a" twice in one batch: the first is superseded. --emit writes it (its batch
+    // committed), and the summary's "out" counts it: both say 3.
+    let dir = Dir::new();
+    dir.create(
+        "in.ndjson",
+        "{\"id\":\"a\",\"n\":1}\n{\"id\":\"a\",\"n\":2}\n{\"id\":\"b\"}\n{\"n\":0}\n",
+    );
+    let o = dir
+        .cmd("persist")
+        .args(["--sqlite", "e.db", "--create-table", "--emit"])
+        .args(["--dead-letter", "dl.ndjson", "in.ndjson"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(out(&o).lines().count(), 3);
+    let summary = err(&o);
+    assert!(
+        summary.contains(
+            "persist: 4 events in, 3 out (2 inserted, 0 updated, 0 unchanged, 0 deleted, \
+             1 superseded in their batch), 1 rejected (dead letters in dl.ndjson), 0 fenced, \
+             1 batches, 0 retries · "
+        ),
+        "{summary}"
+    );
 }

@@ -48,15 +48,22 @@ use crate::stage::Ctx;
 const EXAMPLES: &str = "\
 Examples:
   Everything in a topic, then stop (a backfill):
-    ingest-kafka --brokers 127.0.0.1:9092 --topic orders --offset beginning --exit-at-end > orders.ndjson
+    ingest-kafka --brokers 127.0.0.1:9092 --topic orders \\
+      --offset beginning --exit-at-end > orders.ndjson
 
   A consumer group into PostgreSQL, exactly once:
-    ingest-kafka --brokers $KAFKA_BROKERS --topic orders --group loader --offsets-from \"$DATABASE_URL\" \\
-      | validate --schema order.schema.json --dead-letter dl.ndjson | persist --table orders
+    export KAFKA_BROKERS=kafka1:9092,kafka2:9092
+    ingest-kafka --topic orders --group loader \\
+      --offsets-from \"$DATABASE_URL\" \\
+      | validate --schema order.schema.json \\
+        --dead-letter dl.ndjson \\
+      | persist --table orders
 
-  kcat's JSON envelope, and librdkafka settings passed through:
-    ingest-kafka --brokers b:9093 --topic t --format kcat -X security.protocol=SASL_SSL \\
-      -X sasl.mechanisms=SCRAM-SHA-512 -X sasl.username=u -X sasl.password=p";
+  kcat's JSON envelope; librdkafka settings passed through:
+    ingest-kafka --brokers b:9093 --topic t --format kcat \\
+      -X security.protocol=SASL_SSL \\
+      -X sasl.mechanisms=SCRAM-SHA-512 \\
+      -X sasl.username=u -X sasl.password=p";
 
 /// Consume Kafka topics and write the messages to stdout as NDJSON events.
 ///
@@ -195,10 +202,14 @@ impl OffsetsDb {
             .map_err(|e| Error::usage(format!("--offsets-from: {e}")))?;
         config.connect_timeout(timeout);
         config.application_name("ndpipe ingest-kafka");
+        crate::stage::persist::postgres::quiet_notices(&mut config);
         let (client, conn) = rt
             .block_on(config.connect(tokio_postgres::NoTls))
             .map_err(|e| {
-                Error::unavailable(format!("--offsets-from: cannot connect: {}", message(&e)))
+                Error::unavailable(format!(
+                    "--offsets-from: {}",
+                    crate::stage::persist::postgres::connect_failure(&config, &e)
+                ))
             })?;
         rt.spawn(conn);
         let table = table.quoted();

@@ -42,6 +42,7 @@ use crate::stage::{Ctx, Stats};
 
 pub mod offsets;
 pub mod postgres;
+pub mod show;
 pub mod sqlite;
 pub mod version;
 
@@ -50,17 +51,18 @@ use version::{Version, VersionType};
 
 const EXAMPLES: &str = "\
 Examples:
-  No database configured: rows go to the SQLite file ndpipe.db:
+  No database set up: rows go to the SQLite file ndpipe.db:
     persist --create-table --table events < events.ndjson
 
   PostgreSQL, monotonic on a version field, rejects kept:
     export DATABASE_URL=postgres://app@db.internal/events
-    validate --require id | persist --table raw.events --version-field meta.seq \\
-        --dead-letter rejects.ndjson
+    validate --require id | persist --table raw.events \\
+      --version-field meta.seq --dead-letter rejects.ndjson
 
-  Typed columns of an existing table, and pass what was committed on:
+  Typed columns of an existing table; pass on what commits:
     persist --table orders --key-column order_id --key id \\
-        --column amount=amount:numeric --column placed_at=ts --emit | tee committed.ndjson";
+      --column amount=amount:numeric --column placed_at=ts \\
+      --emit | tee committed.ndjson";
 
 /// Upsert NDJSON events into PostgreSQL (or a local SQLite file), idempotently.
 ///
@@ -160,9 +162,16 @@ pub struct Args {
     #[arg(long, value_name = "NAME", default_value = "ndpipe_offsets", value_parser = Table::parse)]
     pub offsets_table: Table,
 
-    /// Write every persisted event to stdout once its transaction has committed.
+    /// Write every event of a committed batch to stdout once its transaction has
+    /// committed: stored ones, unchanged ones, and those superseded in their batch by a
+    /// later event of the same key (the summary counts the same events as "out").
     #[arg(long)]
     pub emit: bool,
+
+    /// Print the table's rows as NDJSON on stdout (ordered by key, every column) and
+    /// exit, instead of loading: a quick look at what runs stored, in SQLite too.
+    #[arg(long, conflicts_with_all = ["create_table", "emit"])]
+    pub show: bool,
 
     /// How long to wait for the database at start before giving up (exit 69). Later
     /// outages are waited out without limit.
@@ -518,19 +527,28 @@ impl Counts {
         c.load(Ordering::Relaxed)
     }
 
-    pub fn summary(&self) -> String {
-        format!(
-            "{} inserted, {} updated, {} unchanged, {} deleted, {} superseded in their batch, \
-             {} dead-lettered, {} fenced, {} batches, {} retries",
-            Counts::get(&self.inserted),
-            Counts::get(&self.updated),
-            Counts::get(&self.unchanged),
-            Counts::get(&self.deleted),
-            Counts::get(&self.superseded),
-            Counts::get(&self.rejected),
-            Counts::get(&self.fenced),
-            Counts::get(&self.batches),
-            Counts::get(&self.retries),
+    /// What follows "N out" in the summary: how the events handed on were stored, and
+    /// the work it took. "Out" counts every event of a committed batch, as `--emit`
+    /// writes them: superseded ones too (a later event of the same key in the same batch
+    /// was stored instead, as if both had been written in turn).
+    pub fn summary(&self) -> (String, String) {
+        let n = |c: &AtomicU64| crate::human::count(Counts::get(c));
+        (
+            format!(
+                " ({} inserted, {} updated, {} unchanged, {} deleted, {} superseded in their \
+                 batch)",
+                n(&self.inserted),
+                n(&self.updated),
+                n(&self.unchanged),
+                n(&self.deleted),
+                n(&self.superseded),
+            ),
+            format!(
+                ", {} fenced, {} batches, {} retries",
+                n(&self.fenced),
+                n(&self.batches),
+                n(&self.retries),
+            ),
         )
     }
 }
@@ -976,7 +994,8 @@ pub async fn run(
     stats.events_out = Counts::get(&shared.counts.inserted)
         + Counts::get(&shared.counts.updated)
         + Counts::get(&shared.counts.unchanged)
-        + Counts::get(&shared.counts.deleted);
+        + Counts::get(&shared.counts.deleted)
+        + Counts::get(&shared.counts.superseded);
     Ok(stats)
 }
 
@@ -1216,11 +1235,11 @@ pub async fn open(args: &Args) -> Result<(Layout, Vec<Loader>)> {
         }
         Target::Sqlite(path) => {
             if !args.common.quiet {
-                eprintln!(
+                crate::progress::eprint_line(&format!(
                     "persist: no database configured (--database-url, DATABASE_URL, PG*): \
                      writing to the SQLite file {}",
                     path.display()
-                );
+                ));
             }
             let (layout, loader) = sqlite::open(&path, args).await?;
             Ok((layout, vec![Loader::Sqlite(loader)]))
@@ -1230,24 +1249,24 @@ pub async fn open(args: &Args) -> Result<(Layout, Vec<Loader>)> {
 
 /// The `persist` command: stdin/files → persist → database (and stdout with `--emit`).
 pub async fn main(args: Args) -> Result<Exit> {
+    if args.show {
+        return show::run(&args).await;
+    }
     // Inputs first: a missing file exits 66 before any database (or SQLite file) is touched.
     crate::ndjson::open_inputs(&args.inputs)?;
     let (layout, loaders) = open(&args).await?;
     let config = Config::from_args(&args, &layout);
     let counts = Arc::new(Counts::default());
-    let quiet = args.common.quiet;
     let c = counts.clone();
-    let exit = crate::shell::filter_counting(
+    let detail = counts.clone();
+    crate::shell::sink(
         "persist",
         &args.common,
         &args.inputs,
+        Box::new(move || detail.summary()),
         move |i, o, ctx, progress| run(config, loaders, i, o, ctx, c, progress),
     )
-    .await;
-    if !quiet {
-        eprintln!("persist: {}", counts.summary());
-    }
-    exit
+    .await
 }
 
 #[cfg(test)]

@@ -111,12 +111,18 @@ impl ConnectSpec {
         };
         config.connect_timeout(timeout);
         config.application_name("ndpipe persist");
+        quiet_notices(&mut config);
         let display = describe(&config);
         Ok(Some(ConnectSpec {
             config,
             verify,
             display,
         }))
+    }
+
+    /// The resolved connection settings.
+    pub fn config(&self) -> &PgConfig {
+        &self.config
     }
 
     /// One connection; its driver task runs on the runtime.
@@ -139,6 +145,16 @@ impl ConnectSpec {
         drop(connection); // The task ends when the connection closes.
         Ok(client)
     }
+}
+
+/// Asks the server for warnings and errors only: `CREATE … IF NOT EXISTS` of a table
+/// that exists answers with a NOTICE, which the driver would log on every run.
+pub fn quiet_notices(config: &mut PgConfig) {
+    let options = match config.get_options() {
+        Some(o) if !o.is_empty() => format!("{o} -c client_min_messages=warning"),
+        _ => "-c client_min_messages=warning".to_owned(),
+    };
+    config.options(options);
 }
 
 /// Removes `sslmode=verify-*` (which tokio-postgres does not parse) from a URL or
@@ -164,15 +180,7 @@ fn take_sslmode(url: &str) -> (String, Option<String>) {
 }
 
 fn describe(c: &PgConfig) -> String {
-    let host = c
-        .get_hosts()
-        .first()
-        .map(|h| match h {
-            tokio_postgres::config::Host::Tcp(h) => h.clone(),
-            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
-        })
-        .unwrap_or_else(|| "localhost".into());
-    let port = c.get_ports().first().copied().unwrap_or(5432);
+    let (host, port) = host_port(c);
     format!(
         "{}@{host}:{port}/{}",
         c.get_user().unwrap_or("?"),
@@ -182,12 +190,10 @@ fn describe(c: &PgConfig) -> String {
 
 /// Connects `--connections` times, creates and checks the table, prepares statements.
 pub async fn open(spec: &ConnectSpec, args: &Args) -> Result<(Layout, Vec<Loader>)> {
-    let client = spec.connect().await.map_err(|e| {
-        Error::unavailable(format!(
-            "cannot connect to PostgreSQL at {}: {e}",
-            spec.display
-        ))
-    })?;
+    let client = spec
+        .connect()
+        .await
+        .map_err(|e| Error::unavailable(connect_failure(&spec.config, &e)))?;
     let table = args.table.quoted();
     if args.create_table {
         if let Some(schema) = &args.table.schema {
@@ -233,12 +239,10 @@ pub async fn open(spec: &ConnectSpec, args: &Args) -> Result<(Layout, Vec<Loader
     let layout = super::resolve_layout(args, &columns, unique, &spec.display)?;
     let mut loaders = vec![Loader::new(spec.clone(), client, &layout).await?];
     for _ in 1..args.connections {
-        let client = spec.connect().await.map_err(|e| {
-            Error::unavailable(format!(
-                "cannot connect to PostgreSQL at {}: {e}",
-                spec.display
-            ))
-        })?;
+        let client = spec
+            .connect()
+            .await
+            .map_err(|e| Error::unavailable(connect_failure(&spec.config, &e)))?;
         loaders.push(Loader::new(spec.clone(), client, &layout).await?);
     }
     Ok((layout, loaders))
@@ -259,6 +263,63 @@ fn setup_error(table: &Table, what: &str, e: tokio_postgres::Error) -> Error {
 }
 
 /// The server's message for a database error ("db error" is all `Display` says).
+/// Why a connection failed, in psql's words: which server, database and role, and the
+/// server's own message ("FATAL: database \"x\" does not exist"), or what stopped the
+/// connection before it reached one (a refused port, a host name that does not resolve).
+pub fn connect_failure(config: &PgConfig, e: &tokio_postgres::Error) -> String {
+    let (host, port) = host_port(config);
+    let db = config.get_dbname().unwrap_or("?");
+    let role = config.get_user().unwrap_or("?");
+    let server = format!("connection to server at \"{host}\", port {port} failed");
+    if let Some(d) = e.as_db_error() {
+        return format!(
+            "{server}: {}: {} (database \"{db}\", role \"{role}\")",
+            d.severity(),
+            d.message()
+        );
+    }
+    // The innermost cause says most: an io::Error, or the driver's own words.
+    let mut causes = Vec::new();
+    let mut io_kind = None;
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(c) = cur {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            io_kind = Some(io.kind());
+        }
+        causes.push(c.to_string());
+        cur = c.source();
+    }
+    let cause = causes.last().cloned().unwrap_or_else(|| e.to_string());
+    if cause.contains("failed to lookup address") || cause.contains("Name or service not known") {
+        let why = cause
+            .trim_start_matches("failed to lookup address information: ")
+            .to_owned();
+        return format!("could not translate host name \"{host}\" to address: {why}");
+    }
+    let why = match io_kind {
+        Some(std::io::ErrorKind::ConnectionRefused) => "Connection refused. Is the server \
+            running on that host and accepting TCP/IP connections?"
+            .to_owned(),
+        Some(std::io::ErrorKind::TimedOut) => format!("{cause} (--connect-timeout)"),
+        _ if cause == e.to_string() => cause,
+        _ => format!("{e}: {cause}"),
+    };
+    format!("{server}: {why} (database \"{db}\", role \"{role}\")")
+}
+
+/// The first host and port a config names, as libpq would show them.
+fn host_port(c: &PgConfig) -> (String, u16) {
+    let host = c
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(h) => h.clone(),
+            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".into());
+    (host, c.get_ports().first().copied().unwrap_or(5432))
+}
+
 pub fn message(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(d) => match d.detail() {
