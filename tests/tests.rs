@@ -17,6 +17,9 @@
 //!   and fencing, a database restart mid-run, table names.
 //! - `faults`: the standing fault suite: signals to a whole pipe, a closed or stalled
 //!   stdout, a database stopped mid-run; nothing acknowledged may be lost.
+//! - `terminal`: what a terminal shows (captured with `script`): one progress line per
+//!   pipe, summaries, `NO_COLOR`.
+//! - `readme`: every shell block of README.md, run as written; `scripts/demo`.
 //! - `docs`: `--help` everywhere; committed man pages and completions are current.
 
 mod util;
@@ -28,4 +31,6 @@ mod framing;
 mod ingest_http;
 mod ingest_kafka;
 mod persist;
+mod readme;
+mod terminal;
 mod validate;
