@@ -120,45 +120,7 @@ pub fn run(
     }
 }
 
-/// Keeps glibc's allocator from holding on to freed memory: commands that keep many
-/// events in flight across threads (sinks, servers) call it first. Large blocks (read
-/// chunks, encode buffers) are mapped and unmapped rather than left fragmenting the heap,
-/// and two arenas stop every thread from growing its own.
-pub fn tame_malloc() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator tuning; called before other threads start.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
-}
-
-/// Hands freed heap memory back to the system. Many small events freed after a burst
-/// leave the heap fragmented but mostly empty; glibc only trims its top on its own. A
-/// server calls this when a burst has drained (not per request: it walks the heap).
-pub fn give_back_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free memory; it is safe at any time.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-/// The opposite tuning, for filters (`validate`, `enrich`) that move every input byte
-/// through read chunks and batch buffers of a few hundred KiB: keep those on the heap and
-/// reuse them. By default glibc maps each one fresh (and trims the heap back after it),
-/// so every 4 KiB page of every batch costs a page fault; that was 20 % of `enrich`.
-pub fn reuse_malloc() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator tuning; called before other threads start.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 2 << 20);
-        // Each arena keeps its own free blocks: with one per thread (up to 16 here) the
-        // peak RSS of enrich grew from 28 to 39 MiB as the input tripled; with 4, 22-25.
-        libc::mallopt(libc::M_ARENA_MAX, 4);
-    }
-}
+pub use crate::memory::{reuse_malloc, tame_malloc};
 
 /// Whether log lines may use colour: on a terminal, unless `NO_COLOR` is set to anything
 /// but the empty string (<https://no-color.org>).

@@ -1,29 +1,42 @@
 //! ndpipe: composable Unix-style commands for NDJSON event pipelines.
 //!
-//! Every command is a *stage*: an async function over bounded channels of [`event::Batch`]es.
-//! The binaries in `src/bin` only parse flags and call into this library; `pipeline` wires
-//! the very same stage functions in one process.
+//! Every command is a *stage* behind one contract ([`stage::Stage`]): built from a plain
+//! config, run over bounded channels of [`event::Batch`]es with a context (dead letters,
+//! shutdown, metadata field, progress), returning the same [`stage::Stats`]. The binaries
+//! in `src/bin` only parse flags and call [`commands`]; the shell form of a command is the
+//! chain `[reader, stage, writer]` run by [`wire`], which `pipeline` will use for
+//! `[source, stage, …, sink]`.
 //!
 //! Module map (dependencies point down the list, never up):
 //!
-//! - [`cli`]: flags shared by every binary, argument parsing, the runtime and exit mapping.
-//! - [`shell`]: the shell form of a stage: NDJSON reader → stage → NDJSON writer.
-//! - [`stage`]: the stages — [`stage::validate`], [`stage::enrich`], [`stage::persist`] —
-//!   and the ordered worker pool they share.
-//! - [`ndjson`]: line framing (line numbers, BOM, CRLF, length limit) and the writer
-//!   (block-buffered, idle flush, closed-pipe aware).
+//! - [`commands`]: each command's `Args → Config` step and its shell form.
+//! - [`shell`]: the shell form: `[reader, stage, writer]`, summary and exit code.
+//! - [`wire`]: runs a chain of stages over bounded channels, and decides how it ends.
+//! - [`stage`]: the contract and the stages — sources ([`stage::ingest_http`],
+//!   [`stage::ingest_kafka`], the NDJSON reader in [`stage::stdio`]), filters
+//!   ([`stage::validate`], [`stage::enrich`]) and sinks ([`stage::persist`], the NDJSON
+//!   writer) — and the ordered worker pool they share.
+//! - [`postgres`]: reaching PostgreSQL as libpq does (URL, `PG*` variables, password
+//!   file, TLS modes), identifiers and shared statements; used by persist and
+//!   ingest-kafka.
+//! - [`cli`]: flags shared by every command (flattened into each stage's `Args`), argument
+//!   parsing, the runtime, allocator tuning and exit mapping.
+//! - [`progress`], [`shutdown`]: the progress line and log writer, signal handling.
+//! - [`ndjson`]: line framing (line numbers, BOM, CRLF, length limit, gzip and zstd) and
+//!   the writer (block-buffered, idle flush, closed-pipe aware).
 //! - [`dead_letter`]: the dead-letter record format and its `O_APPEND` writer.
 //! - [`event`]: events, batches, acknowledgement handles.
 //! - [`jq`]: jq programs, run in helper processes that a runaway program cannot take
 //!   down with it.
 //! - [`json`]: field paths, raw-text member lookup and splicing (no reformatting).
 //! - [`tape`]: the one validating scan of a JSON text, also read by JSON Schema.
-//! - [`progress`], [`shutdown`], [`exit`]: progress line and log writer, signal handling,
-//!   exit codes.
-//! - [`human`]: numbers and durations as the summaries and progress lines print them.
-//! - [`docs`]: man pages and shell completions rendered from the clap definitions.
+//! - [`human`], [`exit`], [`memory`]: numbers and durations as people read them; exit
+//!   codes; allocator tuning.
+//! - [`docs`]: man pages and shell completions rendered from the clap definitions (used
+//!   by `scripts/gen-docs` and the docs tests only).
 
 pub mod cli;
+pub mod commands;
 pub mod dead_letter;
 pub mod docs;
 pub mod event;
@@ -31,9 +44,12 @@ pub mod exit;
 pub mod human;
 pub mod jq;
 pub mod json;
+pub mod memory;
 pub mod ndjson;
+pub mod postgres;
 pub mod progress;
 pub mod shell;
 pub mod shutdown;
 pub mod stage;
 pub mod tape;
+pub mod wire;

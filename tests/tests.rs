@@ -15,6 +15,8 @@
 //!   group taking over each other's partitions with epoch fencing.
 //! - `persist`: PostgreSQL and SQLite round trips, replays, versions, bad rows, offsets
 //!   and fencing, a database restart mid-run, table names.
+//! - `chain`: the stage contract in one process — validate and enrich chained by the
+//!   wiring, byte for byte the shell pipe's output and dead letters.
 //! - `faults`: the standing fault suite: signals to a whole pipe, a closed or stalled
 //!   stdout, a database stopped mid-run; nothing acknowledged may be lost.
 //! - `terminal`: what a terminal shows (captured with `script`): one progress line per
@@ -24,6 +26,7 @@
 
 mod util;
 
+mod chain;
 mod docs;
 mod enrich;
 mod faults;

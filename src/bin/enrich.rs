@@ -1,6 +1,6 @@
 //! `enrich`: see `ndpipe::stage::enrich` and `enrich --help`.
 
-use ndpipe::{cli, jq, stage::enrich};
+use ndpipe::{cli, commands, jq, stage::enrich};
 
 fn main() -> std::process::ExitCode {
     // Started as a jq helper of another enrich (see ndpipe::jq): serve that, and exit.
@@ -8,5 +8,5 @@ fn main() -> std::process::ExitCode {
     cli::reuse_malloc();
     let args: enrich::Args = cli::parse();
     let common = args.common.clone();
-    cli::run("enrich", &common, enrich::main(args))
+    cli::run("enrich", &common, commands::enrich(args))
 }

@@ -1,10 +1,10 @@
 //! `persist`: see `ndpipe::stage::persist` and `persist --help`.
 
-use ndpipe::{cli, stage::persist};
+use ndpipe::{cli, commands, stage::persist};
 
 fn main() -> std::process::ExitCode {
     cli::tame_malloc();
     let args: persist::Args = cli::parse();
     let common = args.common.clone();
-    cli::run("persist", &common, persist::main(args))
+    cli::run("persist", &common, commands::persist(args))
 }

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::Parser;
+use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
 use smallvec::SmallVec;
 use tokio::sync::mpsc::{Receiver, Sender};
@@ -26,7 +27,7 @@ use crate::exit::{Error, Exit, Result};
 use crate::jq;
 use crate::json::{self, FieldPath, SetOp};
 use crate::shutdown::Shutdown;
-use crate::stage::{self, Ctx, Stats, Worked};
+use crate::stage::{self, Ctx, Kind, Stage, Stats, Worked};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -667,13 +668,23 @@ pub async fn run(
     .await
 }
 
-/// The `enrich` command: stdin/files → enrich → stdout.
-pub async fn main(args: Args) -> Result<Exit> {
-    let config = Arc::new(Config::from_args(&args)?);
-    crate::shell::filter("enrich", &args.common, &args.inputs, move |i, o, ctx| {
-        run(config, i, o, ctx)
-    })
-    .await
+impl Stage for Config {
+    fn name(&self) -> &'static str {
+        "enrich"
+    }
+
+    fn kind(&self) -> Kind {
+        Kind::Filter
+    }
+
+    fn run(
+        self: Box<Self>,
+        input: Receiver<Batch>,
+        output: Sender<Batch>,
+        ctx: Ctx,
+    ) -> BoxFuture<'static, Result<Stats>> {
+        Box::pin(run(Arc::new(*self), input, output, ctx))
+    }
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
 use clap::{Parser, ValueEnum};
+use futures::future::BoxFuture;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
 };
@@ -39,7 +40,7 @@ use crate::dead_letter::RAW_LIMIT;
 use crate::event::{Ack, Batch, Event, Reject};
 use crate::exit::{Error, Exit, Result};
 use crate::json;
-use crate::stage::Ctx;
+use crate::stage::{Ctx, Kind, Stage, Stats};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -1291,7 +1292,7 @@ pub async fn run(config: Config, output: mpsc::Sender<Batch>, ctx: Ctx) -> Resul
             since_trim += n;
             if since_trim >= TRIM_AFTER_EVENTS && rx.is_empty() {
                 since_trim = 0;
-                tokio::task::spawn_blocking(crate::cli::give_back_memory);
+                tokio::task::spawn_blocking(crate::memory::give_back_memory);
             }
         }
     });
@@ -1370,13 +1371,30 @@ fn lose(events: &[Event]) {
     }
 }
 
-/// The `ingest-http` command: HTTP → stdout.
-pub async fn main(args: Args) -> Result<Exit> {
-    let config = Config::from_args(&args)?;
-    crate::shell::source("ingest-http", &args.common, move |out, ctx| {
-        run(config, out, ctx)
-    })
-    .await
+impl Stage for Config {
+    fn name(&self) -> &'static str {
+        "ingest-http"
+    }
+
+    fn kind(&self) -> Kind {
+        Kind::Source
+    }
+
+    fn acknowledges(&self) -> bool {
+        true
+    }
+
+    fn run(
+        self: Box<Self>,
+        _input: mpsc::Receiver<Batch>,
+        output: mpsc::Sender<Batch>,
+        ctx: Ctx,
+    ) -> BoxFuture<'static, Result<Stats>> {
+        Box::pin(async move {
+            run(*self, output, ctx).await?;
+            Ok(Stats::default())
+        })
+    }
 }
 
 #[cfg(test)]

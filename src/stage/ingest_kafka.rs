@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use clap::{Parser, ValueEnum};
+use futures::future::BoxFuture;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
@@ -35,15 +36,14 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientContext;
-use tokio::sync::mpsc::Sender;
+use tokio::sync::mpsc::{Receiver, Sender};
 
 use crate::cli::Common;
 use crate::event::{Ack, Batch, Event, Reject};
 use crate::exit::{Error, Exit, Result};
 use crate::json;
-use crate::stage::persist::postgres::{create_if_absent, message, offsets_ddl};
-use crate::stage::persist::Table;
-use crate::stage::Ctx;
+use crate::postgres::{create_if_absent, message, offsets_ddl, ConnectSpec, Table};
+use crate::stage::{Ctx, Kind, Stage, Stats};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -197,21 +197,13 @@ impl OffsetsDb {
             .enable_all()
             .build()
             .map_err(|e| Error::new(Exit::Software, e))?;
-        let mut config: tokio_postgres::Config = url
-            .parse()
+        // The same resolution as persist's (libpq's environment, password file, TLS
+        // modes): the offsets must live in the database persist writes to.
+        let spec = ConnectSpec::from_url(url, timeout, "ndpipe ingest-kafka")
             .map_err(|e| Error::usage(format!("--offsets-from: {e}")))?;
-        config.connect_timeout(timeout);
-        config.application_name("ndpipe ingest-kafka");
-        crate::stage::persist::postgres::quiet_notices(&mut config);
-        let (client, conn) = rt
-            .block_on(config.connect(tokio_postgres::NoTls))
-            .map_err(|e| {
-                Error::unavailable(format!(
-                    "--offsets-from: {}",
-                    crate::stage::persist::postgres::connect_failure(&config, &e)
-                ))
-            })?;
-        rt.spawn(conn);
+        let client = rt
+            .block_on(spec.connect())
+            .map_err(|e| Error::unavailable(format!("--offsets-from: {}", spec.failure(&e))))?;
         let table = table.quoted();
         rt.block_on(create_if_absent(&client, &offsets_ddl(&table)))
             .map_err(|e| Error::unavailable(format!("--offsets-from: {}", message(&e))))?;
@@ -1124,13 +1116,30 @@ fn kcat_headers<M: Message>(msg: &M) -> String {
     s
 }
 
-/// The `ingest-kafka` command: Kafka → stdout.
-pub async fn main(args: Args) -> Result<Exit> {
-    let config = Config::from_args(&args)?;
-    crate::shell::source("ingest-kafka", &args.common, move |out, ctx| {
-        run(config, out, ctx)
-    })
-    .await
+impl Stage for Config {
+    fn name(&self) -> &'static str {
+        "ingest-kafka"
+    }
+
+    fn kind(&self) -> Kind {
+        Kind::Source
+    }
+
+    fn acknowledges(&self) -> bool {
+        true
+    }
+
+    fn run(
+        self: Box<Self>,
+        _input: Receiver<Batch>,
+        output: Sender<Batch>,
+        ctx: Ctx,
+    ) -> BoxFuture<'static, Result<Stats>> {
+        Box::pin(async move {
+            run(*self, output, ctx).await?;
+            Ok(Stats::default())
+        })
+    }
 }
 
 #[cfg(test)]

@@ -1,16 +1,20 @@
-//! Stages: async functions over bounded channels of batches.
+//! Stages: the one contract every source, filter and sink is run by.
 //!
-//! Every stage has the same shape:
+//! A stage is built from a plain config (never from clap's `Args`: that step happens in
+//! [`crate::commands`]), then run by the wiring ([`crate::wire`]) as
 //!
 //! ```text
-//! async fn run(config, input: Receiver<Batch>, output: Sender<Batch>, ctx: Ctx) -> Result<Stats>
+//! Stage::run(self, input: Receiver<Batch>, output: Sender<Batch>, ctx: Ctx) -> Result<Stats>
 //! ```
 //!
-//! where [`Ctx`] carries the dead-letter output, the shutdown token and the metadata field
-//! name. A stage ends when its input closes (after sending everything it still holds), or
-//! early when its output closes. The shell binaries put a stage between an NDJSON reader
-//! and writer; `pipeline` chains the same functions in one process.
+//! [`Ctx`] carries the dead-letter output, the shutdown token, the metadata field name and
+//! the progress line. A filter or sink ends when its input closes (after sending everything
+//! it still holds), or early when its output closes. A source is handed an input that is
+//! already closed, and ends on shutdown or when it has nothing more to send. A stage knows
+//! no graph: the shell form of a command is the chain `[reader, stage, writer]`, and
+//! `pipeline` will chain `[source, stage, …, sink]` with the same wiring.
 //!
+//! - [`stdio`]: the NDJSON reader (files, stdin) and writer (stdout) as stages.
 //! - [`ingest_http`]: the HTTP source: POST /events into a bounded hub, with back-pressure.
 //! - [`ingest_kafka`]: the Kafka source, with exactly-once offsets shared with persist.
 //! - [`validate`]: JSON Schema and quick field rules.
@@ -19,6 +23,7 @@
 
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use futures::StreamExt;
 use tokio::sync::mpsc::{Receiver, Sender};
 use tokio_stream::wrappers::ReceiverStream;
@@ -26,13 +31,51 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::dead_letter::DeadLetters;
 use crate::event::{Batch, Event, Reject};
 use crate::exit::{Error, Result};
+use crate::progress::Progress;
 use crate::shutdown::Shutdown;
 
 pub mod enrich;
 pub mod ingest_http;
 pub mod ingest_kafka;
 pub mod persist;
+pub mod stdio;
 pub mod validate;
+
+/// The contract every stage fulfils.
+pub trait Stage: Send + 'static {
+    /// The command it is (`validate`), for dead letters, logs and the summary.
+    fn name(&self) -> &'static str;
+
+    /// Where it sits in a chain; the wiring treats a closed output differently for each.
+    fn kind(&self) -> Kind;
+
+    /// Whether this source acknowledges what it takes in (to clients, to a broker). When
+    /// the end of its chain closes, such a source is told to stop (shutdown) and then
+    /// says what it had acknowledged but could not pass on, rather than being abandoned.
+    fn acknowledges(&self) -> bool {
+        false
+    }
+
+    /// Runs the stage to its end. Sources get a closed `input`.
+    fn run(
+        self: Box<Self>,
+        input: Receiver<Batch>,
+        output: Sender<Batch>,
+        ctx: Ctx,
+    ) -> BoxFuture<'static, Result<Stats>>;
+}
+
+/// Where a stage sits in a chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Makes events (a server, a consumer, the NDJSON reader); first in a chain.
+    Source,
+    /// Takes events in and passes events on (validate, enrich).
+    Filter,
+    /// Stores events (persist, the NDJSON writer); what it passes on, if anything, is
+    /// only a copy of what it stored.
+    Sink,
+}
 
 /// What every stage is handed besides its config and channels.
 #[derive(Clone)]
@@ -41,6 +84,9 @@ pub struct Ctx {
     pub shutdown: Shutdown,
     /// The reserved metadata field (`--meta-field`).
     pub meta_field: Arc<str>,
+    /// The progress line this stage counts into (hidden unless this stage is the one
+    /// whose counts the user watches).
+    pub progress: Progress,
 }
 
 impl Ctx {
@@ -49,16 +95,37 @@ impl Ctx {
             dead,
             shutdown,
             meta_field: meta_field.into(),
+            progress: Progress::hidden(),
+        }
+    }
+
+    /// The same context, counting into `progress`.
+    pub fn with_progress(&self, progress: Progress) -> Ctx {
+        Ctx {
+            progress,
+            ..self.clone()
         }
     }
 }
 
 /// Counts a stage reports when it ends.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// Events received.
     pub events_in: u64,
+    /// Events passed on (for a sink: stored).
     pub events_out: u64,
     pub rejected: u64,
+    /// A source stopped by shutdown before the end of its input: where (the NDJSON
+    /// reader of files and pipes; servers and consumers run until told to stop).
+    pub stopped: Option<Stopped>,
+}
+
+/// Where a source stopped reading: everything up to `line` of `source` was handed on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stopped {
+    pub source: Arc<str>,
+    pub line: u64,
 }
 
 /// The result of working on one batch: the events to pass on, and the rejected ones.

@@ -9,13 +9,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Parser, ValueEnum};
+use futures::future::BoxFuture;
 use tokio::sync::mpsc::{Receiver, Sender};
 
 use crate::cli::Common;
 use crate::event::{Batch, Event, Reject};
 use crate::exit::{Error, Exit, Result};
 use crate::json::{self, FieldPath};
-use crate::stage::{self, Ctx, Stats, Worked};
+use crate::stage::{self, Ctx, Kind, Stage, Stats, Worked};
 use crate::tape::{TapeJson, TapeNode};
 
 const EXAMPLES: &str = "\
@@ -234,13 +235,23 @@ pub async fn run(
     .await
 }
 
-/// The `validate` command: stdin/files → validate → stdout.
-pub async fn main(args: Args) -> Result<Exit> {
-    let config = Arc::new(Config::from_args(&args)?);
-    crate::shell::filter("validate", &args.common, &args.inputs, move |i, o, ctx| {
-        run(config, i, o, ctx)
-    })
-    .await
+impl Stage for Config {
+    fn name(&self) -> &'static str {
+        "validate"
+    }
+
+    fn kind(&self) -> Kind {
+        Kind::Filter
+    }
+
+    fn run(
+        self: Box<Self>,
+        input: Receiver<Batch>,
+        output: Sender<Batch>,
+        ctx: Ctx,
+    ) -> BoxFuture<'static, Result<Stats>> {
+        Box::pin(run(Arc::new(*self), input, output, ctx))
+    }
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use futures::future::BoxFuture;
 use tokio::sync::mpsc::{self, Receiver, Sender};
 use tokio::time::Instant;
 
@@ -37,8 +38,9 @@ use crate::cli::Common;
 use crate::event::{Batch, Event, Reject};
 use crate::exit::{Error, Exit, Result};
 use crate::json::{self, FieldPath};
+use crate::postgres::{is_ident, parse_ident, quote_ident, ConnectSpec, Table};
 use crate::progress::Progress;
-use crate::stage::{Ctx, Stats};
+use crate::stage::{Ctx, Kind, Stage, Stats};
 
 pub mod offsets;
 pub mod postgres;
@@ -194,81 +196,6 @@ pub enum Tombstones {
 pub enum OnConflict {
     Update,
     Ignore,
-}
-
-/// A table name, checked against the identifier grammar and always quoted in SQL.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Table {
-    pub schema: Option<String>,
-    pub name: String,
-}
-
-impl Table {
-    pub fn parse(s: &str) -> std::result::Result<Table, String> {
-        let parts: Vec<&str> = s.split('.').collect();
-        let bad = || {
-            format!(
-                "{s:?} is not a table name: use NAME or SCHEMA.NAME, each part matching \
-                 [A-Za-z_][A-Za-z0-9_]{{0,62}}"
-            )
-        };
-        if parts.len() > 2 || !parts.iter().all(|p| is_ident(p)) {
-            return Err(bad());
-        }
-        Ok(match parts[..] {
-            [name] => Table {
-                schema: None,
-                name: name.into(),
-            },
-            [schema, name] => Table {
-                schema: Some(schema.into()),
-                name: name.into(),
-            },
-            _ => return Err(bad()),
-        })
-    }
-
-    /// `"schema"."name"` or `"name"`.
-    pub fn quoted(&self) -> String {
-        match &self.schema {
-            Some(s) => format!("{}.{}", quote_ident(s), quote_ident(&self.name)),
-            None => quote_ident(&self.name),
-        }
-    }
-}
-
-impl std::fmt::Display for Table {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.schema {
-            Some(s) => write!(f, "{s}.{}", self.name),
-            None => f.write_str(&self.name),
-        }
-    }
-}
-
-/// Whether `s` matches `[A-Za-z_][A-Za-z0-9_]{0,62}`.
-pub fn is_ident(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && (b[0].is_ascii_alphabetic() || b[0] == b'_')
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
-}
-
-fn parse_ident(s: &str) -> std::result::Result<String, String> {
-    if is_ident(s) {
-        Ok(s.to_owned())
-    } else {
-        Err(format!(
-            "{s:?} is not a column name: it must match [A-Za-z_][A-Za-z0-9_]{{0,62}}"
-        ))
-    }
-}
-
-/// A quoted SQL identifier (callers only pass names that passed [`is_ident`]).
-pub fn quote_ident(s: &str) -> String {
-    debug_assert!(is_ident(s));
-    format!("\"{s}\"")
 }
 
 /// `--column COL=FIELD[:TYPE]`.
@@ -597,7 +524,7 @@ impl Loader {
 }
 
 impl Config {
-    fn from_args(args: &Args, layout: &Layout) -> Config {
+    pub fn from_args(args: &Args, layout: &Layout) -> Config {
         Config {
             key: args.key.clone(),
             keep_meta: args.keep_meta,
@@ -844,8 +771,8 @@ pub async fn run(
     output: Sender<Batch>,
     ctx: Ctx,
     counts: Arc<Counts>,
-    progress: Progress,
 ) -> Result<Stats> {
+    let progress = ctx.progress.clone();
     let shared = Arc::new(Shared {
         config,
         ctx,
@@ -1202,13 +1129,17 @@ fn winners(config: &Config, rows: &[Row]) -> Vec<usize> {
 
 /// Where rows go: resolved from the flags and the environment.
 pub enum Target {
-    Postgres(Box<postgres::ConnectSpec>),
+    Postgres(Box<ConnectSpec>),
     Sqlite(PathBuf),
 }
 
 impl Target {
     pub fn from_args(args: &Args) -> Result<Target> {
-        match postgres::ConnectSpec::from_env(args.database_url.as_deref(), args.connect_timeout)? {
+        match ConnectSpec::from_env(
+            args.database_url.as_deref(),
+            args.connect_timeout,
+            "ndpipe persist",
+        )? {
             Some(spec) => Ok(Target::Postgres(Box::new(spec))),
             None => Ok(Target::Sqlite(args.sqlite.clone())),
         }
@@ -1247,51 +1178,40 @@ pub async fn open(args: &Args) -> Result<(Layout, Vec<Loader>)> {
     }
 }
 
-/// The `persist` command: stdin/files → persist → database (and stdout with `--emit`).
-pub async fn main(args: Args) -> Result<Exit> {
-    if args.show {
-        return show::run(&args).await;
+/// The sink stage: a config, its open connections, and the counts it keeps.
+pub struct Persist {
+    pub config: Config,
+    pub loaders: Vec<Loader>,
+    pub counts: Arc<Counts>,
+}
+
+impl Stage for Persist {
+    fn name(&self) -> &'static str {
+        "persist"
     }
-    // Inputs first: a missing file exits 66 before any database (or SQLite file) is touched.
-    crate::ndjson::open_inputs(&args.inputs)?;
-    let (layout, loaders) = open(&args).await?;
-    let config = Config::from_args(&args, &layout);
-    let counts = Arc::new(Counts::default());
-    let c = counts.clone();
-    let detail = counts.clone();
-    crate::shell::sink(
-        "persist",
-        &args.common,
-        &args.inputs,
-        Box::new(move || detail.summary()),
-        move |i, o, ctx, progress| run(config, loaders, i, o, ctx, c, progress),
-    )
-    .await
+
+    fn kind(&self) -> Kind {
+        Kind::Sink
+    }
+
+    fn run(
+        self: Box<Self>,
+        input: Receiver<Batch>,
+        output: Sender<Batch>,
+        ctx: Ctx,
+    ) -> BoxFuture<'static, Result<Stats>> {
+        let Persist {
+            config,
+            loaders,
+            counts,
+        } = *self;
+        Box::pin(run(config, loaders, input, output, ctx, counts))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn table_names_follow_the_grammar() {
-        assert_eq!(
-            Table::parse("raw.events").unwrap().quoted(),
-            "\"raw\".\"events\""
-        );
-        assert_eq!(Table::parse("_x9").unwrap().quoted(), "\"_x9\"");
-        for bad in [
-            "x; drop table y",
-            "a.b.c",
-            "9x",
-            "",
-            "a-b",
-            "a.",
-            &"x".repeat(64),
-        ] {
-            assert!(Table::parse(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn column_maps_and_types() {

@@ -1,5 +1,5 @@
-//! PostgreSQL: connection settings (URL or libpq variables, TLS), table checks, and the
-//! loading SQL.
+//! PostgreSQL as the sink: table set-up and checks, and the loading SQL (connections:
+//! [`crate::postgres`]).
 //!
 //! One statement loads a batch: the rows travel as binary arrays, one per column, and
 //! `INSERT … SELECT … FROM unnest(…) ON CONFLICT (key) DO UPDATE … WHERE …` upserts them.
@@ -11,189 +11,23 @@
 //! `bench/persist.sh`, which runs that COPY path as the peer.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
-use tokio_postgres::config::SslMode;
 use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
-use tokio_postgres::{Client, Config as PgConfig, Statement};
+use tokio_postgres::{Client, Statement};
 
 use super::offsets::{Commit, PartKey};
-use super::{Args, Layout, LoadError, Loaded, OnConflict, Row, Table};
+use super::{Args, Layout, LoadError, Loaded, OnConflict, Row};
 use crate::event::Reject;
 use crate::exit::{Error, Exit, Result};
-
-/// How to reach the server.
-#[derive(Clone)]
-pub struct ConnectSpec {
-    config: PgConfig,
-    /// Check the server's certificate (sslmode verify-ca / verify-full).
-    verify: bool,
-    /// What to call the server in messages (never the password).
-    display: String,
-}
-
-impl ConnectSpec {
-    /// From `--database-url`/`DATABASE_URL`, else the libpq variables; None when neither
-    /// is set (the caller then uses SQLite).
-    pub fn from_env(url: Option<&str>, timeout: Duration) -> Result<Option<ConnectSpec>> {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let (mut config, sslmode) = match url.filter(|u| !u.is_empty()) {
-            Some(url) => {
-                let (url, mode) = take_sslmode(url);
-                let config: PgConfig = url
-                    .parse()
-                    .map_err(|e| Error::usage(format!("--database-url: {e}")))?;
-                (config, mode.or_else(|| var("PGSSLMODE")))
-            }
-            None => {
-                let keys = [
-                    "PGHOST",
-                    "PGPORT",
-                    "PGUSER",
-                    "PGPASSWORD",
-                    "PGDATABASE",
-                    "PGSSLMODE",
-                ];
-                if keys.iter().all(|k| var(k).is_none()) {
-                    return Ok(None);
-                }
-                let mut c = PgConfig::new();
-                let user = var("PGUSER")
-                    .or_else(|| var("USER"))
-                    .unwrap_or_else(|| "postgres".into());
-                match var("PGHOST") {
-                    Some(hosts) => {
-                        for h in hosts.split(',') {
-                            c.host(h);
-                        }
-                    }
-                    None if std::path::Path::new("/var/run/postgresql").exists() => {
-                        c.host_path("/var/run/postgresql");
-                    }
-                    None => {
-                        c.host("localhost");
-                    }
-                }
-                if let Some(p) = var("PGPORT") {
-                    let port: u16 = p
-                        .parse()
-                        .map_err(|_| Error::usage(format!("PGPORT={p:?} is not a port")))?;
-                    c.port(port);
-                }
-                if let Some(pw) = var("PGPASSWORD") {
-                    c.password(pw);
-                }
-                c.dbname(var("PGDATABASE").unwrap_or_else(|| user.clone()));
-                c.user(user);
-                (c, var("PGSSLMODE"))
-            }
-        };
-        let verify = match sslmode.as_deref() {
-            None => false,
-            Some("disable") => {
-                config.ssl_mode(SslMode::Disable);
-                false
-            }
-            Some("allow" | "prefer") => {
-                config.ssl_mode(SslMode::Prefer);
-                false
-            }
-            Some("require") => {
-                config.ssl_mode(SslMode::Require);
-                false
-            }
-            Some("verify-ca" | "verify-full") => {
-                config.ssl_mode(SslMode::Require);
-                true
-            }
-            Some(other) => return Err(Error::usage(format!("unknown sslmode {other:?}"))),
-        };
-        config.connect_timeout(timeout);
-        config.application_name("ndpipe persist");
-        quiet_notices(&mut config);
-        let display = describe(&config);
-        Ok(Some(ConnectSpec {
-            config,
-            verify,
-            display,
-        }))
-    }
-
-    /// The resolved connection settings.
-    pub fn config(&self) -> &PgConfig {
-        &self.config
-    }
-
-    /// One connection; its driver task runs on the runtime.
-    pub async fn connect(&self) -> std::result::Result<Client, tokio_postgres::Error> {
-        let connector = native_tls::TlsConnector::builder()
-            .danger_accept_invalid_certs(!self.verify)
-            .danger_accept_invalid_hostnames(!self.verify)
-            .build();
-        let (client, connection) = match connector {
-            Ok(c) if self.config.get_ssl_mode() != SslMode::Disable => {
-                let tls = postgres_native_tls::MakeTlsConnector::new(c);
-                let (client, conn) = self.config.connect(tls).await?;
-                (client, tokio::spawn(conn))
-            }
-            _ => {
-                let (client, conn) = self.config.connect(tokio_postgres::NoTls).await?;
-                (client, tokio::spawn(conn))
-            }
-        };
-        drop(connection); // The task ends when the connection closes.
-        Ok(client)
-    }
-}
-
-/// Asks the server for warnings and errors only: `CREATE … IF NOT EXISTS` of a table
-/// that exists answers with a NOTICE, which the driver would log on every run.
-pub fn quiet_notices(config: &mut PgConfig) {
-    let options = match config.get_options() {
-        Some(o) if !o.is_empty() => format!("{o} -c client_min_messages=warning"),
-        _ => "-c client_min_messages=warning".to_owned(),
-    };
-    config.options(options);
-}
-
-/// Removes `sslmode=verify-*` (which tokio-postgres does not parse) from a URL or
-/// key=value string and returns it separately.
-fn take_sslmode(url: &str) -> (String, Option<String>) {
-    let Some(at) = url.find("sslmode=") else {
-        return (url.to_owned(), None);
-    };
-    let rest = &url[at + "sslmode=".len()..];
-    let end = rest.find(['&', ' ']).unwrap_or(rest.len());
-    let mode = rest[..end].to_owned();
-    let mut before = url[..at].to_owned();
-    let mut after = &rest[end..];
-    if before.ends_with('&') || before.ends_with('?') {
-        match after.strip_prefix('&') {
-            Some(rest) => after = rest,
-            None => {
-                before.pop();
-            }
-        }
-    }
-    (format!("{before}{after}"), Some(mode))
-}
-
-fn describe(c: &PgConfig) -> String {
-    let (host, port) = host_port(c);
-    format!(
-        "{}@{host}:{port}/{}",
-        c.get_user().unwrap_or("?"),
-        c.get_dbname().unwrap_or("?")
-    )
-}
+use crate::postgres::{create_if_absent, message, offsets_ddl, ConnectSpec, Table};
 
 /// Connects `--connections` times, creates and checks the table, prepares statements.
 pub async fn open(spec: &ConnectSpec, args: &Args) -> Result<(Layout, Vec<Loader>)> {
     let client = spec
         .connect()
         .await
-        .map_err(|e| Error::unavailable(connect_failure(&spec.config, &e)))?;
+        .map_err(|e| Error::unavailable(spec.failure(&e)))?;
     let table = args.table.quoted();
     if args.create_table {
         if let Some(schema) = &args.table.schema {
@@ -236,13 +70,13 @@ pub async fn open(spec: &ConnectSpec, args: &Args) -> Result<(Layout, Vec<Loader
         .await
         .map_err(|e| setup_error(&args.table, "cannot read", e))?
         .get(0);
-    let layout = super::resolve_layout(args, &columns, unique, &spec.display)?;
+    let layout = super::resolve_layout(args, &columns, unique, spec.display())?;
     let mut loaders = vec![Loader::new(spec.clone(), client, &layout).await?];
     for _ in 1..args.connections {
         let client = spec
             .connect()
             .await
-            .map_err(|e| Error::unavailable(connect_failure(&spec.config, &e)))?;
+            .map_err(|e| Error::unavailable(spec.failure(&e)))?;
         loaders.push(Loader::new(spec.clone(), client, &layout).await?);
     }
     Ok((layout, loaders))
@@ -263,91 +97,6 @@ fn setup_error(table: &Table, what: &str, e: tokio_postgres::Error) -> Error {
 }
 
 /// The server's message for a database error ("db error" is all `Display` says).
-/// Why a connection failed, in psql's words: which server, database and role, and the
-/// server's own message ("FATAL: database \"x\" does not exist"), or what stopped the
-/// connection before it reached one (a refused port, a host name that does not resolve).
-pub fn connect_failure(config: &PgConfig, e: &tokio_postgres::Error) -> String {
-    let (host, port) = host_port(config);
-    let db = config.get_dbname().unwrap_or("?");
-    let role = config.get_user().unwrap_or("?");
-    let server = format!("connection to server at \"{host}\", port {port} failed");
-    if let Some(d) = e.as_db_error() {
-        return format!(
-            "{server}: {}: {} (database \"{db}\", role \"{role}\")",
-            d.severity(),
-            d.message()
-        );
-    }
-    // The innermost cause says most: an io::Error, or the driver's own words.
-    let mut causes = Vec::new();
-    let mut io_kind = None;
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(c) = cur {
-        if let Some(io) = c.downcast_ref::<std::io::Error>() {
-            io_kind = Some(io.kind());
-        }
-        causes.push(c.to_string());
-        cur = c.source();
-    }
-    let cause = causes.last().cloned().unwrap_or_else(|| e.to_string());
-    if cause.contains("failed to lookup address") || cause.contains("Name or service not known") {
-        let why = cause
-            .trim_start_matches("failed to lookup address information: ")
-            .to_owned();
-        return format!("could not translate host name \"{host}\" to address: {why}");
-    }
-    let why = match io_kind {
-        Some(std::io::ErrorKind::ConnectionRefused) => "Connection refused. Is the server \
-            running on that host and accepting TCP/IP connections?"
-            .to_owned(),
-        Some(std::io::ErrorKind::TimedOut) => format!("{cause} (--connect-timeout)"),
-        _ if cause == e.to_string() => cause,
-        _ => format!("{e}: {cause}"),
-    };
-    format!("{server}: {why} (database \"{db}\", role \"{role}\")")
-}
-
-/// The first host and port a config names, as libpq would show them.
-fn host_port(c: &PgConfig) -> (String, u16) {
-    let host = c
-        .get_hosts()
-        .first()
-        .map(|h| match h {
-            tokio_postgres::config::Host::Tcp(h) => h.clone(),
-            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
-        })
-        .unwrap_or_else(|| "localhost".into());
-    (host, c.get_ports().first().copied().unwrap_or(5432))
-}
-
-pub fn message(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(d) => match d.detail() {
-            Some(detail) => format!("{} ({}): {detail}", d.message(), d.code().code()),
-            None => format!("{} ({})", d.message(), d.code().code()),
-        },
-        None => e.to_string(),
-    }
-}
-
-/// Runs a `CREATE TABLE IF NOT EXISTS`. Two sessions running one at the same time can
-/// both find no table and one of them then fails on the catalog's unique index: that
-/// one finds the table made, which is all it wanted.
-pub async fn create_if_absent(
-    client: &tokio_postgres::Client,
-    ddl: &str,
-) -> std::result::Result<(), tokio_postgres::Error> {
-    match client.batch_execute(ddl).await {
-        Err(e)
-            if e.code()
-                .is_some_and(|c| matches!(c.code(), "23505" | "42P07" | "42P06")) =>
-        {
-            Ok(())
-        }
-        other => other,
-    }
-}
-
 /// JSON text sent as `jsonb` in binary form (version byte 1, then the text): the server
 /// parses it once, we never build a tree.
 #[derive(Debug)]
@@ -412,10 +161,9 @@ impl Loader {
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.client = None;
             self.load = None;
-            let c =
-                self.spec.connect().await.map_err(|e| {
-                    LoadError::Transient(anyhow::anyhow!("{}: {e}", self.spec.display))
-                })?;
+            let c = self.spec.connect().await.map_err(|e| {
+                LoadError::Transient(anyhow::anyhow!("{}: {e}", self.spec.display()))
+            })?;
             self.client = Some(c);
         }
         if self.load.is_none() {
@@ -566,17 +314,6 @@ async fn delete(
         }
     };
     n.map_err(fault)
-}
-
-/// The offsets table (shared with `ingest-kafka --offsets-from`): `next_offset` is -1 for
-/// a partition claimed before anything of it was committed.
-pub fn offsets_ddl(quoted_table: &str) -> String {
-    format!(
-        "CREATE TABLE IF NOT EXISTS {quoted_table} (\"group\" text NOT NULL, topic text NOT NULL, \
-         \"partition\" integer NOT NULL, next_offset bigint NOT NULL, epoch bigint, \
-         updated_at timestamptz NOT NULL DEFAULT now(), \
-         PRIMARY KEY (\"group\", topic, \"partition\"))"
-    )
 }
 
 /// Runs the upsert for `rows`; returns (inserted, inserted + updated).
@@ -786,29 +523,5 @@ fn db_reason(e: &anyhow::Error) -> String {
     match e.downcast_ref::<tokio_postgres::Error>() {
         Some(e) => message(e),
         None => e.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sslmode_is_taken_out_of_urls() {
-        let (u, m) = take_sslmode("postgres://a@h/db?sslmode=verify-full&application_name=x");
-        assert_eq!(
-            (u.as_str(), m.as_deref()),
-            ("postgres://a@h/db?application_name=x", Some("verify-full"))
-        );
-        let (u, m) = take_sslmode("postgres://a@h/db?x=1&sslmode=require");
-        assert_eq!(
-            (u.as_str(), m.as_deref()),
-            ("postgres://a@h/db?x=1", Some("require"))
-        );
-        let (u, m) = take_sslmode("host=h sslmode=disable user=u");
-        assert_eq!(
-            (u.as_str(), m.as_deref()),
-            ("host=h  user=u", Some("disable"))
-        );
     }
 }

@@ -8,9 +8,10 @@ use std::io::{BufWriter, Write};
 
 use futures::{pin_mut, TryStreamExt};
 
-use super::{postgres, quote_ident, Args, Target};
+use super::{Args, Target};
 use crate::exit::{Error, Exit, Result};
 use crate::json;
+use crate::postgres::{self, quote_ident, Table};
 
 /// Prints the table; the exit code is 0 (also when stdout closed early).
 pub async fn run(args: &Args) -> Result<Exit> {
@@ -24,7 +25,7 @@ pub async fn run(args: &Args) -> Result<Exit> {
             let client = spec
                 .connect()
                 .await
-                .map_err(|e| Error::unavailable(postgres::connect_failure(spec.config(), &e)))?;
+                .map_err(|e| Error::unavailable(spec.failure(&e)))?;
             let sql = format!("SELECT to_jsonb(t)::text FROM {table} t ORDER BY {key}");
             let rows = client
                 .query_raw(&sql, std::iter::empty::<&str>())
@@ -69,7 +70,7 @@ pub async fn run(args: &Args) -> Result<Exit> {
     }
 }
 
-fn shown_error(table: &super::Table, msg: String) -> Error {
+fn shown_error(table: &Table, msg: String) -> Error {
     Error::new(
         Exit::IoErr,
         anyhow::anyhow!("--show: cannot read {table}: {msg}"),
@@ -80,7 +81,7 @@ fn shown_error(table: &super::Table, msg: String) -> Error {
 /// one stdout's.
 fn sqlite_rows(
     path: &std::path::Path,
-    t: &super::Table,
+    t: &Table,
     table: &str,
     key: &str,
 ) -> Result<std::io::Result<()>> {

@@ -1,0 +1,59 @@
+//! The commands: each one's `Args → Config` step, then the shell form of its stage.
+//! The binaries in `src/bin` parse flags and call one of these; nothing below this
+//! module sees a command line.
+
+use std::sync::Arc;
+
+use crate::exit::{Exit, Result};
+use crate::shell;
+use crate::stage::{enrich, ingest_http, ingest_kafka, persist, validate};
+
+/// `validate`: stdin/files → validate → stdout.
+pub async fn validate(args: validate::Args) -> Result<Exit> {
+    let config = validate::Config::from_args(&args)?;
+    shell::run(Box::new(config), &args.common, &args.inputs, None).await
+}
+
+/// `enrich`: stdin/files → enrich → stdout.
+pub async fn enrich(args: enrich::Args) -> Result<Exit> {
+    let config = enrich::Config::from_args(&args)?;
+    shell::run(Box::new(config), &args.common, &args.inputs, None).await
+}
+
+/// `ingest-http`: HTTP → stdout.
+pub async fn ingest_http(args: ingest_http::Args) -> Result<Exit> {
+    let config = ingest_http::Config::from_args(&args)?;
+    shell::run(Box::new(config), &args.common, &[], None).await
+}
+
+/// `ingest-kafka`: Kafka → stdout.
+pub async fn ingest_kafka(args: ingest_kafka::Args) -> Result<Exit> {
+    let config = ingest_kafka::Config::from_args(&args)?;
+    shell::run(Box::new(config), &args.common, &[], None).await
+}
+
+/// `persist`: stdin/files → persist → database (and stdout with `--emit`); or with
+/// `--show`, the table's rows to stdout.
+pub async fn persist(args: persist::Args) -> Result<Exit> {
+    if args.show {
+        return persist::show::run(&args).await;
+    }
+    // Inputs first: a missing file exits 66 before any database (or SQLite file) is touched.
+    crate::ndjson::open_inputs(&args.inputs)?;
+    let (layout, loaders) = persist::open(&args).await?;
+    let config = persist::Config::from_args(&args, &layout);
+    let counts = Arc::new(persist::Counts::default());
+    let detail = counts.clone();
+    let stage = persist::Persist {
+        config,
+        loaders,
+        counts,
+    };
+    shell::run(
+        Box::new(stage),
+        &args.common,
+        &args.inputs,
+        Some(Box::new(move || detail.summary())),
+    )
+    .await
+}
