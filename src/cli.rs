@@ -56,6 +56,17 @@ pub enum LogFormat {
     Json,
 }
 
+/// Parses a duration (`100ms`, `5s`, `1m 30s`); a plain number is milliseconds, so that
+/// flags once spelt `--…-ms N` keep working.
+pub fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
+    let s = s.trim();
+    if let Ok(ms) = s.parse::<u64>() {
+        return Ok(std::time::Duration::from_millis(ms));
+    }
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration (examples: 100ms, 5s, 1m): {e}"))
+}
+
 /// Parses `16M`, `64K`, `1G` or a plain number of bytes.
 pub fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
     let s = s.trim();
@@ -145,6 +156,15 @@ fn init_logging(common: &Common) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_and_old_millisecond_spellings() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("100"), Ok(Duration::from_millis(100)));
+        assert_eq!(parse_duration("100ms"), Ok(Duration::from_millis(100)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("soon").is_err());
+    }
 
     #[test]
     fn byte_sizes() {

@@ -82,6 +82,25 @@ impl DeadLetters {
         self.0.total.load(Ordering::Relaxed)
     }
 
+    /// Records one rejected event, or ends the stage: a dead letter that cannot be kept
+    /// fails the run with 74 (the record is either in the file or the run says it is
+    /// not). Every stage keeps its rejects through this; ingest-http alone writes them
+    /// with [`DeadLetters::write`], to fail just the request (500) and end with 74 later.
+    pub fn keep(
+        &self,
+        stage: &str,
+        source: &str,
+        event: &mut Event,
+        reject: &Reject,
+    ) -> crate::exit::Result<()> {
+        self.write(stage, source, event, reject).map_err(|e| {
+            crate::exit::Error::new(
+                crate::exit::Exit::IoErr,
+                anyhow::Error::new(e).context("writing a dead letter"),
+            )
+        })
+    }
+
     /// Records one rejected event.
     pub fn write(
         &self,

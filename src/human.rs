@@ -1,7 +1,15 @@
-//! Numbers and durations as people read them, the same in every command's progress line
-//! and summary: `1,234,567`, `64,661/s`, `12.3 s`.
+//! Numbers, durations and times as people read them, the same in every command:
+//! `1,234,567`, `64,661/s`, `12.3 s` in progress lines and summaries, and one timestamp
+//! format in data.
 
 use std::time::Duration;
+
+/// The time now as every command writes it into data (`enrich --timestamp`,
+/// ingest-http's `received_at`, SQLite's `first_seen` and `updated_at`): RFC 3339 in UTC
+/// with microseconds, the precision PostgreSQL stores, e.g. `2026-11-29T16:09:57.815302Z`.
+pub fn timestamp_now() -> String {
+    humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string()
+}
 
 /// `1234567` as `1,234,567`.
 pub fn count(n: u64) -> String {

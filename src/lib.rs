@@ -21,7 +21,8 @@
 //!   ingest-kafka.
 //! - [`cli`]: flags shared by every command (flattened into each stage's `Args`), argument
 //!   parsing, the runtime, allocator tuning and exit mapping.
-//! - [`progress`], [`shutdown`]: the progress line and log writer, signal handling.
+//! - [`progress`], [`shutdown`], [`metrics`]: the progress line and log writer, signal
+//!   handling, the metrics facade every stage reports into.
 //! - [`ndjson`]: line framing (line numbers, BOM, CRLF, length limit, gzip and zstd) and
 //!   the writer (block-buffered, idle flush, closed-pipe aware).
 //! - [`dead_letter`]: the dead-letter record format and its `O_APPEND` writer.
@@ -45,6 +46,7 @@ pub mod human;
 pub mod jq;
 pub mod json;
 pub mod memory;
+pub mod metrics;
 pub mod ndjson;
 pub mod postgres;
 pub mod progress;

@@ -310,6 +310,10 @@ fn all_or_nothing_health_ready_and_metrics() {
         "ndpipe_http_hub_capacity_events 10000",
         "ndpipe_http_hub_depth_events",
         "ndpipe_http_request_duration_seconds_bucket",
+        "ndpipe_http_events_lost_total 0",
+        // The facade's counters every stage reports into.
+        "component_received_events_total{component=\"ingest-http\"} 2",
+        "component_rejected_events_total{component=\"ingest-http\"} 1",
     ] {
         assert!(text.contains(needle), "{needle} missing in:\n{text}");
     }

@@ -643,9 +643,7 @@ pub async fn run(
     let workers = config.workers;
     let shutdown = ctx.shutdown.clone();
     stage::map_ordered("enrich", input, output, &ctx, workers, move |mut batch| {
-        let now = json::quote(
-            &humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
-        );
+        let now = json::quote(&crate::human::timestamp_now());
         let mut kept = Vec::with_capacity(batch.len());
         let mut rejects = Vec::new();
         let growth = config.growth(&now);

@@ -30,16 +30,13 @@ use axum::routing::{any, get};
 use axum::Router;
 use clap::{Parser, ValueEnum};
 use futures::future::BoxFuture;
-use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::cli::{parse_bytes, Common};
-use crate::dead_letter::RAW_LIMIT;
 use crate::event::{Ack, Batch, Event, Reject};
 use crate::exit::{Error, Exit, Result};
 use crate::json;
+use crate::metrics::StageCounters;
 use crate::stage::{Ctx, Kind, Stage, Stats};
 
 const EXAMPLES: &str = "\
@@ -338,79 +335,82 @@ fn units(bytes: u64) -> u32 {
     bytes.div_ceil(UNIT).min(u32::MAX as u64) as u32
 }
 
+/// ingest-http's series (`ndpipe_http_…`), kept in the metrics facade with the
+/// component counters every stage reports.
 struct Metrics {
-    registry: Registry,
-    requests: IntCounterVec,
-    accepted: IntCounter,
-    rejected: IntCounter,
-    refused: IntCounter,
-    lost: IntCounter,
-    depth: IntGauge,
-    depth_bytes: IntGauge,
-    capacity: IntGauge,
-    latency: Histogram,
+    stage: StageCounters,
 }
 
 impl Metrics {
     fn new(capacity: u32) -> Metrics {
-        let registry =
-            Registry::new_custom(Some("ndpipe_http".into()), None).expect("valid prefix");
-        let requests = IntCounterVec::new(
-            Opts::new("requests_total", "HTTP requests answered, by status code"),
-            &["status"],
-        )
-        .expect("valid metric");
-        let accepted = IntCounter::new("events_accepted_total", "Events queued").expect("valid");
-        let rejected =
-            IntCounter::new("events_rejected_total", "Malformed events rejected").expect("valid");
-        let refused = IntCounter::new(
-            "events_refused_total",
-            "Events of requests refused for lack of room (503) or size (413)",
-        )
-        .expect("valid");
-        let lost = IntCounter::new(
-            "events_lost_total",
-            "Events queued but not written when the shutdown timeout expired",
-        )
-        .expect("valid");
-        let depth =
-            IntGauge::new("hub_depth_events", "Events queued, not yet written").expect("valid");
-        let depth_bytes =
-            IntGauge::new("hub_depth_bytes", "Bytes of events queued, not yet written")
-                .expect("valid");
-        let cap = IntGauge::new("hub_capacity_events", "Events the queue holds").expect("valid");
-        cap.set(capacity.into());
-        let latency = Histogram::with_opts(
-            HistogramOpts::new("request_duration_seconds", "Time to answer POST /events").buckets(
-                vec![0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0],
-            ),
-        )
-        .expect("valid");
-        for m in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(accepted.clone()),
-            Box::new(rejected.clone()),
-            Box::new(refused.clone()),
-            Box::new(lost.clone()),
-            Box::new(depth.clone()),
-            Box::new(depth_bytes.clone()),
-            Box::new(cap.clone()),
-            Box::new(latency.clone()),
+        crate::metrics::handle();
+        metrics::describe_counter!(
+            "ndpipe_http_requests_total",
+            "HTTP requests answered, by status code"
+        );
+        metrics::describe_counter!("ndpipe_http_events_accepted_total", "Events queued");
+        metrics::describe_counter!(
+            "ndpipe_http_events_rejected_total",
+            "Malformed events rejected"
+        );
+        metrics::describe_counter!(
+            "ndpipe_http_events_refused_total",
+            "Events of requests refused for lack of room (503) or size (413)"
+        );
+        metrics::describe_counter!(
+            "ndpipe_http_events_lost_total",
+            "Events queued but not written when the shutdown timeout expired"
+        );
+        metrics::describe_gauge!(
+            "ndpipe_http_hub_depth_events",
+            "Events queued, not yet written"
+        );
+        metrics::describe_gauge!(
+            "ndpipe_http_hub_depth_bytes",
+            "Bytes of events queued, not yet written"
+        );
+        metrics::describe_gauge!("ndpipe_http_hub_capacity_events", "Events the queue holds");
+        metrics::describe_histogram!(
+            "ndpipe_http_request_duration_seconds",
+            "Time to answer POST /events"
+        );
+        metrics::gauge!("ndpipe_http_hub_capacity_events").set(f64::from(capacity));
+        // Present from the start, at 0, as Prometheus clients expect.
+        for name in [
+            "ndpipe_http_events_accepted_total",
+            "ndpipe_http_events_rejected_total",
+            "ndpipe_http_events_refused_total",
+            "ndpipe_http_events_lost_total",
         ] {
-            registry.register(m).expect("unique metric names");
+            metrics::counter!(name).absolute(0);
         }
         Metrics {
-            registry,
-            requests,
-            accepted,
-            rejected,
-            refused,
-            lost,
-            depth,
-            depth_bytes,
-            capacity: cap,
-            latency,
+            stage: StageCounters::new("ingest-http"),
         }
+    }
+
+    fn request(&self, status: StatusCode, seconds: f64) {
+        metrics::counter!("ndpipe_http_requests_total", "status" => status.as_str().to_owned())
+            .increment(1);
+        metrics::histogram!("ndpipe_http_request_duration_seconds").record(seconds);
+    }
+
+    fn accepted(&self, n: u64) {
+        metrics::counter!("ndpipe_http_events_accepted_total").increment(n);
+        self.stage.received.increment(n);
+    }
+
+    fn rejected(&self, n: u64) {
+        metrics::counter!("ndpipe_http_events_rejected_total").increment(n);
+        self.stage.rejected.increment(n);
+    }
+
+    fn refused(&self, n: u64) {
+        metrics::counter!("ndpipe_http_events_refused_total").increment(n);
+    }
+
+    fn lost(&self, n: u64) {
+        metrics::counter!("ndpipe_http_events_lost_total").increment(n);
     }
 }
 
@@ -516,11 +516,8 @@ async fn post_events(
             handle(&hub, remote, &headers, body).await
         }
     };
-    hub.metrics.latency.observe(started.elapsed().as_secs_f64());
     hub.metrics
-        .requests
-        .with_label_values(&[answer.status.as_str()])
-        .inc();
+        .request(answer.status, started.elapsed().as_secs_f64());
     answer.into_response()
 }
 
@@ -630,7 +627,7 @@ async fn handle(
         });
     let meta = format!(
         "{{\"source\":\"http\",\"received_at\":\"{}\",\"request_id\":{},\"remote_addr\":\"{remote}\"}}",
-        jiff::Timestamp::now(),
+        crate::human::timestamp_now(),
         json::quote(&request_id)
     );
     // Before any event is made: no more events than the queue holds, and room for them.
@@ -638,7 +635,7 @@ async fn handle(
     let per_event = EVENT_OVERHEAD + meta.len() as u64 + 16;
     let mut admit = |count: usize| -> std::result::Result<(), Answer> {
         if count > config.queue_capacity as usize {
-            hub.metrics.refused.inc_by(count as u64);
+            hub.metrics.refused(count as u64);
             return Err(too_large_for_queue(count as u32, text.len() as u64, config));
         }
         room.try_grow_to(held + text.len() as u64 + count as u64 * per_event)
@@ -652,7 +649,7 @@ async fn handle(
         &meta,
         &mut admit,
     );
-    let Parsed { events, errors } = match parsed {
+    let Parsed { events, mut errors } = match parsed {
         Ok(p) => p,
         Err(Refused::Bad(reason)) => return Answer::error(StatusCode::BAD_REQUEST, &reason),
         Err(Refused::Answer(a)) => return a,
@@ -660,7 +657,7 @@ async fn handle(
     let source: Arc<str> = Arc::from(format!("http:{request_id}"));
     let rejected = errors.len();
     if rejected > 0 && (config.all_or_nothing || events.is_empty()) {
-        hub.metrics.rejected.inc_by(rejected as u64);
+        hub.metrics.rejected(rejected as u64);
         let why = if events.is_empty() {
             "no valid event in the request"
         } else {
@@ -683,25 +680,28 @@ async fn handle(
         .map(|e| e.bytes().len() as u64 + 1 + EVENT_OVERHEAD)
         .sum();
     if n > config.queue_capacity || units(size) > units(config.queue_bytes) {
-        hub.metrics.refused.inc_by(n.into());
+        hub.metrics.refused(u64::from(n));
         return too_large_for_queue(n, size, config);
     }
     let deadline = tokio::time::Instant::now() + config.enqueue_timeout;
     let Some(event_permits) = acquire_until(&hub.events, n, deadline).await else {
-        hub.metrics.refused.inc_by(n.into());
+        hub.metrics.refused(u64::from(n));
         return Answer::busy("the queue is full; retry later");
     };
     let Some(byte_permits) = acquire_until(&hub.bytes, units(size), deadline).await else {
-        hub.metrics.refused.inc_by(n.into());
+        hub.metrics.refused(u64::from(n));
         return Answer::busy("the queue is full; retry later");
     };
     // The request is taken: dead letters for its malformed events (a request refused
     // with 413 or 503 is the client's to resend, and leaves none). One that cannot be
     // written fails the whole request, with nothing queued: a 202 would claim it is kept.
-    for m in &errors {
-        let mut ev = m.event(config.max_line_bytes);
+    for m in &mut errors {
         let reject = Reject::new(m.kind, m.reason.clone());
-        if let Err(e) = hub.ctx.dead.write("ingest-http", &source, &mut ev, &reject) {
+        if let Err(e) = hub
+            .ctx
+            .dead
+            .write("ingest-http", &source, &mut m.event, &reject)
+        {
             tracing::error!("cannot write a dead letter, refusing the request: {e}");
             hub.dead_letters_failed.store(true, Ordering::Relaxed);
             return Answer::error(
@@ -710,7 +710,7 @@ async fn handle(
             );
         }
     }
-    hub.metrics.rejected.inc_by(rejected as u64);
+    hub.metrics.rejected(rejected as u64);
     let (written_tx, written_rx) = oneshot::channel();
     let lost = hub.lost.clone();
     let ack = Ack::with_loss(
@@ -738,7 +738,7 @@ async fn handle(
     if !sent {
         return Answer::busy("shutting down");
     }
-    hub.metrics.accepted.inc_by(n.into());
+    hub.metrics.accepted(n.into());
     match config.ack {
         AckMode::Queued => Answer {
             status: StatusCode::ACCEPTED,
@@ -956,29 +956,11 @@ struct Parsed {
 struct Malformed {
     /// Its position as the answer reports it: the array index (from 0) or the line.
     at: usize,
-    /// Its line for dead letters, from 1 (an array's element: its position from 1).
-    line: u64,
     /// The dead-letter kind, as the NDJSON framer and decoder name it.
     kind: &'static str,
     reason: String,
-    /// Its text; for an over-long line only the start, with the whole length here.
-    raw: String,
-    full_len: Option<u64>,
-}
-
-impl Malformed {
-    /// The event a dead letter is written for.
-    fn event(&self, max_line: usize) -> Event {
-        match self.full_len {
-            Some(len) => Event::oversized(
-                self.raw.as_bytes().to_vec(),
-                len,
-                max_line as u64,
-                self.line,
-            ),
-            None => Event::from_line(self.raw.as_bytes().to_vec(), self.line),
-        }
-    }
+    /// The event as read (an over-long line holds only its start), for its dead letter.
+    event: Event,
 }
 
 /// Why a body was refused whole.
@@ -1006,19 +988,16 @@ fn split_events(
     };
     let body = text.trim_start_matches('\u{feff}');
     let trimmed = body.trim_ascii();
-    let one = |raw: &str, at: usize, line: u64, parsed: &mut Parsed| {
-        let mut event = Event::from_line(raw.as_bytes().to_vec(), line);
-        match with_meta(&mut event, meta_field, meta) {
-            Ok(()) => parsed.events.push(event),
-            Err(r) => parsed.errors.push(Malformed {
-                at,
-                line,
-                kind: r.kind,
-                reason: r.reason,
-                raw: raw.to_owned(),
-                full_len: None,
-            }),
-        }
+    let one = |mut event: Event, at: usize, parsed: &mut Parsed| match with_meta(
+        &mut event, meta_field, meta,
+    ) {
+        Ok(()) => parsed.events.push(event),
+        Err(r) => parsed.errors.push(Malformed {
+            at,
+            kind: r.kind,
+            reason: r.reason,
+            event,
+        }),
     };
     if !ndjson && trimmed.starts_with('[') {
         let Some(elems) = json::scan_array(trimmed) else {
@@ -1028,7 +1007,8 @@ fn split_events(
         };
         admit(elems.len()).map_err(Refused::Answer)?;
         for (i, r) in elems.into_iter().enumerate() {
-            one(&trimmed[r], i, i as u64 + 1, &mut parsed);
+            let event = Event::from_line(trimmed[r].as_bytes().to_vec(), i as u64 + 1);
+            one(event, i, &mut parsed);
         }
         return Ok(parsed);
     }
@@ -1037,7 +1017,11 @@ fn split_events(
         let single = serde_json::from_str::<serde::de::IgnoredAny>(trimmed).is_ok();
         if single {
             admit(1).map_err(Refused::Answer)?;
-            one(trimmed, 0, 1, &mut parsed);
+            one(
+                Event::from_line(trimmed.as_bytes().to_vec(), 1),
+                0,
+                &mut parsed,
+            );
             return Ok(parsed);
         }
         if !trimmed.contains('\n') {
@@ -1051,31 +1035,21 @@ fn split_events(
             )));
         }
     }
+    // Counted before any event is made, so that a body too large for the queue is
+    // refused without building its events.
     let lines = body
         .split('\n')
         .filter(|l| !l.trim_ascii().is_empty())
         .count();
     admit(lines).map_err(Refused::Answer)?;
-    for (n, line) in body.split('\n').enumerate() {
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        if line.trim_ascii().is_empty() {
-            continue;
-        }
-        if line.len() > max_line {
-            parsed.errors.push(Malformed {
-                at: n + 1,
-                line: n as u64 + 1,
-                kind: "line_too_long",
-                reason: format!(
-                    "line of {} bytes is longer than --max-line-bytes {max_line}",
-                    line.len()
-                ),
-                raw: line[..line.floor_char_boundary(RAW_LIMIT)].to_owned(),
-                full_len: Some(line.len() as u64),
-            });
-            continue;
-        }
-        one(line, n + 1, n as u64 + 1, &mut parsed);
+    // The same framer as files and stdin: BOM, CRLF, blank lines, over-long lines.
+    let mut framer = crate::ndjson::Framer::new(max_line as u64);
+    let mut events = Vec::with_capacity(lines);
+    framer.feed(text.as_bytes(), &mut events);
+    framer.finish(&mut events);
+    for event in events {
+        let at = event.line as usize;
+        one(event, at, &mut parsed);
     }
     Ok(parsed)
 }
@@ -1149,21 +1123,14 @@ async fn ready(State(hub): State<Arc<Hub>>) -> Answer {
 }
 
 async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
-    let m = &hub.metrics;
-    m.depth.set(hub.depth() as i64);
-    m.depth_bytes.set(hub.depth_bytes() as i64);
-    m.capacity.set(hub.config.queue_capacity.into());
-    let mut out = Vec::new();
-    let encoder = prometheus::TextEncoder::new();
-    if let Err(e) = encoder.encode(&m.registry.gather(), &mut out) {
-        return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
-    }
+    metrics::gauge!("ndpipe_http_hub_depth_events").set(hub.depth() as f64);
+    metrics::gauge!("ndpipe_http_hub_depth_bytes").set(hub.depth_bytes() as f64);
     (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4"),
         )],
-        out,
+        crate::metrics::handle().render(),
     )
         .into_response()
 }
@@ -1289,6 +1256,7 @@ pub async fn run(config: Config, output: mpsc::Sender<Batch>, ctx: Ctx) -> Resul
                 lose(&batch.events);
                 continue;
             }
+            hub.metrics.stage.sent.increment(n as u64);
             since_trim += n;
             if since_trim >= TRIM_AFTER_EVENTS && rx.is_empty() {
                 since_trim = 0;
@@ -1338,7 +1306,7 @@ pub async fn run(config: Config, output: mpsc::Sender<Batch>, ctx: Ctx) -> Resul
     let lost = hub.lost.load(Ordering::Relaxed) + hub.depth();
     forward.abort();
     if lost > 0 {
-        hub.metrics.lost.inc_by(lost);
+        hub.metrics.lost(lost);
         let why = if hub.stdout_closed.load(Ordering::Relaxed) {
             "stdout was closed (is the next command in the pipe still running?)".to_owned()
         } else {
@@ -1431,7 +1399,7 @@ mod tests {
         assert_eq!(p.events.len(), 2);
         assert_eq!(p.events[1].text(), r#"{"_meta":{"source":"http"}}"#);
         assert_eq!(
-            (p.errors[0].at, p.errors[0].line, p.errors[0].kind),
+            (p.errors[0].at, p.errors[0].event.line, p.errors[0].kind),
             (3, 3, "malformed_json")
         );
         assert!(split_events("nope", false, 1 << 20, "_meta", meta, ok).is_err());

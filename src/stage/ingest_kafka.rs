@@ -824,8 +824,10 @@ fn render_batches(
     let extra = names.meta_key.len() + 2;
     // Offsets read and not yet handed to a sent batch's acknowledgement.
     let mut read = Positions::default();
+    let counters = crate::metrics::StageCounters::new("ingest-kafka");
     for raw in rx {
         read.merge(&raw.positions);
+        counters.received.increment(raw.msgs.len() as u64);
         let mut text =
             String::with_capacity(raw.bytes.len() + raw.metas.len() + raw.msgs.len() * extra);
         let mut spans = Vec::with_capacity(raw.msgs.len());
@@ -844,9 +846,8 @@ fn render_batches(
                             m.topic, m.partition, m.offset, reject.reason
                         ),
                     );
-                    ctx.dead
-                        .write("ingest-kafka", &source, &mut ev, &r)
-                        .map_err(|e| Error::new(Exit::IoErr, e))?;
+                    ctx.dead.keep("ingest-kafka", &source, &mut ev, &r)?;
+                    counters.rejected.increment(1);
                 }
             }
         }
@@ -854,6 +855,7 @@ fn render_batches(
             continue; // all dead letters: the next batch stores their offsets
         }
         let ack = read.ack(consumer);
+        counters.sent.increment(spans.len() as u64);
         let chunk = Arc::new(text);
         let events = spans
             .into_iter()

@@ -149,6 +149,7 @@ where
     W: Fn(Batch) -> Worked + Send + Sync + 'static,
 {
     let work = Arc::new(work);
+    let counters = crate::metrics::StageCounters::new(stage);
     let mut stats = Stats::default();
     let mut results = ReceiverStream::new(input)
         .map(|batch| {
@@ -161,13 +162,15 @@ where
         let Worked { batch, rejects } =
             res.map_err(|e| Error::from(anyhow::anyhow!("{stage} worker panicked: {e}")))?;
         stats.events_in += n;
-        stats.rejected += rejects.len() as u64;
+        let rejects_n = rejects.len() as u64;
+        stats.rejected += rejects_n;
         for (mut event, reject) in rejects {
-            ctx.dead
-                .write(stage, &batch.source, &mut event, &reject)
-                .map_err(|e| Error::from(anyhow::Error::new(e).context("writing dead letters")))?;
+            ctx.dead.keep(stage, &batch.source, &mut event, &reject)?;
         }
         stats.events_out += batch.len() as u64;
+        counters.received.increment(n);
+        counters.rejected.increment(rejects_n);
+        counters.sent.increment(batch.len() as u64);
         if !batch.is_empty() && output.send(batch).await.is_err() {
             break; // Downstream is gone (say, `| head`): stop quietly.
         }

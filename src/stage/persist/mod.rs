@@ -5,7 +5,7 @@
 //! metadata field, metadata, version, typed columns, source position), routes rows by a
 //! hash of their key to one of `--connections` loaders (so one key always takes the same
 //! connection and per-key order holds), and flushes a loader's rows by `--batch-size` or
-//! `--linger-ms`. A loader picks one winner per key in its batch (highest version, else
+//! `--linger`. A loader picks one winner per key in its batch (highest version, else
 //! the last in input order), then writes rows and source offsets in one transaction:
 //!
 //! - transient failures (connection lost, server restarting, serialization failures)
@@ -126,9 +126,10 @@ pub struct Args {
     #[arg(long, value_name = "ROWS", default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..))]
     pub batch_size: u32,
 
-    /// Longest time a row waits for its batch to fill before it is written anyway.
-    #[arg(long, value_name = "MS", default_value_t = 100)]
-    pub linger_ms: u64,
+    /// Longest time a row waits for its batch to fill before it is written anyway: a
+    /// duration (100ms, 1s). The old spelling `--linger-ms N` (milliseconds) still works.
+    #[arg(long, alias = "linger-ms", value_name = "DURATION", default_value = "100ms", value_parser = crate::cli::parse_duration)]
+    pub linger: Duration,
 
     /// Event field holding a version: a stored row is only replaced by an event whose
     /// version is not older, so replaying old events never overwrites newer data. Inside
@@ -545,7 +546,7 @@ impl Config {
             tombstone_key: FieldPath::parse(&format!("{}.key", args.common.meta_field))
                 .expect("a field name and a plain segment"),
             batch_size: args.batch_size as usize,
-            linger: Duration::from_millis(args.linger_ms),
+            linger: args.linger,
             emit: args.emit,
         }
     }
@@ -760,6 +761,8 @@ struct Shared {
     tracker: Mutex<Tracker>,
     counts: Arc<Counts>,
     progress: Progress,
+    /// The metrics facade's counters: received, sent (stored), rejected.
+    counters: crate::metrics::StageCounters,
 }
 
 /// The stage: rows into the database through `loaders` (one per connection), events
@@ -779,6 +782,7 @@ pub async fn run(
         tracker: Mutex::new(Tracker::default()),
         counts,
         progress,
+        counters: crate::metrics::StageCounters::new("persist"),
     });
     let mut senders = Vec::new();
     let mut tasks = Vec::new();
@@ -837,6 +841,7 @@ pub async fn run(
             continue;
         };
         stats.events_in += batch.len() as u64;
+        shared.counters.received.increment(batch.len() as u64);
         let source = batch.source.clone();
         for mut event in batch.events {
             let pos = match event.decode() {
@@ -879,13 +884,11 @@ pub async fn run(
                 Err((mut event, reject)) => {
                     stats.rejected += 1;
                     Counts::add(&shared.counts.rejected, 1);
+                    shared.counters.rejected.increment(1);
                     shared
                         .ctx
                         .dead
-                        .write("persist", &source, &mut event, &reject)
-                        .map_err(|e| {
-                            Error::from(anyhow::Error::new(e).context("writing dead letters"))
-                        })?;
+                        .keep("persist", &source, &mut event, &reject)?;
                     if let Some(p) = &pos {
                         shared.tracker.lock().expect("not poisoned").handled(p);
                     }
@@ -1000,13 +1003,12 @@ async fn commit_rows(
                 let mut refused_idx = Vec::with_capacity(refused.len());
                 for (i, reject) in refused {
                     let row = &mut rows[i];
-                    shared
-                        .ctx
-                        .dead
-                        .write("persist", &row.source.clone(), &mut row.event, &reject)
-                        .map_err(|e| {
-                            Error::from(anyhow::Error::new(e).context("writing dead letters"))
-                        })?;
+                    shared.ctx.dead.keep(
+                        "persist",
+                        &row.source.clone(),
+                        &mut row.event,
+                        &reject,
+                    )?;
                     refused_idx.push(i);
                 }
                 Counts::add(&counts.rejected, refused_idx.len() as u64);
@@ -1033,6 +1035,8 @@ async fn commit_rows(
                     );
                 }
                 let persisted = rows.len() - refused_idx.len();
+                shared.counters.sent.increment(persisted as u64);
+                shared.counters.rejected.increment(refused_idx.len() as u64);
                 if shared.progress.is_shown() {
                     let extra = format!(
                         "{} batches · {} retries",

@@ -268,7 +268,7 @@ impl Loader {
         reject: &mut (dyn FnMut(usize, Reject) + Send),
     ) -> std::result::Result<Loaded, LoadError> {
         // Bind values are built here (rows are not 'static); the blocking thread gets them.
-        let now = jiff::Timestamp::now().to_string();
+        let now = crate::human::timestamp_now();
         let mut refused = Vec::new();
         let mut batch = Vec::with_capacity(rows.len());
         for (i, row) in rows.iter().enumerate() {
