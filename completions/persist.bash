@@ -23,7 +23,7 @@ _persist() {
 
     case "${cmd}" in
         persist)
-            opts="-q -h -V --database-url --sqlite --table --create-table --key --key-column --keep-meta --column --batch-size --linger-ms --version-field --version-type --on-conflict --tombstones --connections --offsets-table --emit --show --connect-timeout --dead-letter --max-line-bytes --meta-field --progress --quiet --shutdown-timeout --log-format --help --version"
+            opts="-q -h -V --database-url --sqlite --table --create-table --key --key-column --keep-meta --column --batch-size --linger --version-field --version-type --on-conflict --tombstones --connections --offsets-table --emit --show --connect-timeout --dead-letter --max-line-bytes --meta-field --progress --quiet --shutdown-timeout --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -57,7 +57,7 @@ _persist() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --linger-ms)
+                --linger)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -5,7 +5,7 @@ complete -c persist -l key -d 'The event field holding the row key (a string or 
 complete -c persist -l key-column -d 'The table column holding the key; it needs a unique index (primary key)' -r
 complete -c persist -l column -d 'Also write FIELD into the typed column COL of the table, cast to TYPE (default: the column\'s own type). A value that does not fit is a dead letter for that row only. Repeatable' -r
 complete -c persist -l batch-size -d 'Rows per transaction, at most' -r
-complete -c persist -l linger-ms -d 'Longest time a row waits for its batch to fill before it is written anyway' -r
+complete -c persist -l linger -d 'Longest time a row waits for its batch to fill before it is written anyway: a duration (100ms, 1s). The old spelling `--linger-ms N` (milliseconds) still works' -r
 complete -c persist -l version-field -d 'Event field holding a version: a stored row is only replaced by an event whose version is not older, so replaying old events never overwrites newer data. Inside one batch the highest version wins. Events without it are dead letters' -r
 complete -c persist -l version-type -d 'SQL type of the version column' -r -f -a "bigint\t'64-bit integer (a JSON integer, or a string holding one)'
 numeric\t'Exact decimal (a JSON number, or a string holding one)'
