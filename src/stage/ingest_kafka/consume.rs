@@ -1,0 +1,369 @@
+//! The polling thread: messages into raw batches (payload and metadata copied once),
+//! where each partition ends, and the offsets read.
+
+use super::*;
+
+/// Events per batch sent on, at most; a batch also goes out after 50 ms.
+pub(super) const BATCH: usize = 1000;
+
+pub(super) fn consume(config: Config, output: Sender<Batch>, ctx: Ctx) -> Result<()> {
+    let args = &config.args;
+    let start = args.offset.clone().unwrap_or(if args.group.is_some() {
+        Start::Stored
+    } else {
+        Start::Beginning
+    });
+    let name = args.group.clone().or_else(|| args.offsets_name.clone());
+    let db = match &args.offsets_from {
+        Some(url) => Some(OffsetsDb::connect(
+            url,
+            &args.offsets_table,
+            name.clone().expect("checked"),
+            args.connect_timeout,
+        )?),
+        None => None,
+    };
+    let exactly_once = db.is_some();
+    let assigned = Arc::new(Mutex::new(Assigned::default()));
+    let failed = Arc::new(Mutex::new(None));
+    let context = Callbacks {
+        start,
+        db,
+        assigned: assigned.clone(),
+        generation: AtomicU64::new(0),
+        failed: failed.clone(),
+        connected: AtomicBool::new(false),
+        shown: Mutex::new(Default::default()),
+    };
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", &args.brokers)
+        .set("enable.partition.eof", "false")
+        // Bounded memory: librdkafka prefetches up to 64 MiB per consumer by default.
+        .set("queued.max.messages.kbytes", "16384")
+        .set("fetch.max.bytes", "16777216")
+        // When that queue is full, fetching pauses for this long (1 s by default, which
+        // left the consumer idle half of the time in bench/kafka.sh).
+        .set("fetch.queue.backoff.ms", "10")
+        .set("enable.auto.offset.store", "false")
+        .set(
+            "enable.auto.commit",
+            if exactly_once { "false" } else { "true" },
+        )
+        .set("auto.offset.reset", "earliest")
+        .set(
+            "group.id",
+            args.group.as_deref().unwrap_or("ndpipe-ingest-kafka"),
+        );
+    for (k, v) in &args.settings {
+        cc.set(k, v);
+    }
+    let consumer: Arc<BaseConsumer<Callbacks>> = Arc::new(
+        cc.create_with_context(context)
+            .map_err(|e| Error::usage(format!("kafka settings: {e}")))?,
+    );
+    let topics: Vec<&str> = args.topics.iter().map(String::as_str).collect();
+    // The brokers must answer at start (a metadata request), in group mode too.
+    let md = consumer
+        .fetch_metadata(None, args.connect_timeout)
+        .map_err(|e| {
+            Error::unavailable(format!(
+                "cannot reach the brokers {} within {}: {e}",
+                args.brokers,
+                humantime::format_duration(args.connect_timeout)
+            ))
+        })?;
+    consumer.context().connected.store(true, Ordering::Relaxed);
+    if args.group.is_some() {
+        consumer
+            .subscribe(&topics)
+            .map_err(|e| Error::unavailable(format!("subscribe: {e}")))?;
+    } else {
+        let mut tpl = TopicPartitionList::new();
+        for t in &topics {
+            let Some(topic) = md.topics().iter().find(|x| x.name() == *t) else {
+                return Err(Error::unavailable(format!("topic {t} does not exist")));
+            };
+            if topic.partitions().is_empty() {
+                return Err(Error::unavailable(format!("topic {t} does not exist")));
+            }
+            for p in topic.partitions() {
+                tpl.add_partition(t, p.id());
+            }
+        }
+        // The same path as a group assignment: positions, epochs, ends.
+        consumer.context().rebalance(
+            &consumer,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS,
+            &mut tpl,
+        );
+    }
+    if let Some(e) = failed.lock().expect("not poisoned").take() {
+        return Err(Error::unavailable(format!("assigning partitions: {e}")));
+    }
+
+    let meta_field = ctx.meta_field.clone();
+    let names = Names {
+        group: name.as_deref().map_or("null".to_owned(), json::quote),
+        meta_key: json::quote(&meta_field),
+        meta_field: meta_field.to_string(),
+    };
+    // Two threads: this one polls and copies each message's payload and metadata into a
+    // batch; the other one checks the payloads and turns the batch into events. On two
+    // cores the JSON check no longer holds up polling.
+    let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel::<RawBatch>(2);
+    std::thread::scope(|s| {
+        let renderer = std::thread::Builder::new()
+            .name("ingest-kafka-render".into())
+            .spawn_scoped(s, || {
+                render_batches(raw_rx, &consumer, &output, args, &names, &ctx)
+            })
+            .map_err(|e| Error::new(Exit::Software, anyhow::anyhow!("thread: {e}")))?;
+        let polled = poll_batches(&consumer, args, &names, &ctx, &raw_tx);
+        drop(raw_tx);
+        let rendered = renderer
+            .join()
+            .map_err(|_| Error::from(anyhow::anyhow!("the render thread panicked")))?;
+        polled.and(rendered)
+    })?;
+    drop(output);
+    Ok(())
+}
+
+/// Polls messages into batches for [`render_batches`] until shutdown, `--exit-at-end`,
+/// `--max-messages`, or the renderer stops (stdout closed).
+pub(super) fn poll_batches(
+    consumer: &BaseConsumer<Callbacks>,
+    args: &Args,
+    names: &Names,
+    ctx: &Ctx,
+    raw_tx: &std::sync::mpsc::SyncSender<RawBatch>,
+) -> Result<()> {
+    let context = consumer.context();
+    let exactly_once = context.db.is_some();
+    let mut cursor: Option<Cursor> = None;
+    let mut raw = RawBatch::default();
+    let mut first_at = Instant::now();
+    let mut count = 0u64;
+    let mut stop = false;
+    loop {
+        if ctx.shutdown.is_triggered() || stop {
+            break;
+        }
+        if let Some(e) = context.failed.lock().expect("not poisoned").take() {
+            return Err(Error::new(Exit::IoErr, anyhow::anyhow!("rebalance: {e}")));
+        }
+        if args.exit_at_end && at_end(&context.assigned) {
+            break;
+        }
+        // Take what is queued without waiting; when nothing is, the input is idle: send
+        // the batch now, then wait for more.
+        let mut polled = consumer.poll(Duration::ZERO);
+        if polled.is_none() {
+            if !raw.msgs.is_empty() && !send_raw(&mut raw, raw_tx) {
+                break;
+            }
+            polled = consumer.poll(Duration::from_millis(50));
+        }
+        match polled {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(_))) => {}
+            Some(Err(e)) => tracing::warn!("kafka: {e}"),
+            Some(Ok(msg)) => {
+                if raw.msgs.is_empty() {
+                    first_at = Instant::now();
+                }
+                let (partition, offset) = (msg.partition(), msg.offset());
+                let generation = context.generation.load(Ordering::Relaxed);
+                let cur = match &mut cursor {
+                    Some(c) if c.fits(msg.topic(), partition, generation) => c,
+                    slot => slot.insert(Cursor::new(
+                        &context.assigned,
+                        msg.topic(),
+                        partition,
+                        generation,
+                    )),
+                };
+                if !cur.done && offset + 1 >= cur.end {
+                    cur.mark_done(&context.assigned);
+                }
+                if !exactly_once {
+                    raw.positions.note(&cur.topic, partition, offset);
+                }
+                raw.push(&msg, args, names, cur);
+                count += 1;
+                stop = args.max_messages.is_some_and(|m| count >= m);
+            }
+        }
+        // Full, stopping, or the oldest message has waited 50 ms (checked every 64
+        // messages: messages that keep coming fill a batch within milliseconds).
+        let n = raw.msgs.len();
+        if n > 0
+            && (n >= BATCH
+                || stop
+                || (n % 64 == 0 && first_at.elapsed() >= Duration::from_millis(50)))
+            && !send_raw(&mut raw, raw_tx)
+        {
+            break;
+        }
+    }
+    if !raw.msgs.is_empty() {
+        send_raw(&mut raw, raw_tx);
+    }
+    Ok(())
+}
+
+/// Sends the batch on; false when the renderer has stopped.
+pub(super) fn send_raw(raw: &mut RawBatch, raw_tx: &std::sync::mpsc::SyncSender<RawBatch>) -> bool {
+    raw_tx.send(std::mem::take(raw)).is_ok()
+}
+
+/// Where the last message came from, with what the assignment says of that partition, so
+/// that a run of messages from one partition looks the assignment up once.
+pub(super) struct Cursor {
+    pub(super) topic: Arc<str>,
+    /// The topic as JSON text.
+    pub(super) topic_json: String,
+    pub(super) partition: i32,
+    pub(super) generation: u64,
+    pub(super) epoch: Option<i64>,
+    pub(super) end: i64,
+    pub(super) done: bool,
+}
+
+impl Cursor {
+    pub(super) fn new(
+        assigned: &Mutex<Assigned>,
+        topic: &str,
+        partition: i32,
+        generation: u64,
+    ) -> Cursor {
+        let a = assigned.lock().expect("not poisoned");
+        let st = a.parts.get(topic).and_then(|t| t.get(&partition));
+        Cursor {
+            topic: Arc::from(topic),
+            topic_json: json::quote(topic),
+            partition,
+            generation,
+            epoch: st.and_then(|s| s.epoch),
+            end: st.map_or(i64::MAX, |s| s.end),
+            done: st.is_none_or(|s| s.done),
+        }
+    }
+
+    pub(super) fn fits(&self, topic: &str, partition: i32, generation: u64) -> bool {
+        self.partition == partition && self.generation == generation && *self.topic == *topic
+    }
+
+    /// The partition has reached the end it had at assignment (for `--exit-at-end`).
+    pub(super) fn mark_done(&mut self, assigned: &Mutex<Assigned>) {
+        self.done = true;
+        let mut a = assigned.lock().expect("not poisoned");
+        if let Some(st) = a
+            .parts
+            .get_mut(&*self.topic)
+            .and_then(|t| t.get_mut(&self.partition))
+        {
+            st.done = true;
+        }
+    }
+}
+
+/// Messages copied out of librdkafka by the polling thread, for the rendering thread.
+#[derive(Default)]
+pub(super) struct RawBatch {
+    /// Payloads, back to back.
+    pub(super) bytes: Vec<u8>,
+    /// Metadata objects, back to back.
+    pub(super) metas: String,
+    pub(super) msgs: Vec<RawMsg>,
+    /// The offsets this batch read (default mode).
+    pub(super) positions: Positions,
+}
+
+/// One message of a [`RawBatch`]: `bytes[payload]` is the payload (`{}` for a tombstone;
+/// the whole line with `--format kcat`), `metas[meta]` the metadata object (empty with
+/// `--no-meta` or `--format kcat`).
+pub(super) struct RawMsg {
+    pub(super) payload: Range<usize>,
+    pub(super) meta: Range<usize>,
+    /// Coordinates, for dead letters.
+    pub(super) topic: Arc<str>,
+    pub(super) partition: i32,
+    pub(super) offset: i64,
+}
+
+impl RawBatch {
+    pub(super) fn push<M: Message>(&mut self, msg: &M, args: &Args, names: &Names, cur: &Cursor) {
+        let (start, meta_start) = (self.bytes.len(), self.metas.len());
+        if args.format == Format::Kcat {
+            self.bytes.extend_from_slice(kcat_line(msg).as_bytes());
+        } else {
+            self.bytes.extend_from_slice(msg.payload().unwrap_or(b"{}"));
+        }
+        if args.format == Format::Events && !args.no_meta {
+            push_meta(&mut self.metas, msg, names, &cur.topic_json, cur.epoch);
+        }
+        self.msgs.push(RawMsg {
+            payload: start..self.bytes.len(),
+            meta: meta_start..self.metas.len(),
+            topic: cur.topic.clone(),
+            partition: msg.partition(),
+            offset: msg.offset(),
+        });
+    }
+}
+
+/// The last offset read per partition since the previous batch went out (default mode).
+/// A batch carries one [`Ack`] that stores them all once every event of the batch is
+/// written; batches are written in order, so the stored offsets stay contiguous.
+/// Dead letters count as read: a batch stores the offsets of those before it too (if
+/// none follows, they are read again after a restart and dead-lettered again). The
+/// acknowledgement is made only for a batch that is sent, so batches dropped on an error
+/// store nothing.
+#[derive(Default)]
+pub(super) struct Positions(Vec<(String, i32, i64)>);
+
+impl Positions {
+    pub(super) fn note(&mut self, topic: &str, partition: i32, offset: i64) {
+        match self
+            .0
+            .iter_mut()
+            .find(|(t, p, _)| *p == partition && t == topic)
+        {
+            Some(e) => e.2 = e.2.max(offset),
+            None => self.0.push((topic.to_owned(), partition, offset)),
+        }
+    }
+
+    pub(super) fn merge(&mut self, other: &Positions) {
+        for (topic, partition, offset) in &other.0 {
+            self.note(topic, *partition, *offset);
+        }
+    }
+
+    /// The acknowledgement that stores the offsets noted since the last one (none in
+    /// exactly-once mode, where persist's offsets table is the truth).
+    pub(super) fn ack(&mut self, consumer: &Arc<BaseConsumer<Callbacks>>) -> Option<Ack> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let noted = std::mem::take(&mut self.0);
+        let c = consumer.clone();
+        Some(Ack::new(move || {
+            // The next offset to read, as given (BaseConsumer::store_offset would add 1
+            // itself). Fails only for partitions revoked meanwhile: their new owner reads
+            // them again.
+            let mut tpl = TopicPartitionList::with_capacity(noted.len());
+            for (topic, partition, offset) in &noted {
+                let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(offset + 1));
+            }
+            let _ = c.store_offsets(&tpl);
+        }))
+    }
+}
+
+/// Whether every assigned partition has reached the end it had at assignment.
+pub(super) fn at_end(assigned: &Mutex<Assigned>) -> bool {
+    let a = assigned.lock().expect("not poisoned");
+    !a.parts.is_empty() && a.parts.values().flat_map(|t| t.values()).all(|p| p.done)
+}

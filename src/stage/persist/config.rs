@@ -1,0 +1,285 @@
+//! What persist runs with, and how an event becomes a row: key, version, payload,
+//! typed columns, tombstones, and the source position it carries.
+
+use super::*;
+
+/// One event ready to load.
+pub struct Row {
+    pub key: String,
+    /// The event's JSON text without the metadata field, when it differs from the
+    /// event's text (see [`Row::payload`]).
+    pub(super) payload: Option<String>,
+    /// The metadata field's JSON text.
+    pub meta: Option<String>,
+    pub version: Option<Box<Version>>,
+    /// Typed column values as text (JSON text for json/jsonb columns); None is NULL.
+    pub columns: Box<[Option<String>]>,
+    pub pos: Option<Box<SourcePos>>,
+    pub event: Event,
+    pub source: Arc<str>,
+    /// A tombstone under `--tombstones delete`: the row of `key` is deleted.
+    pub delete: bool,
+}
+
+impl Row {
+    /// The JSON text stored as `payload`: the event without the metadata field (unless
+    /// `--keep-meta`).
+    pub fn payload(&self) -> &str {
+        self.payload.as_deref().unwrap_or_else(|| self.event.text())
+    }
+}
+
+/// The stage's settings, fixed before the first event.
+pub struct Config {
+    pub key: FieldPath,
+    pub keep_meta: bool,
+    pub columns: Vec<ColumnMap>,
+    /// Per typed column: whether it takes JSON text (json/jsonb) rather than a scalar.
+    pub column_json: Vec<bool>,
+    pub version: Option<(FieldPath, VersionType)>,
+    pub on_conflict: OnConflict,
+    pub tombstones: Tombstones,
+    /// `META.tombstone` and `META.key`: where a tombstone says so, and its key.
+    pub(super) tombstone_flag: FieldPath,
+    pub(super) tombstone_key: FieldPath,
+    pub batch_size: usize,
+    pub linger: Duration,
+    pub emit: bool,
+}
+
+impl Config {
+    pub fn from_args(args: &Args, layout: &Layout) -> Config {
+        Config {
+            key: args.key.clone(),
+            keep_meta: args.keep_meta,
+            columns: args.columns.clone(),
+            column_json: layout
+                .columns
+                .iter()
+                .map(|(_, ty)| ty == "json" || ty == "jsonb")
+                .collect(),
+            version: args
+                .version_field
+                .clone()
+                .map(|f| (f, layout.version.unwrap_or(args.version_type))),
+            on_conflict: args.on_conflict,
+            tombstones: args.tombstones,
+            tombstone_flag: FieldPath::parse(&format!("{}.tombstone", args.common.meta_field))
+                .expect("a field name and a plain segment"),
+            tombstone_key: FieldPath::parse(&format!("{}.key", args.common.meta_field))
+                .expect("a field name and a plain segment"),
+            batch_size: args.batch_size as usize,
+            linger: args.linger,
+            emit: args.emit,
+        }
+    }
+
+    /// Turns an event into a row, or says why it cannot be one.
+    pub(super) fn row(
+        &self,
+        mut event: Event,
+        meta_field: &str,
+        source: &Arc<str>,
+        pos: Option<SourcePos>,
+    ) -> std::result::Result<Row, (Event, Reject)> {
+        match self.extract(&mut event, meta_field) {
+            Ok((key, payload, meta, version, columns, delete)) => {
+                // Rows wait for their transaction: keep them small.
+                event.drop_index();
+                Ok(Row {
+                    key,
+                    payload,
+                    meta,
+                    version: version.map(Box::new),
+                    columns: columns.into_boxed_slice(),
+                    pos: pos.map(Box::new),
+                    event,
+                    source: source.clone(),
+                    delete,
+                })
+            }
+            Err(r) => Err((event, r)),
+        }
+    }
+
+    /// The key of an ordinary event: the `--key` field, a string or a number.
+    pub(super) fn key_of(
+        &self,
+        event: &mut Event,
+        meta_field: &str,
+    ) -> std::result::Result<String, Reject> {
+        Ok(match event.get(&self.key, meta_field) {
+            None | Some("null") => {
+                return Err(Reject::new(
+                    "missing_key",
+                    format!("key field {} is missing", self.key),
+                ))
+            }
+            Some(raw) => scalar_text(raw).ok_or_else(|| {
+                Reject::new(
+                    "bad_key",
+                    format!(
+                        "key field {} is {}, not a string or a number",
+                        self.key,
+                        json::type_of(raw)
+                    ),
+                )
+            })?,
+        })
+    }
+
+    #[allow(clippy::type_complexity)]
+    pub(super) fn extract(
+        &self,
+        event: &mut Event,
+        meta_field: &str,
+    ) -> std::result::Result<
+        (
+            String,
+            Option<String>,
+            Option<String>,
+            Option<Version>,
+            Vec<Option<String>>,
+            bool,
+        ),
+        Reject,
+    > {
+        event.decode()?;
+        let delete = event.get_with_meta(&self.tombstone_flag) == Some("true");
+        if delete && self.tombstones == Tombstones::DeadLetter {
+            return Err(Reject::new(
+                "tombstone",
+                "a tombstone (a message with a null payload); persist --tombstones delete \
+                 deletes its key's row",
+            ));
+        }
+        let key = if delete {
+            let raw = event.get_with_meta(&self.tombstone_key).unwrap_or("null");
+            scalar_text(raw).ok_or_else(|| {
+                Reject::new(
+                    "missing_key",
+                    format!("a tombstone without a message key ({})", self.tombstone_key),
+                )
+            })?
+        } else {
+            self.key_of(event, meta_field)?
+        };
+        let version = match &self.version {
+            None => None,
+            Some((path, ty)) => {
+                // The metadata is visible here: `_meta.offset` orders one partition's events.
+                let raw = event.get_with_meta(path).ok_or_else(|| {
+                    Reject::new(
+                        "missing_version",
+                        format!("version field {path} is missing"),
+                    )
+                })?;
+                Some(Version::parse(raw, *ty).map_err(|e| {
+                    Reject::new("bad_version", format!("version field {path}: {e}"))
+                })?)
+            }
+        };
+        let mut columns = Vec::with_capacity(self.columns.len());
+        for (c, &as_json) in self.columns.iter().zip(&self.column_json) {
+            columns.push(match event.get(&c.field, meta_field) {
+                None | Some("null") => None,
+                Some(raw) if as_json => Some(raw.to_owned()),
+                Some(raw) => Some(scalar_text(raw).unwrap_or_else(|| raw.to_owned())),
+            });
+        }
+        let (text, members) = event.text_and_members();
+        let meta = json::find(text, members, meta_field).map(|m| text[m.value.clone()].to_owned());
+        // PostgreSQL's jsonb refuses \u0000; both databases refuse it alike.
+        if has_nul_escape(text) {
+            return Err(Reject::new(
+                "nul_in_json",
+                "a string holds \\u0000, which jsonb cannot store",
+            ));
+        }
+        let payload = match (self.keep_meta, json::remove(text, members, meta_field)) {
+            (true, _) | (false, Cow::Borrowed(_)) => None,
+            (false, Cow::Owned(p)) => Some(p),
+        };
+        Ok((key, payload, meta, version, columns, delete))
+    }
+
+    /// Whether `new` beats `old` for the same key inside one batch.
+    pub(super) fn wins(&self, new: &Row, old: &Row) -> bool {
+        let by_version = match (&new.version, &old.version) {
+            (Some(a), Some(b)) => a.order(b),
+            _ => std::cmp::Ordering::Equal,
+        };
+        match by_version {
+            std::cmp::Ordering::Greater => true,
+            std::cmp::Ordering::Less => false,
+            // Ties: the last in input order updates; with `ignore` the first stays.
+            std::cmp::Ordering::Equal => self.on_conflict == OnConflict::Update,
+        }
+    }
+}
+
+/// A string's unescaped text, or a number's or boolean's text; None for objects, arrays
+/// and null.
+pub(super) fn scalar_text(raw: &str) -> Option<String> {
+    match raw.as_bytes().first()? {
+        b'"' => serde_json::from_str::<String>(raw).ok(),
+        // Objects, arrays, null; and booleans, whose text would collide with the strings
+        // "true" and "false".
+        b'{' | b'[' | b'n' | b't' | b'f' => None,
+        _ => Some(raw.to_owned()),
+    }
+}
+
+/// Whether JSON text holds the escape `\u0000` (an even run of backslashes before `u0000`
+/// is not an escape).
+pub(super) fn has_nul_escape(text: &str) -> bool {
+    let b = text.as_bytes();
+    memchr::memmem::find_iter(b, b"u0000").any(|i| {
+        let slashes = b[..i].iter().rev().take_while(|&&c| c == b'\\').count();
+        slashes % 2 == 1
+    })
+}
+
+/// Reads the Kafka coordinates of the metadata field, when it has them all.
+pub(super) fn source_pos(
+    meta: Option<&str>,
+    parts: &mut HashMap<PartKey, Arc<PartKey>>,
+) -> Option<SourcePos> {
+    #[derive(serde::Deserialize)]
+    struct Split {
+        count: Option<u32>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Meta {
+        group: Option<String>,
+        topic: Option<String>,
+        partition: Option<i32>,
+        offset: Option<i64>,
+        epoch: Option<i64>,
+        split: Option<Split>,
+    }
+    let meta = meta?;
+    if !meta.contains("\"offset\"") {
+        return None;
+    }
+    let m: Meta = serde_json::from_str(meta).ok()?;
+    let key = PartKey {
+        group: m.group?,
+        topic: m.topic?,
+        partition: m.partition?,
+    };
+    let part = match parts.get(&key) {
+        Some(p) => p.clone(),
+        None => {
+            let p = Arc::new(key.clone());
+            parts.insert(key, p.clone());
+            p
+        }
+    };
+    Some(SourcePos {
+        part,
+        offset: m.offset?,
+        epoch: m.epoch,
+        count: m.split.and_then(|s| s.count).unwrap_or(1),
+    })
+}

@@ -1,0 +1,113 @@
+//! The table: the DDL of `--create-table`, and the layout resolved from the columns the
+//! table has (which the flags may fill).
+
+use super::*;
+
+/// Which columns the target table has, resolved at start.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    pub table: Table,
+    pub key_column: String,
+    pub payload: bool,
+    pub meta: bool,
+    /// The version column's SQL type, with `--version-field`.
+    pub version: Option<VersionType>,
+    pub first_seen: bool,
+    pub updated_at: bool,
+    /// Typed columns: name and the type values are cast to.
+    pub columns: Vec<(String, String)>,
+    pub on_conflict: OnConflict,
+    pub offsets_table: Table,
+}
+
+/// `CREATE TABLE IF NOT EXISTS` for `--create-table`, in one database's type names for
+/// text, JSON, the version and timestamps; the `--column` columns carry their own types.
+pub fn create_table_sql(args: &Args, text: &str, json: &str, version: &str, time: &str) -> String {
+    let mut sql = format!(
+        "CREATE TABLE IF NOT EXISTS {} ({} {text} PRIMARY KEY NOT NULL, payload {json} NOT NULL, \
+         meta {json}, version {version}, first_seen {time}, updated_at {time}",
+        args.table.quoted(),
+        quote_ident(&args.key_column),
+    );
+    for c in &args.columns {
+        let ty =
+            c.ty.as_deref()
+                .expect("checked: --create-table needs types");
+        sql.push_str(&format!(", {} {ty}", quote_ident(&c.column)));
+    }
+    sql.push(')');
+    sql
+}
+
+/// Checks the table's columns (name, SQL type) against the flags and decides what to
+/// write. `unique` says whether the key column has a unique index.
+pub fn resolve_layout(
+    args: &Args,
+    columns: &[(String, String)],
+    unique: bool,
+    shown_db: &str,
+) -> Result<Layout> {
+    let table = &args.table;
+    let type_of = |name: &str| {
+        columns
+            .iter()
+            .find(|(c, _)| c == name)
+            .map(|(_, t)| t.to_ascii_lowercase())
+    };
+    if columns.is_empty() {
+        return Err(Error::usage(format!(
+            "table {table} does not exist in {shown_db} (add --create-table to create it)"
+        )));
+    }
+    if type_of(&args.key_column).is_none() {
+        return Err(Error::usage(format!(
+            "table {table} has no key column {:?} (see --key-column)",
+            args.key_column
+        )));
+    }
+    if !unique {
+        return Err(Error::usage(format!(
+            "column {:?} of table {table} has no unique index: upserts need a primary key or \
+             a unique constraint on it alone",
+            args.key_column
+        )));
+    }
+    let version = match &args.version_field {
+        None => None,
+        Some(_) => {
+            let ty = type_of("version").ok_or_else(|| {
+                Error::usage(format!(
+                    "--version-field needs a \"version\" column in table {table}"
+                ))
+            })?;
+            Some(match ty.as_str() {
+                "bigint" | "integer" | "smallint" | "int" | "int8" | "int4" => VersionType::Bigint,
+                t if t.starts_with("numeric") || t.starts_with("decimal") => VersionType::Numeric,
+                "timestamp with time zone" | "timestamptz" => VersionType::Timestamptz,
+                _ => args.version_type,
+            })
+        }
+    };
+    let mut typed = Vec::new();
+    for c in &args.columns {
+        let Some(ty) = type_of(&c.column) else {
+            return Err(Error::usage(format!(
+                "table {table} has no column {:?} (named by --column)",
+                c.column
+            )));
+        };
+        typed.push((c.column.clone(), c.ty.clone().unwrap_or(ty)));
+    }
+    Ok(Layout {
+        table: table.clone(),
+        key_column: args.key_column.clone(),
+        payload: type_of("payload").is_some(),
+        meta: type_of("meta").is_some(),
+        version,
+        first_seen: type_of("first_seen").is_some(),
+        updated_at: type_of("updated_at").is_some(),
+        columns: typed,
+        on_conflict: args.on_conflict,
+        offsets_table: args.offsets_table.clone(),
+    })
+}

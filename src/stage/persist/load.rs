@@ -1,0 +1,476 @@
+//! The hot loop: the router that batches rows by key onto connections, and the loaders
+//! that commit each batch (rows and source offsets in one transaction), retried until
+//! the database takes it; the counts the summary prints.
+
+use super::*;
+
+/// Counts the loaders keep, printed in the summary.
+#[derive(Debug, Default)]
+pub struct Counts {
+    pub inserted: AtomicU64,
+    pub updated: AtomicU64,
+    pub unchanged: AtomicU64,
+    /// Rows deleted by tombstones.
+    pub deleted: AtomicU64,
+    /// Events that lost to a later (or newer) event of the same key inside their batch.
+    pub superseded: AtomicU64,
+    pub rejected: AtomicU64,
+    pub fenced: AtomicU64,
+    pub retries: AtomicU64,
+    pub batches: AtomicU64,
+}
+
+impl Counts {
+    pub(super) fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+
+    /// What follows "N out" in the summary: how the events handed on were stored, and
+    /// the work it took. "Out" counts every event of a committed batch, as `--emit`
+    /// writes them: superseded ones too (a later event of the same key in the same batch
+    /// was stored instead, as if both had been written in turn).
+    pub fn summary(&self) -> (String, String) {
+        let n = |c: &AtomicU64| crate::human::count(Counts::get(c));
+        (
+            format!(
+                " ({} inserted, {} updated, {} unchanged, {} deleted, {} superseded in their \
+                 batch)",
+                n(&self.inserted),
+                n(&self.updated),
+                n(&self.unchanged),
+                n(&self.deleted),
+                n(&self.superseded),
+            ),
+            format!(
+                ", {} fenced, {} batches, {} retries",
+                n(&self.fenced),
+                n(&self.batches),
+                n(&self.retries),
+            ),
+        )
+    }
+}
+
+/// What one transaction did.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub inserted: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    /// Rows deleted by tombstones.
+    pub deleted: u64,
+}
+
+/// Why a transaction did not commit.
+#[derive(Debug)]
+pub enum LoadError {
+    /// Try again later (after reconnecting): nothing was committed.
+    Transient(anyhow::Error),
+    /// Partitions whose stored epoch is newer than the batch's: rolled back.
+    Fenced(Vec<(Arc<PartKey>, i64)>),
+    /// Retrying cannot help (table dropped, permission denied, ...).
+    Fatal(anyhow::Error),
+}
+
+/// A database connection that can load batches: PostgreSQL or SQLite.
+pub enum Loader {
+    Postgres(Box<postgres::Loader>),
+    Sqlite(sqlite::Loader),
+}
+
+impl Loader {
+    /// Writes `rows` (one per key) and `commits` in one transaction. Rows the database
+    /// refuses are passed to `reject` (before the commit) and left out.
+    pub(super) async fn load(
+        &mut self,
+        rows: &[&Row],
+        commits: &[Commit],
+        reject: &mut (dyn FnMut(usize, Reject) + Send),
+    ) -> std::result::Result<Loaded, LoadError> {
+        match self {
+            Loader::Postgres(l) => l.load(rows, commits, reject).await,
+            Loader::Sqlite(l) => l.load(rows, commits, reject).await,
+        }
+    }
+}
+
+/// Shared between the router and the loaders.
+pub(super) struct Shared {
+    pub(super) config: Config,
+    pub(super) ctx: Ctx,
+    pub(super) tracker: Mutex<Tracker>,
+    pub(super) counts: Arc<Counts>,
+    pub(super) progress: Progress,
+    /// The metrics facade's counters: received, sent (stored), rejected.
+    pub(super) counters: crate::metrics::StageCounters,
+}
+
+/// The stage: rows into the database through `loaders` (one per connection), events
+/// passed on to `output` after commit when `--emit`.
+pub async fn run(
+    config: Config,
+    loaders: Vec<Loader>,
+    mut input: Receiver<Batch>,
+    output: Sender<Batch>,
+    ctx: Ctx,
+    counts: Arc<Counts>,
+) -> Result<Stats> {
+    let progress = ctx.progress.clone();
+    let shared = Arc::new(Shared {
+        config,
+        ctx,
+        tracker: Mutex::new(Tracker::default()),
+        counts,
+        progress,
+        counters: crate::metrics::StageCounters::new("persist"),
+    });
+    let mut senders = Vec::new();
+    let mut tasks = Vec::new();
+    let mut loaders = loaders;
+    let last = loaders.pop().expect("at least one loader");
+    let finisher = Arc::new(tokio::sync::Mutex::new(Some(last)));
+    // Loader 0..n-1 own their connection; the last one is shared with the final offsets
+    // transaction (it is idle by then).
+    for loader in loaders {
+        let (tx, rx) = mpsc::channel::<Vec<Row>>(1);
+        senders.push(tx);
+        let shared = shared.clone();
+        let output = output.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut loader = loader;
+            load_loop(&shared, &mut loader, rx, output).await
+        }));
+    }
+    {
+        let (tx, rx) = mpsc::channel::<Vec<Row>>(1);
+        senders.push(tx);
+        let shared = shared.clone();
+        let output = output.clone();
+        let finisher = finisher.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut guard = finisher.lock().await;
+            let loader = guard.as_mut().expect("held until the end");
+            load_loop(&shared, loader, rx, output).await
+        }));
+    }
+    drop(output);
+
+    let mut stats = Stats::default();
+    let n = senders.len();
+    let batch_size = shared.config.batch_size;
+    let mut pending: Vec<Vec<Row>> = (0..n).map(|_| Vec::with_capacity(batch_size)).collect();
+    let mut oldest: Option<Instant> = None;
+    let mut parts = HashMap::new();
+    let hasher = BuildHasherDefault::<DefaultHasher>::default();
+    let meta_field = shared.ctx.meta_field.clone();
+    let mut open = true;
+    while open {
+        let deadline = oldest.map(|t| t + shared.config.linger);
+        let got = tokio::select! {
+            b = input.recv() => b,
+            _ = sleep_until(deadline) => {
+                if flush_all(&senders, &mut pending, &mut oldest).await.is_err() {
+                    // A loader stopped: its own error, awaited below, says why.
+                    open = false;
+                }
+                continue;
+            }
+        };
+        let Some(batch) = got else {
+            open = false;
+            continue;
+        };
+        stats.events_in += batch.len() as u64;
+        shared.counters.received.increment(batch.len() as u64);
+        let source = batch.source.clone();
+        for mut event in batch.events {
+            let pos = match event.decode() {
+                Ok(()) => source_pos(event.field(&meta_field), &mut parts),
+                Err(_) => None,
+            };
+            if let Some(p) = &pos {
+                let mut t = shared.tracker.lock().expect("not poisoned");
+                if t.is_fenced(p) {
+                    Counts::add(&shared.counts.fenced, 1);
+                    continue;
+                }
+                t.receive(p);
+            }
+            match shared.config.row(event, &meta_field, &source, pos.clone()) {
+                Ok(row) => {
+                    // Rows with source offsets all take the first connection: each of its
+                    // transactions then holds a contiguous stretch of the input, so the
+                    // offsets it records cover exactly the rows committed, and a restart
+                    // after a crash writes no message twice. Other rows go by key.
+                    let i = if row.pos.is_some() {
+                        0
+                    } else {
+                        (hasher.hash_one(&row.key) % n as u64) as usize
+                    };
+                    pending[i].push(row);
+                    oldest.get_or_insert_with(Instant::now);
+                    if pending[i].len() >= batch_size {
+                        let rows =
+                            std::mem::replace(&mut pending[i], Vec::with_capacity(batch_size));
+                        if senders[i].send(rows).await.is_err() {
+                            open = false;
+                            break;
+                        }
+                        if pending.iter().all(Vec::is_empty) {
+                            oldest = None;
+                        }
+                    }
+                }
+                Err((mut event, reject)) => {
+                    stats.rejected += 1;
+                    Counts::add(&shared.counts.rejected, 1);
+                    shared.counters.rejected.increment(1);
+                    shared
+                        .ctx
+                        .dead
+                        .keep("persist", &source, &mut event, &reject)?;
+                    if let Some(p) = &pos {
+                        shared.tracker.lock().expect("not poisoned").handled(p);
+                    }
+                }
+            }
+        }
+    }
+    let senders_ok = flush_all(&senders, &mut pending, &mut oldest).await.is_ok()
+        && senders.iter().all(|s| !s.is_closed());
+    drop(senders);
+    let mut first_err = None;
+    for t in tasks {
+        match t.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                first_err.get_or_insert(e);
+            }
+            Err(e) => {
+                first_err.get_or_insert(Error::from(anyhow::anyhow!("loader panicked: {e}")));
+            }
+        }
+    }
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    if !senders_ok {
+        return Err(Error::from(anyhow::anyhow!("a loader stopped early")));
+    }
+    // Offsets that became complete after the last batch (a final dead letter, say).
+    let mut guard = finisher.lock().await;
+    let loader = guard.as_mut().expect("loader kept for the end");
+    commit_rows(&shared, loader, Vec::new(), None).await?;
+    stats.events_out = Counts::get(&shared.counts.inserted)
+        + Counts::get(&shared.counts.updated)
+        + Counts::get(&shared.counts.unchanged)
+        + Counts::get(&shared.counts.deleted)
+        + Counts::get(&shared.counts.superseded);
+    Ok(stats)
+}
+
+pub(super) async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+pub(super) async fn flush_all(
+    senders: &[Sender<Vec<Row>>],
+    pending: &mut [Vec<Row>],
+    oldest: &mut Option<Instant>,
+) -> Result<()> {
+    *oldest = None;
+    for (tx, rows) in senders.iter().zip(pending.iter_mut()) {
+        if !rows.is_empty() && tx.send(std::mem::take(rows)).await.is_err() {
+            return Err(Error::from(anyhow::anyhow!("a loader stopped early")));
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn load_loop(
+    shared: &Shared,
+    loader: &mut Loader,
+    mut rx: Receiver<Vec<Row>>,
+    output: Sender<Batch>,
+) -> Result<()> {
+    while let Some(rows) = rx.recv().await {
+        let out = if shared.config.emit {
+            Some(&output)
+        } else {
+            None
+        };
+        commit_rows(shared, loader, rows, out).await?;
+    }
+    Ok(())
+}
+
+/// Commits one batch: winners per key, rows and offsets in one transaction, retried
+/// until the database takes it.
+pub(super) async fn commit_rows(
+    shared: &Shared,
+    loader: &mut Loader,
+    mut rows: Vec<Row>,
+    output: Option<&Sender<Batch>>,
+) -> Result<()> {
+    let counts = &shared.counts;
+    let mut delay = Duration::from_millis(100);
+    let mut waiting_since: Option<std::time::Instant> = None;
+    let mut fence_rounds = 0;
+    loop {
+        let winners = winners(&shared.config, &rows);
+        let positions: Vec<&SourcePos> = rows.iter().filter_map(|r| r.pos.as_deref()).collect();
+        let commits = shared
+            .tracker
+            .lock()
+            .expect("not poisoned")
+            .plan(&positions);
+        if winners.is_empty() && commits.is_empty() {
+            return Ok(());
+        }
+        let chosen: Vec<&Row> = winners.iter().map(|&i| &rows[i]).collect();
+        let mut refused: Vec<(usize, Reject)> = Vec::new();
+        let result = {
+            let mut reject = |i: usize, r: Reject| refused.push((winners[i], r));
+            loader.load(&chosen, &commits, &mut reject).await
+        };
+        drop(chosen);
+        match result {
+            Ok(loaded) => {
+                // Dead letters before anything else, in input order.
+                let mut refused_idx = Vec::with_capacity(refused.len());
+                for (i, reject) in refused {
+                    let row = &mut rows[i];
+                    shared.ctx.dead.keep(
+                        "persist",
+                        &row.source.clone(),
+                        &mut row.event,
+                        &reject,
+                    )?;
+                    refused_idx.push(i);
+                }
+                Counts::add(&counts.rejected, refused_idx.len() as u64);
+                Counts::add(&counts.inserted, loaded.inserted);
+                Counts::add(&counts.updated, loaded.updated);
+                Counts::add(&counts.unchanged, loaded.unchanged);
+                Counts::add(&counts.deleted, loaded.deleted);
+                Counts::add(&counts.superseded, (rows.len() - winners.len()) as u64);
+                if !rows.is_empty() {
+                    Counts::add(&counts.batches, 1);
+                }
+                let positions: Vec<&SourcePos> =
+                    rows.iter().filter_map(|r| r.pos.as_deref()).collect();
+                shared
+                    .tracker
+                    .lock()
+                    .expect("not poisoned")
+                    .committed(&positions, &commits);
+                if let Some(since) = waiting_since {
+                    tracing::info!(
+                        "database is back after {:.1}s; batch of {} rows committed",
+                        since.elapsed().as_secs_f64(),
+                        rows.len()
+                    );
+                }
+                let persisted = rows.len() - refused_idx.len();
+                shared.counters.sent.increment(persisted as u64);
+                shared.counters.rejected.increment(refused_idx.len() as u64);
+                if shared.progress.is_shown() {
+                    let extra = format!(
+                        "{} batches · {} retries",
+                        Counts::get(&counts.batches),
+                        Counts::get(&counts.retries)
+                    );
+                    shared.progress.inc_with(persisted as u64, &extra);
+                }
+                if let Some(out) = output {
+                    refused_idx.sort_unstable();
+                    let source = rows.first().map(|r| r.source.clone());
+                    let events: Vec<Event> = rows
+                        .into_iter()
+                        .enumerate()
+                        .filter(|(i, _)| refused_idx.binary_search(i).is_err())
+                        .map(|(_, r)| r.event)
+                        .collect();
+                    if let (Some(source), false) = (source, events.is_empty()) {
+                        // A closed stdout (`| head`) does not stop the loading.
+                        let _ = out.send(Batch::new(source, events)).await;
+                    }
+                }
+                return Ok(());
+            }
+            Err(LoadError::Fenced(parts)) => {
+                fence_rounds += 1;
+                if fence_rounds > 16 {
+                    return Err(Error::from(anyhow::anyhow!(
+                        "offsets table keeps fencing this batch; is another writer changing epochs?"
+                    )));
+                }
+                let mut t = shared.tracker.lock().expect("not poisoned");
+                for (part, epoch) in &parts {
+                    tracing::warn!(
+                        "fenced: {}/{}/{} now belongs to epoch {epoch}; dropping its events \
+                         (the new owner reads them again)",
+                        part.group,
+                        part.topic,
+                        part.partition
+                    );
+                    t.fence(part, *epoch);
+                }
+                let before = rows.len();
+                rows.retain(|r| r.pos.as_deref().is_none_or(|p| !t.is_fenced(p)));
+                Counts::add(&counts.fenced, (before - rows.len()) as u64);
+            }
+            Err(LoadError::Transient(e)) => {
+                Counts::add(&counts.retries, 1);
+                let since = *waiting_since.get_or_insert_with(std::time::Instant::now);
+                tracing::warn!(
+                    "database unavailable ({e:#}); waiting {:.1}s, then replaying the batch of \
+                     {} rows (waiting for {:.0}s so far)",
+                    delay.as_secs_f64(),
+                    rows.len(),
+                    since.elapsed().as_secs_f64()
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(LoadError::Fatal(e)) => {
+                return Err(Error::new(
+                    Exit::IoErr,
+                    e.context("the database refused the batch"),
+                ))
+            }
+        }
+    }
+}
+
+/// Indices of the rows to load, in input order: one per key.
+pub(super) fn winners(config: &Config, rows: &[Row]) -> Vec<usize> {
+    let mut best: HashMap<&str, usize> = HashMap::with_capacity(rows.len());
+    let mut dups = false;
+    for (i, row) in rows.iter().enumerate() {
+        match best.entry(&row.key) {
+            Entry::Vacant(v) => {
+                v.insert(i);
+            }
+            Entry::Occupied(mut o) => {
+                dups = true;
+                if config.wins(row, &rows[*o.get()]) {
+                    o.insert(i);
+                }
+            }
+        }
+    }
+    if !dups {
+        return (0..rows.len()).collect();
+    }
+    let mut w: Vec<usize> = best.into_values().collect();
+    w.sort_unstable();
+    w
+}
