@@ -25,6 +25,8 @@
 //!   handling, the metrics facade every stage reports into.
 //! - [`ndjson`]: line framing (line numbers, BOM, CRLF, length limit, gzip and zstd) and
 //!   the writer (block-buffered, idle flush, closed-pipe aware).
+//! - [`position`]: source positions (kind, stream, partition, offset, epoch), read from
+//!   the metadata field; made by sources, committed by sinks, owned by neither.
 //! - [`dead_letter`]: the dead-letter record format and its `O_APPEND` writer.
 //! - [`event`]: events, batches, acknowledgement handles.
 //! - [`jq`]: jq programs, run in helper processes that a runaway program cannot take
@@ -48,6 +50,7 @@ pub mod json;
 pub mod memory;
 pub mod metrics;
 pub mod ndjson;
+pub mod position;
 pub mod postgres;
 pub mod progress;
 pub mod shell;

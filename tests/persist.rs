@@ -1095,3 +1095,35 @@ fn emit_and_the_summary_count_the_same_events() {
         "{summary}"
     );
 }
+
+#[test]
+fn positions_of_any_source_commit_with_the_rows() {
+    // persist commits positions it does not know the origin of: here a file source's,
+    // in the generic form, beside Kafka's coordinates.
+    let dir = Dir::new();
+    let pg = Pg::new("positions");
+    let event = |id: &str, offset: i64| {
+        format!(
+            "{{\"id\":\"{id}\",\"_meta\":{{\"position\":{{\"source\":\"file\",\"scope\":\"loader\",\
+             \"stream\":\"dev8:ino42\",\"partition\":0,\"offset\":{offset}}}}}}}\n"
+        )
+    };
+    dir.create(
+        "in.ndjson",
+        event("a", 0) + &event("b", 57) + &kafka_event("k", 4, ""),
+    );
+    let o = dir
+        .cmd("persist")
+        .args(["--database-url", &pg.url(), "--create-table", "in.ndjson"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(
+        pg.sql(
+            "SELECT \"group\", topic, \"partition\", next_offset FROM ndpipe_offsets \
+             ORDER BY 1"
+        ),
+        "file:loader\tdev8:ino42\t0\t58\ng\tt\t0\t5"
+    );
+    assert_eq!(pg.sql("SELECT count(*) FROM events"), "3");
+}

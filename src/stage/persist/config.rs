@@ -14,7 +14,7 @@ pub struct Row {
     pub version: Option<Box<Version>>,
     /// Typed column values as text (JSON text for json/jsonb columns); None is NULL.
     pub columns: Box<[Option<String>]>,
-    pub pos: Option<Box<SourcePos>>,
+    pub pos: Option<Box<Position>>,
     pub event: Event,
     pub source: Arc<str>,
     /// A tombstone under `--tombstones delete`: the row of `key` is deleted.
@@ -80,7 +80,7 @@ impl Config {
         mut event: Event,
         meta_field: &str,
         source: &Arc<str>,
-        pos: Option<SourcePos>,
+        pos: Option<Position>,
     ) -> std::result::Result<Row, (Event, Reject)> {
         match self.extract(&mut event, meta_field) {
             Ok((key, payload, meta, version, columns, delete)) => {
@@ -237,49 +237,5 @@ pub(super) fn has_nul_escape(text: &str) -> bool {
     memchr::memmem::find_iter(b, b"u0000").any(|i| {
         let slashes = b[..i].iter().rev().take_while(|&&c| c == b'\\').count();
         slashes % 2 == 1
-    })
-}
-
-/// Reads the Kafka coordinates of the metadata field, when it has them all.
-pub(super) fn source_pos(
-    meta: Option<&str>,
-    parts: &mut HashMap<PartKey, Arc<PartKey>>,
-) -> Option<SourcePos> {
-    #[derive(serde::Deserialize)]
-    struct Split {
-        count: Option<u32>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Meta {
-        group: Option<String>,
-        topic: Option<String>,
-        partition: Option<i32>,
-        offset: Option<i64>,
-        epoch: Option<i64>,
-        split: Option<Split>,
-    }
-    let meta = meta?;
-    if !meta.contains("\"offset\"") {
-        return None;
-    }
-    let m: Meta = serde_json::from_str(meta).ok()?;
-    let key = PartKey {
-        group: m.group?,
-        topic: m.topic?,
-        partition: m.partition?,
-    };
-    let part = match parts.get(&key) {
-        Some(p) => p.clone(),
-        None => {
-            let p = Arc::new(key.clone());
-            parts.insert(key, p.clone());
-            p
-        }
-    };
-    Some(SourcePos {
-        part,
-        offset: m.offset?,
-        epoch: m.epoch,
-        count: m.split.and_then(|s| s.count).unwrap_or(1),
     })
 }

@@ -71,7 +71,7 @@ pub enum LoadError {
     /// Try again later (after reconnecting): nothing was committed.
     Transient(anyhow::Error),
     /// Partitions whose stored epoch is newer than the batch's: rolled back.
-    Fenced(Vec<(Arc<PartKey>, i64)>),
+    Fenced(Vec<(Arc<StreamKey>, i64)>),
     /// Retrying cannot help (table dropped, permission denied, ...).
     Fatal(anyhow::Error),
 }
@@ -164,7 +164,7 @@ pub async fn run(
     let batch_size = shared.config.batch_size;
     let mut pending: Vec<Vec<Row>> = (0..n).map(|_| Vec::with_capacity(batch_size)).collect();
     let mut oldest: Option<Instant> = None;
-    let mut parts = HashMap::new();
+    let mut keys = crate::position::Keys::default();
     let hasher = BuildHasherDefault::<DefaultHasher>::default();
     let meta_field = shared.ctx.meta_field.clone();
     let mut open = true;
@@ -189,7 +189,7 @@ pub async fn run(
         let source = batch.source.clone();
         for mut event in batch.events {
             let pos = match event.decode() {
-                Ok(()) => source_pos(event.field(&meta_field), &mut parts),
+                Ok(()) => crate::position::from_meta(event.field(&meta_field), &mut keys),
                 Err(_) => None,
             };
             if let Some(p) = &pos {
@@ -325,7 +325,7 @@ pub(super) async fn commit_rows(
     let mut fence_rounds = 0;
     loop {
         let winners = winners(&shared.config, &rows);
-        let positions: Vec<&SourcePos> = rows.iter().filter_map(|r| r.pos.as_deref()).collect();
+        let positions: Vec<&Position> = rows.iter().filter_map(|r| r.pos.as_deref()).collect();
         let commits = shared
             .tracker
             .lock()
@@ -364,7 +364,7 @@ pub(super) async fn commit_rows(
                 if !rows.is_empty() {
                     Counts::add(&counts.batches, 1);
                 }
-                let positions: Vec<&SourcePos> =
+                let positions: Vec<&Position> =
                     rows.iter().filter_map(|r| r.pos.as_deref()).collect();
                 shared
                     .tracker
@@ -417,8 +417,8 @@ pub(super) async fn commit_rows(
                     tracing::warn!(
                         "fenced: {}/{}/{} now belongs to epoch {epoch}; dropping its events \
                          (the new owner reads them again)",
-                        part.group,
-                        part.topic,
+                        part.scope,
+                        part.stream,
                         part.partition
                     );
                     t.fence(part, *epoch);

@@ -52,7 +52,6 @@ mod load;
 mod target;
 
 pub use args::{Args, ColumnMap, OnConflict, Tombstones};
-use config::*;
 pub use config::{Config, Row};
 pub use layout::Layout;
 use layout::*;
@@ -66,7 +65,7 @@ pub mod show;
 pub mod sqlite;
 pub mod version;
 
-use offsets::{Commit, PartKey, SourcePos, Tracker};
+use offsets::{Commit, Position, StreamKey, Tracker};
 use version::{Version, VersionType};
 
 /// The sink stage: a config, its open connections, and the counts it keeps.
@@ -103,7 +102,7 @@ impl Stage for Persist {
 #[cfg(test)]
 mod tests {
     use super::args::*;
-    use super::*;
+    use super::config::*;
 
     #[test]
     fn column_maps_and_types() {

@@ -1,9 +1,10 @@
-//! Source offsets: which Kafka offsets are safe to record as consumed.
+//! Source offsets: which positions are safe to record as consumed.
 //!
-//! Events that came from Kafka carry `group`, `topic`, `partition` and `offset` in the
-//! metadata field (and `epoch` in exactly-once mode, `split` when `enrich --jq` made
-//! several events of one message). `persist` writes `next_offset = O + 1` for a partition,
-//! in the same transaction as the rows, only when
+//! Events from a source that can resume carry a [`Position`] in the metadata field (see
+//! [`crate::position`]: Kafka's coordinates, or the generic form), with `epoch` in
+//! exactly-once mode and `split` when `enrich --jq` made several events of one input.
+//! `persist` writes `next_offset = O + 1` for a stream partition, in the same transaction
+//! as the rows, only when
 //!
 //! - every event it has received with an offset ≤ O is committed (or dead-lettered), and
 //! - for O itself, it holds every event derived from that message (the split count), or it
@@ -18,30 +19,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-/// One source partition.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PartKey {
-    pub group: String,
-    pub topic: String,
-    pub partition: i32,
-}
-
-/// Where an event came from: a partition and an offset (plus epoch and split stamp).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SourcePos {
-    pub part: Arc<PartKey>,
-    pub offset: i64,
-    /// The partition owner's epoch stamped by `ingest-kafka --offsets-from` (fencing).
-    pub epoch: Option<i64>,
-    /// How many events the message became (`_meta.split.count`), 1 when not split.
-    pub count: u32,
-}
+pub use crate::position::{Position, StreamKey};
 
 /// A row of the offsets table to write: `next_offset` for a partition, checked against
 /// `epoch` when the events carried one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Commit {
-    pub part: Arc<PartKey>,
+    pub part: Arc<StreamKey>,
     pub next_offset: i64,
     pub epoch: Option<i64>,
 }
@@ -66,15 +50,15 @@ struct Part {
 /// Received and committed events per partition.
 #[derive(Debug, Default)]
 pub struct Tracker {
-    parts: HashMap<Arc<PartKey>, Part>,
+    parts: HashMap<Arc<StreamKey>, Part>,
     /// Partitions whose owner has moved on: epoch below this is fenced.
-    fenced: HashMap<Arc<PartKey>, i64>,
+    fenced: HashMap<Arc<StreamKey>, i64>,
 }
 
 impl Tracker {
     /// Registers an event as received (in input order).
-    pub fn receive(&mut self, pos: &SourcePos) {
-        let part = self.parts.entry(pos.part.clone()).or_insert_with(|| Part {
+    pub fn receive(&mut self, pos: &Position) {
+        let part = self.parts.entry(pos.key.clone()).or_insert_with(|| Part {
             max_seen: i64::MIN,
             committed: i64::MIN,
             ..Part::default()
@@ -89,10 +73,10 @@ impl Tracker {
     }
 
     /// Marks an event handled outside a transaction (dead-lettered before loading).
-    pub fn handled(&mut self, pos: &SourcePos) {
+    pub fn handled(&mut self, pos: &Position) {
         if let Some(slot) = self
             .parts
-            .get_mut(&pos.part)
+            .get_mut(&pos.key)
             .and_then(|p| p.pending.get_mut(&pos.offset))
         {
             slot.done += 1;
@@ -100,8 +84,8 @@ impl Tracker {
     }
 
     /// True when events of this partition and epoch must be dropped: a newer owner exists.
-    pub fn is_fenced(&self, pos: &SourcePos) -> bool {
-        match (self.fenced.get(&pos.part), pos.epoch) {
+    pub fn is_fenced(&self, pos: &Position) -> bool {
+        match (self.fenced.get(&pos.key), pos.epoch) {
             (Some(&min), Some(e)) => e < min,
             (Some(_), None) => true,
             _ => false,
@@ -109,7 +93,7 @@ impl Tracker {
     }
 
     /// Records that the owner of `part` moved on to `epoch` or later.
-    pub fn fence(&mut self, part: &Arc<PartKey>, epoch: i64) {
+    pub fn fence(&mut self, part: &Arc<StreamKey>, epoch: i64) {
         let e = self.fenced.entry(part.clone()).or_insert(epoch);
         *e = (*e).max(epoch);
         self.parts.remove(part);
@@ -117,10 +101,10 @@ impl Tracker {
 
     /// The offsets rows a transaction holding `batch` (whose events are counted as done)
     /// may write: every partition whose watermark would move past what is committed.
-    pub fn plan(&self, batch: &[&SourcePos]) -> Vec<Commit> {
-        let mut extra: HashMap<(&Arc<PartKey>, i64), u32> = HashMap::new();
+    pub fn plan(&self, batch: &[&Position]) -> Vec<Commit> {
+        let mut extra: HashMap<(&Arc<StreamKey>, i64), u32> = HashMap::new();
         for pos in batch {
-            *extra.entry((&pos.part, pos.offset)).or_default() += 1;
+            *extra.entry((&pos.key, pos.offset)).or_default() += 1;
         }
         let mut commits: Vec<Commit> = self
             .parts
@@ -148,7 +132,7 @@ impl Tracker {
     }
 
     /// Records a committed transaction: its events are done and its offsets written.
-    pub fn committed(&mut self, batch: &[&SourcePos], commits: &[Commit]) {
+    pub fn committed(&mut self, batch: &[&Position], commits: &[Commit]) {
         for pos in batch {
             self.handled(pos);
         }
@@ -166,19 +150,19 @@ impl Tracker {
 mod tests {
     use super::*;
 
-    fn pos(part: &Arc<PartKey>, offset: i64, count: u32) -> SourcePos {
-        SourcePos {
-            part: part.clone(),
+    fn pos(part: &Arc<StreamKey>, offset: i64, count: u32) -> Position {
+        Position {
+            key: part.clone(),
             offset,
             epoch: None,
             count,
         }
     }
 
-    fn key() -> Arc<PartKey> {
-        Arc::new(PartKey {
-            group: "g".into(),
-            topic: "t".into(),
+    fn key() -> Arc<StreamKey> {
+        Arc::new(StreamKey {
+            scope: "g".into(),
+            stream: "t".into(),
             partition: 0,
         })
     }

@@ -16,7 +16,7 @@ use bytes::{BufMut, BytesMut};
 use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use tokio_postgres::{Client, Statement};
 
-use super::offsets::{Commit, PartKey};
+use super::offsets::{Commit, StreamKey};
 use super::{Args, Layout, LoadError, Loaded, OnConflict, Row};
 use crate::event::Reject;
 use crate::exit::{Error, Exit, Result};
@@ -358,9 +358,9 @@ async fn write_offsets(
     sql: &str,
     table: &str,
     commits: &[Commit],
-) -> std::result::Result<Vec<(Arc<PartKey>, i64)>, LoadError> {
-    let groups: Vec<&str> = commits.iter().map(|c| c.part.group.as_str()).collect();
-    let topics: Vec<&str> = commits.iter().map(|c| c.part.topic.as_str()).collect();
+) -> std::result::Result<Vec<(Arc<StreamKey>, i64)>, LoadError> {
+    let groups: Vec<&str> = commits.iter().map(|c| c.part.scope.as_str()).collect();
+    let topics: Vec<&str> = commits.iter().map(|c| c.part.stream.as_str()).collect();
     let parts: Vec<i32> = commits.iter().map(|c| c.part.partition).collect();
     let nexts: Vec<i64> = commits.iter().map(|c| c.next_offset).collect();
     let epochs: Vec<Option<i64>> = commits.iter().map(|c| c.epoch).collect();
@@ -377,7 +377,11 @@ async fn write_offsets(
         .collect();
     let mut fenced = Vec::new();
     for c in commits {
-        let k = (c.part.group.clone(), c.part.topic.clone(), c.part.partition);
+        let k = (
+            c.part.scope.clone(),
+            c.part.stream.clone(),
+            c.part.partition,
+        );
         if done.contains(&k) {
             continue;
         }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use rusqlite::types::Value;
 use rusqlite::{params_from_iter, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
-use super::offsets::{Commit, PartKey};
+use super::offsets::{Commit, StreamKey};
 use super::{Args, Layout, LoadError, Loaded, OnConflict, Row, Table};
 use crate::event::Reject;
 use crate::exit::{Error, Exit, Result};
@@ -347,15 +347,15 @@ fn transaction(
         .map_err(fault)?;
     if !commits.is_empty() {
         tx.execute_batch(&sql.create_offsets).map_err(fault)?;
-        let mut fenced: Vec<(Arc<PartKey>, i64)> = Vec::new();
+        let mut fenced: Vec<(Arc<StreamKey>, i64)> = Vec::new();
         {
             let mut stmt = tx.prepare_cached(&sql.offsets).map_err(fault)?;
             for c in commits {
                 let done: Option<i64> = stmt
                     .query_row(
                         rusqlite::params![
-                            c.part.group,
-                            c.part.topic,
+                            c.part.scope,
+                            c.part.stream,
                             c.part.partition,
                             c.next_offset,
                             c.epoch,
@@ -373,7 +373,7 @@ fn transaction(
                                  AND \"partition\" = ?3",
                                 sql.offsets_table
                             ),
-                            rusqlite::params![c.part.group, c.part.topic, c.part.partition],
+                            rusqlite::params![c.part.scope, c.part.stream, c.part.partition],
                             |r| r.get(0),
                         )
                         .map_err(fault)?;
