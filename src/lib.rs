@@ -9,6 +9,8 @@
 //!
 //! Module map (dependencies point down the list, never up):
 //!
+//! - [`docs`]: man pages and shell completions rendered from every command's flags (used
+//!   by `scripts/gen-docs` and the docs tests only).
 //! - [`commands`]: each command's `Args → Config` step and its shell form.
 //! - [`shell`]: the shell form: `[reader, stage, writer]`, summary and exit code.
 //! - [`wire`]: runs a chain of stages over bounded channels, and decides how it ends.
@@ -20,23 +22,21 @@
 //!   file, TLS modes), identifiers and shared statements; used by persist and
 //!   ingest-kafka.
 //! - [`cli`]: flags shared by every command (flattened into each stage's `Args`), argument
-//!   parsing, the runtime, allocator tuning and exit mapping.
-//! - [`progress`], [`shutdown`], [`metrics`]: the progress line and log writer, signal
-//!   handling, the metrics facade every stage reports into.
+//!   parsing, logging, the runtime and exit mapping.
 //! - [`ndjson`]: line framing (line numbers, BOM, CRLF, length limit, gzip and zstd) and
 //!   the writer (block-buffered, idle flush, closed-pipe aware).
+//! - [`progress`], [`metrics`]: the progress line and log writer; the metrics facade every
+//!   stage reports into.
 //! - [`position`]: source positions (kind, stream, partition, offset, epoch), read from
 //!   the metadata field; made by sources, committed by sinks, owned by neither.
 //! - [`dead_letter`]: the dead-letter record format and its `O_APPEND` writer.
-//! - [`event`]: events, batches, acknowledgement handles.
 //! - [`jq`]: jq programs, run in helper processes that a runaway program cannot take
 //!   down with it.
+//! - [`event`]: events, batches, acknowledgement handles.
 //! - [`json`]: field paths, raw-text member lookup and splicing (no reformatting).
 //! - [`tape`]: the one validating scan of a JSON text, also read by JSON Schema.
-//! - [`human`], [`exit`], [`memory`]: numbers and durations as people read them; exit
-//!   codes; allocator tuning.
-//! - [`docs`]: man pages and shell completions rendered from the clap definitions (used
-//!   by `scripts/gen-docs` and the docs tests only).
+//! - [`shutdown`], [`human`], [`exit`], [`memory`]: signal handling; numbers, durations
+//!   and times as people read them; exit codes; allocator tuning.
 
 pub mod cli;
 pub mod commands;
