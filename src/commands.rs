@@ -35,13 +35,19 @@ pub async fn ingest_kafka(args: ingest_kafka::Args) -> Result<Exit> {
 /// `persist`: stdin/files → persist → database (and stdout with `--emit`); or with
 /// `--show`, the table's rows to stdout.
 pub async fn persist(args: persist::Args) -> Result<Exit> {
+    let opts = persist::Options::from(&args);
     if args.show {
-        return persist::show::run(&args).await;
+        if !args.inputs.is_empty() {
+            return Err(crate::exit::Error::usage(
+                "--show reads the table, not input files",
+            ));
+        }
+        return persist::show::run(&opts).await;
     }
     // Inputs first: a missing file exits 66 before any database (or SQLite file) is touched.
     crate::ndjson::open_inputs(&args.inputs)?;
-    let (layout, loaders) = persist::open(&args).await?;
-    let config = persist::Config::from_args(&args, &layout);
+    let (layout, loaders) = persist::open(&opts).await?;
+    let config = persist::Config::new(&opts, &layout);
     let counts = Arc::new(persist::Counts::default());
     let detail = counts.clone();
     let stage = persist::Persist {

@@ -1,10 +1,26 @@
-//! What ingest-kafka runs with, resolved from its flags.
+//! What ingest-kafka runs with: a plain config resolved from its flags once, so that
+//! anything (a command line, a `pipeline` stage) can build the source.
 
 use super::*;
 
-/// Settings fixed at start.
+/// Settings fixed at start (see the flags of the same names in [`Args`]).
+#[derive(Clone, Debug)]
 pub struct Config {
-    pub(super) args: Args,
+    pub brokers: String,
+    pub topics: Vec<String>,
+    pub group: Option<String>,
+    /// librdkafka settings (`-X key=value`), applied last.
+    pub settings: Vec<(String, String)>,
+    pub offset: Option<Start>,
+    pub exit_at_end: bool,
+    pub max_messages: Option<u64>,
+    pub format: Format,
+    pub wrap_non_json: bool,
+    pub no_meta: bool,
+    pub offsets_from: Option<String>,
+    pub offsets_table: Table,
+    pub offsets_name: Option<String>,
+    pub connect_timeout: Duration,
 }
 
 impl Config {
@@ -21,6 +37,21 @@ impl Config {
                 ));
             }
         }
-        Ok(Config { args: args.clone() })
+        Ok(Config {
+            brokers: args.brokers.clone(),
+            topics: args.topics.clone(),
+            group: args.group.clone(),
+            settings: args.settings.clone(),
+            offset: args.offset.clone(),
+            exit_at_end: args.exit_at_end,
+            max_messages: args.max_messages,
+            format: args.format,
+            wrap_non_json: args.wrap_non_json,
+            no_meta: args.no_meta,
+            offsets_from: args.offsets_from.clone(),
+            offsets_table: args.offsets_table.clone(),
+            offsets_name: args.offsets_name.clone(),
+            connect_timeout: args.connect_timeout,
+        })
     }
 }

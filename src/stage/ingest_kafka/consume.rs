@@ -7,19 +7,19 @@ use super::*;
 pub(super) const BATCH: usize = 1000;
 
 pub(super) fn consume(config: Config, output: Sender<Batch>, ctx: Ctx) -> Result<()> {
-    let args = &config.args;
-    let start = args.offset.clone().unwrap_or(if args.group.is_some() {
+    let cfg = &config;
+    let start = cfg.offset.clone().unwrap_or(if cfg.group.is_some() {
         Start::Stored
     } else {
         Start::Beginning
     });
-    let name = args.group.clone().or_else(|| args.offsets_name.clone());
-    let db = match &args.offsets_from {
+    let name = cfg.group.clone().or_else(|| cfg.offsets_name.clone());
+    let db = match &cfg.offsets_from {
         Some(url) => Some(OffsetsDb::connect(
             url,
-            &args.offsets_table,
+            &cfg.offsets_table,
             name.clone().expect("checked"),
-            args.connect_timeout,
+            cfg.connect_timeout,
         )?),
         None => None,
     };
@@ -36,7 +36,7 @@ pub(super) fn consume(config: Config, output: Sender<Batch>, ctx: Ctx) -> Result
         shown: Mutex::new(Default::default()),
     };
     let mut cc = ClientConfig::new();
-    cc.set("bootstrap.servers", &args.brokers)
+    cc.set("bootstrap.servers", &cfg.brokers)
         .set("enable.partition.eof", "false")
         // Bounded memory: librdkafka prefetches up to 64 MiB per consumer by default.
         .set("queued.max.messages.kbytes", "16384")
@@ -52,28 +52,28 @@ pub(super) fn consume(config: Config, output: Sender<Batch>, ctx: Ctx) -> Result
         .set("auto.offset.reset", "earliest")
         .set(
             "group.id",
-            args.group.as_deref().unwrap_or("ndpipe-ingest-kafka"),
+            cfg.group.as_deref().unwrap_or("ndpipe-ingest-kafka"),
         );
-    for (k, v) in &args.settings {
+    for (k, v) in &cfg.settings {
         cc.set(k, v);
     }
     let consumer: Arc<BaseConsumer<Callbacks>> = Arc::new(
         cc.create_with_context(context)
             .map_err(|e| Error::usage(format!("kafka settings: {e}")))?,
     );
-    let topics: Vec<&str> = args.topics.iter().map(String::as_str).collect();
+    let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
     // The brokers must answer at start (a metadata request), in group mode too.
     let md = consumer
-        .fetch_metadata(None, args.connect_timeout)
+        .fetch_metadata(None, cfg.connect_timeout)
         .map_err(|e| {
             Error::unavailable(format!(
                 "cannot reach the brokers {} within {}: {e}",
-                args.brokers,
-                humantime::format_duration(args.connect_timeout)
+                cfg.brokers,
+                humantime::format_duration(cfg.connect_timeout)
             ))
         })?;
     consumer.context().connected.store(true, Ordering::Relaxed);
-    if args.group.is_some() {
+    if cfg.group.is_some() {
         consumer
             .subscribe(&topics)
             .map_err(|e| Error::unavailable(format!("subscribe: {e}")))?;
@@ -115,10 +115,10 @@ pub(super) fn consume(config: Config, output: Sender<Batch>, ctx: Ctx) -> Result
         let renderer = std::thread::Builder::new()
             .name("ingest-kafka-render".into())
             .spawn_scoped(s, || {
-                render_batches(raw_rx, &consumer, &output, args, &names, &ctx)
+                render_batches(raw_rx, &consumer, &output, cfg, &names, &ctx)
             })
             .map_err(|e| Error::new(Exit::Software, anyhow::anyhow!("thread: {e}")))?;
-        let polled = poll_batches(&consumer, args, &names, &ctx, &raw_tx);
+        let polled = poll_batches(&consumer, cfg, &names, &ctx, &raw_tx);
         drop(raw_tx);
         let rendered = renderer
             .join()
@@ -133,7 +133,7 @@ pub(super) fn consume(config: Config, output: Sender<Batch>, ctx: Ctx) -> Result
 /// `--max-messages`, or the renderer stops (stdout closed).
 pub(super) fn poll_batches(
     consumer: &BaseConsumer<Callbacks>,
-    args: &Args,
+    cfg: &Config,
     names: &Names,
     ctx: &Ctx,
     raw_tx: &std::sync::mpsc::SyncSender<RawBatch>,
@@ -152,7 +152,7 @@ pub(super) fn poll_batches(
         if let Some(e) = context.failed.lock().expect("not poisoned").take() {
             return Err(Error::new(Exit::IoErr, anyhow::anyhow!("rebalance: {e}")));
         }
-        if args.exit_at_end && at_end(&context.assigned) {
+        if cfg.exit_at_end && at_end(&context.assigned) {
             break;
         }
         // Take what is queued without waiting; when nothing is, the input is idle: send
@@ -189,9 +189,9 @@ pub(super) fn poll_batches(
                 if !exactly_once {
                     raw.positions.note(&cur.topic, partition, offset);
                 }
-                raw.push(&msg, args, names, cur);
+                raw.push(&msg, cfg, names, cur);
                 count += 1;
-                stop = args.max_messages.is_some_and(|m| count >= m);
+                stop = cfg.max_messages.is_some_and(|m| count >= m);
             }
         }
         // Full, stopping, or the oldest message has waited 50 ms (checked every 64
@@ -293,14 +293,14 @@ pub(super) struct RawMsg {
 }
 
 impl RawBatch {
-    pub(super) fn push<M: Message>(&mut self, msg: &M, args: &Args, names: &Names, cur: &Cursor) {
+    pub(super) fn push<M: Message>(&mut self, msg: &M, cfg: &Config, names: &Names, cur: &Cursor) {
         let (start, meta_start) = (self.bytes.len(), self.metas.len());
-        if args.format == Format::Kcat {
+        if cfg.format == Format::Kcat {
             self.bytes.extend_from_slice(kcat_line(msg).as_bytes());
         } else {
             self.bytes.extend_from_slice(msg.payload().unwrap_or(b"{}"));
         }
-        if args.format == Format::Events && !args.no_meta {
+        if cfg.format == Format::Events && !cfg.no_meta {
             push_meta(&mut self.metas, msg, names, &cur.topic_json, cur.epoch);
         }
         self.msgs.push(RawMsg {

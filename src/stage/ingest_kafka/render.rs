@@ -10,7 +10,7 @@ pub(super) fn render_batches(
     rx: std::sync::mpsc::Receiver<RawBatch>,
     consumer: &Arc<BaseConsumer<Callbacks>>,
     output: &Sender<Batch>,
-    args: &Args,
+    cfg: &Config,
     names: &Names,
     ctx: &Ctx,
 ) -> Result<()> {
@@ -28,7 +28,7 @@ pub(super) fn render_batches(
         for m in &raw.msgs {
             let body = &raw.bytes[m.payload.clone()];
             let at = text.len();
-            match render(body, &raw.metas[m.meta.clone()], args, names, &mut text) {
+            match render(body, &raw.metas[m.meta.clone()], cfg, names, &mut text) {
                 Ok(()) => spans.push(at..text.len()),
                 Err(reject) => {
                     text.truncate(at);
@@ -93,16 +93,16 @@ pub(super) struct Names {
 pub(super) fn render(
     body: &[u8],
     meta: &str,
-    args: &Args,
+    cfg: &Config,
     names: &Names,
     out: &mut String,
 ) -> std::result::Result<(), Reject> {
-    if args.format == Format::Kcat {
+    if cfg.format == Format::Kcat {
         out.push_str(std::str::from_utf8(body).expect("kcat lines are JSON text"));
         return Ok(());
     }
     // The common case in one pass: a JSON object without the metadata field.
-    if !args.no_meta {
+    if !cfg.no_meta {
         if let Ok(text) = std::str::from_utf8(body) {
             if json::append_member(text, &names.meta_field, &names.meta_key, meta, out) {
                 return Ok(());
@@ -113,7 +113,7 @@ pub(super) fn render(
     // the metadata field already.
     let mut event = Event::from_line(body.to_vec(), 0);
     if let Err(reject) = event.decode() {
-        if !args.wrap_non_json {
+        if !cfg.wrap_non_json {
             return Err(reject);
         }
         let wrapped = match std::str::from_utf8(body) {
@@ -126,7 +126,7 @@ pub(super) fn render(
         event = Event::from_line(wrapped.into_bytes(), 0);
         event.decode()?;
     }
-    if !args.no_meta {
+    if !cfg.no_meta {
         event.set_field(&names.meta_field, meta)?;
     }
     out.push_str(event.text());

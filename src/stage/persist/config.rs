@@ -48,29 +48,29 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn from_args(args: &Args, layout: &Layout) -> Config {
+    pub fn new(opts: &Options, layout: &Layout) -> Config {
         Config {
-            key: args.key.clone(),
-            keep_meta: args.keep_meta,
-            columns: args.columns.clone(),
+            key: opts.key.clone(),
+            keep_meta: opts.keep_meta,
+            columns: opts.columns.clone(),
             column_json: layout
                 .columns
                 .iter()
                 .map(|(_, ty)| ty == "json" || ty == "jsonb")
                 .collect(),
-            version: args
+            version: opts
                 .version_field
                 .clone()
-                .map(|f| (f, layout.version.unwrap_or(args.version_type))),
-            on_conflict: args.on_conflict,
-            tombstones: args.tombstones,
-            tombstone_flag: FieldPath::parse(&format!("{}.tombstone", args.common.meta_field))
+                .map(|f| (f, layout.version.unwrap_or(opts.version_type))),
+            on_conflict: opts.on_conflict,
+            tombstones: opts.tombstones,
+            tombstone_flag: FieldPath::parse(&format!("{}.tombstone", opts.meta_field))
                 .expect("a field name and a plain segment"),
-            tombstone_key: FieldPath::parse(&format!("{}.key", args.common.meta_field))
+            tombstone_key: FieldPath::parse(&format!("{}.key", opts.meta_field))
                 .expect("a field name and a plain segment"),
-            batch_size: args.batch_size as usize,
-            linger: args.linger,
-            emit: args.emit,
+            batch_size: opts.batch_size as usize,
+            linger: opts.linger,
+            emit: opts.emit,
         }
     }
 

@@ -22,14 +22,20 @@ pub struct Layout {
 
 /// `CREATE TABLE IF NOT EXISTS` for `--create-table`, in one database's type names for
 /// text, JSON, the version and timestamps; the `--column` columns carry their own types.
-pub fn create_table_sql(args: &Args, text: &str, json: &str, version: &str, time: &str) -> String {
+pub fn create_table_sql(
+    opts: &Options,
+    text: &str,
+    json: &str,
+    version: &str,
+    time: &str,
+) -> String {
     let mut sql = format!(
         "CREATE TABLE IF NOT EXISTS {} ({} {text} PRIMARY KEY NOT NULL, payload {json} NOT NULL, \
          meta {json}, version {version}, first_seen {time}, updated_at {time}",
-        args.table.quoted(),
-        quote_ident(&args.key_column),
+        opts.table.quoted(),
+        quote_ident(&opts.key_column),
     );
-    for c in &args.columns {
+    for c in &opts.columns {
         let ty =
             c.ty.as_deref()
                 .expect("checked: --create-table needs types");
@@ -42,12 +48,12 @@ pub fn create_table_sql(args: &Args, text: &str, json: &str, version: &str, time
 /// Checks the table's columns (name, SQL type) against the flags and decides what to
 /// write. `unique` says whether the key column has a unique index.
 pub fn resolve_layout(
-    args: &Args,
+    opts: &Options,
     columns: &[(String, String)],
     unique: bool,
     shown_db: &str,
 ) -> Result<Layout> {
-    let table = &args.table;
+    let table = &opts.table;
     let type_of = |name: &str| {
         columns
             .iter()
@@ -59,20 +65,20 @@ pub fn resolve_layout(
             "table {table} does not exist in {shown_db} (add --create-table to create it)"
         )));
     }
-    if type_of(&args.key_column).is_none() {
+    if type_of(&opts.key_column).is_none() {
         return Err(Error::usage(format!(
             "table {table} has no key column {:?} (see --key-column)",
-            args.key_column
+            opts.key_column
         )));
     }
     if !unique {
         return Err(Error::usage(format!(
             "column {:?} of table {table} has no unique index: upserts need a primary key or \
              a unique constraint on it alone",
-            args.key_column
+            opts.key_column
         )));
     }
-    let version = match &args.version_field {
+    let version = match &opts.version_field {
         None => None,
         Some(_) => {
             let ty = type_of("version").ok_or_else(|| {
@@ -84,12 +90,12 @@ pub fn resolve_layout(
                 "bigint" | "integer" | "smallint" | "int" | "int8" | "int4" => VersionType::Bigint,
                 t if t.starts_with("numeric") || t.starts_with("decimal") => VersionType::Numeric,
                 "timestamp with time zone" | "timestamptz" => VersionType::Timestamptz,
-                _ => args.version_type,
+                _ => opts.version_type,
             })
         }
     };
     let mut typed = Vec::new();
-    for c in &args.columns {
+    for c in &opts.columns {
         let Some(ty) = type_of(&c.column) else {
             return Err(Error::usage(format!(
                 "table {table} has no column {:?} (named by --column)",
@@ -100,14 +106,14 @@ pub fn resolve_layout(
     }
     Ok(Layout {
         table: table.clone(),
-        key_column: args.key_column.clone(),
+        key_column: opts.key_column.clone(),
         payload: type_of("payload").is_some(),
         meta: type_of("meta").is_some(),
         version,
         first_seen: type_of("first_seen").is_some(),
         updated_at: type_of("updated_at").is_some(),
         columns: typed,
-        on_conflict: args.on_conflict,
-        offsets_table: args.offsets_table.clone(),
+        on_conflict: opts.on_conflict,
+        offsets_table: opts.offsets_table.clone(),
     })
 }

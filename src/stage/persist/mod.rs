@@ -17,7 +17,8 @@
 //! - a partition whose owner moved on (a newer epoch in the offsets table) is fenced:
 //!   the transaction is rolled back and redone without its events.
 //!
-//! Files, one concern each: `args` (flags), `config` (event → row), `layout` (the
+//! Files, one concern each: `args` (flags), `options` (the flags' settings free of
+//! clap: what the rest is built from), `config` (event → row), `layout` (the
 //! table's DDL and columns), `target` (PostgreSQL or SQLite), `load` (the router, the
 //! loaders and their retries: the hot loop); [`postgres`] and [`sqlite`] hold each
 //! database's SQL; [`offsets`] decides which source offsets may be recorded; [`version`]
@@ -49,6 +50,7 @@ mod args;
 mod config;
 mod layout;
 mod load;
+mod options;
 mod target;
 
 pub use args::{Args, ColumnMap, OnConflict, Tombstones};
@@ -57,6 +59,7 @@ pub use layout::Layout;
 use layout::*;
 use load::*;
 pub use load::{Counts, LoadError, Loaded, Loader};
+pub use options::Options;
 pub use target::{open, Target};
 
 pub mod offsets;

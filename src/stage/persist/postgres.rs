@@ -17,37 +17,37 @@ use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use tokio_postgres::{Client, Statement};
 
 use super::offsets::{Commit, StreamKey};
-use super::{Args, Layout, LoadError, Loaded, OnConflict, Row};
+use super::{Layout, LoadError, Loaded, OnConflict, Options, Row};
 use crate::event::Reject;
 use crate::exit::{Error, Exit, Result};
 use crate::postgres::{create_if_absent, message, offsets_ddl, ConnectSpec, Table};
 
 /// Connects `--connections` times, creates and checks the table, prepares statements.
-pub async fn open(spec: &ConnectSpec, args: &Args) -> Result<(Layout, Vec<Loader>)> {
+pub async fn open(spec: &ConnectSpec, opts: &Options) -> Result<(Layout, Vec<Loader>)> {
     let client = spec
         .connect()
         .await
         .map_err(|e| Error::unavailable(spec.failure(&e)))?;
-    let table = args.table.quoted();
-    if args.create_table {
-        if let Some(schema) = &args.table.schema {
+    let table = opts.table.quoted();
+    if opts.create_table {
+        if let Some(schema) = &opts.table.schema {
             create_if_absent(
                 &client,
                 &format!("CREATE SCHEMA IF NOT EXISTS {}", super::quote_ident(schema)),
             )
             .await
-            .map_err(|e| setup_error(&args.table, "cannot create the schema of", e))?;
+            .map_err(|e| setup_error(&opts.table, "cannot create the schema of", e))?;
         }
         let sql = super::create_table_sql(
-            args,
+            opts,
             "text",
             "jsonb",
-            args.version_type.sql(),
+            opts.version_type.sql(),
             "timestamptz",
         );
         create_if_absent(&client, &sql)
             .await
-            .map_err(|e| setup_error(&args.table, "cannot create", e))?;
+            .map_err(|e| setup_error(&opts.table, "cannot create", e))?;
     }
     let rows = client
         .query(
@@ -57,7 +57,7 @@ pub async fn open(spec: &ConnectSpec, args: &Args) -> Result<(Layout, Vec<Loader
             &[&table],
         )
         .await
-        .map_err(|e| setup_error(&args.table, "cannot read", e))?;
+        .map_err(|e| setup_error(&opts.table, "cannot read", e))?;
     let columns: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     let unique: bool = client
         .query_one(
@@ -65,14 +65,14 @@ pub async fn open(spec: &ConnectSpec, args: &Args) -> Result<(Layout, Vec<Loader
              ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
              WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indnkeyatts = 1 \
              AND i.indpred IS NULL AND a.attname = $2)",
-            &[&table, &args.key_column],
+            &[&table, &opts.key_column],
         )
         .await
-        .map_err(|e| setup_error(&args.table, "cannot read", e))?
+        .map_err(|e| setup_error(&opts.table, "cannot read", e))?
         .get(0);
-    let layout = super::resolve_layout(args, &columns, unique, spec.display())?;
+    let layout = super::resolve_layout(opts, &columns, unique, spec.display())?;
     let mut loaders = vec![Loader::new(spec.clone(), client, &layout).await?];
-    for _ in 1..args.connections {
+    for _ in 1..opts.connections {
         let client = spec
             .connect()
             .await

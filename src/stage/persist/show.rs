@@ -8,19 +8,16 @@ use std::io::{BufWriter, Write};
 
 use futures::{pin_mut, TryStreamExt};
 
-use super::{Args, Target};
+use super::{Options, Target};
 use crate::exit::{Error, Exit, Result};
 use crate::json;
 use crate::postgres::{self, quote_ident, Table};
 
 /// Prints the table; the exit code is 0 (also when stdout closed early).
-pub async fn run(args: &Args) -> Result<Exit> {
-    if !args.inputs.is_empty() {
-        return Err(Error::usage("--show reads the table, not input files"));
-    }
-    let table = args.table.quoted();
-    let key = quote_ident(&args.key_column);
-    let written = match Target::from_args(args)? {
+pub async fn run(opts: &Options) -> Result<Exit> {
+    let table = opts.table.quoted();
+    let key = quote_ident(&opts.key_column);
+    let written = match Target::from_options(opts)? {
         Target::Postgres(spec) => {
             let client = spec
                 .connect()
@@ -30,14 +27,14 @@ pub async fn run(args: &Args) -> Result<Exit> {
             let rows = client
                 .query_raw(&sql, std::iter::empty::<&str>())
                 .await
-                .map_err(|e| shown_error(&args.table, postgres::message(&e)))?;
+                .map_err(|e| shown_error(&opts.table, postgres::message(&e)))?;
             pin_mut!(rows);
             let mut out = BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
             let mut result = Ok(());
             while let Some(row) = rows
                 .try_next()
                 .await
-                .map_err(|e| shown_error(&args.table, postgres::message(&e)))?
+                .map_err(|e| shown_error(&opts.table, postgres::message(&e)))?
             {
                 let line: &str = row.get(0);
                 result = writeln!(out, "{line}");
@@ -54,7 +51,7 @@ pub async fn run(args: &Args) -> Result<Exit> {
                     path.display()
                 )));
             }
-            let t = args.table.clone();
+            let t = opts.table.clone();
             tokio::task::spawn_blocking(move || sqlite_rows(&path, &t, &table, &key))
                 .await
                 .map_err(|e| Error::from(anyhow::anyhow!("--show panicked: {e}")))??

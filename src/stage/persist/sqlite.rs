@@ -17,7 +17,7 @@ use rusqlite::types::Value;
 use rusqlite::{params_from_iter, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
 use super::offsets::{Commit, StreamKey};
-use super::{Args, Layout, LoadError, Loaded, OnConflict, Row, Table};
+use super::{Layout, LoadError, Loaded, OnConflict, Options, Row, Table};
 use crate::event::Reject;
 use crate::exit::{Error, Exit, Result};
 
@@ -98,41 +98,41 @@ fn open_error(path: &Path, e: impl std::fmt::Display) -> Error {
 }
 
 /// Opens (creating) the file, creates and checks the table.
-pub async fn open(path: &Path, args: &Args) -> Result<(Layout, Loader)> {
-    if args.table.schema.as_deref().is_some_and(|s| s != "main") {
+pub async fn open(path: &Path, opts: &Options) -> Result<(Layout, Loader)> {
+    if opts.table.schema.as_deref().is_some_and(|s| s != "main") {
         return Err(Error::usage(format!(
             "--table {}: SQLite has no schemas (use a plain name, or main.NAME)",
-            args.table
+            opts.table
         )));
     }
     let path: PathBuf = path.to_owned();
-    let args = args.clone();
-    tokio::task::spawn_blocking(move || open_blocking(&path, &args))
+    let opts = opts.clone();
+    tokio::task::spawn_blocking(move || open_blocking(&path, &opts))
         .await
         .map_err(|e| Error::from(anyhow::anyhow!("SQLite setup panicked: {e}")))?
 }
 
-fn open_blocking(path: &Path, args: &Args) -> Result<(Layout, Loader)> {
+fn open_blocking(path: &Path, opts: &Options) -> Result<(Layout, Loader)> {
     let conn = Connection::open(path).map_err(|e| open_error(path, e))?;
     conn.busy_timeout(Duration::from_secs(30))
         .map_err(|e| open_error(path, e))?;
     conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
         .map_err(|e| open_error(path, e))?;
-    if args.create_table {
-        let version = match args.version_type {
+    if opts.create_table {
+        let version = match opts.version_type {
             super::VersionType::Bigint => "INTEGER",
             super::VersionType::Numeric => "NUMERIC",
             super::VersionType::Timestamptz => "TEXT",
         };
-        let sql = super::create_table_sql(args, "TEXT", "TEXT", version, "TEXT");
+        let sql = super::create_table_sql(opts, "TEXT", "TEXT", version, "TEXT");
         conn.execute_batch(&sql)
-            .map_err(|e| open_error(path, format!("creating table {}: {e}", args.table)))?;
+            .map_err(|e| open_error(path, format!("creating table {}: {e}", opts.table)))?;
     }
-    let columns = table_columns(&conn, &args.table).map_err(|e| open_error(path, e))?;
+    let columns = table_columns(&conn, &opts.table).map_err(|e| open_error(path, e))?;
     let unique =
-        has_unique_index(&conn, &args.table, &args.key_column).map_err(|e| open_error(path, e))?;
+        has_unique_index(&conn, &opts.table, &opts.key_column).map_err(|e| open_error(path, e))?;
     let shown = format!("SQLite file {}", path.display());
-    let layout = super::resolve_layout(args, &columns, unique, &shown)?;
+    let layout = super::resolve_layout(opts, &columns, unique, &shown)?;
     let sql = Arc::new(statements(&layout));
     // Prepare once now, so a statement SQLite refuses is an error at start.
     conn.prepare(&sql.insert)

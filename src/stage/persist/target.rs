@@ -9,28 +9,28 @@ pub enum Target {
 }
 
 impl Target {
-    pub fn from_args(args: &Args) -> Result<Target> {
+    pub fn from_options(opts: &Options) -> Result<Target> {
         match ConnectSpec::from_env(
-            args.database_url.as_deref(),
-            args.connect_timeout,
+            opts.database_url.as_deref(),
+            opts.connect_timeout,
             "ndpipe persist",
         )? {
             Some(spec) => Ok(Target::Postgres(Box::new(spec))),
-            None => Ok(Target::Sqlite(args.sqlite.clone())),
+            None => Ok(Target::Sqlite(opts.sqlite.clone())),
         }
     }
 }
 
 /// Opens the target, prepares the table and returns its layout and the loaders.
-pub async fn open(args: &Args) -> Result<(Layout, Vec<Loader>)> {
-    if args.create_table && args.columns.iter().any(|c| c.ty.is_none()) {
+pub async fn open(opts: &Options) -> Result<(Layout, Vec<Loader>)> {
+    if opts.create_table && opts.columns.iter().any(|c| c.ty.is_none()) {
         return Err(Error::usage(
             "--create-table with --column needs a type for every column (COL=FIELD:TYPE)",
         ));
     }
-    match Target::from_args(args)? {
+    match Target::from_options(opts)? {
         Target::Postgres(spec) => {
-            let (layout, loaders) = postgres::open(&spec, args).await?;
+            let (layout, loaders) = postgres::open(&spec, opts).await?;
             Ok((
                 layout,
                 loaders
@@ -40,14 +40,14 @@ pub async fn open(args: &Args) -> Result<(Layout, Vec<Loader>)> {
             ))
         }
         Target::Sqlite(path) => {
-            if !args.common.quiet {
+            if !opts.quiet {
                 crate::progress::eprint_line(&format!(
                     "persist: no database configured (--database-url, DATABASE_URL, PG*): \
                      writing to the SQLite file {}",
                     path.display()
                 ));
             }
-            let (layout, loader) = sqlite::open(&path, args).await?;
+            let (layout, loader) = sqlite::open(&path, opts).await?;
             Ok((layout, vec![Loader::Sqlite(loader)]))
         }
     }
