@@ -18,6 +18,9 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 /// to 5 s (past `--enqueue-timeout`, a client is already being told to retry).
 const LATENCY_BUCKETS: [f64; 10] = [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
 
+/// How often histogram samples are folded into their buckets (and freed).
+const UPKEEP: std::time::Duration = std::time::Duration::from_secs(1);
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the recorder (once per process) and returns what renders it.
@@ -30,6 +33,15 @@ pub fn handle() -> &'static PrometheusHandle {
         let handle = recorder.handle();
         // Only fails when a recorder is already installed: then that one records.
         let _ = metrics::set_global_recorder(recorder);
+        // Histograms keep their samples until drained: drain them on a timer, not only
+        // when scraped, so memory stays flat when nobody scrapes.
+        let upkeep = handle.clone();
+        let _ = std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || loop {
+                std::thread::sleep(UPKEEP);
+                upkeep.run_upkeep();
+            });
         handle
     })
 }
