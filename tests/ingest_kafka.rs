@@ -907,3 +907,28 @@ fn two_consumers_in_one_group_split_and_take_over_partitions() {
     // a-'s fenced lines were read twice (once by each member): allow for them.
     assert_exactly_once(&pg, &group_name, &text, 40_000, Some(emitted - fenced));
 }
+
+/// `--offsets-from` connects as `sslmode` says: a TLS-only server refuses it with
+/// `disable` and serves it with `require` (it used to connect without TLS whatever the
+/// URL said).
+#[test]
+fn offsets_from_uses_tls_as_sslmode_says() {
+    let dir = Dir::new();
+    let broker = Broker::start();
+    let cluster = crate::persist::Cluster::tls_only();
+    let (topic, _) = topic_with_events(&dir, &broker, "tls", 1, 20, &[]);
+    let run = |mode: &str| {
+        ingest_kafka(&dir, &broker, &topic)
+            .args(["--offsets-name", "tls", "--exit-at-end", "--offsets-from"])
+            .arg(format!("{}?sslmode={mode}", cluster.url()))
+            .env_remove("PGSSLMODE")
+            .output()
+            .unwrap()
+    };
+    let o = run("disable");
+    assert!(!o.status.success());
+    assert!(err(&o).contains("no encryption"), "{}", err(&o));
+    let o = run("require");
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(values(&out(&o)).len(), 20);
+}

@@ -508,6 +508,16 @@ pub(crate) struct Cluster {
 
 impl Cluster {
     pub(crate) fn new() -> Cluster {
+        Cluster::build(false)
+    }
+
+    /// A cluster that accepts TLS connections only (`hostssl` in pg_hba.conf), with a
+    /// self-signed certificate for `localhost` at [`Cluster::certificate`].
+    pub(crate) fn tls_only() -> Cluster {
+        Cluster::build(true)
+    }
+
+    fn build(tls: bool) -> Cluster {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .expect("PostgreSQL server binaries under /usr/lib/postgresql")
             .filter_map(|e| e.ok())
@@ -549,8 +559,47 @@ impl Cluster {
             "postgres",
             "--no-sync",
         ]);
+        if tls {
+            let (crt, key) = (c.certificate(), c.data.join("server.key"));
+            let o = Std::new("openssl")
+                .args([
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                ])
+                .args([
+                    "-subj",
+                    "/CN=localhost",
+                    "-addext",
+                    "subjectAltName=DNS:localhost",
+                ])
+                .arg("-keyout")
+                .arg(&key)
+                .arg("-out")
+                .arg(&crt)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "openssl: {}", err(&o));
+            std::fs::write(
+                c.data.join("pg_hba.conf"),
+                "hostssl all all 127.0.0.1/32 trust\n",
+            )
+            .unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+            let chown = Std::new("chown")
+                .arg("postgres:postgres")
+                .args([&crt, &key, &c.data.join("pg_hba.conf")])
+                .status()
+                .unwrap();
+            assert!(chown.success());
+            std::fs::write(c.data.join("postgresql.auto.conf"), "ssl = on\n").unwrap();
+        }
         c.start();
         c
+    }
+
+    /// The server's self-signed certificate (TLS clusters only).
+    pub(crate) fn certificate(&self) -> std::path::PathBuf {
+        self.data.join("server.crt")
     }
 
     fn as_postgres(&self, args: &[&str]) {
@@ -1126,4 +1175,77 @@ fn positions_of_any_source_commit_with_the_rows() {
         "file:loader\tdev8:ino42\t0\t58\ng\tt\t0\t5"
     );
     assert_eq!(pg.sql("SELECT count(*) FROM events"), "3");
+}
+
+/// TLS as libpq does it, against a server that takes TLS connections only:
+/// `disable` is refused by the server, `require` encrypts without checking the
+/// certificate, `verify-ca` checks the chain but not the name, `verify-full` both.
+#[test]
+fn tls_modes_against_a_tls_only_server() {
+    let dir = Dir::new();
+    let cluster = Cluster::tls_only();
+    let input = dir.create(
+        "in.ndjson",
+        "{\"id\":\"a\",\"n\":1}\n{\"id\":\"b\",\"n\":2}\n",
+    );
+    let root = cluster.certificate();
+    let url = |query: &str| format!("{}?{query}", cluster.url());
+    let persist = |url: &str| {
+        dir.cmd("persist")
+            .args(["--database-url", url, "--create-table", "-q"])
+            .arg(&input)
+            .env_remove("PGSSLMODE")
+            .env_remove("PGSSLROOTCERT")
+            .output()
+            .unwrap()
+    };
+
+    let o = persist(&url("sslmode=disable"));
+    assert_eq!(o.status.code(), Some(69), "{}", err(&o));
+    assert!(err(&o).contains("no encryption"), "{}", err(&o));
+
+    for query in [
+        "sslmode=require".to_owned(),
+        format!("sslmode=verify-ca&sslrootcert={}", root.display()),
+        // A root certificate alone makes `require` check the chain, as libpq does.
+        format!("sslmode=require&sslrootcert={}", root.display()),
+    ] {
+        let o = persist(&url(&query));
+        assert!(o.status.success(), "{query}: {}", err(&o));
+    }
+    assert_eq!(cluster.count(), 2);
+
+    // The certificate names localhost, not 127.0.0.1: only verify-full looks.
+    let o = persist(&url(&format!(
+        "sslmode=verify-full&sslrootcert={}",
+        root.display()
+    )));
+    assert_eq!(o.status.code(), Some(69), "{}", err(&o));
+    assert!(
+        err(&o).to_lowercase().contains("certificate"),
+        "{}",
+        err(&o)
+    );
+
+    // PGSSLROOTCERT is read as libpq reads it; the same file verifies for localhost.
+    let o = dir
+        .cmd("persist")
+        .args([
+            "--database-url",
+            &url("sslmode=verify-full").replace("127.0.0.1", "localhost"),
+        ])
+        .args(["--create-table", "-q"])
+        .arg(&input)
+        .env("PGSSLROOTCERT", &root)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+
+    // A root certificate that did not sign the server's: the chain check fails.
+    let other = Cluster::tls_only();
+    let o = persist(&url(&format!(
+        "sslmode=verify-ca&sslrootcert={}",
+        other.certificate().display()
+    )));
+    assert_eq!(o.status.code(), Some(69), "{}", err(&o));
 }
