@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use crate::exit::{Exit, Result};
+use crate::pipeline;
 use crate::shell;
 use crate::stage::{enrich, ingest_http, ingest_kafka, persist, validate};
 
@@ -62,4 +63,9 @@ pub async fn persist(args: persist::Args) -> Result<Exit> {
         Some(Box::new(move || detail.summary())),
     )
     .await
+}
+
+/// `pipeline`: a pipe text of the commands above, run in one process.
+pub async fn pipeline(args: pipeline::Args) -> Result<Exit> {
+    pipeline::main(args).await
 }

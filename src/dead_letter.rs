@@ -74,6 +74,11 @@ impl DeadLetters {
         DeadLetters::open(None, meta_field).expect("no file to open")
     }
 
+    /// Whether `other` is this same output (clones share one).
+    pub fn same(&self, other: &DeadLetters) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     pub fn has_output(&self) -> bool {
         self.0.out.is_some()
     }

@@ -12,6 +12,7 @@
 //! - [`docs`]: man pages and shell completions rendered from every command's flags (used
 //!   by `scripts/gen-docs` and the docs tests only).
 //! - [`commands`]: each command's `Args → Config` step and its shell form.
+//! - [`pipeline`]: a pipe text run in one process: `[hub, stage, …, writer]`.
 //! - [`shell`]: the shell form: `[reader, stage, writer]`, summary and exit code.
 //! - [`wire`]: runs a chain of stages over bounded channels, and decides how it ends.
 //! - [`stage`]: the contract and the stages — sources ([`stage::ingest_http`],
@@ -50,6 +51,7 @@ pub mod json;
 pub mod memory;
 pub mod metrics;
 pub mod ndjson;
+pub mod pipeline;
 pub mod position;
 pub mod postgres;
 pub mod progress;

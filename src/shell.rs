@@ -48,7 +48,7 @@ pub async fn run(
         total: inputs.iter().map(|i| i.size).sum(),
         consumed: inputs.iter().map(|i| i.consumed.clone()).collect(),
     };
-    let compression: Vec<_> = inputs
+    let compression: Compressions = inputs
         .iter()
         .map(|i| (i.name.clone(), i.compression))
         .collect();
@@ -101,29 +101,42 @@ pub async fn run(
         }
     };
     let exit = finish(name, common, &dead, &main, started, detail);
-    let Some(stopped) = stopped else {
-        return Ok(exit);
-    };
-    // Interrupted before the end of its input: what was read is handled; say where to
-    // resume, and exit 128 + the signal, not 0, so that scripts know.
-    let (source, line) = (stopped.source, stopped.line);
-    let resume = if &*source == "stdin" {
+    Ok(match stopped {
+        None => exit,
+        Some(stopped) => interrupted(name, &stopped, &compression, &shutdown, exit),
+    })
+}
+
+/// The files a run reads, with their compression, for resume hints.
+pub type Compressions = Vec<(std::sync::Arc<str>, Option<ndjson::Compression>)>;
+
+/// A run interrupted before the end of its input: what was read is handled; says where
+/// to resume, and exits 128 + the signal, not 0, so that scripts know.
+pub fn interrupted(
+    name: &str,
+    stopped: &crate::stage::Stopped,
+    compression: &Compressions,
+    shutdown: &Shutdown,
+    exit: Exit,
+) -> Exit {
+    let (source, line) = (&stopped.source, stopped.line);
+    let resume = if &**source == "stdin" {
         format!("skip {line} lines of stdin")
     } else {
         let kind = compression
             .iter()
-            .find(|(n, _)| *n == source)
+            .find(|(n, _)| n == source)
             .and_then(|(_, c)| *c);
-        ndjson::Input::resume_hint(&source, kind, line)
+        ndjson::Input::resume_hint(source, kind, line)
     };
     progress::eprint_line(&format!(
         "{name}: interrupted: stopped after line {line} of {source}; everything up to it was \
          handled (to resume: {resume})"
     ));
-    Ok(match exit {
+    match exit {
         Exit::Ok => shutdown.interrupted_exit(),
         other => other,
-    })
+    }
 }
 
 /// Prints the summary and decides the exit code: 65 when rejects had nowhere to go.

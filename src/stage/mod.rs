@@ -20,6 +20,7 @@
 //! - [`validate`]: JSON Schema and quick field rules.
 //! - [`enrich`]: set fields, timestamps, ids, lookups and jq transforms.
 //! - [`persist`]: the sink: idempotent batched upserts into PostgreSQL or SQLite.
+//! - [`tee`]: a copy of the stream at one point of a `pipeline`, to files.
 
 use std::sync::Arc;
 
@@ -39,6 +40,7 @@ pub mod ingest_http;
 pub mod ingest_kafka;
 pub mod persist;
 pub mod stdio;
+pub mod tee;
 pub mod validate;
 
 /// The contract every stage fulfils.

@@ -11,12 +11,22 @@
 //!   copy, and the sink loads on; after a source, shutdown starts (HTTP answers 503, Kafka
 //!   stops fetching) and the source's own end says what it could not write; in a chain of
 //!   filters it ends the run quietly (exit 0, the rest unread).
+//!
+//! - [`relay`]: `pipeline`'s channels, bounded in events and bytes, with `--when-full`.
+//! - [`merge`]: several sources feeding one hub.
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc;
 
+use crate::dead_letter::DeadLetters;
 use crate::exit::{Error, Result};
 use crate::stage::{Ctx, Kind, Stage, Stats};
+
+pub mod merge;
+pub mod relay;
+
+use relay::{Bounds, Fill};
+use std::sync::Arc;
 
 /// A stage with the context it runs with.
 pub struct Link {
@@ -27,6 +37,45 @@ pub struct Link {
 /// Runs `links` as a chain with channels of `capacity` batches between them; returns
 /// every stage's stats, in chain order.
 pub async fn chain(links: Vec<Link>, capacity: usize) -> Result<Vec<Stats>> {
+    run(links, Channels::Batches(capacity)).await
+}
+
+/// Runs `links` as a chain with a [`relay`] in front of every stage but the first:
+/// channels bounded by `bounds`, filled as `fills` (one per channel) show. Dropped events
+/// go to `dead` when it has an output.
+pub async fn chain_bounded(
+    links: Vec<Link>,
+    bounds: Bounds,
+    fills: Vec<Arc<Fill>>,
+    dead: DeadLetters,
+) -> Result<Vec<Stats>> {
+    assert_eq!(
+        fills.len() + 1,
+        links.len(),
+        "one channel between two stages"
+    );
+    run(
+        links,
+        Channels::Bounded {
+            bounds,
+            fills,
+            dead,
+        },
+    )
+    .await
+}
+
+enum Channels {
+    /// A plain channel of this many batches (the shell form: a reader, a stage, a writer).
+    Batches(usize),
+    Bounded {
+        bounds: Bounds,
+        fills: Vec<Arc<Fill>>,
+        dead: DeadLetters,
+    },
+}
+
+async fn run(links: Vec<Link>, channels: Channels) -> Result<Vec<Stats>> {
     let n = links.len();
     assert!(n > 0, "a chain has stages");
     let kinds: Vec<Kind> = links.iter().map(|l| l.stage.kind()).collect();
@@ -39,8 +88,31 @@ pub async fn chain(links: Vec<Link>, capacity: usize) -> Result<Vec<Stats>> {
     let (first_tx, mut next_rx) = mpsc::channel(1);
     drop(first_tx);
     let mut tasks = FuturesUnordered::new();
+    let mut relays = FuturesUnordered::new();
     for (i, link) in links.into_iter().enumerate() {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let (tx, rx) = match &channels {
+            Channels::Batches(capacity) => mpsc::channel(*capacity.max(&1)),
+            Channels::Bounded {
+                bounds,
+                fills,
+                dead,
+            } if i + 1 < n => {
+                // stage i → (one batch) → relay → (one batch) → stage i + 1
+                let (tx, relay_rx) = mpsc::channel(1);
+                let (relay_tx, rx) = mpsc::channel(1);
+                let relay = relay::run(
+                    relay_rx,
+                    relay_tx,
+                    bounds.clone(),
+                    names[i + 1],
+                    fills[i].clone(),
+                    dead.clone(),
+                );
+                relays.push(tokio::spawn(relay));
+                (tx, rx)
+            }
+            Channels::Bounded { .. } => mpsc::channel(1),
+        };
         let input = std::mem::replace(&mut next_rx, rx);
         let run = link.stage.run(input, tx, link.ctx);
         let handle = tokio::spawn(run);
@@ -77,6 +149,10 @@ pub async fn chain(links: Vec<Link>, capacity: usize) -> Result<Vec<Stats>> {
     }
     if let Some(e) = closed_output {
         return Err(e);
+    }
+    // Every stage has ended, so every relay has handed on or dropped what it held.
+    while let Some(relay) = relays.next().await {
+        relay.map_err(|e| Error::from(anyhow::anyhow!("a channel relay panicked: {e}")))??;
     }
     Ok(stats
         .into_iter()

@@ -1,0 +1,85 @@
+//! `pipeline`'s own flags. Each stage's flags are that command's (parsed in [`super::plan`]).
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::cli::{parse_bytes, Common};
+use crate::wire::relay::WhenFull;
+
+const EXAMPLES: &str = "\
+Examples:
+  # A shell pipe, run in one process:
+  pipeline 'validate --schema s.json | enrich \\
+    --timestamp processed_at | persist' events.ndjson
+
+  # Kafka into PostgreSQL, exactly once:
+  pipeline 'ingest-kafka --brokers $B --topic orders \\
+      --offsets-name loader --offsets-from $DATABASE_URL
+    | validate --schema order.schema.json
+    | persist --database-url $DATABASE_URL \\
+      --table orders'
+
+  # The same text kept in a file:
+  pipeline --file etl.pipe events.ndjson
+
+  # Two sources into one hub; look inside with tee:
+  pipeline 'ingest-http --listen :8080 \\
+    & ingest-kafka --brokers $B --topic t
+    | validate --require id | tee seen.ndjson | persist'
+
+  # What would run, without running it:
+  pipeline --explain --file etl.pipe";
+
+/// Run a shell pipe of ndpipe commands in one process: the same stages, joined by bounded
+/// channels instead of pipes, each event parsed once.
+///
+/// PIPE is the text you would give the shell, `ingest-kafka … | validate … | enrich … |
+/// persist …`: each stage is a command with exactly that command's flags (see its
+/// `--help`), plus `tee FILE` to copy the stream at any point. The text is split with the
+/// shell's quoting rules; `$VAR` and `${VAR:-default}` are taken from the environment, and
+/// nothing else of the shell is. Sources joined with `&` feed one hub, each keeping its
+/// order. Without a source stage, the FILEs after the text are read (none, or `-`:
+/// stdin). The output is what the shell pipe would print: NDJSON on stdout, or nothing
+/// when the last stage is `persist` (rows go to the database; `--emit` passes them on).
+#[derive(Parser, Debug)]
+#[command(name = "pipeline", version, after_help = EXAMPLES)]
+pub struct Args {
+    /// The pipe text (with --file: the first input file).
+    #[arg(value_name = "PIPE")]
+    pub text: Option<String>,
+
+    /// NDJSON input files, read in order; none or `-` means stdin. Gzip and zstd files are
+    /// recognised. With a source stage, files given here feed the same hub.
+    #[arg(value_name = "FILE")]
+    pub inputs: Vec<PathBuf>,
+
+    /// Read the pipe text from PATH: `\` continues a line, `#` starts a comment, and a
+    /// new line ends a stage as `|` does.
+    #[arg(short, long, value_name = "PATH")]
+    pub file: Option<PathBuf>,
+
+    /// Print the stages with their effective settings (workers, channels, batch sizes,
+    /// database, acknowledgements) and exit, touching no input, database or broker.
+    #[arg(long)]
+    pub explain: bool,
+
+    /// Events each channel between two stages may hold. A batch may take it past this by
+    /// at most itself.
+    #[arg(long, value_name = "EVENTS", default_value_t = 10_000)]
+    pub channel_capacity: usize,
+
+    /// Bytes each channel may hold, whatever the size of its events. With the default,
+    /// the channels of a four-stage pipeline hold at most 24 MiB.
+    #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = parse_bytes)]
+    pub channel_bytes: u64,
+
+    /// What a full channel does: wait (back-pressure up to the source: Kafka stops
+    /// fetching, HTTP answers 503, files stop being read), or drop events, counted and
+    /// kept as dead letters of kind `dropped`.
+    #[arg(long, value_enum, value_name = "POLICY", default_value_t = WhenFull::Block)]
+    pub when_full: WhenFull,
+
+    #[command(flatten)]
+    pub common: Common,
+}

@@ -1,0 +1,61 @@
+//! `pipeline`: a shell pipe of ndpipe commands, run in one process.
+//!
+//! The pipe text is the configuration: `validate … | enrich … | persist …` is split as the
+//! shell would ([`text`]), each stage parsed by its own command's clap definition and
+//! built by the same `Args → Config` step as its binary ([`plan`]), then run as the chain
+//! `[hub, stage, …, writer]` by [`crate::wire`] with bounded channels ([`run`]). Events
+//! travel decoded, so each is parsed once.
+//!
+//! - [`args`]: `pipeline`'s own flags.
+//! - [`text`]: quoting, `$VAR`, `|`, `&`, comments and continuations.
+//! - [`plan`]: stages, their shape, their configs; every usage error before anything runs.
+//! - [`explain`]: what `--explain` prints.
+//! - [`run`]: building the stages (databases opened now), the run and its summary.
+
+pub mod args;
+pub mod explain;
+pub mod plan;
+pub mod run;
+pub mod text;
+
+pub use args::Args;
+
+use crate::exit::{Exit, Result};
+use crate::wire::relay::Bounds;
+
+/// Runs `pipeline` with its parsed flags.
+pub async fn main(args: Args) -> Result<Exit> {
+    let (text, inputs) = match &args.file {
+        Some(path) => {
+            let text = plan::read_file(path)?;
+            let mut inputs: Vec<_> = args.text.iter().map(Into::into).collect();
+            inputs.extend(args.inputs.iter().cloned());
+            (text, inputs)
+        }
+        None => match &args.text {
+            Some(t) => (t.clone(), args.inputs.clone()),
+            None => {
+                return Err(crate::exit::Error::usage(
+                    "give the pipe text, or --file PATH (see pipeline --help)",
+                ))
+            }
+        },
+    };
+    let plan = match plan::parse(&text, inputs, &args.common)? {
+        plan::Parsed::Help(h) => {
+            print!("{h}");
+            return Ok(Exit::Ok);
+        }
+        plan::Parsed::Plan(p) => p,
+    };
+    let bounds = Bounds {
+        events: args.channel_capacity.max(1),
+        bytes: args.channel_bytes,
+        when_full: args.when_full,
+    };
+    if args.explain {
+        print!("{}", explain::explain(&plan, &args.common, &bounds));
+        return Ok(Exit::Ok);
+    }
+    run::run(plan, &args.common, bounds).await
+}

@@ -1,0 +1,353 @@
+//! From the pipe text to a plan: each stage's words parsed by that command's own clap
+//! definition, the shape checked (sources first, `persist` last unless `--emit`), then
+//! each stage's `Args → Config` step, the same one its binary takes.
+//!
+//! Nothing is opened here but the files a stage's flags name as configuration (a schema,
+//! a lookup table, a token file): no input is read, no database or broker is reached.
+
+use std::path::PathBuf;
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches};
+
+use crate::cli::Common;
+use crate::exit::{Error, Exit, Result};
+use crate::stage::{enrich, ingest_http, ingest_kafka, persist, tee, validate, Kind};
+
+use super::text::{self, Join, StageText};
+
+/// The commands a pipe text may name, sources first.
+pub const COMMANDS: [&str; 6] = [
+    "ingest-http",
+    "ingest-kafka",
+    "validate",
+    "enrich",
+    "persist",
+    "tee",
+];
+
+/// One stage's plain config.
+pub enum Spec {
+    IngestHttp(ingest_http::Config),
+    IngestKafka(Box<ingest_kafka::Config>),
+    Validate(validate::Config),
+    Enrich(Box<enrich::Config>),
+    Persist(Box<persist::Options>),
+    Tee(tee::Config),
+}
+
+impl Spec {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Spec::IngestHttp(_) | Spec::IngestKafka(_) => Kind::Source,
+            Spec::Validate(_) | Spec::Enrich(_) | Spec::Tee(_) => Kind::Filter,
+            Spec::Persist(_) => Kind::Sink,
+        }
+    }
+}
+
+/// A stage of the plan.
+pub struct Planned {
+    /// 1-based place in the text, for messages.
+    pub position: usize,
+    pub name: &'static str,
+    pub words: Vec<String>,
+    /// The flags common to every command, as they apply to this stage: `pipeline`'s,
+    /// with the stage's own `--dead-letter` if it names one.
+    pub common: Common,
+    pub spec: Spec,
+}
+
+/// What `pipeline` will run.
+pub struct Plan {
+    /// Source stages feeding the hub (joined by `&`); may be empty.
+    pub sources: Vec<Planned>,
+    /// Filters and sinks, in order.
+    pub stages: Vec<Planned>,
+    /// Input files: read when there is no source stage (none: stdin), else only those
+    /// given, into the same hub.
+    pub inputs: Vec<PathBuf>,
+}
+
+/// A parsed text, or a stage's `--help` to print instead of running.
+pub enum Parsed {
+    Plan(Plan),
+    Help(String),
+}
+
+/// Flags of [`Common`] that are given once, to `pipeline` (all but `--dead-letter`).
+const PIPELINE_WIDE: [(&str, &str); 6] = [
+    ("max_line_bytes", "--max-line-bytes"),
+    ("meta_field", "--meta-field"),
+    ("progress", "--progress"),
+    ("quiet", "--quiet"),
+    ("shutdown_timeout", "--shutdown-timeout"),
+    ("log_format", "--log-format"),
+];
+
+/// Parses `text` into a plan with `common` applied to every stage.
+pub fn parse(text: &str, inputs: Vec<PathBuf>, common: &Common) -> Result<Parsed> {
+    let env = |name: &str| std::env::var(name).ok();
+    let stages = text::split(text, &env).map_err(Error::usage)?;
+    if stages.is_empty() {
+        return Err(Error::usage(
+            "the pipe text is empty: give stages, as in 'validate --require id | persist'",
+        ));
+    }
+    let total = stages.len();
+
+    // Words first, for every stage: a typo in the last stage is found before anything
+    // of the first is built.
+    let mut parsed = Vec::with_capacity(total);
+    for (i, st) in stages.into_iter().enumerate() {
+        match parse_words(i + 1, total, st, common)? {
+            Words::Help(h) => return Ok(Parsed::Help(h)),
+            Words::Stage(w) => parsed.push(w),
+        }
+    }
+    check_shape(&parsed, total)?;
+
+    let mut plan = Plan {
+        sources: Vec::new(),
+        stages: Vec::new(),
+        inputs,
+    };
+    for w in parsed {
+        let label = label(w.position, total, w.name);
+        let spec = w.build().map_err(|e| Error {
+            exit: e.exit,
+            source: e.source.context(label),
+        })?;
+        let planned = Planned {
+            position: w.position,
+            name: w.name,
+            words: w.words,
+            common: w.common,
+            spec,
+        };
+        if planned.spec.kind() == Kind::Source {
+            plan.sources.push(planned);
+        } else {
+            plan.stages.push(planned);
+        }
+    }
+    Ok(Parsed::Plan(plan))
+}
+
+/// `stage 2 of 4 (validate)`.
+pub fn label(position: usize, total: usize, name: &str) -> String {
+    format!("stage {position} of {total} ({name})")
+}
+
+enum Words {
+    Stage(StageWords),
+    Help(String),
+}
+
+/// One stage's words, parsed by its command's clap definition.
+struct StageWords {
+    position: usize,
+    name: &'static str,
+    join: Join,
+    words: Vec<String>,
+    common: Common,
+    args: AnyArgs,
+}
+
+enum AnyArgs {
+    IngestHttp(Box<ingest_http::Args>),
+    IngestKafka(Box<ingest_kafka::Args>),
+    Validate(Box<validate::Args>),
+    Enrich(Box<enrich::Args>),
+    Persist(Box<persist::Args>),
+    Tee(tee::Args),
+}
+
+fn parse_words(position: usize, total: usize, st: StageText, common: &Common) -> Result<Words> {
+    let given = st.words[0].clone();
+    let Some(&name) = COMMANDS.iter().find(|c| **c == given) else {
+        let hint = if given.contains('/') || given.ends_with(".ndjson") {
+            " (input files go after the pipe text)"
+        } else {
+            ""
+        };
+        return Err(Error::usage(format!(
+            "stage {position} of {total}: unknown command {given:?}{hint}; known: {}",
+            COMMANDS.join(", ")
+        )));
+    };
+    let label = label(position, total, name);
+    let mut cmd = match name {
+        "ingest-http" => ingest_http::Args::command(),
+        "ingest-kafka" => ingest_kafka::Args::command(),
+        "validate" => validate::Args::command(),
+        "enrich" => enrich::Args::command(),
+        "persist" => persist::Args::command(),
+        _ => tee::Args::command(),
+    };
+    let matches = match cmd.try_get_matches_from_mut(&st.words) {
+        Ok(m) => m,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                return Ok(Words::Help(e.render().to_string()));
+            }
+            let rendered = e.render().to_string();
+            let first = rendered
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim_start_matches("error: ");
+            return Err(Error::usage(format!(
+                "{label}: {first} (see '{name} --help')"
+            )));
+        }
+    };
+    if name != "tee" {
+        for (id, flag) in PIPELINE_WIDE {
+            if matches.value_source(id) == Some(ValueSource::CommandLine) {
+                return Err(Error::usage(format!(
+                    "{label}: {flag} applies to the whole pipeline: give it to pipeline, \
+                     before the text"
+                )));
+            }
+        }
+    }
+    let mut stage_common = common.clone();
+    if let Some(own) = (name != "tee").then(|| dead_letter(&matches)).flatten() {
+        stage_common.dead_letter = Some(own);
+    }
+    let from = |e: clap::Error| Error::usage(format!("{label}: {e}"));
+    let args = match name {
+        "ingest-http" => {
+            let mut a = ingest_http::Args::from_arg_matches(&matches).map_err(from)?;
+            a.common = stage_common.clone();
+            AnyArgs::IngestHttp(Box::new(a))
+        }
+        "ingest-kafka" => {
+            let mut a = ingest_kafka::Args::from_arg_matches(&matches).map_err(from)?;
+            a.common = stage_common.clone();
+            AnyArgs::IngestKafka(Box::new(a))
+        }
+        "validate" => {
+            let mut a = validate::Args::from_arg_matches(&matches).map_err(from)?;
+            no_inputs(&label, &a.inputs)?;
+            a.common = stage_common.clone();
+            AnyArgs::Validate(Box::new(a))
+        }
+        "enrich" => {
+            let mut a = enrich::Args::from_arg_matches(&matches).map_err(from)?;
+            no_inputs(&label, &a.inputs)?;
+            a.common = stage_common.clone();
+            AnyArgs::Enrich(Box::new(a))
+        }
+        "persist" => {
+            let mut a = persist::Args::from_arg_matches(&matches).map_err(from)?;
+            no_inputs(&label, &a.inputs)?;
+            if a.show {
+                return Err(Error::usage(format!(
+                    "{label}: --show reads a table and is not a stage: run 'persist --show' alone"
+                )));
+            }
+            a.common = stage_common.clone();
+            AnyArgs::Persist(Box::new(a))
+        }
+        _ => AnyArgs::Tee(tee::Args::from_arg_matches(&matches).map_err(from)?),
+    };
+    Ok(Words::Stage(StageWords {
+        position,
+        name,
+        join: st.join,
+        words: st.words,
+        common: stage_common,
+        args,
+    }))
+}
+
+fn dead_letter(m: &ArgMatches) -> Option<String> {
+    (m.value_source("dead_letter") == Some(ValueSource::CommandLine))
+        .then(|| m.get_one::<String>("dead_letter").cloned())
+        .flatten()
+}
+
+fn no_inputs(label: &str, inputs: &[PathBuf]) -> Result<()> {
+    match inputs.first() {
+        None => Ok(()),
+        Some(p) => Err(Error::usage(format!(
+            "{label}: {:?} looks like an input file: input files go after the pipe text",
+            p.display().to_string()
+        ))),
+    }
+}
+
+impl StageWords {
+    fn kind(&self) -> Kind {
+        match &self.args {
+            AnyArgs::IngestHttp(_) | AnyArgs::IngestKafka(_) => Kind::Source,
+            AnyArgs::Persist(_) => Kind::Sink,
+            _ => Kind::Filter,
+        }
+    }
+
+    fn build(&self) -> Result<Spec> {
+        Ok(match &self.args {
+            AnyArgs::IngestHttp(a) => Spec::IngestHttp(ingest_http::Config::from_args(a)?),
+            AnyArgs::IngestKafka(a) => {
+                Spec::IngestKafka(Box::new(ingest_kafka::Config::from_args(a)?))
+            }
+            AnyArgs::Validate(a) => Spec::Validate(validate::Config::from_args(a)?),
+            AnyArgs::Enrich(a) => Spec::Enrich(Box::new(enrich::Config::from_args(a)?)),
+            AnyArgs::Persist(a) => Spec::Persist(Box::new(persist::Options::from(&**a))),
+            AnyArgs::Tee(a) => Spec::Tee(tee::Config::from_args(a)),
+        })
+    }
+}
+
+/// Sources first (the first stage, and any joined to it by `&`); `&` joins nothing else;
+/// `persist` passes nothing on, so it is last unless it has `--emit`.
+fn check_shape(stages: &[StageWords], total: usize) -> Result<()> {
+    let mut in_sources = true;
+    for (i, s) in stages.iter().enumerate() {
+        let label = label(s.position, total, s.name);
+        let source = s.kind() == Kind::Source;
+        match (source, s.join) {
+            (true, Join::Start) => {}
+            (true, Join::Also) if in_sources => {}
+            (true, _) => {
+                return Err(Error::usage(format!(
+                    "{label}: a source must come first (sources are joined with `&`, before \
+                     the first `|`)"
+                )))
+            }
+            (false, Join::Also) => {
+                return Err(Error::usage(format!(
+                    "{label}: `&` joins sources only; {} is not one",
+                    s.name
+                )))
+            }
+            (false, _) => {}
+        }
+        if !source {
+            in_sources = false;
+        }
+        if let AnyArgs::Persist(p) = &s.args {
+            if i + 1 < stages.len() && !p.emit {
+                return Err(Error::usage(format!(
+                    "{label}: persist passes nothing on without --emit: make it the last \
+                     stage, or give it --emit"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads `--file`: 66 when it cannot be read.
+pub fn read_file(path: &std::path::Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| {
+        Error::new(
+            Exit::NoInput,
+            anyhow::anyhow!("--file {}: {e}", path.display()),
+        )
+    })
+}

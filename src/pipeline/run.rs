@@ -1,0 +1,235 @@
+//! Running a plan: every stage built (databases opened only now), chained by
+//! [`crate::wire`] with bounded channels, then one summary for the whole pipe.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::cli::Common;
+use crate::dead_letter::DeadLetters;
+use crate::exit::{Error, Exit, Result};
+use crate::human;
+use crate::ndjson;
+use crate::progress::{self, InputSize, Progress};
+use crate::shell::{self, Compressions};
+use crate::shutdown::Shutdown;
+use crate::stage::stdio::{Reader, Writer};
+use crate::stage::{persist, Ctx, Stage, Stats};
+use crate::wire::merge::Merge;
+use crate::wire::relay::{Bounds, Fill};
+use crate::wire::{self, Link};
+
+use super::plan::{Plan, Planned, Spec};
+
+/// What the summary says about one stage after the run.
+struct Line {
+    name: &'static str,
+    dead: DeadLetters,
+    /// A sink's breakdown and work (persist's counts).
+    detail: Option<Arc<persist::Counts>>,
+}
+
+/// Runs `plan`; `common` holds the flags given to `pipeline` itself.
+pub async fn run(plan: Plan, common: &Common, bounds: Bounds) -> Result<Exit> {
+    let started = Instant::now();
+    let dead = DeadLetters::open(common.dead_letter.as_deref(), &common.meta_field)
+        .map_err(|e| Error::new(Exit::IoErr, e))?;
+    // Input files are opened first: a missing one exits 66 before a database is touched.
+    let inputs = if plan.sources.is_empty() || !plan.inputs.is_empty() {
+        ndjson::open_inputs(&plan.inputs)?
+    } else {
+        Vec::new()
+    };
+    let size = InputSize {
+        total: inputs.iter().map(|i| i.size).sum(),
+        consumed: inputs.iter().map(|i| i.consumed.clone()).collect(),
+    };
+    let compression: Compressions = inputs
+        .iter()
+        .map(|i| (i.name.clone(), i.compression))
+        .collect();
+    let shutdown = Shutdown::on_signals();
+    let ctx_for = |p: &Planned| -> Result<Ctx> {
+        let own = match &p.common.dead_letter {
+            same if *same == common.dead_letter => dead.clone(),
+            other => DeadLetters::open(other.as_deref(), &common.meta_field)
+                .map_err(|e| Error::new(Exit::IoErr, e))?,
+        };
+        Ok(Ctx::new(own, shutdown.clone(), &common.meta_field))
+    };
+
+    // The hub: one source, or several feeding it (source stages, then the files).
+    let mut sources: Vec<Link> = Vec::new();
+    for p in plan.sources {
+        let ctx = ctx_for(&p)?;
+        sources.push(Link {
+            stage: source_stage(p.spec),
+            ctx,
+        });
+    }
+    let reads_files = !inputs.is_empty();
+    if reads_files {
+        sources.push(Link {
+            stage: Box::new(Reader {
+                inputs,
+                max_line_bytes: common.max_line_bytes,
+                drain_timeout: common.shutdown_timeout,
+            }),
+            ctx: Ctx::new(dead.clone(), shutdown.clone(), &common.meta_field),
+        });
+    }
+    let first = if sources.len() == 1 {
+        sources.pop().expect("one")
+    } else {
+        Link {
+            stage: Box::new(Merge {
+                sources,
+                each: Arc::new(Mutex::new(Vec::new())),
+            }),
+            ctx: Ctx::new(dead.clone(), shutdown.clone(), &common.meta_field),
+        }
+    };
+
+    let progress = Progress::new("pipeline", common.progress, common.quiet, &dead, size);
+    let last_is_sink = matches!(plan.stages.last().map(|p| &p.spec), Some(Spec::Persist(_)));
+    let mut links = vec![first];
+    let mut lines = Vec::new();
+    let n = plan.stages.len();
+    for (i, p) in plan.stages.into_iter().enumerate() {
+        let mut ctx = ctx_for(&p)?;
+        if last_is_sink && i + 1 == n {
+            ctx = ctx.with_progress(progress.clone());
+        }
+        let (stage, detail): (Box<dyn Stage>, _) = match p.spec {
+            Spec::Validate(c) => (Box::new(c), None),
+            Spec::Enrich(c) => (c, None),
+            Spec::Tee(c) => (Box::new(c), None),
+            Spec::Persist(opts) => {
+                let (layout, loaders) = persist::open(&opts).await?;
+                let counts = Arc::new(persist::Counts::default());
+                let stage = persist::Persist {
+                    config: persist::Config::new(&opts, &layout),
+                    loaders,
+                    counts: counts.clone(),
+                };
+                (Box::new(stage), Some(counts))
+            }
+            Spec::IngestHttp(_) | Spec::IngestKafka(_) => unreachable!("sources are first"),
+        };
+        lines.push(Line {
+            name: p.name,
+            dead: ctx.dead.clone(),
+            detail,
+        });
+        links.push(Link { stage, ctx });
+    }
+    let writer_progress = if last_is_sink {
+        Progress::hidden()
+    } else {
+        progress.clone()
+    };
+    links.push(Link {
+        stage: Box::new(Writer {
+            out: ndjson::stdout(),
+        }),
+        ctx: Ctx::new(dead.clone(), shutdown.clone(), &common.meta_field)
+            .with_progress(writer_progress),
+    });
+
+    let fills: Vec<Arc<Fill>> = (1..links.len()).map(|_| Arc::default()).collect();
+    let ran = wire::chain_bounded(links, bounds, fills.clone(), dead.clone()).await;
+    progress.finish();
+    let stats = ran?;
+
+    let dropped: u64 = fills
+        .iter()
+        .map(|f| f.dropped.load(std::sync::atomic::Ordering::Relaxed))
+        .sum();
+    let hub = &stats[0];
+    let exit = summary(common, &lines, &stats, dropped, started);
+    Ok(match (&hub.stopped, reads_files) {
+        (Some(stopped), true) => {
+            shell::interrupted("pipeline", stopped, &compression, &shutdown, exit)
+        }
+        _ => exit,
+    })
+}
+
+fn source_stage(spec: Spec) -> Box<dyn Stage> {
+    match spec {
+        Spec::IngestHttp(c) => Box::new(c),
+        Spec::IngestKafka(c) => c,
+        _ => unreachable!("only sources feed the hub"),
+    }
+}
+
+/// One line per stage, then the totals; the exit code (65 when rejects had nowhere to go).
+fn summary(
+    common: &Common,
+    lines: &[Line],
+    stats: &[Stats],
+    dropped: u64,
+    started: Instant,
+) -> Exit {
+    // stats: [hub, stage…, writer]
+    let stage_stats = &stats[1..stats.len() - 1];
+    let rejected_total: u64 = stage_stats.iter().map(|s| s.rejected).sum();
+    let unkept = lines
+        .iter()
+        .any(|l| l.dead.count() > 0 && !l.dead.has_output());
+    // Stages sharing a dead-letter output share its counts: summarise each output once.
+    let mut seen: Vec<&DeadLetters> = Vec::new();
+    for l in lines {
+        if !seen.iter().any(|d| d.same(&l.dead)) {
+            seen.push(&l.dead);
+        }
+    }
+    let has_sink = lines.iter().any(|l| l.detail.is_some());
+    let show = !common.quiet
+        && (rejected_total > 0 || has_sink || progress::draws(common.progress, common.quiet));
+    if show {
+        for (l, s) in lines.iter().zip(stage_stats) {
+            let (breakdown, work) = l.detail.as_ref().map(|c| c.summary()).unwrap_or_default();
+            progress::eprint_line(&format!(
+                "pipeline: {}: {} in, {} out{breakdown}, {} rejected{work}",
+                l.name,
+                human::count(s.events_in),
+                human::count(s.events_out),
+                human::count(s.rejected),
+            ));
+        }
+        let first_in = stage_stats.first().map_or(0, |s| s.events_in);
+        let last_out = stats[stats.len() - 1].events_out;
+        let out = match lines.last() {
+            Some(l) if l.detail.is_some() => stage_stats.last().map_or(0, |s| s.events_out),
+            _ => last_out,
+        };
+        let whereto = match &common.dead_letter {
+            Some(p) if p == "-" => " (dead letters on stderr)".to_owned(),
+            Some(p) => format!(" (dead letters in {p})"),
+            None if rejected_total > 0 => " (no --dead-letter output: not kept)".to_owned(),
+            None => String::new(),
+        };
+        let dropped = if dropped > 0 {
+            format!(", {} dropped by --when-full", human::count(dropped))
+        } else {
+            String::new()
+        };
+        progress::eprint_line(&format!(
+            "pipeline: {} events in, {} out, {} rejected{whereto}{dropped} · {}",
+            human::count(first_in),
+            human::count(out),
+            human::count(rejected_total),
+            human::elapsed(started.elapsed()),
+        ));
+        for d in &seen {
+            for line in d.summary() {
+                progress::eprint_line(&format!("pipeline: {line}"));
+            }
+        }
+    }
+    if unkept {
+        Exit::DataErr
+    } else {
+        Exit::Ok
+    }
+}

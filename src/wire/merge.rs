@@ -1,0 +1,77 @@
+//! Several sources feeding one hub (`ingest-kafka … & ingest-http … | validate …`, or a
+//! source stage and input files), as one source stage.
+//!
+//! Every source gets a clone of the same sender: each keeps its own order (its batches
+//! arrive in the order it sent them) and its own acknowledgements; the hub closes when
+//! the last of them ends. A source that fails ends the run, as any stage's failure does.
+
+use std::sync::{Arc, Mutex};
+
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::mpsc::{self, Receiver, Sender};
+
+use crate::event::Batch;
+use crate::exit::{Error, Result};
+use crate::stage::{Ctx, Kind, Stage, Stats};
+
+use super::Link;
+
+/// The sources of one hub. Their own stats are in [`Merge::each`] once the run ends.
+pub struct Merge {
+    pub sources: Vec<Link>,
+    pub each: Arc<Mutex<Vec<(&'static str, Stats)>>>,
+}
+
+impl Stage for Merge {
+    fn name(&self) -> &'static str {
+        "sources"
+    }
+
+    fn kind(&self) -> Kind {
+        Kind::Source
+    }
+
+    fn acknowledges(&self) -> bool {
+        self.sources.iter().any(|l| l.stage.acknowledges())
+    }
+
+    fn run(
+        self: Box<Self>,
+        _input: Receiver<Batch>,
+        output: Sender<Batch>,
+        _ctx: Ctx,
+    ) -> BoxFuture<'static, Result<Stats>> {
+        Box::pin(async move {
+            let names: Vec<&'static str> = self.sources.iter().map(|l| l.stage.name()).collect();
+            let mut tasks = FuturesUnordered::new();
+            for (i, link) in self.sources.into_iter().enumerate() {
+                let (closed_tx, closed) = mpsc::channel(1);
+                drop(closed_tx);
+                let run = link.stage.run(closed, output.clone(), link.ctx);
+                let handle = tokio::spawn(run);
+                tasks.push(async move { (i, handle.await) });
+            }
+            drop(output);
+            let mut each: Vec<Option<Stats>> = vec![None; names.len()];
+            while let Some((i, joined)) = tasks.next().await {
+                let stats = joined
+                    .map_err(|e| Error::from(anyhow::anyhow!("{} panicked: {e}", names[i])))??;
+                each[i] = Some(stats);
+            }
+            let each: Vec<(&'static str, Stats)> = names
+                .into_iter()
+                .zip(each.into_iter().map(|s| s.expect("every source ended")))
+                .collect();
+            let total = each.iter().fold(Stats::default(), |mut t, (_, s)| {
+                t.events_in += s.events_in;
+                t.events_out += s.events_out;
+                t.rejected += s.rejected;
+                t.stopped = t.stopped.take().or_else(|| s.stopped.clone());
+                t
+            });
+            *self.each.lock().expect("not poisoned") = each;
+            Ok(total)
+        })
+    }
+}
