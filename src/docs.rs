@@ -23,6 +23,7 @@ pub fn commands() -> Vec<clap::Command> {
         persist::Args::command(),
         ingest_http::Args::command(),
         ingest_kafka::Args::command(),
+        crate::pipeline::Args::command(),
     ]
 }
 
@@ -253,6 +254,16 @@ pub fn environment(cmd: &clap::Command) -> Vec<(String, String)> {
             ));
         }
     }
+    if cmd.get_name() == "pipeline" {
+        vars.push((
+            "any NAME in the text".into(),
+            "$NAME and ${NAME} in the pipe text are replaced by the variable's value \
+             (${NAME:-default} when it may be unset); an unset variable without a default \
+             is a usage error. A persist stage reads the PostgreSQL variables listed under \
+             persist(1)."
+                .into(),
+        ));
+    }
     let own: &[(&str, &str)] = match cmd.get_name() {
         "persist" => &[
             (
@@ -308,7 +319,7 @@ fn environment_section(cmd: &clap::Command) -> String {
 /// FILES: the files a command reads or writes without being told their full name.
 fn files_section(name: &str) -> String {
     let mut files: Vec<(&str, &str)> = Vec::new();
-    if name == "persist" {
+    if name == "persist" || name == "pipeline" {
         files.push((
             "ndpipe.db",
             "The SQLite database written when no PostgreSQL connection is configured (the \

@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::util::*;
 
 /// `key → payload` of a PostgreSQL table.
-fn pg_rows(pg: &Pg, table: &str) -> BTreeMap<String, Value> {
+pub(crate) fn pg_rows(pg: &Pg, table: &str) -> BTreeMap<String, Value> {
     pg.sql(&format!("SELECT key, payload::text FROM {table}"))
         .lines()
         .map(|l| {
@@ -25,7 +25,7 @@ fn pg_rows(pg: &Pg, table: &str) -> BTreeMap<String, Value> {
 }
 
 /// `key → payload` of a SQLite table.
-fn sqlite_rows(path: &std::path::Path, table: &str) -> BTreeMap<String, Value> {
+pub(crate) fn sqlite_rows(path: &std::path::Path, table: &str) -> BTreeMap<String, Value> {
     let conn = rusqlite::Connection::open(path).expect("open sqlite");
     let mut stmt = conn
         .prepare(&format!("SELECT key, payload FROM {table}"))

@@ -17,6 +17,9 @@
 //!   and fencing, a database restart mid-run, table names.
 //! - `chain`: the stage contract in one process — validate and enrich chained by the
 //!   wiring, byte for byte the shell pipe's output and dead letters.
+//! - `pipeline`: the shell pipe's text in one process: the same stdout, dead letters and
+//!   rows as the shell pipe (SQLite and PostgreSQL), bad texts refused with 64 before
+//!   anything runs, `--explain`, `--file`, full channels blocking or dropping.
 //! - `faults`: the standing fault suite: signals to a whole pipe, a closed or stalled
 //!   stdout, a database stopped mid-run; nothing acknowledged may be lost.
 //! - `terminal`: what a terminal shows (captured with `script`): one progress line per
@@ -34,6 +37,7 @@ mod framing;
 mod ingest_http;
 mod ingest_kafka;
 mod persist;
+mod pipeline;
 mod readme;
 mod terminal;
 mod validate;

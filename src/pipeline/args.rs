@@ -69,9 +69,11 @@ pub struct Args {
     #[arg(long, value_name = "EVENTS", default_value_t = 10_000)]
     pub channel_capacity: usize,
 
-    /// Bytes each channel may hold, whatever the size of its events. With the default,
-    /// the channels of a four-stage pipeline hold at most 24 MiB.
-    #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = parse_bytes)]
+    /// Bytes each channel may hold, whatever the size of its events. There is a channel in
+    /// front of every stage and of the output: with the default, the four channels of a
+    /// three-stage pipe hold 16 MiB at most (at 250-byte events, the 10,000-event bound
+    /// comes first: 2.4 MiB each).
+    #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = parse_bytes)]
     pub channel_bytes: u64,
 
     /// What a full channel does: wait (back-pressure up to the source: Kafka stops

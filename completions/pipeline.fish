@@ -1,0 +1,17 @@
+complete -c pipeline -s f -l file -d 'Read the pipe text from PATH: `\\` continues a line, `#` starts a comment, and a new line ends a stage as `|` does' -r -F
+complete -c pipeline -l channel-capacity -d 'Events each channel between two stages may hold. A batch may take it past this by at most itself' -r
+complete -c pipeline -l channel-bytes -d 'Bytes each channel may hold, whatever the size of its events. There is a channel in front of every stage and of the output: with the default, the four channels of a three-stage pipe hold 16 MiB at most (at 250-byte events, the 10,000-event bound comes first: 2.4 MiB each)' -r
+complete -c pipeline -l when-full -d 'What a full channel does: wait (back-pressure up to the source: Kafka stops fetching, HTTP answers 503, files stop being read), or drop events, counted and kept as dead letters of kind `dropped`' -r -f -a "block\t'Wait for room: back-pressure all the way to the source'
+drop-oldest\t'Drop the oldest queued events to make room for new ones'
+drop-newest\t'Drop new events while the channel is full'"
+complete -c pipeline -l dead-letter -d 'Append rejected records to PATH as NDJSON, one record per reject, with the stage, reason, line, source, the raw input (first 8 KiB) and the metadata field. `-` means stderr. Several stages may share one file. Without it, rejects are counted, summarised on stderr, and the exit code is 65' -r
+complete -c pipeline -l max-line-bytes -d 'Longest accepted input line, without its line ending. Longer lines become dead letters; they are never held in memory whole. Accepts K, M, G suffixes (powers of 1024)' -r
+complete -c pipeline -l meta-field -d 'Name of the reserved top-level field holding origin metadata (source, topic, partition, offset, ...). Stages pass it through untouched; validation and jq never see it' -r
+complete -c pipeline -l shutdown-timeout -d 'How long the first SIGINT/SIGTERM may take to end the run. A command reading a pipe reads on to its end within this time (the command before it in the pipe got the signal too, and is writing out what it holds); ingest-http writes out what it has queued. What is still unwritten or unread then is reported (exit 74 for events a source had acknowledged). A second signal exits at once (130)' -r
+complete -c pipeline -l log-format -d 'Format of log lines on stderr. The level is set with NDPIPE_LOG (default: info)' -r -f -a "text\t''
+json\t''"
+complete -c pipeline -l explain -d 'Print the stages with their effective settings (workers, channels, batch sizes, database, acknowledgements) and exit, touching no input, database or broker'
+complete -c pipeline -l progress -d 'Show a progress line on stderr even when stderr is not a terminal'
+complete -c pipeline -s q -l quiet -d 'Print only errors on stderr: no progress line, no summary, no info logs'
+complete -c pipeline -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c pipeline -s V -l version -d 'Print version'
