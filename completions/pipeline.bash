@@ -23,7 +23,7 @@ _pipeline() {
 
     case "${cmd}" in
         pipeline)
-            opts="-f -q -h -V --file --explain --channel-capacity --channel-bytes --when-full --dead-letter --max-line-bytes --meta-field --progress --quiet --shutdown-timeout --log-format --help --version"
+            opts="-f -q -h -V --file --explain --channel-capacity --channel-bytes --when-full --metrics-listen --ready-window --dead-letter --max-line-bytes --meta-field --progress --quiet --shutdown-timeout --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -47,6 +47,14 @@ _pipeline() {
                     ;;
                 --when-full)
                     COMPREPLY=($(compgen -W "block drop-oldest drop-newest" -- "${cur}"))
+                    return 0
+                    ;;
+                --metrics-listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ready-window)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --dead-letter)

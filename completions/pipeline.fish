@@ -4,6 +4,8 @@ complete -c pipeline -l channel-bytes -d 'Bytes each channel may hold, whatever 
 complete -c pipeline -l when-full -d 'What a full channel does: wait (back-pressure up to the source: Kafka stops fetching, HTTP answers 503, files stop being read), or drop events, counted and kept as dead letters of kind `dropped`' -r -f -a "block\t'Wait for room: back-pressure all the way to the source'
 drop-oldest\t'Drop the oldest queued events to make room for new ones'
 drop-newest\t'Drop new events while the channel is full'"
+complete -c pipeline -l metrics-listen -d 'Serve GET /metrics (Prometheus text), /ready and /health on ADDR (such as 127.0.0.1:9598)' -r
+complete -c pipeline -l ready-window -d '/ready answers 503 once a channel has been more than 80 % full this long without a break (or at once while a database does not answer)' -r
 complete -c pipeline -l dead-letter -d 'Append rejected records to PATH as NDJSON, one record per reject, with the stage, reason, line, source, the raw input (first 8 KiB) and the metadata field. `-` means stderr. Several stages may share one file. Without it, rejects are counted, summarised on stderr, and the exit code is 65' -r
 complete -c pipeline -l max-line-bytes -d 'Longest accepted input line, without its line ending. Longer lines become dead letters; they are never held in memory whole. Accepts K, M, G suffixes (powers of 1024)' -r
 complete -c pipeline -l meta-field -d 'Name of the reserved top-level field holding origin metadata (source, topic, partition, offset, ...). Stages pass it through untouched; validation and jq never see it' -r

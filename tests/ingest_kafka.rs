@@ -166,7 +166,7 @@ fn send(
 
 /// A new topic of `partitions` holding `n` generated events (`gen_args` for
 /// gen_events.py), keyed by id; returns its name and the events' text.
-fn topic_with_events(
+pub(crate) fn topic_with_events(
     dir: &Dir,
     broker: &Broker,
     name: &str,
@@ -565,7 +565,7 @@ fn eo_pipe(
 }
 
 /// Rows in the test schema's `events` table (0 before persist has created it).
-fn rows(pg: &Pg) -> u64 {
+pub(crate) fn rows(pg: &Pg) -> u64 {
     let exists = pg.sql(
         "SELECT count(*) FROM information_schema.tables WHERE table_name = 'events' \
          AND table_schema = current_schema()",
@@ -578,7 +578,7 @@ fn rows(pg: &Pg) -> u64 {
 }
 
 /// Waits until `done` holds, `limit` at most.
-fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let start = std::time::Instant::now();
     while !done() {
         assert!(start.elapsed() < limit, "waited {limit:?} for {what}");
@@ -590,7 +590,13 @@ fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
 /// went through the pipe into `pg`: row count = distinct keys, every row holds its key's
 /// last event, the stored `next_offset`s add up to the high watermarks, and, when given,
 /// the pipe emitted fewer than 1.25 × n lines (`emitted` lines).
-fn assert_exactly_once(pg: &Pg, offsets_name: &str, text: &str, n: u64, emitted: Option<u64>) {
+pub(crate) fn assert_exactly_once(
+    pg: &Pg,
+    offsets_name: &str,
+    text: &str,
+    n: u64,
+    emitted: Option<u64>,
+) {
     let expected = last_by_id(text);
     assert_eq!(rows(pg), expected.len() as u64);
     let stored: std::collections::BTreeMap<String, serde_json::Value> = pg

@@ -45,7 +45,10 @@ pub fn summary_count(stderr: &str, what: &str) -> u64 {
     let line = stderr
         .lines()
         .rev()
-        .find(|l| l.starts_with("persist: ") && l.contains(" inserted, "))
+        .find(|l| {
+            (l.starts_with("persist: ") || l.starts_with("pipeline: persist: "))
+                && l.contains(" inserted, ")
+        })
         .unwrap_or_else(|| panic!("no summary in: {stderr}"));
     let at = line
         .find(&format!(" {what}"))

@@ -374,3 +374,95 @@ fn thousands(n: usize) -> String {
     }
     out
 }
+
+/// Kafka → PostgreSQL exactly once, in one process: `pipeline` SIGKILLed three times
+/// mid-stream and restarted each time, then run to the end of the topic. Rows = distinct
+/// keys, each holding its key's last event, and the committed offsets add up to the
+/// messages produced.
+#[test]
+fn kafka_to_postgres_exactly_once_through_three_kill_9s() {
+    use crate::ingest_kafka::{assert_exactly_once, rows, topic_with_events, wait_until, Broker};
+    use std::time::Duration;
+    let dir = Dir::new();
+    let broker = Broker::start();
+    let pg = Pg::new("pl_eo");
+    let n = 100_000;
+    let (topic, text) = topic_with_events(&dir, &broker, "pl-eo", 3, n, &["--dups", "0.05"]);
+    let pipe = |exit_at_end: bool| {
+        format!(
+            "ingest-kafka --brokers {b} --topic {topic} --offsets-name eo \
+               --offsets-from '{url}' {end} \
+             | validate --require id \
+             | persist --database-url '{url}' --create-table --version-field meta.seq \
+               --batch-size 2000 --linger 20ms",
+            b = broker.addr,
+            url = pg.url(),
+            end = if exit_at_end { "--exit-at-end" } else { "" },
+        )
+    };
+    for at_least in [10_000, 35_000, 60_000] {
+        let mut child = std::process::Command::new(bin("pipeline"))
+            .args(["-q", "--channel-capacity", "2000", &pipe(false)])
+            .current_dir(dir.root())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_until(
+            &format!("{at_least} rows"),
+            Duration::from_secs(120),
+            || rows(&pg) >= at_least,
+        );
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    let o = dir
+        .cmd("pipeline")
+        .args(["-q", &pipe(true)])
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    assert_exactly_once(&pg, "eo", &text, n, None);
+}
+
+/// Without `--offsets-from`, offsets go to Kafka only for events the sink has committed:
+/// a kill -9 may replay, never lose.
+#[test]
+fn kafka_to_postgres_at_least_once_loses_nothing_on_kill_9() {
+    use crate::ingest_kafka::{rows, topic_with_events, wait_until, Broker};
+    use std::time::Duration;
+    let dir = Dir::new();
+    let broker = Broker::start();
+    let pg = Pg::new("pl_alo");
+    let n = 60_000;
+    let (topic, text) = topic_with_events(&dir, &broker, "pl-alo", 3, n, &[]);
+    let group = format!("pl-alo-{}", std::process::id());
+    let pipe = |exit_at_end: bool| {
+        format!(
+            "ingest-kafka --brokers {b} --topic {topic} --group {group} --offset stored {end} \
+             | persist --database-url '{url}' --create-table --batch-size 2000 --linger 20ms",
+            b = broker.addr,
+            url = pg.url(),
+            end = if exit_at_end { "--exit-at-end" } else { "" },
+        )
+    };
+    let mut child = std::process::Command::new(bin("pipeline"))
+        .args(["-q", &pipe(false)])
+        .current_dir(dir.root())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("20,000 rows", Duration::from_secs(120), || {
+        rows(&pg) >= 20_000
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let o = dir
+        .cmd("pipeline")
+        .args(["-q", &pipe(true)])
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(rows(&pg), last_by_id(&text).len() as u64);
+}

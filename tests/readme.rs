@@ -2,8 +2,8 @@
 //! `scripts/demo`.
 //!
 //! The blocks run in order, in one directory holding the files the README names
-//! (`events.ndjson` is `examples/events.ndjson`, plus `event.schema.json`, `users.csv`
-//! and `order.schema.json`), with our binaries first on PATH, `DATABASE_URL` pointing at
+//! (`events.ndjson` is `examples/events.ndjson`, plus `event.schema.json`, `users.csv`,
+//! `order.schema.json` and the README's own `etl.pipe`), with our binaries first on PATH, `DATABASE_URL` pointing at
 //! a schema of this test's own in the tests' PostgreSQL and `KAFKA_BROKERS` at the tests'
 //! broker (holding a topic `orders`). Each command (lines joined by `\`) runs with bash
 //! under `set -euo pipefail` and must exit 0. `export NAME=VALUE` lines set the
@@ -176,6 +176,15 @@ fn fixtures(dir: &Dir) {
         "order.schema.json",
         r#"{"type":"object","required":["id","amount"],"properties":{"amount":{"type":"number"}}}"#,
     );
+    dir.create("etl.pipe", etl_pipe());
+}
+
+/// The `etl.pipe` the README shows: its first ```text block.
+fn etl_pipe() -> String {
+    let text = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let start = text.find("```text\n").expect("a ```text block") + "```text\n".len();
+    let len = text[start..].find("```").unwrap();
+    text[start..start + len].to_owned()
 }
 
 #[test]
@@ -265,6 +274,14 @@ fn every_readme_example_runs_as_written() {
     assert_eq!(
         pg.sql("SELECT count(*) FROM orders WHERE key LIKE 'o-%'"),
         "50"
+    );
+    // pipeline's Kafka → PostgreSQL example, and its shell-and-pipeline pair.
+    assert_eq!(pg.sql("SELECT count(*) FROM orders_eo"), "50");
+    assert!(
+        pg.sql("SELECT count(*) FROM events")
+            .parse::<u64>()
+            .unwrap()
+            > 900
     );
     pg.sql("DROP SCHEMA IF EXISTS raw CASCADE");
 }

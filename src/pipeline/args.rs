@@ -82,6 +82,16 @@ pub struct Args {
     #[arg(long, value_enum, value_name = "POLICY", default_value_t = WhenFull::Block)]
     pub when_full: WhenFull,
 
+    /// Serve GET /metrics (Prometheus text), /ready and /health on ADDR (such as
+    /// 127.0.0.1:9598).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+
+    /// /ready answers 503 once a channel has been more than 80 % full this long without a
+    /// break (or at once while a database does not answer).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = crate::cli::parse_duration)]
+    pub ready_window: std::time::Duration,
+
     #[command(flatten)]
     pub common: Common,
 }

@@ -11,11 +11,15 @@
 //! - [`plan`]: stages, their shape, their configs; every usage error before anything runs.
 //! - [`explain`]: what `--explain` prints.
 //! - [`run`]: building the stages (databases opened now), the run and its summary.
+//! - [`serve`]: `--metrics-listen`: /metrics, /ready, /health.
+//! - [`reload`]: live scaling: `--file` re-read on SIGHUP or when it changes.
 
 pub mod args;
 pub mod explain;
 pub mod plan;
+pub mod reload;
 pub mod run;
+pub mod serve;
 pub mod text;
 
 pub use args::Args;
@@ -57,5 +61,10 @@ pub async fn main(args: Args) -> Result<Exit> {
         print!("{}", explain::explain(&plan, &args.common, &bounds));
         return Ok(Exit::Ok);
     }
-    run::run(plan, &args.common, bounds).await
+    let options = run::Options {
+        bounds,
+        serve: args.metrics_listen.map(|addr| (addr, args.ready_window)),
+        reload: args.file.clone(),
+    };
+    run::run(plan, &args.common, options).await
 }

@@ -134,6 +134,47 @@ pub fn parse(text: &str, inputs: Vec<PathBuf>, common: &Common) -> Result<Parsed
     Ok(Parsed::Plan(plan))
 }
 
+/// What a reload may change in one stage.
+pub struct Scaling {
+    pub name: &'static str,
+    pub words: Vec<String>,
+    /// The effective worker count of validate and enrich.
+    pub workers: Option<usize>,
+}
+
+/// Parses `text` as [`parse`] does, without building any stage: what live scaling
+/// compares with the running pipeline.
+pub fn scaling(text: &str, common: &Common) -> Result<Vec<Scaling>> {
+    let env = |name: &str| std::env::var(name).ok();
+    let stages = text::split(text, &env).map_err(Error::usage)?;
+    let total = stages.len();
+    let mut parsed = Vec::with_capacity(total);
+    for (i, st) in stages.into_iter().enumerate() {
+        match parse_words(i + 1, total, st, common)? {
+            Words::Help(_) => return Err(Error::usage("--help in the text")),
+            Words::Stage(w) => parsed.push(w),
+        }
+    }
+    check_shape(&parsed, total)?;
+    Ok(parsed
+        .into_iter()
+        .map(|w| {
+            let workers = match &w.args {
+                AnyArgs::Validate(a) => {
+                    Some(a.workers.unwrap_or_else(crate::stage::default_workers))
+                }
+                AnyArgs::Enrich(a) => Some(a.workers.unwrap_or_else(crate::stage::default_workers)),
+                _ => None,
+            };
+            Scaling {
+                name: w.name,
+                words: w.words,
+                workers,
+            }
+        })
+        .collect())
+}
+
 /// `stage 2 of 4 (validate)`.
 pub fn label(position: usize, total: usize, name: &str) -> String {
     format!("stage {position} of {total} ({name})")

@@ -29,7 +29,21 @@ struct Line {
 }
 
 /// Runs `plan`; `common` holds the flags given to `pipeline` itself.
-pub async fn run(plan: Plan, common: &Common, bounds: Bounds) -> Result<Exit> {
+/// How a plan runs, besides the flags common to every command.
+pub struct Options {
+    pub bounds: Bounds,
+    /// `--metrics-listen`, with `--ready-window`.
+    pub serve: Option<(std::net::SocketAddr, std::time::Duration)>,
+    /// `--file`, watched for live scaling.
+    pub reload: Option<std::path::PathBuf>,
+}
+
+pub async fn run(plan: Plan, common: &Common, options: Options) -> Result<Exit> {
+    let Options {
+        bounds,
+        serve,
+        reload,
+    } = options;
     let started = Instant::now();
     let dead = DeadLetters::open(common.dead_letter.as_deref(), &common.meta_field)
         .map_err(|e| Error::new(Exit::IoErr, e))?;
@@ -59,7 +73,14 @@ pub async fn run(plan: Plan, common: &Common, bounds: Bounds) -> Result<Exit> {
 
     // The hub: one source, or several feeding it (source stages, then the files).
     let mut sources: Vec<Link> = Vec::new();
+    // Every stage of the text, for reload to compare a new text with.
+    let mut running = Vec::new();
     for p in plan.sources {
+        running.push(super::reload::Running {
+            name: p.name,
+            words: p.words.clone(),
+            workers: None,
+        });
         let ctx = ctx_for(&p)?;
         sources.push(Link {
             stage: source_stage(p.spec),
@@ -91,19 +112,38 @@ pub async fn run(plan: Plan, common: &Common, bounds: Bounds) -> Result<Exit> {
 
     let progress = Progress::new("pipeline", common.progress, common.quiet, &dead, size);
     let last_is_sink = matches!(plan.stages.last().map(|p| &p.spec), Some(Spec::Persist(_)));
+    if serve.is_some() {
+        // Before any stage registers its series: without a recorder they record nothing.
+        crate::metrics::handle();
+    }
     let mut links = vec![first];
     let mut lines = Vec::new();
+    let mut databases = Vec::new();
     let n = plan.stages.len();
     for (i, p) in plan.stages.into_iter().enumerate() {
         let mut ctx = ctx_for(&p)?;
         if last_is_sink && i + 1 == n {
             ctx = ctx.with_progress(progress.clone());
         }
+        let mut live = None;
         let (stage, detail): (Box<dyn Stage>, _) = match p.spec {
-            Spec::Validate(c) => (Box::new(c), None),
-            Spec::Enrich(c) => (c, None),
+            Spec::Validate(c) => {
+                live = Some(c.workers);
+                (Box::new(c), None)
+            }
+            Spec::Enrich(c) => {
+                live = Some(c.workers);
+                (c, None)
+            }
             Spec::Tee(c) => (Box::new(c), None),
             Spec::Persist(opts) => {
+                if let Ok(Some(spec)) = crate::postgres::ConnectSpec::from_env(
+                    opts.database_url.as_deref(),
+                    opts.connect_timeout,
+                    "ndpipe-ready",
+                ) {
+                    databases.push(spec);
+                }
                 let (layout, loaders) = persist::open(&opts).await?;
                 let counts = Arc::new(persist::Counts::default());
                 let stage = persist::Persist {
@@ -115,6 +155,16 @@ pub async fn run(plan: Plan, common: &Common, bounds: Bounds) -> Result<Exit> {
             }
             Spec::IngestHttp(_) | Spec::IngestKafka(_) => unreachable!("sources are first"),
         };
+        let workers = live.map(|n| {
+            let (tx, rx) = tokio::sync::watch::channel(n);
+            ctx.workers = Some(rx);
+            tx
+        });
+        running.push(super::reload::Running {
+            name: p.name,
+            words: p.words.clone(),
+            workers,
+        });
         lines.push(Line {
             name: p.name,
             dead: ctx.dead.clone(),
@@ -136,6 +186,31 @@ pub async fn run(plan: Plan, common: &Common, bounds: Bounds) -> Result<Exit> {
     });
 
     let fills: Vec<Arc<Fill>> = (1..links.len()).map(|_| Arc::default()).collect();
+    if let Some((addr, window)) = serve {
+        let watch = crate::pipeline::serve::Watch {
+            channels: links[1..]
+                .iter()
+                .map(|l| l.stage.name())
+                .zip(fills.iter().cloned())
+                .collect(),
+            bounds: bounds.clone(),
+            window,
+            databases,
+            sinks: lines
+                .iter()
+                .filter_map(|l| l.detail.clone().map(|c| (l.name, c)))
+                .collect(),
+        };
+        crate::pipeline::serve::start(addr, watch, shutdown.clone()).await?;
+    }
+    if let Some(path) = reload {
+        tokio::spawn(super::reload::watch(
+            path,
+            running,
+            common.clone(),
+            shutdown.clone(),
+        ));
+    }
     let ran = wire::chain_bounded(links, bounds, fills.clone(), dead.clone()).await;
     progress.finish();
     let stats = ran?;

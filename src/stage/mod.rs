@@ -24,10 +24,11 @@
 
 use std::sync::Arc;
 
+use std::collections::VecDeque;
+
 use futures::future::BoxFuture;
-use futures::StreamExt;
 use tokio::sync::mpsc::{Receiver, Sender};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::watch;
 
 use crate::dead_letter::DeadLetters;
 use crate::event::{Batch, Event, Reject};
@@ -89,6 +90,9 @@ pub struct Ctx {
     /// The progress line this stage counts into (hidden unless this stage is the one
     /// whose counts the user watches).
     pub progress: Progress,
+    /// A worker count that may change while the stage runs (`pipeline`'s reload); `None`:
+    /// the stage's own setting holds.
+    pub workers: Option<watch::Receiver<usize>>,
 }
 
 impl Ctx {
@@ -98,6 +102,7 @@ impl Ctx {
             shutdown,
             meta_field: meta_field.into(),
             progress: Progress::hidden(),
+            workers: None,
         }
     }
 
@@ -139,9 +144,13 @@ pub struct Worked {
 /// Runs `work` over every batch on up to `workers` threads at once and sends the results
 /// on in input order, so output with N workers is byte-identical to output with one.
 /// Rejects are written to the dead-letter output in input order too.
+///
+/// When the context carries a live worker count ([`Ctx::workers`], `pipeline` after a
+/// reload), it replaces `workers` and is followed as it changes: more batches are started
+/// at once as soon as it rises; when it falls, the batches already started finish.
 pub async fn map_ordered<W>(
     stage: &'static str,
-    input: Receiver<Batch>,
+    mut input: Receiver<Batch>,
     output: Sender<Batch>,
     ctx: &Ctx,
     workers: usize,
@@ -152,29 +161,68 @@ where
 {
     let work = Arc::new(work);
     let counters = crate::metrics::StageCounters::new(stage);
+    let gauge = metrics::gauge!("ndpipe_stage_workers", "component" => stage);
+    let latency = metrics::histogram!("ndpipe_batch_duration_seconds", "component" => stage);
+    let mut live = ctx.workers.clone();
+    let limit = |live: &Option<watch::Receiver<usize>>| {
+        live.as_ref().map_or(workers, |w| *w.borrow()).max(1)
+    };
     let mut stats = Stats::default();
-    let mut results = ReceiverStream::new(input)
-        .map(|batch| {
-            let work = work.clone();
-            let n = batch.len() as u64;
-            async move { (n, tokio::task::spawn_blocking(move || work(batch)).await) }
-        })
-        .buffered(workers.max(1));
-    while let Some((n, res)) = results.next().await {
-        let Worked { batch, rejects } =
-            res.map_err(|e| Error::from(anyhow::anyhow!("{stage} worker panicked: {e}")))?;
-        stats.events_in += n;
-        let rejects_n = rejects.len() as u64;
-        stats.rejected += rejects_n;
-        for (mut event, reject) in rejects {
-            ctx.dead.keep(stage, &batch.source, &mut event, &reject)?;
+    // Batches started, oldest first: results leave in this order.
+    let mut running: VecDeque<(u64, tokio::task::JoinHandle<Worked>)> = VecDeque::new();
+    let mut open = true;
+    loop {
+        if !open && running.is_empty() {
+            break;
         }
-        stats.events_out += batch.len() as u64;
-        counters.received.increment(n);
-        counters.rejected.increment(rejects_n);
-        counters.sent.increment(batch.len() as u64);
-        if !batch.is_empty() && output.send(batch).await.is_err() {
-            break; // Downstream is gone (say, `| head`): stop quietly.
+        let max = limit(&live);
+        gauge.set(max as f64);
+        let may_start = open && running.len() < max;
+        let has_live = live.is_some();
+        let changed = async {
+            let changed = match live.as_mut() {
+                Some(w) => w.changed().await.is_ok(),
+                None => false,
+            };
+            if !changed {
+                // No live count, or nobody left to change it: never again.
+                std::future::pending::<()>().await
+            }
+        };
+        tokio::select! {
+            biased;
+            done = async { (&mut running.front_mut().expect("not empty").1).await }, if !running.is_empty() => {
+                let (n, _) = running.pop_front().expect("not empty");
+                let Worked { batch, rejects } = done
+                    .map_err(|e| Error::from(anyhow::anyhow!("{stage} worker panicked: {e}")))?;
+                stats.events_in += n;
+                let rejects_n = rejects.len() as u64;
+                stats.rejected += rejects_n;
+                for (mut event, reject) in rejects {
+                    ctx.dead.keep(stage, &batch.source, &mut event, &reject)?;
+                }
+                stats.events_out += batch.len() as u64;
+                counters.received.increment(n);
+                counters.rejected.increment(rejects_n);
+                counters.sent.increment(batch.len() as u64);
+                if !batch.is_empty() && output.send(batch).await.is_err() {
+                    break; // Downstream is gone (say, `| head`): stop quietly.
+                }
+            }
+            batch = input.recv(), if may_start => match batch {
+                Some(batch) => {
+                    let (work, latency) = (work.clone(), latency.clone());
+                    let n = batch.len() as u64;
+                    running.push_back((n, tokio::task::spawn_blocking(move || {
+                        let started = std::time::Instant::now();
+                        let worked = work(batch);
+                        latency.record(started.elapsed());
+                        worked
+                    })));
+                }
+                None => open = false,
+            },
+            () = changed, if has_live => {}
         }
     }
     Ok(stats)

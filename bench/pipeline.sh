@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# Benchmarks `pipeline` against the goals of its issue, peers in the same run:
+#
+# 1. file → validate --require … --type … → enrich --set … --timestamp … → stdout:
+#    >= 1.5x the shell pipe of the same two commands, >= 2 M events/s, and the ratio to
+#    ../shared/peers/seedgo, the Go channel design (goal >= 12x; its own checks and fields,
+#    see bench/stages.sh).
+# 2. file → the same stages → persist into PostgreSQL (empty table): >= 0.9x persist alone
+#    on the already-enriched file, and >= 1.5x the hand-written psql path of
+#    bench/persist.sh on that file.
+# 3. Peak RSS <= 64 MiB at default capacities, on 2 M events and on 10 M (flat).
+#
+#   bench/pipeline.sh
+#   EVENTS=500000 RUNS=1 SKIP_PG=1 bench/pipeline.sh
+#
+# PROFILE=release (default: the build users get) or PROFILE=dist picks the build measured.
+# Exits 1 when a goal is missed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+EVENTS=${EVENTS:-2000000}
+RUNS=${RUNS:-3}
+DB=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
+OUT=bench/out
+SCHEMA=ndpipe_bench_pipeline
+mkdir -p "$OUT"
+PROFILE=${PROFILE:-release}
+[ -n "${SKIP_BUILD:-}" ] || cargo build --profile "$PROFILE" --quiet --bins
+BIN=target/$PROFILE
+IN="$OUT/events-$EVENTS.ndjson"
+[ -s "$IN" ] || python3 ../shared/tools/gen_events.py "$EVENTS" > "$IN"
+
+calc() { awk "BEGIN { print $1 }"; }
+holds() { awk "BEGIN { exit !($1) }"; }
+
+# best_of CMD: runs a shell command RUNS times; SECS is the best wall time, RSS_KB its peak RSS.
+best_of() {
+  SECS=; RSS_KB=
+  for _ in $(seq "$RUNS"); do
+    local t0 t1 rss s
+    t0=$(date +%s.%N)
+    rss=$( { /usr/bin/time -f %M bash -c "$1" > /dev/null; } 2>&1 | tail -1 )
+    t1=$(date +%s.%N)
+    s=$(calc "$t1 - $t0")
+    if [ -z "$SECS" ] || holds "$s < $SECS"; then SECS=$s; RSS_KB=$rss; fi
+  done
+}
+fail=0
+report() { # name [goal events/s]
+  RATE=$(calc "$EVENTS / $SECS")
+  printf '%-46s %10.0f ev/s  %6.2f s  rss %6.1f MiB' "$1" "$RATE" "$SECS" "$(calc "$RSS_KB / 1024")"
+  if [ -n "${2:-}" ]; then
+    if holds "$RATE >= $2"; then printf '  goal %s/s ok' "$2"; else printf '  goal %s/s MISSED' "$2"; fail=1; fi
+  fi
+  echo
+}
+ratio() { # text value goal
+  local verdict=ok
+  holds "$2 >= $3" || { verdict=MISSED; fail=1; }
+  printf '  %s = %.2fx (goal >= %sx) %s\n' "$1" "$2" "$3" "$verdict"
+}
+
+V="validate --require id,type --type amount=number --type user_id=integer"
+E="enrich --set 'env=\"prod\"' --timestamp processed_at"
+echo "input: $IN ($EVENTS events, $(du -mL "$IN" | cut -f1) MiB), best of $RUNS, $(nproc) cores, $PROFILE build"
+
+# 1. To stdout. Both forms must print the same events (timestamps aside).
+SHELL_PIPE="$BIN/$V $IN | $BIN/$E"
+# The pipe text goes in a file (--file): no quoting of quotes inside quotes.
+echo "$V | $E" > "$OUT/bench.pipe"
+PIPELINE="$BIN/pipeline --file $OUT/bench.pipe $IN"
+a=$(bash -c "$SHELL_PIPE" | sed 's/"processed_at":"[^"]*"//' | md5sum)
+b=$(bash -c "$PIPELINE" | sed 's/"processed_at":"[^"]*"//' | md5sum)
+[ "$a" = "$b" ] || { echo "pipeline and the shell pipe print different events" >&2; exit 2; }
+best_of "$SHELL_PIPE"; report "peer: validate | enrich (shell pipe)"; SHELL_RATE=$RATE
+best_of "$PIPELINE"; report "pipeline 'validate | enrich'" 2000000; PIPE_RATE=$RATE; PIPE_RSS=$RSS_KB
+ratio "pipeline / shell pipe" "$(calc "$PIPE_RATE / $SHELL_RATE")" 1.5
+if command -v go >/dev/null; then
+  (cd ../shared/peers/seedgo && go build -o "$OLDPWD/$OUT/seedgo-bin" .)
+  best_of "$OUT/seedgo-bin < $IN"; report "peer: seedgo, the Go channel design"
+  ratio "pipeline / seedgo" "$(calc "$PIPE_RATE / $RATE")" 12
+else
+  echo "no go: seedgo skipped"; fail=1
+fi
+
+# 3. Flat memory at default capacities: 2 M events, then 10 M (the 2 M file five times).
+IN10="$OUT/events-$((EVENTS * 5))-x5.ndjson"
+[ -s "$IN10" ] || for _ in 1 2 3 4 5; do cat "$IN"; done > "$IN10"
+big=$( { /usr/bin/time -f %M bash -c "$BIN/pipeline --file $OUT/bench.pipe $IN10" > /dev/null; } 2>&1 | tail -1 )
+printf '%-46s rss %.1f MiB at %s events, %.1f MiB at %s\n' "pipeline (memory)" \
+  "$(calc "$PIPE_RSS / 1024")" "$EVENTS" "$(calc "$big / 1024")" "$((EVENTS * 5))"
+holds "$PIPE_RSS <= 64 * 1024 && $big <= 64 * 1024" || { echo "  goal missed: RSS > 64 MiB"; fail=1; }
+(( big <= PIPE_RSS + 8192 )) || { echo "  memory grows with input"; fail=1; }
+
+# 2. Into PostgreSQL.
+if [ -z "${SKIP_PG:-}" ]; then
+  psql_() { PGOPTIONS="-c search_path=$SCHEMA" psql -X -q -v ON_ERROR_STOP=1 "$DB" "$@"; }
+  URL="$DB?options=-csearch_path%3D$SCHEMA"
+  psql -X -q -v ON_ERROR_STOP=1 "$DB" -c "DROP SCHEMA IF EXISTS $SCHEMA CASCADE; CREATE SCHEMA $SCHEMA" 2>/dev/null
+  psql_ <<'SQL'
+CREATE TABLE ours (key text PRIMARY KEY, payload jsonb NOT NULL, meta jsonb, version bigint,
+                   first_seen timestamptz, updated_at timestamptz);
+CREATE TABLE alone (LIKE ours INCLUDING ALL);
+CREATE TABLE peer (LIKE ours INCLUDING ALL);
+CREATE UNLOGGED TABLE staging (ord bigserial, doc jsonb);
+SQL
+  ENRICHED="$OUT/pipeline-enriched-$EVENTS.ndjson"
+  bash -c "$PIPELINE" > "$ENRICHED"
+  cat > "$OUT/pipeline-peer.sql" <<SQL
+\\copy staging (doc) FROM '$ENRICHED' WITH (FORMAT csv, QUOTE e'\\x01', DELIMITER e'\\x02')
+INSERT INTO peer AS t (key, payload, first_seen, updated_at)
+  SELECT DISTINCT ON (doc->>'id') doc->>'id', doc, now(), now() FROM staging ORDER BY doc->>'id', ord DESC
+  ON CONFLICT (key) DO UPDATE SET payload = EXCLUDED.payload, updated_at = EXCLUDED.updated_at;
+TRUNCATE staging;
+SQL
+  # Each run into an empty table, after a CHECKPOINT (no run pays for the one before).
+  into_empty() { # table cmd
+    SECS_PG=
+    for _ in $(seq "$RUNS"); do
+      psql_ -c "TRUNCATE $1" -c CHECKPOINT
+      local t0 t1 rss s
+      t0=$(date +%s.%N)
+      rss=$( { /usr/bin/time -f %M bash -c "$2" > /dev/null; } 2>&1 | tail -1 )
+      t1=$(date +%s.%N)
+      s=$(calc "$t1 - $t0")
+      if [ -z "$SECS_PG" ] || holds "$s < $SECS_PG"; then SECS_PG=$s; RSS_KB=$rss; fi
+    done
+    SECS=$SECS_PG
+  }
+  into_empty peer "PGOPTIONS='-c search_path=$SCHEMA' psql -X -q -v ON_ERROR_STOP=1 '$DB' -f $OUT/pipeline-peer.sql"
+  report "peer: psql path on the enriched file"; PEER_RATE=$RATE
+  into_empty alone "$BIN/persist -q --database-url '$URL' --table alone $ENRICHED"
+  report "peer: persist alone on the enriched file"; ALONE_RATE=$RATE
+  echo "$V | $E | persist --database-url '$URL' --table ours" > "$OUT/bench-pg.pipe"
+  PG_PIPE="$BIN/pipeline -q --file $OUT/bench-pg.pipe $IN"
+  into_empty ours "$PG_PIPE"
+  report "pipeline 'validate | enrich | persist'"; OURS_RATE=$RATE
+  holds "$RSS_KB <= 64 * 1024" || { echo "  goal missed: RSS > 64 MiB"; fail=1; }
+  ratio "pipeline → PostgreSQL / persist alone" "$(calc "$OURS_RATE / $ALONE_RATE")" 0.9
+  ratio "pipeline → PostgreSQL / psql path" "$(calc "$OURS_RATE / $PEER_RATE")" 1.5
+  stored=$(psql_ -At -c "SELECT count(*) FROM ours")
+  [ "$stored" = "$(psql_ -At -c "SELECT count(*) FROM alone")" ] || { echo "stored rows differ"; fail=1; }
+  psql -X -q "$DB" -c "DROP SCHEMA $SCHEMA CASCADE"
+fi
+[ "$fail" = 0 ] && echo "all goals met" || echo "GOALS MISSED"
+exit "$fail"

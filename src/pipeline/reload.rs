@@ -1,0 +1,140 @@
+//! Live scaling: with `--file`, SIGHUP or a change to the file (seen with `notify`)
+//! re-reads it. A new `--workers` of a `validate` or `enrich` stage takes effect at once,
+//! without a restart and without losing or repeating an event (the stage starts more
+//! batches at a time, or lets the ones started finish: [`crate::stage::map_ordered`]).
+//! Any other change is refused with one log line naming the stage that needs a restart,
+//! and the pipeline carries on as it was.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use notify::Watcher;
+use tokio::sync::{mpsc, watch};
+
+use crate::cli::Common;
+use crate::progress;
+use crate::shutdown::Shutdown;
+
+use super::plan;
+
+/// Editors save in several steps (truncate, write, rename): changes closer together than
+/// this are read once, after the last.
+const SETTLE: Duration = Duration::from_millis(200);
+
+/// A running stage as reload sees it.
+pub struct Running {
+    pub name: &'static str,
+    pub words: Vec<String>,
+    /// The stage's live worker count (validate, enrich).
+    pub workers: Option<watch::Sender<usize>>,
+}
+
+/// Watches `path` and SIGHUP until shutdown; applies what may change.
+pub async fn watch(path: PathBuf, stages: Vec<Running>, common: Common, shutdown: Shutdown) {
+    let (tx, mut changes) = mpsc::channel::<()>(1);
+    let notify_tx = tx.clone();
+    // The directory is watched, not the file: an editor's save replaces the file.
+    let watcher = notify::recommended_watcher(move |e: notify::Result<notify::Event>| {
+        if e.is_ok() {
+            let _ = notify_tx.try_send(());
+        }
+    })
+    .and_then(|mut w| {
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        w.watch(dir, notify::RecursiveMode::NonRecursive)
+            .map(|()| w)
+    });
+    if let Err(e) = &watcher {
+        tracing::warn!(
+            "pipeline: not watching {} for changes ({e}); SIGHUP still reloads",
+            path.display()
+        );
+    }
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("pipeline: cannot catch SIGHUP: {e}");
+            return;
+        }
+    };
+    let mut last = std::fs::read_to_string(&path).unwrap_or_default();
+    loop {
+        let forced = tokio::select! {
+            _ = hup.recv() => true,
+            Some(()) = changes.recv() => false,
+            () = shutdown.wait() => return,
+        };
+        tokio::time::sleep(SETTLE).await;
+        while changes.try_recv().is_ok() {}
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            progress::eprint_line(&format!(
+                "pipeline: reload: cannot read {}; carrying on unchanged",
+                path.display()
+            ));
+            continue;
+        };
+        if text == last && !forced {
+            continue; // A change to another file of the directory.
+        }
+        last = text.clone();
+        apply(&text, &stages, &common);
+    }
+}
+
+/// Applies `text` to the running `stages`, or refuses it with one line.
+fn apply(text: &str, stages: &[Running], common: &Common) {
+    let refuse = |why: String| {
+        progress::eprint_line(&format!(
+            "pipeline: reload refused: {why}; restart to apply it. Carrying on unchanged"
+        ));
+    };
+    let new = match plan::scaling(text, common) {
+        Ok(n) => n,
+        Err(e) => return refuse(format!("{e}")),
+    };
+    if new.len() != stages.len() || new.iter().zip(stages).any(|(n, r)| n.name != r.name) {
+        let names = |v: Vec<&str>| v.join(" | ");
+        return refuse(format!(
+            "the stages changed ({} → {})",
+            names(stages.iter().map(|s| s.name).collect()),
+            names(new.iter().map(|s| s.name).collect())
+        ));
+    }
+    let total = stages.len();
+    for (i, (n, r)) in new.iter().zip(stages).enumerate() {
+        if without_workers(&n.words) != without_workers(&r.words) {
+            return refuse(format!(
+                "{} changed beyond --workers",
+                plan::label(i + 1, total, r.name)
+            ));
+        }
+    }
+    for (n, r) in new.iter().zip(stages) {
+        if let (Some(tx), Some(workers)) = (&r.workers, n.workers) {
+            let old = *tx.borrow();
+            if old != workers {
+                tx.send_replace(workers);
+                tracing::info!("pipeline: {}: workers {old} → {workers}", r.name);
+            }
+        }
+    }
+}
+
+/// A stage's words without its `--workers` setting.
+fn without_workers(words: &[String]) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut skip = false;
+    for w in words {
+        if skip {
+            skip = false;
+        } else if w == "--workers" {
+            skip = true;
+        } else if !w.starts_with("--workers=") {
+            out.push(w.as_str());
+        }
+    }
+    out
+}
