@@ -599,11 +599,11 @@ fn read_blocking(
                 // Events share the buffer until they are written.
                 framer.feed_buffer(buf, &mut events);
             }
-            if !events.is_empty()
-                && tx
-                    .blocking_send(Ok(Batch::new(input.name.clone(), events)))
-                    .is_err()
-            {
+            // What the lines took of the buffer (the rest is carried to the next read).
+            let bytes = (carried + n).saturating_sub(framer.carry.len()) as u64;
+            let mut batch = Batch::new(input.name.clone(), events);
+            batch.bytes = Some(bytes);
+            if !batch.is_empty() && tx.blocking_send(Ok(batch)).is_err() {
                 return;
             }
             if n == 0 {

@@ -46,7 +46,6 @@ pub fn explain(plan: &Plan, common: &Common, bounds: &Bounds) -> String {
         let _ = writeln!(out, "{channel}");
         stage(&mut out, p, total);
     }
-    let _ = writeln!(out, "{channel}");
     let output = match plan.stages.last().map(|p| &p.spec) {
         Some(Spec::Persist(o)) if !o.emit => "none on stdout (persist stores the rows)",
         _ => "NDJSON on stdout",

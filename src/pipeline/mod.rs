@@ -27,6 +27,27 @@ pub use args::Args;
 use crate::exit::{Exit, Result};
 use crate::wire::relay::Bounds;
 
+/// Whether the pipe holds many events in flight across threads (a sink or a server
+/// source), so that the binary tunes the allocator as `persist` and `ingest-http` do
+/// ([`crate::memory::tame_malloc`]) rather than as the filters do. Called before any
+/// thread starts; a text that does not parse is decided later, by [`main`].
+pub fn holds_events(args: &Args) -> bool {
+    let text = match (&args.file, &args.text) {
+        (Some(path), _) => std::fs::read_to_string(path).unwrap_or_default(),
+        (None, Some(t)) => t.clone(),
+        (None, None) => return false,
+    };
+    let env = |name: &str| std::env::var(name).ok();
+    text::split(&text, &env).is_ok_and(|stages| {
+        stages.iter().any(|s| {
+            matches!(
+                s.words[0].as_str(),
+                "persist" | "ingest-http" | "ingest-kafka"
+            )
+        })
+    })
+}
+
 /// Runs `pipeline` with its parsed flags.
 pub async fn main(args: Args) -> Result<Exit> {
     let (text, inputs) = match &args.file {

@@ -185,7 +185,7 @@ pub async fn run(plan: Plan, common: &Common, options: Options) -> Result<Exit> 
             .with_progress(writer_progress),
     });
 
-    let fills: Vec<Arc<Fill>> = (1..links.len()).map(|_| Arc::default()).collect();
+    let fills: Vec<Arc<Fill>> = (2..links.len()).map(|_| Arc::default()).collect();
     if let Some((addr, window)) = serve {
         let watch = crate::pipeline::serve::Watch {
             channels: links[1..]

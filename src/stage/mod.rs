@@ -215,8 +215,9 @@ where
                     let n = batch.len() as u64;
                     running.push_back((n, tokio::task::spawn_blocking(move || {
                         let started = std::time::Instant::now();
-                        let worked = work(batch);
+                        let mut worked = work(batch);
                         latency.record(started.elapsed());
+                        worked.batch.bytes = Some(worked.batch.size());
                         worked
                     })));
                 }

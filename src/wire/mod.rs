@@ -40,20 +40,18 @@ pub async fn chain(links: Vec<Link>, capacity: usize) -> Result<Vec<Stats>> {
     run(links, Channels::Batches(capacity)).await
 }
 
-/// Runs `links` as a chain with a [`relay`] in front of every stage but the first:
-/// channels bounded by `bounds`, filled as `fills` (one per channel) show. Dropped events
-/// go to `dead` when it has an output.
+/// Runs `links` as a chain with a [`relay`] in front of every stage but the first and the
+/// last: channels bounded by `bounds`, filled as `fills` (one per relay) show. Dropped
+/// events go to `dead` when it has an output. The last link is the output (stdout): the
+/// stage before it writes into a channel of [`OUTPUT_BATCHES`], so a stalled output
+/// fills the relay in front of that stage, where `--when-full` applies.
 pub async fn chain_bounded(
     links: Vec<Link>,
     bounds: Bounds,
     fills: Vec<Arc<Fill>>,
     dead: DeadLetters,
 ) -> Result<Vec<Stats>> {
-    assert_eq!(
-        fills.len() + 1,
-        links.len(),
-        "one channel between two stages"
-    );
+    assert_eq!(fills.len() + 2, links.len(), "a relay between two stages");
     run(
         links,
         Channels::Bounded {
@@ -64,6 +62,10 @@ pub async fn chain_bounded(
     )
     .await
 }
+
+/// Batches between the last stage and the output: enough to keep the writer busy while
+/// the stage works on the next one.
+pub const OUTPUT_BATCHES: usize = 2;
 
 enum Channels {
     /// A plain channel of this many batches (the shell form: a reader, a stage, a writer).
@@ -96,7 +98,7 @@ async fn run(links: Vec<Link>, channels: Channels) -> Result<Vec<Stats>> {
                 bounds,
                 fills,
                 dead,
-            } if i + 1 < n => {
+            } if i + 2 < n => {
                 // stage i → (one batch) → relay → (one batch) → stage i + 1
                 let (tx, relay_rx) = mpsc::channel(1);
                 let (relay_tx, rx) = mpsc::channel(1);
@@ -111,7 +113,7 @@ async fn run(links: Vec<Link>, channels: Channels) -> Result<Vec<Stats>> {
                 relays.push(tokio::spawn(relay));
                 (tx, rx)
             }
-            Channels::Bounded { .. } => mpsc::channel(1),
+            Channels::Bounded { .. } => mpsc::channel(OUTPUT_BATCHES),
         };
         let input = std::mem::replace(&mut next_rx, rx);
         let run = link.stage.run(input, tx, link.ctx);

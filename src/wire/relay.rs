@@ -144,27 +144,26 @@ fn keep_dropped(
     Ok(())
 }
 
+/// Batches with their sizes in bytes, measured once: walking a batch's events from this
+/// thread is not free (they were made on another core).
 #[derive(Default)]
 struct Queue {
-    batches: VecDeque<Batch>,
+    batches: VecDeque<(Batch, u64)>,
     events: usize,
     bytes: u64,
 }
 
-fn size(b: &Batch) -> u64 {
-    b.events.iter().map(|e| e.bytes().len() as u64 + 1).sum()
-}
-
 impl Queue {
     fn pop(&mut self) -> Option<Batch> {
-        let b = self.batches.pop_front()?;
+        let (b, size) = self.batches.pop_front()?;
         self.events -= b.len();
-        self.bytes -= size(&b);
+        self.bytes -= size;
         Some(b)
     }
 
     /// Queues `batch` as the policy says; returns the events dropped.
     fn push(&mut self, mut batch: Batch, bounds: &Bounds) -> Vec<Batch> {
+        let len_in = batch.len();
         let full = |q: &Queue| q.events >= bounds.events || q.bytes >= bounds.bytes;
         let mut dropped = Vec::new();
         match bounds.when_full {
@@ -189,14 +188,20 @@ impl Queue {
             WhenFull::DropOldest => {}
         }
         if !batch.is_empty() {
+            // Measured by the sender, when it did; taken, so a later change of the batch
+            // is measured afresh.
+            let size = match batch.bytes.take() {
+                Some(n) if batch.len() == len_in => n,
+                _ => batch.size(),
+            };
             self.events += batch.len();
-            self.bytes += size(&batch);
-            self.batches.push_back(batch);
+            self.bytes += size;
+            self.batches.push_back((batch, size));
         }
         if bounds.when_full == WhenFull::DropOldest {
             // Drop from the front until under both bounds again.
             while full(self) {
-                let Some(front) = self.batches.front_mut() else {
+                let Some((front, front_size)) = self.batches.front_mut() else {
                     break;
                 };
                 // As many of its oldest events as it takes (all of them if that is not enough).
@@ -208,8 +213,10 @@ impl Queue {
                 }
                 let gone: Vec<_> = front.events.drain(..n).collect();
                 let source = front.source.clone();
+                let gone_size = gone.iter().map(|e| e.bytes().len() as u64 + 1).sum::<u64>();
+                *front_size -= gone_size;
                 self.events -= gone.len();
-                self.bytes -= gone.iter().map(|e| e.bytes().len() as u64 + 1).sum::<u64>();
+                self.bytes -= gone_size;
                 if front.is_empty() {
                     self.batches.pop_front();
                 }
