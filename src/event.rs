@@ -270,6 +270,36 @@ impl Event {
         }
     }
 
+    /// A copy of the event as it stands, without its index (a later look inside scans
+    /// again): a line of a shared chunk is shared, not copied. What a worker keeps to try
+    /// a batch again event by event after a panic.
+    pub fn snapshot(&self) -> Event {
+        let body = match &self.body {
+            Body::Raw(b) => Body::Raw(b.clone()),
+            Body::Oversized { prefix, len, max } => Body::Oversized {
+                prefix: prefix.clone(),
+                len: *len,
+                max: *max,
+            },
+            Body::Json(j) => Body::Json(Json {
+                text: match &j.text {
+                    Text::Owned(s) => Text::Owned(s.clone()),
+                    Text::Shared { chunk, start, end } => Text::Shared {
+                        chunk: chunk.clone(),
+                        start: *start,
+                        end: *end,
+                    },
+                },
+                members: None,
+            }),
+        };
+        Event {
+            body,
+            line: self.line,
+            ack: self.ack.clone(),
+        }
+    }
+
     /// The event's bytes as they stand (for output and dead letters).
     pub fn bytes(&self) -> &[u8] {
         match &self.body {

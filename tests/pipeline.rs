@@ -466,3 +466,242 @@ fn kafka_to_postgres_at_least_once_loses_nothing_on_kill_9() {
     assert!(o.status.success(), "{}", err(&o));
     assert_eq!(rows(&pg), last_by_id(&text).len() as u64);
 }
+
+/// A worker's panic ends no `pipeline` run: the batch is tried again event by event; the
+/// event that panics is a dead letter of kind `panic` with the message, the others go on
+/// in order. The single command still ends with exit 70. (The hook that panics is
+/// compiled only with the `fault-injection` feature, which scripts/test enables.)
+#[test]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "needs --features fault-injection (scripts/test enables it)"
+)]
+fn a_panicking_event_is_a_dead_letter_and_the_rest_goes_on() {
+    let dir = Dir::new();
+    let mut text = String::new();
+    for i in 0..3_000 {
+        if i % 1_000 == 500 {
+            text += &format!("{{\"id\":\"e{i}\",\"ndpipe_fault\":\"panic\"}}\n");
+        } else {
+            text += &format!("{{\"id\":\"e{i}\"}}\n");
+        }
+    }
+    dir.create("ev.ndjson", &text);
+    let o = dir
+        .cmd("pipeline")
+        .args([
+            "--dead-letter",
+            "dead.ndjson",
+            r#"validate --require id | enrich --set 'ok=true'"#,
+            "ev.ndjson",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    let written: Vec<String> = values(&out(&o))
+        .iter()
+        .map(|v| v["id"].as_str().unwrap().to_owned())
+        .collect();
+    let expected: Vec<String> = (0..3_000)
+        .filter(|i| i % 1_000 != 500)
+        .map(|i| format!("e{i}"))
+        .collect();
+    assert_eq!(written, expected);
+    let dead = values(&dir.read("dead.ndjson"));
+    assert_eq!(dead.len(), 3);
+    for d in &dead {
+        assert_eq!(d["kind"], "panic");
+        assert!(
+            d["reason"].as_str().unwrap().contains("injected fault"),
+            "{d}"
+        );
+    }
+    assert!(err(&o).contains("3 panic"), "{}", err(&o));
+
+    // The command alone: a panic is a bug, exit 70.
+    let o = dir
+        .cmd("validate")
+        .args(["--require", "id", "ev.ndjson"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(70), "{}", err(&o));
+}
+
+/// GET `path` on 127.0.0.1:`port`: status and body (None while nothing answers).
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let agent = crate::ingest_http::agent();
+    let r = agent
+        .get(&format!("http://127.0.0.1:{port}{path}"))
+        .call()
+        .ok()?;
+    let status = r.status().as_u16();
+    Some((status, r.into_body().read_to_string().unwrap_or_default()))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls until `f` holds, 30 s at most.
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "waited 30 s for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Live scaling: the pipe file's `validate --workers 1` becomes `--workers 4` and a SIGHUP
+/// (or the change itself) applies it mid-stream: /metrics shows 4 and the output is the
+/// input, nothing lost or repeated. A change beyond workers is refused with one line, and
+/// the run carries on.
+#[test]
+fn sighup_raises_workers_mid_stream_without_losing_an_event() {
+    use std::io::Write;
+    let dir = Dir::new();
+    gen_events(&dir, "ev.ndjson", 60_000, &[]);
+    let input = dir.read("ev.ndjson");
+    let lines: Vec<&str> = input.lines().collect();
+    dir.create("etl.pipe", "validate --workers 1 --require id\n");
+    let port = free_port();
+    let out_file = std::fs::File::create(dir.path("out.ndjson")).unwrap();
+    let mut child = std::process::Command::new(bin("pipeline"))
+        .args(["--file", "etl.pipe", "--metrics-listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .current_dir(dir.root())
+        .stdin(std::process::Stdio::piped())
+        .stdout(out_file)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let third = lines.len() / 3;
+    let send = |stdin: &mut std::process::ChildStdin, part: &[&str]| {
+        for l in part {
+            writeln!(stdin, "{l}").unwrap();
+        }
+        stdin.flush().unwrap();
+    };
+    send(&mut stdin, &lines[..third]);
+    let workers = |n: u32| {
+        move || {
+            get(port, "/metrics").is_some_and(|(_, m)| {
+                m.contains(&format!(
+                    "ndpipe_stage_workers{{component=\"validate\"}} {n}"
+                ))
+            })
+        }
+    };
+    eventually("1 worker on /metrics", workers(1));
+
+    dir.create("etl.pipe", "validate --workers 4 --require id\n");
+    std::process::Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    eventually("4 workers on /metrics", workers(4));
+    send(&mut stdin, &lines[third..2 * third]);
+
+    // Anything but workers needs a restart: refused, and the run goes on as it was.
+    dir.create("etl.pipe", "validate --workers 4 --require id,type\n");
+    std::process::Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    send(&mut stdin, &lines[2 * third..]);
+    drop(stdin);
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(
+        err(&o).contains("reload refused: stage 1 of 1 (validate) changed beyond --workers"),
+        "{}",
+        err(&o)
+    );
+    assert_eq!(dir.read("out.ndjson"), input);
+}
+
+/// /ready while PostgreSQL is stopped mid-run: 503 meanwhile, 200 once it is back; and
+/// nothing is lost. /health stays 200; /metrics has the channel gauges.
+#[test]
+fn ready_follows_the_database_and_nothing_is_lost() {
+    use std::io::Write;
+    let dir = Dir::new();
+    let cluster = crate::persist::Cluster::new();
+    gen_events(&dir, "ev.ndjson", 40_000, &["--dups", "0.1"]);
+    let input = dir.read("ev.ndjson");
+    let expected = last_by_id(&input);
+    let port = free_port();
+    let text = format!(
+        "validate --require id | persist --database-url '{}' --create-table --batch-size 500",
+        cluster.url()
+    );
+    let mut child = std::process::Command::new(bin("pipeline"))
+        .args([
+            "-q",
+            "--metrics-listen",
+            &format!("127.0.0.1:{port}"),
+            &text,
+        ])
+        .current_dir(dir.root())
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let lines: Vec<String> = input.lines().map(str::to_owned).collect();
+    let (first, rest) = lines.split_at(10_000);
+    for l in first {
+        writeln!(stdin, "{l}").unwrap();
+    }
+    stdin.flush().unwrap();
+    eventually("ready", || {
+        get(port, "/ready").is_some_and(|(s, _)| s == 200)
+    });
+    eventually("rows", || cluster.count() > 0);
+
+    cluster.stop_immediate();
+    eventually("not ready while the database is down", || {
+        get(port, "/ready").is_some_and(|(s, b)| s == 503 && b.contains("does not answer"))
+    });
+    assert_eq!(get(port, "/health").map(|(s, _)| s), Some(200));
+    let writer = {
+        let rest = rest.to_vec();
+        std::thread::spawn(move || {
+            for l in rest {
+                writeln!(stdin, "{l}").unwrap();
+            }
+            stdin // Kept open, and the run with it, until the checks below are done.
+        })
+    };
+    cluster.start();
+    let mut last = None;
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(30) {
+        last = get(port, "/ready");
+        if last.as_ref().is_some_and(|(s, _)| *s == 200) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(last.as_ref().map(|(s, _)| *s), Some(200), "ready again: {last:?}");
+    let (_, metrics) = get(port, "/metrics").unwrap();
+    for series in [
+        "buffer_events{component=\"persist\"}",
+        "component_received_events_total{component=\"validate\"}",
+        "ndpipe_persist_rows_total{component=\"persist\",outcome=\"inserted\"}",
+    ] {
+        assert!(metrics.contains(series), "{series} in\n{metrics}");
+    }
+    drop(writer.join().unwrap());
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(cluster.count(), expected.len() as u64);
+}

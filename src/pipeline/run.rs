@@ -68,7 +68,9 @@ pub async fn run(plan: Plan, common: &Common, options: Options) -> Result<Exit> 
             other => DeadLetters::open(other.as_deref(), &common.meta_field)
                 .map_err(|e| Error::new(Exit::IoErr, e))?,
         };
-        Ok(Ctx::new(own, shutdown.clone(), &common.meta_field))
+        let mut ctx = Ctx::new(own, shutdown.clone(), &common.meta_field);
+        ctx.isolate_panics = true;
+        Ok(ctx)
     };
 
     // The hub: one source, or several feeding it (source stages, then the files).

@@ -93,6 +93,10 @@ pub struct Ctx {
     /// A worker count that may change while the stage runs (`pipeline`'s reload); `None`:
     /// the stage's own setting holds.
     pub workers: Option<watch::Receiver<usize>>,
+    /// A worker's panic does not end the run (`pipeline`): its batch is tried again event
+    /// by event, and the event that panics becomes a dead letter of kind `panic`. Costs a
+    /// shallow copy of every batch. The single commands end with exit 70 instead.
+    pub isolate_panics: bool,
 }
 
 impl Ctx {
@@ -103,6 +107,7 @@ impl Ctx {
             meta_field: meta_field.into(),
             progress: Progress::hidden(),
             workers: None,
+            isolate_panics: false,
         }
     }
 
@@ -213,9 +218,14 @@ where
                 Some(batch) => {
                     let (work, latency) = (work.clone(), latency.clone());
                     let n = batch.len() as u64;
+                    let isolate = ctx.isolate_panics;
                     running.push_back((n, tokio::task::spawn_blocking(move || {
                         let started = std::time::Instant::now();
-                        let mut worked = work(batch);
+                        let mut worked = if isolate {
+                            isolated(stage, &*work, batch)
+                        } else {
+                            work(batch)
+                        };
                         latency.record(started.elapsed());
                         worked.batch.bytes = Some(worked.batch.size());
                         worked
@@ -227,6 +237,56 @@ where
         }
     }
     Ok(stats)
+}
+
+/// Runs `work` on `batch`; if it panics, runs it again on each event alone (from a
+/// shallow copy taken first), and makes each event that panics on its own a dead letter
+/// of kind `panic` with the panic's message.
+fn isolated<W: Fn(Batch) -> Worked>(stage: &'static str, work: &W, batch: Batch) -> Worked {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    let source = batch.source.clone();
+    let copy: Vec<Event> = batch.events.iter().map(Event::snapshot).collect();
+    if let Ok(worked) = catch_unwind(AssertUnwindSafe(|| work(batch))) {
+        return worked;
+    }
+    let mut all = Worked {
+        batch: Batch::new(source.clone(), Vec::new()),
+        rejects: Vec::new(),
+    };
+    for event in copy {
+        let retry = event.snapshot();
+        match catch_unwind(AssertUnwindSafe(|| {
+            work(Batch::new(source.clone(), vec![event]))
+        })) {
+            Ok(w) => {
+                all.batch.events.extend(w.batch.events);
+                all.rejects.extend(w.rejects);
+            }
+            Err(payload) => {
+                let why = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic without a message".into());
+                metrics::counter!("ndpipe_panics_total", "component" => stage).increment(1);
+                all.rejects.push((
+                    retry,
+                    Reject::new("panic", format!("{stage} panicked: {why}")),
+                ));
+            }
+        }
+    }
+    all
+}
+
+/// Panics on an event holding `"ndpipe_fault":"panic"`: the fault-injection hook the
+/// tests use to check that a worker's panic ends no `pipeline` run (compiled only with
+/// the `fault-injection` feature).
+#[cfg(feature = "fault-injection")]
+pub fn injected_fault(event: &Event) {
+    if memchr::memmem::find(event.bytes(), br#""ndpipe_fault":"panic""#).is_some() {
+        panic!("injected fault (line {})", event.line);
+    }
 }
 
 /// The default number of workers: twice the cores this process may use. The reader and

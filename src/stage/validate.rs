@@ -126,6 +126,8 @@ impl Config {
 
     /// Checks one event. The metadata field `meta` is invisible to every rule.
     pub fn check(&self, event: &mut Event, meta: &str) -> std::result::Result<(), Reject> {
+        #[cfg(feature = "fault-injection")]
+        stage::injected_fault(event);
         if let Some(schema) = &self.schema {
             event.decode_with(|text, nodes| {
                 let root = TapeNode::root(text, nodes, Some(meta));
