@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 use crate::dead_letter::DeadLetters;
 use crate::human::{count, rate};
@@ -22,8 +22,37 @@ use crate::human::{count, rate};
 /// nothing (indicatif redraws on its own thread).
 const TICK: Duration = Duration::from_millis(200);
 
-/// The bar being drawn in this process, so that log lines can clear it first.
-static ACTIVE: Mutex<Option<ProgressBar>> = Mutex::new(None);
+/// What this process draws, so that log lines can clear it first.
+static ACTIVE: Mutex<Option<Active>> = Mutex::new(None);
+
+#[derive(Clone)]
+enum Active {
+    Bar(ProgressBar),
+    /// `pipeline`: one line per stage.
+    Lines(MultiProgress),
+}
+
+/// What `pipeline` draws: one line per stage ([`Progress::line`]).
+#[derive(Clone)]
+pub struct Lines(MultiProgress);
+
+impl Lines {
+    /// The lines of a pipeline, when this process draws (see [`draws`]).
+    pub fn new(forced: bool, quiet: bool) -> Option<Lines> {
+        if !draws(forced, quiet) {
+            return None;
+        }
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        *ACTIVE.lock().expect("not poisoned") = Some(Active::Lines(multi.clone()));
+        Some(Lines(multi))
+    }
+
+    /// Clears every line; the summary that follows says how the run ended.
+    pub fn finish(&self) {
+        let _ = self.0.clear();
+        ACTIVE.lock().expect("not poisoned").take();
+    }
+}
 
 /// What is known about the input: its size (all of it regular files) and the bytes
 /// read so far, for %, bytes and ETA.
@@ -109,13 +138,59 @@ impl Progress {
             );
         bar.set_style(style);
         bar.enable_steady_tick(TICK);
-        *ACTIVE.lock().expect("not poisoned") = Some(bar.clone());
+        *ACTIVE.lock().expect("not poisoned") = Some(Active::Bar(bar.clone()));
         Progress {
             shown: Some(Arc::new(Shown {
                 bar,
                 dead: dead.clone(),
                 events,
                 input,
+            })),
+        }
+    }
+
+    /// One line of a pipeline's display: `label`, the events the stage passed on with
+    /// their rate, then `extra()` (the fill of the channel in front of it).
+    pub fn line(
+        lines: &Lines,
+        label: &str,
+        dead: &DeadLetters,
+        extra: impl Fn() -> String + Send + Sync + 'static,
+    ) -> Progress {
+        let events = Arc::new(AtomicU64::new(0));
+        let extra = Arc::new(extra);
+        let bar = lines.0.add(ProgressBar::no_length());
+        let (e1, e2) = (events.clone(), events.clone());
+        let style = ProgressStyle::with_template(&format!(
+            "{{spinner}} {label}: {{events}} events ({{rate}}) · {{extra}} {{msg}}"
+        ))
+        .expect("valid template")
+        .with_key(
+            "events",
+            move |_: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = w.write_str(&count(e1.load(Ordering::Relaxed)));
+            },
+        )
+        .with_key(
+            "rate",
+            move |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = w.write_str(&rate(e2.load(Ordering::Relaxed), s.elapsed()));
+            },
+        )
+        .with_key(
+            "extra",
+            move |_: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = w.write_str(&extra());
+            },
+        );
+        bar.set_style(style);
+        bar.enable_steady_tick(TICK);
+        Progress {
+            shown: Some(Arc::new(Shown {
+                bar,
+                dead: dead.clone(),
+                events,
+                input: InputSize::default(),
             })),
         }
     }
@@ -156,7 +231,10 @@ impl Progress {
     pub fn finish(&self) {
         if let Some(s) = &self.shown {
             s.bar.finish_and_clear();
-            ACTIVE.lock().expect("not poisoned").take();
+            let mut active = ACTIVE.lock().expect("not poisoned");
+            if matches!(*active, Some(Active::Bar(_))) {
+                active.take();
+            }
         }
     }
 }
@@ -216,7 +294,8 @@ fn print_line(line: Vec<u8>) {
     };
     let active = ACTIVE.lock().expect("not poisoned").clone();
     match active {
-        Some(bar) => bar.suspend(emit),
+        Some(Active::Bar(bar)) => bar.suspend(emit),
+        Some(Active::Lines(multi)) => multi.suspend(emit),
         None => emit(),
     }
 }

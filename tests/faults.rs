@@ -364,7 +364,7 @@ fn an_interrupted_backfill_says_where_it_stopped() {
 }
 
 /// Peak RSS of a process so far, in MiB.
-fn peak_rss_mib(pid: u32) -> u64 {
+pub(crate) fn peak_rss_mib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let kib: u64 = status
         .lines()

@@ -5,6 +5,8 @@
 use serde_json::Value;
 
 use crate::persist::{pg_rows, sqlite_rows};
+use std::os::unix::process::CommandExt;
+
 use crate::util::*;
 
 const VALIDATE: &str = "validate --require id,type --type amount=number";
@@ -691,7 +693,11 @@ fn ready_follows_the_database_and_nothing_is_lost() {
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    assert_eq!(last.as_ref().map(|(s, _)| *s), Some(200), "ready again: {last:?}");
+    assert_eq!(
+        last.as_ref().map(|(s, _)| *s),
+        Some(200),
+        "ready again: {last:?}"
+    );
     let (_, metrics) = get(port, "/metrics").unwrap();
     for series in [
         "buffer_events{component=\"persist\"}",
@@ -704,4 +710,56 @@ fn ready_follows_the_database_and_nothing_is_lost() {
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", err(&o));
     assert_eq!(cluster.count(), expected.len() as u64);
+}
+
+/// A stalled sink (a stdout nobody reads) while 1 GiB is offered on stdin: memory stays
+/// bounded (<= 64 MiB), and the depth gauge of the channel in front of the stalled stage
+/// shows where the stream stopped.
+#[test]
+fn a_stalled_sink_keeps_memory_bounded_and_the_gauge_shows_where() {
+    let dir = Dir::new();
+    let port = free_port();
+    // 1 GiB of events on stdin; a stdout that is never read.
+    let script = format!(
+        "yes '{{\"id\":\"x\",\"pad\":\"{pad}\"}}' | head -c 1G \
+         | {pipeline} -q --metrics-listen 127.0.0.1:{port} \
+             'validate --require id | enrich --set tagged=true' \
+         | sleep 600",
+        pad = "p".repeat(200),
+        pipeline = bin("pipeline"),
+    );
+    let mut sh = std::process::Command::new("bash")
+        .args(["-c", &script])
+        .current_dir(dir.root())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let depth = |m: &str| -> f64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix("buffer_events{component=\"enrich\"} "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    eventually("the channel into enrich fills", || {
+        get(port, "/metrics").is_some_and(|(_, m)| depth(&m) >= 8_000.0)
+    });
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let pid = std::process::Command::new("pgrep")
+        .args(["-f", &format!("metrics-listen 127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    let pid: u32 = out(&pid).lines().next().unwrap().trim().parse().unwrap();
+    let rss = crate::faults::peak_rss_mib(pid);
+    let (_, metrics) = get(port, "/metrics").unwrap();
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", sh.id())])
+        .status();
+    let _ = sh.wait();
+    assert!(rss <= 64, "peak RSS {rss} MiB");
+    assert!(depth(&metrics) >= 8_000.0, "{metrics}");
+    // The channel into validate is full too: back-pressure reached the reader.
+    assert!(
+        metrics.contains("buffer_events{component=\"validate\"}"),
+        "{metrics}"
+    );
 }

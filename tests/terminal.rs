@@ -149,3 +149,86 @@ fn log_lines_have_no_colour_under_no_color() {
     let without_clears = plain.replace("\x1b[K", "").replace("\x1b[2K", "");
     assert!(!without_clears.contains('\x1b'), "{plain:?}");
 }
+
+/// `pipeline` on a terminal: one line per stage, with its rate and the fill of the
+/// channel in front of it; then a summary line per stage and the totals.
+#[test]
+fn pipeline_draws_one_line_per_stage() {
+    let dir = Dir::new();
+    gen_events(&dir, "in.ndjson", 20_000, &[]);
+    let screen = on_terminal(
+        &dir,
+        &[],
+        "(for i in 1 2 3 4 5; do cat in.ndjson; sleep 0.3; done) \
+         | pipeline 'validate --require id | enrich --set a=1' > out.ndjson",
+    );
+    // Lines redrawn in place: drop the cursor moves between them.
+    // indicatif pads every line to the terminal's width and lets the terminal wrap it:
+    // a run of spaces ends a line too.
+    let cursor = regex_lite(&screen);
+    let frames: Vec<String> = frames(&cursor)
+        .iter()
+        .flat_map(|f| {
+            f.split("   ")
+                .map(str::trim)
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .filter(|f| !f.is_empty())
+        .collect();
+    let progress: Vec<&String> = frames.iter().filter(|f| f.contains(" events (")).collect();
+    for stage in ["1/2 validate", "2/2 enrich"] {
+        assert!(
+            progress.iter().any(|f| f.contains(stage)),
+            "no line of {stage}: {frames:#?}"
+        );
+    }
+    for f in &progress {
+        assert!(
+            matches(
+                r"^. [12]/2 (validate|enrich): [0-9,]+ events \(([0-9,]+|–)/s\) · channel [0-9,]+ of 10,000$",
+                f
+            ),
+            "frame {f:?}"
+        );
+    }
+    let n = frames.len();
+    assert!(n >= 3, "{frames:#?}");
+    assert!(
+        matches(
+            r"^pipeline: validate: 100,000 in, 100,000 out, 0 rejected$",
+            &frames[n - 3]
+        ),
+        "{frames:#?}"
+    );
+    assert!(
+        matches(
+            r"^pipeline: 100,000 events in, 100,000 out, 0 rejected · [0-9]+\.[0-9] s$",
+            &frames[n - 1]
+        ),
+        "{frames:#?}"
+    );
+}
+
+/// The screen without cursor-up/down sequences: each redrawn line becomes a frame.
+fn regex_lite(screen: &str) -> String {
+    let mut out = String::with_capacity(screen.len());
+    let mut rest = screen;
+    while let Some(at) = rest.find("\x1b[") {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at + 2..];
+        let digits = tail.chars().take_while(char::is_ascii_digit).count();
+        match tail[digits..].chars().next() {
+            Some('A') | Some('B') => {
+                out.push('\n');
+                rest = &tail[digits + 1..];
+            }
+            _ => {
+                out.push_str("\x1b[");
+                rest = tail;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}

@@ -112,8 +112,19 @@ pub async fn run(plan: Plan, common: &Common, options: Options) -> Result<Exit> 
         }
     };
 
-    let progress = Progress::new("pipeline", common.progress, common.quiet, &dead, size);
-    let last_is_sink = matches!(plan.stages.last().map(|p| &p.spec), Some(Spec::Persist(_)));
+    // One line per stage on a terminal: what it passed on, and the fill of the channel
+    // in front of it. A pipe of no stage (a source alone) shows the one line of the shell.
+    let n = plan.stages.len();
+    let fills: Vec<Arc<Fill>> = (0..n).map(|_| Arc::default()).collect();
+    let display = (n > 0)
+        .then(|| progress::Lines::new(common.progress, common.quiet))
+        .flatten();
+    let progress = match &display {
+        Some(_) => Progress::hidden(),
+        None if n == 0 => Progress::new("pipeline", common.progress, common.quiet, &dead, size),
+        None => Progress::hidden(),
+    };
+    let total = running.len() + n;
     if serve.is_some() {
         // Before any stage registers its series: without a recorder they record nothing.
         crate::metrics::handle();
@@ -121,11 +132,24 @@ pub async fn run(plan: Plan, common: &Common, options: Options) -> Result<Exit> 
     let mut links = vec![first];
     let mut lines = Vec::new();
     let mut databases = Vec::new();
-    let n = plan.stages.len();
     for (i, p) in plan.stages.into_iter().enumerate() {
         let mut ctx = ctx_for(&p)?;
-        if last_is_sink && i + 1 == n {
-            ctx = ctx.with_progress(progress.clone());
+        if let Some(display) = &display {
+            let (fill, cap) = (fills[i].clone(), bounds.events);
+            let line = Progress::line(
+                display,
+                &format!("{}/{total} {}", p.position, p.name),
+                &ctx.dead,
+                move || {
+                    let queued = fill.events.load(std::sync::atomic::Ordering::Relaxed);
+                    format!(
+                        "channel {} of {}",
+                        human::count(queued),
+                        human::count(cap as u64)
+                    )
+                },
+            );
+            ctx = ctx.with_progress(line);
         }
         let mut live = None;
         let (stage, detail): (Box<dyn Stage>, _) = match p.spec {
@@ -174,11 +198,7 @@ pub async fn run(plan: Plan, common: &Common, options: Options) -> Result<Exit> 
         });
         links.push(Link { stage, ctx });
     }
-    let writer_progress = if last_is_sink {
-        Progress::hidden()
-    } else {
-        progress.clone()
-    };
+    let writer_progress = progress.clone();
     links.push(Link {
         stage: Box::new(Writer {
             out: ndjson::stdout(),
@@ -187,7 +207,6 @@ pub async fn run(plan: Plan, common: &Common, options: Options) -> Result<Exit> 
             .with_progress(writer_progress),
     });
 
-    let fills: Vec<Arc<Fill>> = (2..links.len()).map(|_| Arc::default()).collect();
     if let Some((addr, window)) = serve {
         let watch = crate::pipeline::serve::Watch {
             channels: links[1..]
@@ -215,6 +234,9 @@ pub async fn run(plan: Plan, common: &Common, options: Options) -> Result<Exit> 
     }
     let ran = wire::chain_bounded(links, bounds, fills.clone(), dead.clone()).await;
     progress.finish();
+    if let Some(d) = &display {
+        d.finish();
+    }
     let stats = ran?;
 
     let dropped: u64 = fills

@@ -210,6 +210,7 @@ where
                 counters.received.increment(n);
                 counters.rejected.increment(rejects_n);
                 counters.sent.increment(batch.len() as u64);
+                ctx.progress.inc(batch.len() as u64);
                 if !batch.is_empty() && output.send(batch).await.is_err() {
                     break; // Downstream is gone (say, `| head`): stop quietly.
                 }

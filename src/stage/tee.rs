@@ -62,11 +62,11 @@ impl Stage for Config {
         self: Box<Self>,
         input: Receiver<Batch>,
         output: Sender<Batch>,
-        _ctx: Ctx,
+        ctx: Ctx,
     ) -> BoxFuture<'static, Result<Stats>> {
         Box::pin(async move {
             let config = *self;
-            tokio::task::spawn_blocking(move || copy(config, input, output))
+            tokio::task::spawn_blocking(move || copy(config, input, output, ctx))
                 .await
                 .map_err(|e| Error::from(anyhow::anyhow!("tee panicked: {e}")))?
         })
@@ -93,7 +93,12 @@ fn open(config: &Config) -> Result<Vec<(PathBuf, BufWriter<File>)>> {
         .collect()
 }
 
-fn copy(config: Config, mut input: Receiver<Batch>, output: Sender<Batch>) -> Result<Stats> {
+fn copy(
+    config: Config,
+    mut input: Receiver<Batch>,
+    output: Sender<Batch>,
+    ctx: Ctx,
+) -> Result<Stats> {
     let mut files = open(&config)?;
     let mut stats = Stats::default();
     while let Some(batch) = input.blocking_recv() {
@@ -125,6 +130,7 @@ fn copy(config: Config, mut input: Receiver<Batch>, output: Sender<Batch>) -> Re
             }
         }
         stats.events_out += n;
+        ctx.progress.inc(n);
         if output.blocking_send(batch).is_err() {
             break; // Downstream is gone.
         }
