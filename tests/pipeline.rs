@@ -562,8 +562,8 @@ fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 
 /// Live scaling: the pipe file's `validate --workers 1` becomes `--workers 4` and a SIGHUP
 /// (or the change itself) applies it mid-stream: /metrics shows 4 and the output is the
-/// input, nothing lost or repeated. A change beyond workers is refused with one line, and
-/// the run carries on.
+/// input, nothing lost or repeated. So does a channel capacity on a `pipeline` line. A
+/// change beyond those is refused with one line, and the run carries on.
 #[test]
 fn sighup_raises_workers_mid_stream_without_losing_an_event() {
     use std::io::Write;
@@ -611,8 +611,25 @@ fn sighup_raises_workers_mid_stream_without_losing_an_event() {
     eventually("4 workers on /metrics", workers(4));
     send(&mut stdin, &lines[third..2 * third]);
 
-    // Anything but workers needs a restart: refused, and the run goes on as it was.
-    dir.create("etl.pipe", "validate --workers 4 --require id,type\n");
+    // Channel settings on a `pipeline` line change live too.
+    dir.create(
+        "etl.pipe",
+        "pipeline --channel-capacity 500\nvalidate --workers 4 --require id\n",
+    );
+    std::process::Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    eventually("a capacity of 500 on /metrics", || {
+        get(port, "/metrics")
+            .is_some_and(|(_, m)| m.contains("buffer_max_event_size{component=\"validate\"} 500"))
+    });
+
+    // Anything but workers and channels needs a restart: refused, and the run goes on.
+    dir.create(
+        "etl.pipe",
+        "pipeline --channel-capacity 500\nvalidate --workers 4 --require id,type\n",
+    );
     std::process::Command::new("kill")
         .args(["-HUP", &child.id().to_string()])
         .status()

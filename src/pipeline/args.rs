@@ -31,6 +31,38 @@ Examples:
   # What would run, without running it:
   pipeline --explain --file etl.pipe";
 
+/// The bounds of every channel, and what a full one does. A `--file` may also give them
+/// on a first line of its own, `pipeline --channel-capacity N …` (changed live on reload).
+#[derive(clap::Args, Clone, Debug)]
+#[command(next_help_heading = "Channels")]
+pub struct Channels {
+    /// Events each channel between two stages may hold. A batch may take it past this by
+    /// at most itself.
+    #[arg(long, value_name = "EVENTS", default_value_t = 10_000)]
+    pub channel_capacity: usize,
+
+    /// Bytes each channel may hold, whatever the size of its events. There is a channel in
+    /// front of every stage and of the output: with the default, the four channels of a
+    /// three-stage pipe hold 16 MiB at most (at 250-byte events, the 10,000-event bound
+    /// comes first: 2.4 MiB each).
+    #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = parse_bytes)]
+    pub channel_bytes: u64,
+
+    /// What a full channel does: wait (back-pressure up to the source: Kafka stops
+    /// fetching, HTTP answers 503, files stop being read), or drop events, counted and
+    /// kept as dead letters of kind `dropped`.
+    #[arg(long, value_enum, value_name = "POLICY", default_value_t = WhenFull::Block)]
+    pub when_full: WhenFull,
+}
+
+/// The first line of a pipe file that starts with `pipeline`: channel settings.
+#[derive(Parser, Debug)]
+#[command(name = "pipeline")]
+pub struct SettingsLine {
+    #[command(flatten)]
+    pub channels: Channels,
+}
+
 /// Run a shell pipe of ndpipe commands in one process: the same stages, joined by bounded
 /// channels instead of pipes, each event parsed once.
 ///
@@ -64,23 +96,8 @@ pub struct Args {
     #[arg(long)]
     pub explain: bool,
 
-    /// Events each channel between two stages may hold. A batch may take it past this by
-    /// at most itself.
-    #[arg(long, value_name = "EVENTS", default_value_t = 10_000)]
-    pub channel_capacity: usize,
-
-    /// Bytes each channel may hold, whatever the size of its events. There is a channel in
-    /// front of every stage and of the output: with the default, the four channels of a
-    /// three-stage pipe hold 16 MiB at most (at 250-byte events, the 10,000-event bound
-    /// comes first: 2.4 MiB each).
-    #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = parse_bytes)]
-    pub channel_bytes: u64,
-
-    /// What a full channel does: wait (back-pressure up to the source: Kafka stops
-    /// fetching, HTTP answers 503, files stop being read), or drop events, counted and
-    /// kept as dead letters of kind `dropped`.
-    #[arg(long, value_enum, value_name = "POLICY", default_value_t = WhenFull::Block)]
-    pub when_full: WhenFull,
+    #[command(flatten)]
+    pub channels: Channels,
 
     /// Serve GET /metrics (Prometheus text), /ready and /health on ADDR (such as
     /// 127.0.0.1:9598).

@@ -73,16 +73,18 @@ pub async fn main(args: Args) -> Result<Exit> {
         }
         plan::Parsed::Plan(p) => p,
     };
-    let bounds = Bounds {
-        events: args.channel_capacity.max(1),
-        bytes: args.channel_bytes,
-        when_full: args.when_full,
+    let base = Bounds {
+        events: args.channels.channel_capacity.max(1),
+        bytes: args.channels.channel_bytes,
+        when_full: args.channels.when_full,
     };
+    let bounds = plan.channels.apply(&base);
     if args.explain {
         print!("{}", explain::explain(&plan, &args.common, &bounds));
         return Ok(Exit::Ok);
     }
     let options = run::Options {
+        base,
         bounds,
         serve: args.metrics_listen.map(|addr| (addr, args.ready_window)),
         reload: args.file.clone(),

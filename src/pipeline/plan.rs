@@ -14,7 +14,9 @@ use crate::cli::Common;
 use crate::exit::{Error, Exit, Result};
 use crate::stage::{enrich, ingest_http, ingest_kafka, persist, tee, validate, Kind};
 
+use super::args::SettingsLine;
 use super::text::{self, Join, StageText};
+use crate::wire::relay::{Bounds, WhenFull};
 
 /// The commands a pipe text may name, sources first.
 pub const COMMANDS: [&str; 6] = [
@@ -58,8 +60,59 @@ pub struct Planned {
     pub spec: Spec,
 }
 
+/// Channel settings given on a first line `pipeline --channel-capacity N …` of the text.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChannelsGiven {
+    pub events: Option<usize>,
+    pub bytes: Option<u64>,
+    pub when_full: Option<WhenFull>,
+}
+
+impl ChannelsGiven {
+    /// `base` (the command line's) with what the text gives instead.
+    pub fn apply(&self, base: &Bounds) -> Bounds {
+        Bounds {
+            events: self.events.unwrap_or(base.events).max(1),
+            bytes: self.bytes.unwrap_or(base.bytes),
+            when_full: self.when_full.unwrap_or(base.when_full),
+        }
+    }
+}
+
+/// Takes a first stage `pipeline …` off `stages`: the channel settings it gives.
+fn settings(stages: &mut Vec<StageText>) -> Result<ChannelsGiven> {
+    let Some(first) = stages.first() else {
+        return Ok(ChannelsGiven::default());
+    };
+    if first.words[0] != "pipeline" {
+        return Ok(ChannelsGiven::default());
+    }
+    let line = stages.remove(0);
+    let label = "the `pipeline` line";
+    let mut cmd = SettingsLine::command();
+    let m = cmd.try_get_matches_from_mut(&line.words).map_err(|e| {
+        let rendered = e.render().to_string();
+        let first = rendered
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim_start_matches("error: ");
+        Error::usage(format!("{label}: {first} (it takes channel settings only)"))
+    })?;
+    let given = |id: &str| m.value_source(id) == Some(ValueSource::CommandLine);
+    let a =
+        SettingsLine::from_arg_matches(&m).map_err(|e| Error::usage(format!("{label}: {e}")))?;
+    Ok(ChannelsGiven {
+        events: given("channel_capacity").then_some(a.channels.channel_capacity),
+        bytes: given("channel_bytes").then_some(a.channels.channel_bytes),
+        when_full: given("when_full").then_some(a.channels.when_full),
+    })
+}
+
 /// What `pipeline` will run.
 pub struct Plan {
+    /// Channel settings of the text's `pipeline` line.
+    pub channels: ChannelsGiven,
     /// Source stages feeding the hub (joined by `&`); may be empty.
     pub sources: Vec<Planned>,
     /// Filters and sinks, in order.
@@ -88,7 +141,8 @@ const PIPELINE_WIDE: [(&str, &str); 6] = [
 /// Parses `text` into a plan with `common` applied to every stage.
 pub fn parse(text: &str, inputs: Vec<PathBuf>, common: &Common) -> Result<Parsed> {
     let env = |name: &str| std::env::var(name).ok();
-    let stages = text::split(text, &env).map_err(Error::usage)?;
+    let mut stages = text::split(text, &env).map_err(Error::usage)?;
+    let channels = settings(&mut stages)?;
     if stages.is_empty() {
         return Err(Error::usage(
             "the pipe text is empty: give stages, as in 'validate --require id | persist'",
@@ -108,6 +162,7 @@ pub fn parse(text: &str, inputs: Vec<PathBuf>, common: &Common) -> Result<Parsed
     check_shape(&parsed, total)?;
 
     let mut plan = Plan {
+        channels,
         sources: Vec::new(),
         stages: Vec::new(),
         inputs,
@@ -144,9 +199,10 @@ pub struct Scaling {
 
 /// Parses `text` as [`parse`] does, without building any stage: what live scaling
 /// compares with the running pipeline.
-pub fn scaling(text: &str, common: &Common) -> Result<Vec<Scaling>> {
+pub fn scaling(text: &str, common: &Common) -> Result<(ChannelsGiven, Vec<Scaling>)> {
     let env = |name: &str| std::env::var(name).ok();
-    let stages = text::split(text, &env).map_err(Error::usage)?;
+    let mut stages = text::split(text, &env).map_err(Error::usage)?;
+    let channels = settings(&mut stages)?;
     let total = stages.len();
     let mut parsed = Vec::with_capacity(total);
     for (i, st) in stages.into_iter().enumerate() {
@@ -156,7 +212,7 @@ pub fn scaling(text: &str, common: &Common) -> Result<Vec<Scaling>> {
         }
     }
     check_shape(&parsed, total)?;
-    Ok(parsed
+    let stages = parsed
         .into_iter()
         .map(|w| {
             let workers = match &w.args {
@@ -172,7 +228,8 @@ pub fn scaling(text: &str, common: &Common) -> Result<Vec<Scaling>> {
                 workers,
             }
         })
-        .collect())
+        .collect();
+    Ok((channels, stages))
 }
 
 /// `stage 2 of 4 (validate)`.

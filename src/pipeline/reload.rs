@@ -2,6 +2,8 @@
 //! re-reads it. A new `--workers` of a `validate` or `enrich` stage takes effect at once,
 //! without a restart and without losing or repeating an event (the stage starts more
 //! batches at a time, or lets the ones started finish: [`crate::stage::map_ordered`]).
+//! So do new channel settings on the text's `pipeline` line (`--channel-capacity`,
+//! `--channel-bytes`, `--when-full`): every relay reads its bounds before each step.
 //! Any other change is refused with one log line naming the stage that needs a restart,
 //! and the pipeline carries on as it was.
 
@@ -14,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 use crate::cli::Common;
 use crate::progress;
 use crate::shutdown::Shutdown;
+use crate::wire::relay::Bounds;
 
 use super::plan;
 
@@ -29,8 +32,16 @@ pub struct Running {
     pub workers: Option<watch::Sender<usize>>,
 }
 
+/// What a reload may change in a running pipeline.
+pub struct Live {
+    pub stages: Vec<Running>,
+    /// The channel bounds of the command line; a `pipeline` line of the text overrides them.
+    pub base: Bounds,
+    pub bounds: watch::Sender<Bounds>,
+}
+
 /// Watches `path` and SIGHUP until shutdown; applies what may change.
-pub async fn watch(path: PathBuf, stages: Vec<Running>, common: Common, shutdown: Shutdown) {
+pub async fn watch(path: PathBuf, live: Live, common: Common, shutdown: Shutdown) {
     let (tx, mut changes) = mpsc::channel::<()>(1);
     let notify_tx = tx.clone();
     // The directory is watched, not the file: an editor's save replaces the file.
@@ -80,18 +91,19 @@ pub async fn watch(path: PathBuf, stages: Vec<Running>, common: Common, shutdown
             continue; // A change to another file of the directory.
         }
         last = text.clone();
-        apply(&text, &stages, &common);
+        apply(&text, &live, &common);
     }
 }
 
 /// Applies `text` to the running `stages`, or refuses it with one line.
-fn apply(text: &str, stages: &[Running], common: &Common) {
+fn apply(text: &str, live: &Live, common: &Common) {
+    let stages = &live.stages;
     let refuse = |why: String| {
         progress::eprint_line(&format!(
             "pipeline: reload refused: {why}; restart to apply it. Carrying on unchanged"
         ));
     };
-    let new = match plan::scaling(text, common) {
+    let (channels, new) = match plan::scaling(text, common) {
         Ok(n) => n,
         Err(e) => return refuse(format!("{e}")),
     };
@@ -111,6 +123,20 @@ fn apply(text: &str, stages: &[Running], common: &Common) {
                 plan::label(i + 1, total, r.name)
             ));
         }
+    }
+    let bounds = channels.apply(&live.base);
+    let old = live.bounds.borrow().clone();
+    if (old.events, old.bytes, old.when_full) != (bounds.events, bounds.bytes, bounds.when_full) {
+        tracing::info!(
+            "pipeline: channels {} events / {} bytes / {} → {} events / {} bytes / {}",
+            old.events,
+            old.bytes,
+            old.when_full.as_str(),
+            bounds.events,
+            bounds.bytes,
+            bounds.when_full.as_str()
+        );
+        live.bounds.send_replace(bounds);
     }
     for (n, r) in new.iter().zip(stages) {
         if let (Some(tx), Some(workers)) = (&r.workers, n.workers) {

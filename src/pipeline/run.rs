@@ -31,6 +31,9 @@ struct Line {
 /// Runs `plan`; `common` holds the flags given to `pipeline` itself.
 /// How a plan runs, besides the flags common to every command.
 pub struct Options {
+    /// The channel bounds of the command line, before the text's `pipeline` line.
+    pub base: Bounds,
+    /// The channel bounds the run starts with.
     pub bounds: Bounds,
     /// `--metrics-listen`, with `--ready-window`.
     pub serve: Option<(std::net::SocketAddr, std::time::Duration)>,
@@ -40,6 +43,7 @@ pub struct Options {
 
 pub async fn run(plan: Plan, common: &Common, options: Options) -> Result<Exit> {
     let Options {
+        base,
         bounds,
         serve,
         reload,
@@ -114,6 +118,8 @@ pub async fn run(plan: Plan, common: &Common, options: Options) -> Result<Exit> 
 
     // One line per stage on a terminal: what it passed on, and the fill of the channel
     // in front of it. A pipe of no stage (a source alone) shows the one line of the shell.
+    // The bounds every channel follows; reload changes them.
+    let (limits_tx, limits) = tokio::sync::watch::channel(bounds);
     let n = plan.stages.len();
     let fills: Vec<Arc<Fill>> = (0..n).map(|_| Arc::default()).collect();
     let display = (n > 0)
@@ -135,7 +141,7 @@ pub async fn run(plan: Plan, common: &Common, options: Options) -> Result<Exit> 
     for (i, p) in plan.stages.into_iter().enumerate() {
         let mut ctx = ctx_for(&p)?;
         if let Some(display) = &display {
-            let (fill, cap) = (fills[i].clone(), bounds.events);
+            let (fill, limits) = (fills[i].clone(), limits.clone());
             let line = Progress::line(
                 display,
                 &format!("{}/{total} {}", p.position, p.name),
@@ -145,7 +151,7 @@ pub async fn run(plan: Plan, common: &Common, options: Options) -> Result<Exit> 
                     format!(
                         "channel {} of {}",
                         human::count(queued),
-                        human::count(cap as u64)
+                        human::count(limits.borrow().events as u64)
                     )
                 },
             );
@@ -214,7 +220,7 @@ pub async fn run(plan: Plan, common: &Common, options: Options) -> Result<Exit> 
                 .map(|l| l.stage.name())
                 .zip(fills.iter().cloned())
                 .collect(),
-            bounds: bounds.clone(),
+            bounds: limits.clone(),
             window,
             databases,
             sinks: lines
@@ -227,12 +233,16 @@ pub async fn run(plan: Plan, common: &Common, options: Options) -> Result<Exit> 
     if let Some(path) = reload {
         tokio::spawn(super::reload::watch(
             path,
-            running,
+            super::reload::Live {
+                stages: running,
+                base,
+                bounds: limits_tx,
+            },
             common.clone(),
             shutdown.clone(),
         ));
     }
-    let ran = wire::chain_bounded(links, bounds, fills.clone(), dead.clone()).await;
+    let ran = wire::chain_bounded(links, limits, fills.clone(), dead.clone()).await;
     progress.finish();
     if let Some(d) = &display {
         d.finish();

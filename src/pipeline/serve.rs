@@ -40,7 +40,7 @@ const FULL_SHARE: f64 = 0.8;
 pub struct Watch {
     /// Every channel, with the name of the stage it feeds.
     pub channels: Vec<(&'static str, Arc<Fill>)>,
-    pub bounds: Bounds,
+    pub bounds: tokio::sync::watch::Receiver<Bounds>,
     pub window: Duration,
     /// The PostgreSQL databases persist stages write to.
     pub databases: Vec<ConnectSpec>,
@@ -144,14 +144,15 @@ async fn sample(watch: Arc<Watch>, state: Arc<State>, shutdown: Shutdown) {
         watch.databases.iter().map(|_| None).collect();
     loop {
         let now = Instant::now();
+        let bounds = watch.bounds.borrow().clone();
         let mut reasons = Vec::new();
         {
             let mut since = state.full_since.lock().expect("not poisoned");
             for (i, (into, fill)) in watch.channels.iter().enumerate() {
                 let events = fill.events.load(Ordering::Relaxed) as f64;
                 let bytes = fill.bytes.load(Ordering::Relaxed) as f64;
-                let full = events > FULL_SHARE * watch.bounds.events as f64
-                    || bytes > FULL_SHARE * watch.bounds.bytes as f64;
+                let full = events > FULL_SHARE * bounds.events as f64
+                    || bytes > FULL_SHARE * bounds.bytes as f64;
                 since[i] = match (full, since[i]) {
                     (false, _) => None,
                     (true, None) => Some(now),

@@ -47,7 +47,7 @@ pub async fn chain(links: Vec<Link>, capacity: usize) -> Result<Vec<Stats>> {
 /// fills the relay in front of that stage, where `--when-full` applies.
 pub async fn chain_bounded(
     links: Vec<Link>,
-    bounds: Bounds,
+    bounds: tokio::sync::watch::Receiver<Bounds>,
     fills: Vec<Arc<Fill>>,
     dead: DeadLetters,
 ) -> Result<Vec<Stats>> {
@@ -71,7 +71,8 @@ enum Channels {
     /// A plain channel of this many batches (the shell form: a reader, a stage, a writer).
     Batches(usize),
     Bounded {
-        bounds: Bounds,
+        /// Changed live by `pipeline`'s reload.
+        bounds: tokio::sync::watch::Receiver<Bounds>,
         fills: Vec<Arc<Fill>>,
         dead: DeadLetters,
     },

@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use clap::ValueEnum;
 use tokio::sync::mpsc::{Receiver, Sender};
+use tokio::sync::watch;
 
 use crate::dead_letter::DeadLetters;
 use crate::event::{Batch, Reject};
@@ -71,7 +72,7 @@ pub struct Fill {
 pub async fn run(
     mut rx: Receiver<Batch>,
     tx: Sender<Batch>,
-    bounds: Bounds,
+    mut limits: watch::Receiver<Bounds>,
     into: &'static str,
     fill: Arc<Fill>,
     dead: DeadLetters,
@@ -79,13 +80,19 @@ pub async fn run(
     let labels = [("component", into)];
     let depth = metrics::gauge!("buffer_events", &labels);
     let size = metrics::gauge!("buffer_byte_size", &labels);
-    metrics::gauge!("buffer_max_event_size", &labels).set(bounds.events as f64);
-    metrics::gauge!("buffer_max_byte_size", &labels).set(bounds.bytes as f64);
+    let max_events = metrics::gauge!("buffer_max_event_size", &labels);
+    let max_bytes = metrics::gauge!("buffer_max_byte_size", &labels);
     let discarded = metrics::counter!("component_discarded_events_total", &labels);
 
     let mut queue = Queue::default();
     let mut open = true;
+    // Whether the bounds may still change (their sender is alive).
+    let mut live = true;
     loop {
+        // The bounds as they are now: a reload may raise or lower them at any time.
+        let bounds = limits.borrow_and_update().clone();
+        max_events.set(bounds.events as f64);
+        max_bytes.set(bounds.bytes as f64);
         let room = queue.events < bounds.events && queue.bytes < bounds.bytes;
         let take = open && (room || bounds.when_full != WhenFull::Block);
         tokio::select! {
@@ -106,6 +113,9 @@ pub async fn run(
                 }
                 None => open = false,
             },
+            changed = limits.changed(), if live && (open || !queue.batches.is_empty()) => {
+                live = changed.is_ok();
+            }
             else => return Ok(()), // Closed and handed on.
         }
         fill.events.store(queue.events as u64, Ordering::Relaxed);
