@@ -780,3 +780,66 @@ fn a_stalled_sink_keeps_memory_bounded_and_the_gauge_shows_where() {
         "{metrics}"
     );
 }
+
+/// Two sources into one hub (`ingest-http … & ingest-kafka …`) and a file given after
+/// the text: every event of each is stored, each source keeping its acknowledgements;
+/// SIGTERM ends the run with 0.
+#[test]
+fn several_sources_feed_one_hub() {
+    use crate::ingest_kafka::{rows, topic_with_events, wait_until, Broker};
+    use std::time::Duration;
+    let dir = Dir::new();
+    let broker = Broker::start();
+    let pg = Pg::new("pl_hub");
+    let (topic, kafka_text) = topic_with_events(&dir, &broker, "pl-hub", 2, 3_000, &[]);
+    let file: String = (0..2_000)
+        .map(|i| format!("{{\"id\":\"file-{i}\"}}\n"))
+        .collect();
+    dir.create("backlog.ndjson", &file);
+    let port = free_port();
+    let text = format!(
+        "ingest-http --listen 127.0.0.1:{port} --ack written \
+         & ingest-kafka --brokers {b} --topic {topic} --group hub-{pid} \
+         | validate --require id | persist --database-url '{url}' --create-table",
+        b = broker.addr,
+        pid = std::process::id(),
+        url = pg.url(),
+    );
+    let mut child = std::process::Command::new(bin("pipeline"))
+        .args(["-q", &text, "backlog.ndjson"])
+        .current_dir(dir.root())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually("the HTTP source listens", || get(port, "/health").is_some());
+    let agent = crate::ingest_http::agent();
+    for i in 0..10 {
+        let body: String = (0..100)
+            .map(|j| format!("{{\"id\":\"http-{i}-{j}\"}}\n"))
+            .collect();
+        let r = crate::ingest_http::post(
+            &agent,
+            &format!("http://127.0.0.1:{port}/events"),
+            &[crate::ingest_http::NDJSON],
+            body.as_bytes(),
+        );
+        assert_eq!(r.status, 200, "answered once stored");
+    }
+    let all = 1_000 + 2_000 + last_by_id(&kafka_text).len() as u64;
+    wait_until("every event", Duration::from_secs(60), || rows(&pg) >= all);
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(rows(&pg), all);
+    assert_eq!(
+        pg.sql("SELECT count(*) FROM events WHERE key LIKE 'http-%'"),
+        "1000"
+    );
+    assert_eq!(
+        pg.sql("SELECT count(*) FROM events WHERE key LIKE 'file-%'"),
+        "2000"
+    );
+}
