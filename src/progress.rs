@@ -120,22 +120,7 @@ impl Progress {
         } else {
             format!("{{spinner}} {stage}: {{events}} events ({{rate}}) {{msg}}· {{elapsed}}")
         };
-        let (e1, e2) = (events.clone(), events.clone());
-        let style = ProgressStyle::with_template(&template)
-            .expect("valid template")
-            .progress_chars("=> ")
-            .with_key(
-                "events",
-                move |_: &ProgressState, w: &mut dyn std::fmt::Write| {
-                    let _ = w.write_str(&count(e1.load(Ordering::Relaxed)));
-                },
-            )
-            .with_key(
-                "rate",
-                move |s: &ProgressState, w: &mut dyn std::fmt::Write| {
-                    let _ = w.write_str(&rate(e2.load(Ordering::Relaxed), s.elapsed()));
-                },
-            );
+        let style = counting(&template, &events).progress_chars("=> ");
         bar.set_style(style);
         bar.enable_steady_tick(TICK);
         *ACTIVE.lock().expect("not poisoned") = Some(Active::Bar(bar.clone()));
@@ -160,24 +145,9 @@ impl Progress {
         let events = Arc::new(AtomicU64::new(0));
         let extra = Arc::new(extra);
         let bar = lines.0.add(ProgressBar::no_length());
-        let (e1, e2) = (events.clone(), events.clone());
-        let style = ProgressStyle::with_template(&format!(
-            "{{spinner}} {label}: {{events}} events ({{rate}}) · {{extra}} {{msg}}"
-        ))
-        .expect("valid template")
-        .with_key(
-            "events",
-            move |_: &ProgressState, w: &mut dyn std::fmt::Write| {
-                let _ = w.write_str(&count(e1.load(Ordering::Relaxed)));
-            },
-        )
-        .with_key(
-            "rate",
-            move |s: &ProgressState, w: &mut dyn std::fmt::Write| {
-                let _ = w.write_str(&rate(e2.load(Ordering::Relaxed), s.elapsed()));
-            },
-        )
-        .with_key(
+        let template =
+            format!("{{spinner}} {label}: {{events}} events ({{rate}}) · {{extra}} {{msg}}");
+        let style = counting(&template, &events).with_key(
             "extra",
             move |_: &ProgressState, w: &mut dyn std::fmt::Write| {
                 let _ = w.write_str(&extra());
@@ -237,6 +207,25 @@ impl Progress {
             }
         }
     }
+}
+
+/// A style of `template` whose `{events}` and `{rate}` count `events`, rounded.
+fn counting(template: &str, events: &Arc<AtomicU64>) -> ProgressStyle {
+    let (e1, e2) = (events.clone(), events.clone());
+    ProgressStyle::with_template(template)
+        .expect("valid template")
+        .with_key(
+            "events",
+            move |_: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = w.write_str(&count(e1.load(Ordering::Relaxed)));
+            },
+        )
+        .with_key(
+            "rate",
+            move |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = w.write_str(&rate(e2.load(Ordering::Relaxed), s.elapsed()));
+            },
+        )
 }
 
 /// Writes log lines to stderr without tearing a progress line: the line this process

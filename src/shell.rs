@@ -44,14 +44,7 @@ pub async fn run(
         Kind::Source => Vec::new(),
         Kind::Filter | Kind::Sink => ndjson::open_inputs(inputs)?,
     };
-    let size = InputSize {
-        total: inputs.iter().map(|i| i.size).sum(),
-        consumed: inputs.iter().map(|i| i.consumed.clone()).collect(),
-    };
-    let compression: Compressions = inputs
-        .iter()
-        .map(|i| (i.name.clone(), i.compression))
-        .collect();
+    let (size, compression) = measure(&inputs);
     let shutdown = Shutdown::on_signals();
     let ctx = Ctx::new(dead.clone(), shutdown.clone(), &common.meta_field);
     let progress = Progress::new(name, common.progress, common.quiet, &dead, size);
@@ -109,6 +102,19 @@ pub async fn run(
 
 /// The files a run reads, with their compression, for resume hints.
 pub type Compressions = Vec<(std::sync::Arc<str>, Option<ndjson::Compression>)>;
+
+/// What the progress line and a resume hint need to know of the inputs.
+pub fn measure(inputs: &[ndjson::Input]) -> (InputSize, Compressions) {
+    let size = InputSize {
+        total: inputs.iter().map(|i| i.size).sum(),
+        consumed: inputs.iter().map(|i| i.consumed.clone()).collect(),
+    };
+    let compression = inputs
+        .iter()
+        .map(|i| (i.name.clone(), i.compression))
+        .collect();
+    (size, compression)
+}
 
 /// A run interrupted before the end of its input: what was read is handled; says where
 /// to resume, and exits 128 + the signal, not 0, so that scripts know.

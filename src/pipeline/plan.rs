@@ -91,13 +91,10 @@ fn settings(stages: &mut Vec<StageText>) -> Result<ChannelsGiven> {
     let label = "the `pipeline` line";
     let mut cmd = SettingsLine::command();
     let m = cmd.try_get_matches_from_mut(&line.words).map_err(|e| {
-        let rendered = e.render().to_string();
-        let first = rendered
-            .lines()
-            .next()
-            .unwrap_or("")
-            .trim_start_matches("error: ");
-        Error::usage(format!("{label}: {first} (it takes channel settings only)"))
+        Error::usage(format!(
+            "{label}: {} (it takes channel settings only)",
+            first_line(&e)
+        ))
     })?;
     let given = |id: &str| m.value_source(id) == Some(ValueSource::CommandLine);
     let a =
@@ -140,27 +137,11 @@ const PIPELINE_WIDE: [(&str, &str); 6] = [
 
 /// Parses `text` into a plan with `common` applied to every stage.
 pub fn parse(text: &str, inputs: Vec<PathBuf>, common: &Common) -> Result<Parsed> {
-    let env = |name: &str| std::env::var(name).ok();
-    let mut stages = text::split(text, &env).map_err(Error::usage)?;
-    let channels = settings(&mut stages)?;
-    if stages.is_empty() {
-        return Err(Error::usage(
-            "the pipe text is empty: give stages, as in 'validate --require id | persist'",
-        ));
-    }
-    let total = stages.len();
-
-    // Words first, for every stage: a typo in the last stage is found before anything
-    // of the first is built.
-    let mut parsed = Vec::with_capacity(total);
-    for (i, st) in stages.into_iter().enumerate() {
-        match parse_words(i + 1, total, st, common)? {
-            Words::Help(h) => return Ok(Parsed::Help(h)),
-            Words::Stage(w) => parsed.push(w),
-        }
-    }
-    check_shape(&parsed, total)?;
-
+    let (channels, parsed) = match all_words(text, common)? {
+        AllWords::Help(h) => return Ok(Parsed::Help(h)),
+        AllWords::Stages(channels, parsed) => (channels, parsed),
+    };
+    let total = parsed.len();
     let mut plan = Plan {
         channels,
         sources: Vec::new(),
@@ -200,18 +181,10 @@ pub struct Scaling {
 /// Parses `text` as [`parse`] does, without building any stage: what live scaling
 /// compares with the running pipeline.
 pub fn scaling(text: &str, common: &Common) -> Result<(ChannelsGiven, Vec<Scaling>)> {
-    let env = |name: &str| std::env::var(name).ok();
-    let mut stages = text::split(text, &env).map_err(Error::usage)?;
-    let channels = settings(&mut stages)?;
-    let total = stages.len();
-    let mut parsed = Vec::with_capacity(total);
-    for (i, st) in stages.into_iter().enumerate() {
-        match parse_words(i + 1, total, st, common)? {
-            Words::Help(_) => return Err(Error::usage("--help in the text")),
-            Words::Stage(w) => parsed.push(w),
-        }
-    }
-    check_shape(&parsed, total)?;
+    let (channels, parsed) = match all_words(text, common)? {
+        AllWords::Help(_) => return Err(Error::usage("--help in the text")),
+        AllWords::Stages(channels, parsed) => (channels, parsed),
+    };
     let stages = parsed
         .into_iter()
         .map(|w| {
@@ -230,6 +203,46 @@ pub fn scaling(text: &str, common: &Common) -> Result<(ChannelsGiven, Vec<Scalin
         })
         .collect();
     Ok((channels, stages))
+}
+
+enum AllWords {
+    Stages(ChannelsGiven, Vec<StageWords>),
+    Help(String),
+}
+
+/// The text's channel settings and every stage's words, parsed by the stage's command
+/// and in a valid shape; or a stage's `--help`. Words come first, for every stage: a typo
+/// in the last stage is found before anything of the first is built.
+fn all_words(text: &str, common: &Common) -> Result<AllWords> {
+    let env = |name: &str| std::env::var(name).ok();
+    let mut stages = text::split(text, &env).map_err(Error::usage)?;
+    let channels = settings(&mut stages)?;
+    if stages.is_empty() {
+        return Err(Error::usage(
+            "the pipe text is empty: give stages, as in 'validate --require id | persist'",
+        ));
+    }
+    let total = stages.len();
+    let mut parsed = Vec::with_capacity(total);
+    for (i, st) in stages.into_iter().enumerate() {
+        match parse_words(i + 1, total, st, common)? {
+            Words::Help(h) => return Ok(AllWords::Help(h)),
+            Words::Stage(w) => parsed.push(w),
+        }
+    }
+    check_shape(&parsed, total)?;
+    Ok(AllWords::Stages(channels, parsed))
+}
+
+/// clap's message in one line, without its `error: `.
+fn first_line(e: &clap::Error) -> String {
+    let rendered = e.render().to_string();
+    rendered
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim_start_matches("error: ")
+        .to_owned()
 }
 
 /// `stage 2 of 4 (validate)`.
@@ -290,14 +303,9 @@ fn parse_words(position: usize, total: usize, st: StageText, common: &Common) ->
             if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
                 return Ok(Words::Help(e.render().to_string()));
             }
-            let rendered = e.render().to_string();
-            let first = rendered
-                .lines()
-                .next()
-                .unwrap_or("")
-                .trim_start_matches("error: ");
             return Err(Error::usage(format!(
-                "{label}: {first} (see '{name} --help')"
+                "{label}: {} (see '{name} --help')",
+                first_line(&e)
             )));
         }
     };

@@ -9,8 +9,8 @@ use crate::dead_letter::DeadLetters;
 use crate::exit::{Error, Exit, Result};
 use crate::human;
 use crate::ndjson;
-use crate::progress::{self, InputSize, Progress};
-use crate::shell::{self, Compressions};
+use crate::progress::{self, Progress};
+use crate::shell;
 use crate::shutdown::Shutdown;
 use crate::stage::stdio::{Reader, Writer};
 use crate::stage::{persist, Ctx, Stage, Stats};
@@ -57,14 +57,7 @@ pub async fn run(plan: Plan, common: &Common, options: Options) -> Result<Exit> 
     } else {
         Vec::new()
     };
-    let size = InputSize {
-        total: inputs.iter().map(|i| i.size).sum(),
-        consumed: inputs.iter().map(|i| i.consumed.clone()).collect(),
-    };
-    let compression: Compressions = inputs
-        .iter()
-        .map(|i| (i.name.clone(), i.compression))
-        .collect();
+    let (size, compression) = shell::measure(&inputs);
     let shutdown = Shutdown::on_signals();
     let ctx_for = |p: &Planned| -> Result<Ctx> {
         let own = match &p.common.dead_letter {
