@@ -805,7 +805,7 @@ fn several_sources_feed_one_hub() {
         pid = std::process::id(),
         url = pg.url(),
     );
-    let mut child = std::process::Command::new(bin("pipeline"))
+    let child = std::process::Command::new(bin("pipeline"))
         .args(["-q", &text, "backlog.ndjson"])
         .current_dir(dir.root())
         .stderr(std::process::Stdio::piped())
