@@ -805,8 +805,14 @@ fn several_sources_feed_one_hub() {
         pid = std::process::id(),
         url = pg.url(),
     );
+    let metrics_port = free_port();
     let child = std::process::Command::new(bin("pipeline"))
-        .args(["-q", &text, "backlog.ndjson"])
+        .args([
+            "-q",
+            "--metrics-listen",
+            &format!("127.0.0.1:{metrics_port}"),
+        ])
+        .args([&text, "backlog.ndjson"])
         .current_dir(dir.root())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -827,6 +833,14 @@ fn several_sources_feed_one_hub() {
     }
     let all = 1_000 + 2_000 + last_by_id(&kafka_text).len() as u64;
     wait_until("every event", Duration::from_secs(60), || rows(&pg) >= all);
+    // The Kafka source's lag per partition.
+    eventually("the consumer lag on /metrics", || {
+        get(metrics_port, "/metrics").is_some_and(|(_, m)| {
+            m.contains(&format!(
+                "kafka_consumer_lag{{topic_id=\"{topic}\",partition_id=\"1\"}} 0"
+            ))
+        })
+    });
     std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

@@ -74,7 +74,18 @@ pub async fn run(plan: Plan, common: &Common, options: Options) -> Result<Exit> 
     let mut sources: Vec<Link> = Vec::new();
     // Every stage of the text, for reload to compare a new text with.
     let mut running = Vec::new();
-    for p in plan.sources {
+    for mut p in plan.sources {
+        if let (Spec::IngestKafka(c), Some(_)) = (&mut p.spec, &serve) {
+            // Consumer lag for /metrics, from librdkafka's statistics every second.
+            if !c
+                .settings
+                .iter()
+                .any(|(k, _)| k == "statistics.interval.ms")
+            {
+                c.settings
+                    .push(("statistics.interval.ms".into(), "1000".into()));
+            }
+        }
         running.push(super::reload::Running {
             name: p.name,
             words: p.words.clone(),

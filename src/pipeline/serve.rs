@@ -11,8 +11,8 @@
 //! `buffer_events`, `buffer_byte_size`, `buffer_max_event_size`, `buffer_max_byte_size`
 //! and `component_discarded_events_total` (labelled with the stage it feeds); each
 //! stage's `ndpipe_stage_workers`; persist's `ndpipe_persist_rows_total{outcome}`,
-//! `ndpipe_persist_retries_total` and `ndpipe_persist_batches_total`; an HTTP source's
-//! `ndpipe_http_*` series.
+//! `ndpipe_persist_retries_total` and `ndpipe_persist_batches_total`; a Kafka source's
+//! `kafka_consumer_lag{topic_id,partition_id}`; an HTTP source's `ndpipe_http_*` series.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;

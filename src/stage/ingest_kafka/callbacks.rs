@@ -40,6 +40,25 @@ impl ClientContext for Callbacks {
     fn error(&self, error: KafkaError, reason: &str) {
         self.client_log(true, &format!("{error}: {reason}"));
     }
+
+    /// librdkafka's statistics (only with `statistics.interval.ms`, which `pipeline
+    /// --metrics-listen` sets): the lag of every assigned partition, under Vector's name.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                // -1 is librdkafka's internal "unassigned" partition.
+                if *partition < 0 || !p.desired {
+                    continue;
+                }
+                metrics::gauge!(
+                    "kafka_consumer_lag",
+                    "topic_id" => topic.clone(),
+                    "partition_id" => partition.to_string()
+                )
+                .set(p.consumer_lag.max(0) as f64);
+            }
+        }
+    }
 }
 
 impl Callbacks {
