@@ -857,3 +857,63 @@ fn several_sources_feed_one_hub() {
         "2000"
     );
 }
+
+/// The first SIGTERM drains; a second one, while the drain waits on a stalled stdout,
+/// exits 130 at once.
+#[test]
+fn a_second_signal_exits_130_at_once() {
+    let dir = Dir::new();
+    gen_events(&dir, "ev.ndjson", 200_000, &[]);
+    let fifo = dir.path("out.fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    // A reader that opens the fifo and never reads: stdout stalls once the pipe is full.
+    let mut stall = std::process::Command::new("bash")
+        .args(["-c", "exec 3< out.fifo; sleep 60"])
+        .current_dir(dir.root())
+        .spawn()
+        .unwrap();
+    let out = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    let mut child = std::process::Command::new(bin("pipeline"))
+        .args([
+            "-q",
+            "--shutdown-timeout",
+            "60s",
+            "validate --require id",
+            "ev.ndjson",
+        ])
+        .current_dir(dir.root())
+        .stdout(out)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let pid = child.id().to_string();
+    let signal = |sig: &str| {
+        std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap();
+    };
+    signal("-TERM");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(child.try_wait().unwrap().is_none(), "still draining");
+    let second = std::time::Instant::now();
+    signal("-TERM");
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            second.elapsed() < std::time::Duration::from_secs(5),
+            "no exit"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let _ = stall.kill();
+    let _ = stall.wait();
+    assert_eq!(status.code(), Some(130));
+}
