@@ -1,6 +1,6 @@
 complete -c pipeline -s f -l file -d 'Read the pipe text from PATH: `\\` continues a line, `#` starts a comment, and a new line ends a stage as `|` does' -r -F
 complete -c pipeline -l channel-capacity -d 'Events each channel between two stages may hold. A batch may take it past this by at most itself' -r
-complete -c pipeline -l channel-bytes -d 'Bytes each channel may hold, whatever the size of its events. There is a channel in front of every stage and of the output: with the default, the four channels of a three-stage pipe hold 16 MiB at most (at 250-byte events, the 10,000-event bound comes first: 2.4 MiB each)' -r
+complete -c pipeline -l channel-bytes -d 'Bytes each channel may hold, whatever the size of its events: their lines and, once a stage has looked inside them, their field index. There is a channel in front of every stage: with the default, the three channels of a three-stage pipe hold 12 MiB at most' -r
 complete -c pipeline -l when-full -d 'What a full channel does: wait (back-pressure up to the source: Kafka stops fetching, HTTP answers 503, files stop being read), or drop events, counted and kept as dead letters of kind `dropped`' -r -f -a "block\t'Wait for room: back-pressure all the way to the source'
 drop-oldest\t'Drop the oldest queued events to make room for new ones'
 drop-newest\t'Drop new events while the channel is full'"

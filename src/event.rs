@@ -35,9 +35,11 @@ impl Batch {
         }
     }
 
-    /// The bytes of its events' lines, newlines included.
+    /// What its events hold in memory: their lines (newlines included) and, for decoded
+    /// events, their member index (often larger than the line). `pipeline`'s byte bound
+    /// counts this, so that it bounds memory, not only text.
     pub fn size(&self) -> u64 {
-        self.events.iter().map(|e| e.bytes().len() as u64 + 1).sum()
+        self.events.iter().map(Event::held_bytes).sum()
     }
 
     pub fn len(&self) -> usize {
@@ -298,6 +300,17 @@ impl Event {
             line: self.line,
             ack: self.ack.clone(),
         }
+    }
+
+    /// Its line and newline, plus its member index when it has one.
+    pub fn held_bytes(&self) -> u64 {
+        let index = match &self.body {
+            Body::Json(Json {
+                members: Some(m), ..
+            }) => std::mem::size_of_val(m.as_slice()),
+            _ => 0,
+        };
+        (self.bytes().len() + 1 + index) as u64
     }
 
     /// The event's bytes as they stand (for output and dead letters).

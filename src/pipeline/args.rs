@@ -41,10 +41,10 @@ pub struct Channels {
     #[arg(long, value_name = "EVENTS", default_value_t = 10_000)]
     pub channel_capacity: usize,
 
-    /// Bytes each channel may hold, whatever the size of its events. There is a channel in
-    /// front of every stage and of the output: with the default, the four channels of a
-    /// three-stage pipe hold 16 MiB at most (at 250-byte events, the 10,000-event bound
-    /// comes first: 2.4 MiB each).
+    /// Bytes each channel may hold, whatever the size of its events: their lines and, once
+    /// a stage has looked inside them, their field index. There is a channel in front of
+    /// every stage: with the default, the three channels of a three-stage pipe hold 12 MiB
+    /// at most.
     #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = parse_bytes)]
     pub channel_bytes: u64,
 

@@ -26,7 +26,7 @@ use tokio::sync::mpsc::{Receiver, Sender};
 use tokio::sync::watch;
 
 use crate::dead_letter::DeadLetters;
-use crate::event::{Batch, Reject};
+use crate::event::{Batch, Event, Reject};
 use crate::exit::Result;
 
 /// What a full channel does with new events (`--when-full`).
@@ -187,7 +187,7 @@ impl Queue {
                         break;
                     }
                     events += 1;
-                    bytes += e.bytes().len() as u64 + 1;
+                    bytes += e.held_bytes();
                     keep += 1;
                 }
                 if keep < batch.len() {
@@ -218,12 +218,12 @@ impl Queue {
                 let (mut events, mut bytes, mut n) = (self.events, self.bytes, 0);
                 while n < front.len() && (events >= bounds.events || bytes >= bounds.bytes) {
                     events -= 1;
-                    bytes -= front.events[n].bytes().len() as u64 + 1;
+                    bytes -= front.events[n].held_bytes();
                     n += 1;
                 }
                 let gone: Vec<_> = front.events.drain(..n).collect();
                 let source = front.source.clone();
-                let gone_size = gone.iter().map(|e| e.bytes().len() as u64 + 1).sum::<u64>();
+                let gone_size = gone.iter().map(Event::held_bytes).sum::<u64>();
                 *front_size -= gone_size;
                 self.events -= gone.len();
                 self.bytes -= gone_size;
@@ -240,7 +240,6 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Event;
 
     fn batch(ids: std::ops::Range<u32>) -> Batch {
         let events = ids
