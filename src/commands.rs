@@ -2,8 +2,6 @@
 //! The binaries in `src/bin` parse flags and call one of these; nothing below this
 //! module sees a command line.
 
-use std::sync::Arc;
-
 use crate::exit::{Exit, Result};
 use crate::pipeline;
 use crate::shell;
@@ -47,20 +45,12 @@ pub async fn persist(args: persist::Args) -> Result<Exit> {
     }
     // Inputs first: a missing file exits 66 before any database (or SQLite file) is touched.
     crate::ndjson::open_inputs(&args.inputs)?;
-    let (layout, loaders) = persist::open(&opts).await?;
-    let config = persist::Config::new(&opts, &layout);
-    let counts = Arc::new(persist::Counts::default());
-    let detail = counts.clone();
-    let stage = persist::Persist {
-        config,
-        loaders,
-        counts,
-    };
+    let (stage, counts) = persist::Persist::open(&opts).await?;
     shell::run(
         Box::new(stage),
         &args.common,
         &args.inputs,
-        Some(Box::new(move || detail.summary())),
+        Some(Box::new(move || counts.summary())),
     )
     .await
 }

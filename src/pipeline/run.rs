@@ -180,13 +180,7 @@ pub async fn run(plan: Plan, common: &Common, options: Options) -> Result<Exit> 
                 ) {
                     databases.push(spec);
                 }
-                let (layout, loaders) = persist::open(&opts).await?;
-                let counts = Arc::new(persist::Counts::default());
-                let stage = persist::Persist {
-                    config: persist::Config::new(&opts, &layout),
-                    loaders,
-                    counts: counts.clone(),
-                };
+                let (stage, counts) = persist::Persist::open(&opts).await?;
                 (Box::new(stage), Some(counts))
             }
             Spec::IngestHttp(_) | Spec::IngestKafka(_) => unreachable!("sources are first"),

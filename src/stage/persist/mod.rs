@@ -78,6 +78,21 @@ pub struct Persist {
     pub counts: Arc<Counts>,
 }
 
+impl Persist {
+    /// Opens the target (connections, the table and its layout) and builds the stage; the
+    /// counts are shared with the caller, for the summary and metrics.
+    pub async fn open(opts: &Options) -> Result<(Persist, Arc<Counts>)> {
+        let (layout, loaders) = open(opts).await?;
+        let counts = Arc::new(Counts::default());
+        let stage = Persist {
+            config: Config::new(opts, &layout),
+            loaders,
+            counts: counts.clone(),
+        };
+        Ok((stage, counts))
+    }
+}
+
 impl Stage for Persist {
     fn name(&self) -> &'static str {
         "persist"
