@@ -11,6 +11,8 @@
 
 use std::sync::{Arc, Mutex};
 
+use tokio::sync::mpsc::Receiver;
+
 use crate::json::{self, FieldPath, Member, ScanError};
 use crate::tape::{self, TNode};
 
@@ -111,6 +113,25 @@ impl Reject {
             reason: reason.into(),
         }
     }
+}
+
+/// Marks events that can never be handled as lost: their acknowledgements never fire, so
+/// their sources count them as lost (Kafka stores no offset, HTTP answers no 2xx).
+pub fn lose(events: &[Event]) {
+    for ack in events.iter().filter_map(|e| e.ack.as_ref()) {
+        ack.disarm();
+    }
+}
+
+/// A stage that failed to pass events on: `held` and everything still queued on `rx` are
+/// lost ([`lose`]); the channel is closed so that nothing more arrives.
+pub fn lose_queued(rx: &mut Receiver<Batch>, held: Vec<Event>) {
+    rx.close();
+    let mut lost = held;
+    while let Ok(b) = rx.try_recv() {
+        lost.extend(b.events);
+    }
+    lose(&lost);
 }
 
 /// A handle that fires a callback once every event holding a clone of it is gone.

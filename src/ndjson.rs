@@ -636,15 +636,8 @@ fn write_blocking(
     let result = write_all_batches(&mut rx, &mut out, &progress, &mut held);
     if result.is_err() {
         // Nothing here may count as handled: what was not written is lost, and its sources
-        // must know (Kafka stores no offset, HTTP answers no 2xx, and counts it as lost).
-        rx.close();
-        let mut lost = held;
-        while let Ok(b) = rx.try_recv() {
-            lost.extend(b.events);
-        }
-        for ack in lost.iter().filter_map(|e| e.ack.as_ref()) {
-            ack.disarm();
-        }
+        // must know.
+        crate::event::lose_queued(&mut rx, held);
     }
     result
 }

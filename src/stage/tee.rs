@@ -115,14 +115,7 @@ fn copy(
                 .and_then(|()| out.flush());
             if let Err(e) = written {
                 // What was not passed on is not handled: its sources must not count it.
-                input.close();
-                let mut lost = batch.events;
-                while let Ok(b) = input.try_recv() {
-                    lost.extend(b.events);
-                }
-                for ack in lost.iter().filter_map(|e| e.ack.as_ref()) {
-                    ack.disarm();
-                }
+                crate::event::lose_queued(&mut input, batch.events);
                 return Err(Error::new(
                     Exit::IoErr,
                     anyhow::anyhow!("tee: writing {}: {e}", path.display()),

@@ -138,7 +138,7 @@ pub async fn run(config: Config, output: mpsc::Sender<Batch>, ctx: Ctx) -> Resul
         let mut since_trim = 0usize;
         while let Some(first) = rx.recv().await {
             if hub.stdout_closed.load(Ordering::Relaxed) {
-                lose(&first.events);
+                crate::event::lose(&first.events); // `--ack written` answers 500
                 continue;
             }
             let mut events = first.events;
@@ -163,7 +163,7 @@ pub async fn run(config: Config, output: mpsc::Sender<Batch>, ctx: Ctx) -> Resul
                 // written, and must not count as written.
                 hub.stdout_closed.store(true, Ordering::Relaxed);
                 hub.ctx.shutdown.trigger();
-                lose(&batch.events);
+                crate::event::lose(&batch.events);
                 continue;
             }
             hub.metrics.stage.sent.increment(n as u64);
@@ -241,14 +241,6 @@ pub async fn run(config: Config, output: mpsc::Sender<Batch>, ctx: Ctx) -> Resul
         ));
     }
     Ok(())
-}
-
-/// Marks events that can never be written as lost: their requests' acknowledgements must
-/// not fire (`--ack written` answers 500, and they are counted as lost).
-fn lose(events: &[Event]) {
-    for ack in events.iter().filter_map(|e| e.ack.as_ref()) {
-        ack.disarm();
-    }
 }
 
 impl Stage for Config {
