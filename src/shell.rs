@@ -145,6 +145,17 @@ pub fn interrupted(
     }
 }
 
+/// Where a summary says the rejects went: " (dead letters in PATH)", on stderr, or not
+/// kept (when there were some).
+pub fn dead_letters_at(common: &Common, rejected: u64) -> String {
+    match &common.dead_letter {
+        Some(p) if p == "-" => " (dead letters on stderr)".to_owned(),
+        Some(p) => format!(" (dead letters in {p})"),
+        None if rejected > 0 => " (no --dead-letter output: not kept)".to_owned(),
+        None => String::new(),
+    }
+}
+
 /// Prints the summary and decides the exit code: 65 when rejects had nowhere to go.
 ///
 /// Every command's summary has the same words: events *in* (read from its input),
@@ -163,12 +174,7 @@ pub fn finish(
     let show = !common.quiet
         && (rejected > 0 || detail.is_some() || progress::draws(common.progress, common.quiet));
     if show {
-        let whereto = match &common.dead_letter {
-            Some(p) if p == "-" => " (dead letters on stderr)".to_owned(),
-            Some(p) => format!(" (dead letters in {p})"),
-            None if rejected > 0 => " (no --dead-letter output: not kept)".to_owned(),
-            None => String::new(),
-        };
+        let whereto = dead_letters_at(common, rejected);
         let (breakdown, work) = detail.map(|d| d()).unwrap_or_default();
         progress::eprint_line(&format!(
             "{name}: {} events in, {} out{breakdown}, {} rejected{whereto}{work} · {}",

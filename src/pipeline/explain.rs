@@ -96,7 +96,7 @@ fn stage(out: &mut String, p: &Planned, total: usize) {
                 Some(url) => format!(
                     "acknowledges: exactly once, offsets in {} of {} with the rows",
                     c.offsets_table,
-                    target(Some(url), c.connect_timeout)
+                    target(url, c.connect_timeout)
                 ),
                 None => "acknowledges: offsets committed to Kafka once the last stage has \
                          handled the events (at least once)"
@@ -115,13 +115,14 @@ fn stage(out: &mut String, p: &Planned, total: usize) {
                 .join(", ")
         )),
         Spec::Persist(o) => {
-            let db = match &o.database_url {
-                Some(_) => target(o.database_url.as_deref(), o.connect_timeout),
-                None => match ConnectSpec::from_env(None, o.connect_timeout, "ndpipe") {
+            // As persist resolves it: the URL, else the PG variables, else SQLite.
+            let db =
+                match ConnectSpec::from_env(o.database_url.as_deref(), o.connect_timeout, "ndpipe")
+                {
                     Ok(Some(spec)) => format!("PostgreSQL {}", spec.display()),
+                    Err(e) if o.database_url.is_some() => format!("(invalid: {e})"),
                     _ => format!("SQLite {}", o.sqlite.display()),
-                },
-            };
+                };
             settings.push(format!("database {db}, table {}", o.table));
             settings.push(format!(
                 "batches of {} rows, linger {}, {} connection(s)",
@@ -144,10 +145,10 @@ fn stage(out: &mut String, p: &Planned, total: usize) {
     }
 }
 
-fn target(url: Option<&str>, timeout: Duration) -> String {
-    match ConnectSpec::from_env(url, timeout, "ndpipe") {
-        Ok(Some(spec)) => format!("PostgreSQL {}", spec.display()),
-        Ok(None) => "(none)".to_owned(),
+/// The PostgreSQL server a URL names, for the explanation.
+fn target(url: &str, timeout: Duration) -> String {
+    match ConnectSpec::from_url(url, timeout, "ndpipe") {
+        Ok(spec) => format!("PostgreSQL {}", spec.display()),
         Err(e) => format!("(invalid: {e})"),
     }
 }

@@ -38,16 +38,6 @@ pub enum Spec {
     Tee(tee::Config),
 }
 
-impl Spec {
-    pub fn kind(&self) -> Kind {
-        match self {
-            Spec::IngestHttp(_) | Spec::IngestKafka(_) => Kind::Source,
-            Spec::Validate(_) | Spec::Enrich(_) | Spec::Tee(_) => Kind::Filter,
-            Spec::Persist(_) => Kind::Sink,
-        }
-    }
-}
-
 /// A stage of the plan.
 pub struct Planned {
     /// 1-based place in the text, for messages.
@@ -150,6 +140,7 @@ pub fn parse(text: &str, inputs: Vec<PathBuf>, common: &Common) -> Result<Parsed
     };
     for w in parsed {
         let label = label(w.position, total, w.name);
+        let source = w.kind() == Kind::Source;
         let spec = w.build().map_err(|e| Error {
             exit: e.exit,
             source: e.source.context(label),
@@ -161,7 +152,7 @@ pub fn parse(text: &str, inputs: Vec<PathBuf>, common: &Common) -> Result<Parsed
             common: w.common,
             spec,
         };
-        if planned.spec.kind() == Kind::Source {
+        if source {
             plan.sources.push(planned);
         } else {
             plan.stages.push(planned);

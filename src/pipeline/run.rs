@@ -1,7 +1,7 @@
 //! Running a plan: every stage built (databases opened only now), chained by
 //! [`crate::wire`] with bounded channels, then one summary for the whole pipe.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::cli::Common;
@@ -28,7 +28,6 @@ struct Line {
     detail: Option<Arc<persist::Counts>>,
 }
 
-/// Runs `plan`; `common` holds the flags given to `pipeline` itself.
 /// How a plan runs, besides the flags common to every command.
 pub struct Options {
     /// The channel bounds of the command line, before the text's `pipeline` line.
@@ -41,6 +40,7 @@ pub struct Options {
     pub reload: Option<std::path::PathBuf>,
 }
 
+/// Runs `plan`; `common` holds the flags given to `pipeline` itself.
 pub async fn run(plan: Plan, common: &Common, options: Options) -> Result<Exit> {
     let Options {
         base,
@@ -112,27 +112,24 @@ pub async fn run(plan: Plan, common: &Common, options: Options) -> Result<Exit> 
         sources.pop().expect("one")
     } else {
         Link {
-            stage: Box::new(Merge {
-                sources,
-                each: Arc::new(Mutex::new(Vec::new())),
-            }),
+            stage: Box::new(Merge { sources }),
             ctx: Ctx::new(dead.clone(), shutdown.clone(), &common.meta_field),
         }
     };
 
-    // One line per stage on a terminal: what it passed on, and the fill of the channel
-    // in front of it. A pipe of no stage (a source alone) shows the one line of the shell.
-    // The bounds every channel follows; reload changes them.
+    // The bounds every channel follows (reload changes them), and how full each is.
     let (limits_tx, limits) = tokio::sync::watch::channel(bounds);
     let n = plan.stages.len();
     let fills: Vec<Arc<Fill>> = (0..n).map(|_| Arc::default()).collect();
+    // One line per stage on a terminal: what it passed on, and the fill of the channel
+    // in front of it. A pipe of no stage (a source alone) shows the one line of the shell.
     let display = (n > 0)
         .then(|| progress::Lines::new(common.progress, common.quiet))
         .flatten();
-    let progress = match &display {
-        Some(_) => Progress::hidden(),
-        None if n == 0 => Progress::new("pipeline", common.progress, common.quiet, &dead, size),
-        None => Progress::hidden(),
+    let progress = if n == 0 {
+        Progress::new("pipeline", common.progress, common.quiet, &dead, size)
+    } else {
+        Progress::hidden()
     };
     let total = running.len() + n;
     if serve.is_some() {
@@ -202,13 +199,12 @@ pub async fn run(plan: Plan, common: &Common, options: Options) -> Result<Exit> 
         });
         links.push(Link { stage, ctx });
     }
-    let writer_progress = progress.clone();
     links.push(Link {
         stage: Box::new(Writer {
             out: ndjson::stdout(),
         }),
         ctx: Ctx::new(dead.clone(), shutdown.clone(), &common.meta_field)
-            .with_progress(writer_progress),
+            .with_progress(progress.clone()),
     });
 
     if let Some((addr, window)) = serve {
@@ -310,12 +306,7 @@ fn summary(
             Some(l) if l.detail.is_some() => stage_stats.last().map_or(0, |s| s.events_out),
             _ => last_out,
         };
-        let whereto = match &common.dead_letter {
-            Some(p) if p == "-" => " (dead letters on stderr)".to_owned(),
-            Some(p) => format!(" (dead letters in {p})"),
-            None if rejected_total > 0 => " (no --dead-letter output: not kept)".to_owned(),
-            None => String::new(),
-        };
+        let whereto = shell::dead_letters_at(common, rejected_total);
         let dropped = if dropped > 0 {
             format!(", {} dropped by --when-full", human::count(dropped))
         } else {

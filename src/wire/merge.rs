@@ -5,11 +5,9 @@
 //! arrive in the order it sent them) and its own acknowledgements; the hub closes when
 //! the last of them ends. A source that fails ends the run, as any stage's failure does.
 
-use std::sync::{Arc, Mutex};
-
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
-use tokio::sync::mpsc::{self, Receiver, Sender};
+use tokio::sync::mpsc::{Receiver, Sender};
 
 use crate::event::Batch;
 use crate::exit::{Error, Result};
@@ -17,10 +15,9 @@ use crate::stage::{Ctx, Kind, Stage, Stats};
 
 use super::Link;
 
-/// The sources of one hub. Their own stats are in [`Merge::each`] once the run ends.
+/// The sources of one hub; its stats are their sums.
 pub struct Merge {
     pub sources: Vec<Link>,
-    pub each: Arc<Mutex<Vec<(&'static str, Stats)>>>,
 }
 
 impl Stage for Merge {
@@ -46,31 +43,20 @@ impl Stage for Merge {
             let names: Vec<&'static str> = self.sources.iter().map(|l| l.stage.name()).collect();
             let mut tasks = FuturesUnordered::new();
             for (i, link) in self.sources.into_iter().enumerate() {
-                let (closed_tx, closed) = mpsc::channel(1);
-                drop(closed_tx);
-                let run = link.stage.run(closed, output.clone(), link.ctx);
+                let run = link.stage.run(super::closed(), output.clone(), link.ctx);
                 let handle = tokio::spawn(run);
                 tasks.push(async move { (i, handle.await) });
             }
             drop(output);
-            let mut each: Vec<Option<Stats>> = vec![None; names.len()];
+            let mut total = Stats::default();
             while let Some((i, joined)) = tasks.next().await {
-                let stats = joined
+                let s = joined
                     .map_err(|e| Error::from(anyhow::anyhow!("{} panicked: {e}", names[i])))??;
-                each[i] = Some(stats);
+                total.events_in += s.events_in;
+                total.events_out += s.events_out;
+                total.rejected += s.rejected;
+                total.stopped = total.stopped.take().or(s.stopped);
             }
-            let each: Vec<(&'static str, Stats)> = names
-                .into_iter()
-                .zip(each.into_iter().map(|s| s.expect("every source ended")))
-                .collect();
-            let total = each.iter().fold(Stats::default(), |mut t, (_, s)| {
-                t.events_in += s.events_in;
-                t.events_out += s.events_out;
-                t.rejected += s.rejected;
-                t.stopped = t.stopped.take().or_else(|| s.stopped.clone());
-                t
-            });
-            *self.each.lock().expect("not poisoned") = each;
             Ok(total)
         })
     }

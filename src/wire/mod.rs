@@ -63,6 +63,11 @@ pub async fn chain_bounded(
     .await
 }
 
+/// The input of a source: a channel closed from the start.
+fn closed() -> mpsc::Receiver<crate::event::Batch> {
+    mpsc::channel(1).1
+}
+
 /// Batches between the last stage and the output: enough to keep the writer busy while
 /// the stage works on the next one.
 pub const OUTPUT_BATCHES: usize = 2;
@@ -88,8 +93,7 @@ async fn run(links: Vec<Link>, channels: Channels) -> Result<Vec<Stats>> {
 
     // The first stage's input is closed from the start; the last stage's output goes
     // nowhere (a sink that passes copies on finds it closed, and carries on).
-    let (first_tx, mut next_rx) = mpsc::channel(1);
-    drop(first_tx);
+    let mut next_rx = closed();
     let mut tasks = FuturesUnordered::new();
     let mut relays = FuturesUnordered::new();
     for (i, link) in links.into_iter().enumerate() {
