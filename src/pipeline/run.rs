@@ -67,6 +67,7 @@ pub async fn run(plan: Plan, common: &Common, options: Options) -> Result<Exit> 
         };
         let mut ctx = Ctx::new(own, shutdown.clone(), &common.meta_field);
         ctx.isolate_panics = true;
+        ctx.measure_batches = true;
         Ok(ctx)
     };
 

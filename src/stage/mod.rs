@@ -97,6 +97,9 @@ pub struct Ctx {
     /// by event, and the event that panics becomes a dead letter of kind `panic`. Costs a
     /// shallow copy of every batch. The single commands end with exit 70 instead.
     pub isolate_panics: bool,
+    /// The stage's output is bounded in bytes (`pipeline`'s channels): each batch is
+    /// measured by the worker that made it, while its events are in that core's cache.
+    pub measure_batches: bool,
 }
 
 impl Ctx {
@@ -108,6 +111,7 @@ impl Ctx {
             progress: Progress::hidden(),
             workers: None,
             isolate_panics: false,
+            measure_batches: false,
         }
     }
 
@@ -219,7 +223,7 @@ where
                 Some(batch) => {
                     let (work, latency) = (work.clone(), latency.clone());
                     let n = batch.len() as u64;
-                    let isolate = ctx.isolate_panics;
+                    let (isolate, measure) = (ctx.isolate_panics, ctx.measure_batches);
                     running.push_back((n, tokio::task::spawn_blocking(move || {
                         let started = std::time::Instant::now();
                         let mut worked = if isolate {
@@ -228,7 +232,9 @@ where
                             work(batch)
                         };
                         latency.record(started.elapsed());
-                        worked.batch.bytes = Some(worked.batch.size());
+                        if measure {
+                            worked.batch.bytes = Some(worked.batch.size());
+                        }
                         worked
                     })));
                 }
