@@ -115,15 +115,9 @@ pub enum Parsed {
     Help(String),
 }
 
-/// Flags of [`Common`] that are given once, to `pipeline` (all but `--dead-letter`).
-const PIPELINE_WIDE: [(&str, &str); 6] = [
-    ("max_line_bytes", "--max-line-bytes"),
-    ("meta_field", "--meta-field"),
-    ("progress", "--progress"),
-    ("quiet", "--quiet"),
-    ("shutdown_timeout", "--shutdown-timeout"),
-    ("log_format", "--log-format"),
-];
+/// The flag of [`Common`] a stage may give itself; the others are given once, to
+/// `pipeline`.
+const STAGE_OWN: &str = "dead_letter";
 
 /// Parses `text` into a plan with `common` applied to every stage.
 pub fn parse(text: &str, inputs: Vec<PathBuf>, common: &Common) -> Result<Parsed> {
@@ -301,11 +295,15 @@ fn parse_words(position: usize, total: usize, st: StageText, common: &Common) ->
         }
     };
     if name != "tee" {
-        for (id, flag) in PIPELINE_WIDE {
-            if matches.value_source(id) == Some(ValueSource::CommandLine) {
+        // Read from `Common` itself, so that a new common flag is covered too.
+        let common_flags = <Common as clap::Args>::augment_args(clap::Command::new("common"));
+        for arg in common_flags.get_arguments() {
+            let id = arg.get_id().as_str();
+            if id != STAGE_OWN && matches.value_source(id) == Some(ValueSource::CommandLine) {
                 return Err(Error::usage(format!(
-                    "{label}: {flag} applies to the whole pipeline: give it to pipeline, \
-                     before the text"
+                    "{label}: --{} applies to the whole pipeline: give it to pipeline, \
+                     before the text",
+                    arg.get_long().unwrap_or(id)
                 )));
             }
         }
@@ -362,8 +360,8 @@ fn parse_words(position: usize, total: usize, st: StageText, common: &Common) ->
 }
 
 fn dead_letter(m: &ArgMatches) -> Option<String> {
-    (m.value_source("dead_letter") == Some(ValueSource::CommandLine))
-        .then(|| m.get_one::<String>("dead_letter").cloned())
+    (m.value_source(STAGE_OWN) == Some(ValueSource::CommandLine))
+        .then(|| m.get_one::<String>(STAGE_OWN).cloned())
         .flatten()
 }
 
