@@ -14,7 +14,7 @@ complete -c persist -l on-conflict -d 'What a row whose key is already stored do
 ignore\t''"
 complete -c persist -l tombstones -d 'What a tombstone does: an event whose metadata field says "tombstone":true (a Kafka message with a null payload, as ingest-kafka writes it: a delete on a compacted topic, or from CDC). dead-letter rejects it (kind tombstone); delete deletes the row of its message key (the metadata\'s "key"), in order with that key\'s other events and under the --version-field rule (a tombstone older than the stored row deletes nothing)' -r -f -a "dead-letter\t''
 delete\t''"
-complete -c persist -l connections -d 'Database connections loading batches at once; rows are routed by key, so each key\'s events stay in order. SQLite always uses one' -r
+complete -c persist -l connections -d 'Database connections loading batches at once; rows are routed by key, so each key\'s events stay in order. SQLite always uses one. In `pipeline --file`, a new count takes effect on reload' -r
 complete -c persist -l offsets-table -d 'Table of source offsets (group, topic, partition → next_offset, epoch), written in the same transaction as the rows of events that carry Kafka metadata' -r
 complete -c persist -l connect-timeout -d 'How long to wait for the database at start before giving up (exit 69). Later outages are waited out without limit' -r
 complete -c persist -l dead-letter -d 'Append rejected records to PATH as NDJSON, one record per reject, with the stage, reason, line, source, the raw input (first 8 KiB) and the metadata field. `-` means stderr. Several stages may share one file. Without it, rejects are counted, summarised on stderr, and the exit code is 65' -r

@@ -647,6 +647,102 @@ fn sighup_raises_workers_mid_stream_without_losing_an_event() {
     assert_eq!(dir.read("out.ndjson"), input);
 }
 
+/// Live scaling of the sink: the pipe file's `persist --connections 1` becomes 4, then 2,
+/// mid-stream. /metrics and the server's own list of sessions show each count; the table
+/// ends with every key's last event, nothing lost, and no key's older event stored over a
+/// newer one (which two connections racing on one key would do).
+#[test]
+fn sighup_changes_persist_connections_mid_stream_without_losing_an_event() {
+    use std::io::Write;
+    let dir = Dir::new();
+    let pg = Pg::new("pl_conns");
+    gen_events(&dir, "ev.ndjson", 60_000, &["--dups", "0.3"]);
+    let input = dir.read("ev.ndjson");
+    let expected = last_by_id(&input);
+    let lines: Vec<&str> = input.lines().collect();
+    // The test's own application_name: its sessions are told apart from other tests'.
+    let app = format!("ndpipe_conns_{}", std::process::id());
+    let url = format!("{}&application_name={app}", pg.url());
+    let pipe = |n: u32| {
+        format!(
+            "validate --require id\n\
+             persist --database-url '{url}' --create-table --batch-size 100 --connections {n}\n"
+        )
+    };
+    dir.create("etl.pipe", pipe(1));
+    let port = free_port();
+    let mut child = std::process::Command::new(bin("pipeline"))
+        .args(["--file", "etl.pipe", "--metrics-listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .current_dir(dir.root())
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let send = |stdin: &mut std::process::ChildStdin, part: &[&str]| {
+        for l in part {
+            writeln!(stdin, "{l}").unwrap();
+        }
+        stdin.flush().unwrap();
+    };
+    let connections = |n: u32| {
+        let (pg, app) = (&pg, &app);
+        move || {
+            let shown = get(port, "/metrics").is_some_and(|(_, m)| {
+                m.contains(&format!(
+                    "ndpipe_stage_workers{{component=\"persist\"}} {n}"
+                ))
+            });
+            // Besides the loaders' sessions, /ready keeps one for its `SELECT 1`.
+            shown
+                && pg.sql(&format!(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{app}'"
+                )) == (n + 1).to_string()
+        }
+    };
+    let third = lines.len() / 3;
+    send(&mut stdin, &lines[..third]);
+    eventually("1 connection", connections(1));
+    for (n, part) in [(4, &lines[third..2 * third]), (2, &lines[2 * third..])] {
+        dir.create("etl.pipe", pipe(n));
+        std::process::Command::new("kill")
+            .args(["-HUP", &child.id().to_string()])
+            .status()
+            .unwrap();
+        // Events keep coming while the loaders drain and the count changes.
+        send(&mut stdin, part);
+        eventually(&format!("{n} connections"), connections(n));
+    }
+    drop(stdin);
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(
+        err(&o).contains("persist: connections 1 → 4"),
+        "{}",
+        err(&o)
+    );
+    assert!(
+        err(&o).contains("persist: connections 4 → 2"),
+        "{}",
+        err(&o)
+    );
+    assert!(!err(&o).contains("reload refused"), "{}", err(&o));
+    let stored: std::collections::BTreeMap<String, Value> = pg
+        .sql("SELECT key, payload::text FROM events")
+        .lines()
+        .map(|l| {
+            let (k, v) = l.split_once('\t').unwrap();
+            (k.to_owned(), serde_json::from_str(v).unwrap())
+        })
+        .collect();
+    assert_eq!(stored.len(), expected.len());
+    assert!(
+        stored == expected,
+        "a key holds another than its last event"
+    );
+}
+
 /// /ready while PostgreSQL is stopped mid-run: 503 meanwhile, 200 once it is back; and
 /// nothing is lost. /health stays 200; /metrics has the channel gauges.
 #[test]

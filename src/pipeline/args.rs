@@ -87,7 +87,9 @@ pub struct Args {
     pub inputs: Vec<PathBuf>,
 
     /// Read the pipe text from PATH: `\` continues a line, `#` starts a comment, and a
-    /// new line ends a stage as `|` does.
+    /// new line ends a stage as `|` does. SIGHUP, or saving the file, re-reads it while
+    /// the pipeline runs: new `--workers` (validate, enrich), `--connections` (persist)
+    /// and channel settings take effect live; any other change is refused, with one line.
     #[arg(short, long, value_name = "PATH")]
     pub file: Option<PathBuf>,
 

@@ -159,8 +159,18 @@ pub fn parse(text: &str, inputs: Vec<PathBuf>, common: &Common) -> Result<Parsed
 pub struct Scaling {
     pub name: &'static str,
     pub words: Vec<String>,
-    /// The effective worker count of validate and enrich.
+    /// The effective worker count of validate and enrich, or persist's connections.
     pub workers: Option<usize>,
+}
+
+/// The flag whose value live scaling changes in a stage of `name`: the workers of the
+/// filters, the connections of persist; the other stages have none.
+pub fn scaling_flag(name: &str) -> Option<&'static str> {
+    match name {
+        "validate" | "enrich" => Some("--workers"),
+        "persist" => Some("--connections"),
+        _ => None,
+    }
 }
 
 /// Parses `text` as [`parse`] does, without building any stage: what live scaling
@@ -178,6 +188,7 @@ pub fn scaling(text: &str, common: &Common) -> Result<(ChannelsGiven, Vec<Scalin
                     Some(a.workers.unwrap_or_else(crate::stage::default_workers))
                 }
                 AnyArgs::Enrich(a) => Some(a.workers.unwrap_or_else(crate::stage::default_workers)),
+                AnyArgs::Persist(a) => Some(a.connections as usize),
                 _ => None,
             };
             Scaling {

@@ -2,6 +2,8 @@
 //! re-reads it. A new `--workers` of a `validate` or `enrich` stage takes effect at once,
 //! without a restart and without losing or repeating an event (the stage starts more
 //! batches at a time, or lets the ones started finish: [`crate::stage::map_ordered`]).
+//! So does a new `--connections` of `persist`, after a barrier: every loader commits
+//! what it holds before rows are routed over the new count (see `persist`'s `rescale`).
 //! So do new channel settings on the text's `pipeline` line (`--channel-capacity`,
 //! `--channel-bytes`, `--when-full`): every relay reads its bounds before each step.
 //! Any other change is refused with one log line naming the stage that needs a restart,
@@ -28,7 +30,7 @@ const SETTLE: Duration = Duration::from_millis(200);
 pub struct Running {
     pub name: &'static str,
     pub words: Vec<String>,
-    /// The stage's live worker count (validate, enrich).
+    /// The stage's live worker count (validate, enrich) or connections (persist).
     pub workers: Option<watch::Sender<usize>>,
 }
 
@@ -117,10 +119,12 @@ fn apply(text: &str, live: &Live, common: &Common) {
     }
     let total = stages.len();
     for (i, (n, r)) in new.iter().zip(stages).enumerate() {
-        if without_workers(&n.words) != without_workers(&r.words) {
+        let flag = plan::scaling_flag(r.name);
+        if without(flag, &n.words) != without(flag, &r.words) {
             return refuse(format!(
-                "{} changed beyond --workers",
-                plan::label(i + 1, total, r.name)
+                "{} changed beyond {}",
+                plan::label(i + 1, total, r.name),
+                flag.unwrap_or("nothing that can change live")
             ));
         }
     }
@@ -143,22 +147,29 @@ fn apply(text: &str, live: &Live, common: &Common) {
             let old = *tx.borrow();
             if old != workers {
                 tx.send_replace(workers);
-                tracing::info!("pipeline: {}: workers {old} → {workers}", r.name);
+                let what = plan::scaling_flag(r.name).unwrap_or("--workers");
+                tracing::info!("pipeline: {}: {what} {old} → {workers}", r.name);
             }
         }
     }
 }
 
-/// A stage's words without its `--workers` setting.
-fn without_workers(words: &[String]) -> Vec<&str> {
+/// A stage's words without its setting of `flag` (`--workers N`, `--workers=N`).
+fn without<'a>(flag: Option<&str>, words: &'a [String]) -> Vec<&'a str> {
+    let Some(flag) = flag else {
+        return words.iter().map(String::as_str).collect();
+    };
     let mut out = Vec::new();
     let mut skip = false;
     for w in words {
         if skip {
             skip = false;
-        } else if w == "--workers" {
+        } else if w == flag {
             skip = true;
-        } else if !w.starts_with("--workers=") {
+        } else if !w
+            .strip_prefix(flag)
+            .is_some_and(|rest| rest.starts_with('='))
+        {
             out.push(w.as_str());
         }
     }

@@ -178,6 +178,7 @@ pub async fn run(plan: Plan, common: &Common, options: Options) -> Result<Exit> 
                 ) {
                     databases.push(spec);
                 }
+                live = Some(opts.connections as usize);
                 let (stage, counts) = persist::Persist::open(&opts).await?;
                 (Box::new(stage), Some(counts))
             }

@@ -90,8 +90,9 @@ pub struct Ctx {
     /// The progress line this stage counts into (hidden unless this stage is the one
     /// whose counts the user watches).
     pub progress: Progress,
-    /// A worker count that may change while the stage runs (`pipeline`'s reload); `None`:
-    /// the stage's own setting holds.
+    /// A worker count that may change while the stage runs (`pipeline`'s reload): the
+    /// workers of a filter, the connections of persist; `None`: the stage's own setting
+    /// holds.
     pub workers: Option<watch::Receiver<usize>>,
     /// A worker's panic does not end the run (`pipeline`): its batch is tried again event
     /// by event, and the event that panics becomes a dead letter of kind `panic`. Costs a

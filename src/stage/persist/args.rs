@@ -108,7 +108,8 @@ pub struct Args {
     pub tombstones: Tombstones,
 
     /// Database connections loading batches at once; rows are routed by key, so each key's
-    /// events stay in order. SQLite always uses one.
+    /// events stay in order. SQLite always uses one. In `pipeline --file`, a new count
+    /// takes effect on reload.
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub connections: u32,
 

@@ -4,6 +4,8 @@
 
 use super::*;
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
 /// Counts the loaders keep, printed in the summary.
 #[derive(Debug, Default)]
 pub struct Counts {
@@ -98,6 +100,16 @@ impl Loader {
     }
 }
 
+impl Loader {
+    /// One more connection like this one; `None` for SQLite, which has one writer.
+    pub(super) async fn another(&self) -> Option<Result<Loader>> {
+        match self {
+            Loader::Postgres(l) => Some(l.another().await.map(|l| Loader::Postgres(Box::new(l)))),
+            Loader::Sqlite(_) => None,
+        }
+    }
+}
+
 /// Shared between the router and the loaders.
 pub(super) struct Shared {
     pub(super) config: Config,
@@ -109,8 +121,86 @@ pub(super) struct Shared {
     pub(super) counters: crate::metrics::StageCounters,
 }
 
+/// The way to one loader. A batch is handed over only once the loader is free (it holds
+/// a permit until its batch is committed), so a connection has at most one batch being
+/// committed and one being filled by the router. With a queue of one batch in between,
+/// each connection held a third: 10,000 rows more in flight at the defaults, for no
+/// speed (the router waits for the loader either way once both are full).
+pub(super) struct Handoff {
+    tx: Sender<(Vec<Row>, OwnedSemaphorePermit)>,
+    free: Arc<Semaphore>,
+}
+
+impl Handoff {
+    fn new() -> (Handoff, Receiver<(Vec<Row>, OwnedSemaphorePermit)>) {
+        let (tx, rx) = mpsc::channel(1);
+        let free = Arc::new(Semaphore::new(1));
+        (Handoff { tx, free }, rx)
+    }
+
+    /// Waits until the loader is free, then hands it `rows`; an error once it has stopped.
+    pub(super) async fn send(&self, rows: Vec<Row>) -> std::result::Result<(), ()> {
+        // A loader that stopped dropped its permit with its channel: the send fails.
+        let permit = self.free.clone().acquire_owned().await.map_err(|_| ())?;
+        self.tx.send((rows, permit)).await.map_err(|_| ())
+    }
+
+    fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+/// The loaders at work: one task, and the handoff feeding it, per connection.
+struct Pool {
+    senders: Vec<Handoff>,
+    tasks: Vec<tokio::task::JoinHandle<Result<Loader>>>,
+}
+
+impl Pool {
+    fn start(shared: &Arc<Shared>, loaders: Vec<Loader>, output: &Sender<Batch>) -> Pool {
+        let mut pool = Pool {
+            senders: Vec::with_capacity(loaders.len()),
+            tasks: Vec::with_capacity(loaders.len()),
+        };
+        for mut loader in loaders {
+            let (tx, rx) = Handoff::new();
+            pool.senders.push(tx);
+            let (shared, output) = (shared.clone(), output.clone());
+            pool.tasks.push(tokio::spawn(async move {
+                load_loop(&shared, &mut loader, rx, output).await?;
+                Ok(loader)
+            }));
+        }
+        pool
+    }
+
+    /// Closes every channel and waits until each loader has committed what it was sent:
+    /// the loaders back, in order, or the first error one of them stopped with.
+    async fn stop(self) -> Result<Vec<Loader>> {
+        drop(self.senders);
+        let mut loaders = Vec::with_capacity(self.tasks.len());
+        let mut first_err = None;
+        for t in self.tasks {
+            match t.await {
+                Ok(Ok(loader)) => loaders.push(loader),
+                Ok(Err(e)) => {
+                    first_err.get_or_insert(e);
+                }
+                Err(e) => {
+                    first_err.get_or_insert(Error::from(anyhow::anyhow!("loader panicked: {e}")));
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(loaders),
+        }
+    }
+}
+
 /// The stage: rows into the database through `loaders` (one per connection), events
-/// passed on to `output` after commit when `--emit`.
+/// passed on to `output` after commit when `--emit`. A live connection count
+/// ([`Ctx::workers`], `pipeline`'s reload) is followed: see [`rescale`].
 pub async fn run(
     config: Config,
     loaders: Vec<Loader>,
@@ -120,6 +210,7 @@ pub async fn run(
     counts: Arc<Counts>,
 ) -> Result<Stats> {
     let progress = ctx.progress.clone();
+    let mut live = ctx.workers.clone();
     let shared = Arc::new(Shared {
         config,
         ctx,
@@ -128,41 +219,16 @@ pub async fn run(
         progress,
         counters: crate::metrics::StageCounters::new("persist"),
     });
-    let mut senders = Vec::new();
-    let mut tasks = Vec::new();
-    let mut loaders = loaders;
-    let last = loaders.pop().expect("at least one loader");
-    let finisher = Arc::new(tokio::sync::Mutex::new(Some(last)));
-    // Loader 0..n-1 own their connection; the last one is shared with the final offsets
-    // transaction (it is idle by then).
-    for loader in loaders {
-        let (tx, rx) = mpsc::channel::<Vec<Row>>(1);
-        senders.push(tx);
-        let shared = shared.clone();
-        let output = output.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut loader = loader;
-            load_loop(&shared, &mut loader, rx, output).await
-        }));
-    }
-    {
-        let (tx, rx) = mpsc::channel::<Vec<Row>>(1);
-        senders.push(tx);
-        let shared = shared.clone();
-        let output = output.clone();
-        let finisher = finisher.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut guard = finisher.lock().await;
-            let loader = guard.as_mut().expect("held until the end");
-            load_loop(&shared, loader, rx, output).await
-        }));
-    }
-    drop(output);
+    assert!(!loaders.is_empty(), "at least one loader");
+    let gauge = metrics::gauge!("ndpipe_stage_workers", "component" => "persist");
+    gauge.set(loaders.len() as f64);
+    let mut pool = Pool::start(&shared, loaders, &output);
 
     let mut stats = Stats::default();
-    let n = senders.len();
     let batch_size = shared.config.batch_size;
-    let mut pending: Vec<Vec<Row>> = (0..n).map(|_| Vec::with_capacity(batch_size)).collect();
+    let mut pending: Vec<Vec<Row>> = (0..pool.senders.len())
+        .map(|_| Vec::with_capacity(batch_size))
+        .collect();
     let mut oldest: Option<Instant> = None;
     let mut keys = crate::position::Keys::default();
     let hasher = BuildHasherDefault::<DefaultHasher>::default();
@@ -173,10 +239,15 @@ pub async fn run(
         let got = tokio::select! {
             b = input.recv() => b,
             _ = sleep_until(deadline) => {
-                if flush_all(&senders, &mut pending, &mut oldest).await.is_err() {
+                if flush_all(&pool.senders, &mut pending, &mut oldest).await.is_err() {
                     // A loader stopped: its own error, awaited below, says why.
                     open = false;
                 }
+                continue;
+            }
+            want = changed(&mut live) => {
+                pool = rescale(&shared, pool, &mut pending, &mut oldest, want, &output).await?;
+                gauge.set(pool.senders.len() as f64);
                 continue;
             }
         };
@@ -184,6 +255,7 @@ pub async fn run(
             open = false;
             continue;
         };
+        let n = pool.senders.len();
         stats.events_in += batch.len() as u64;
         shared.counters.received.increment(batch.len() as u64);
         let source = batch.source.clone();
@@ -216,7 +288,7 @@ pub async fn run(
                     if pending[i].len() >= batch_size {
                         let rows =
                             std::mem::replace(&mut pending[i], Vec::with_capacity(batch_size));
-                        if senders[i].send(rows).await.is_err() {
+                        if pool.senders[i].send(rows).await.is_err() {
                             open = false;
                             break;
                         }
@@ -240,37 +312,82 @@ pub async fn run(
             }
         }
     }
-    let senders_ok = flush_all(&senders, &mut pending, &mut oldest).await.is_ok()
-        && senders.iter().all(|s| !s.is_closed());
-    drop(senders);
-    let mut first_err = None;
-    for t in tasks {
-        match t.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                first_err.get_or_insert(e);
-            }
-            Err(e) => {
-                first_err.get_or_insert(Error::from(anyhow::anyhow!("loader panicked: {e}")));
-            }
-        }
-    }
-    if let Some(e) = first_err {
-        return Err(e);
-    }
+    let senders_ok = flush_all(&pool.senders, &mut pending, &mut oldest)
+        .await
+        .is_ok()
+        && pool.senders.iter().all(|s| !s.is_closed());
+    let mut loaders = pool.stop().await?;
     if !senders_ok {
         return Err(Error::from(anyhow::anyhow!("a loader stopped early")));
     }
     // Offsets that became complete after the last batch (a final dead letter, say).
-    let mut guard = finisher.lock().await;
-    let loader = guard.as_mut().expect("loader kept for the end");
-    commit_rows(&shared, loader, Vec::new(), None).await?;
+    commit_rows(&shared, &mut loaders[0], Vec::new(), None).await?;
     stats.events_out = Counts::get(&shared.counts.inserted)
         + Counts::get(&shared.counts.updated)
         + Counts::get(&shared.counts.unchanged)
         + Counts::get(&shared.counts.deleted)
         + Counts::get(&shared.counts.superseded);
     Ok(stats)
+}
+
+/// The next connection count asked for, when there is a live one; else never.
+async fn changed(live: &mut Option<tokio::sync::watch::Receiver<usize>>) -> usize {
+    if let Some(w) = live {
+        if w.changed().await.is_ok() {
+            return (*w.borrow_and_update()).max(1);
+        }
+    }
+    std::future::pending().await
+}
+
+/// Changes the number of connections to `want` without losing or repeating a row, and
+/// without two versions of a key on two connections at once: rows go to a connection by
+/// a hash of their key modulo the count, so first every pending row is sent, every
+/// loader commits what it holds and stops (a barrier), and only then does the count, and
+/// with it the routing, change. New connections are opened before any row is routed to
+/// them; one the server refuses leaves the count where it got to, with a warning. SQLite
+/// has one writer: its count stays 1.
+async fn rescale(
+    shared: &Arc<Shared>,
+    pool: Pool,
+    pending: &mut Vec<Vec<Row>>,
+    oldest: &mut Option<Instant>,
+    want: usize,
+    output: &Sender<Batch>,
+) -> Result<Pool> {
+    let had = pool.senders.len();
+    if want == had {
+        return Ok(pool);
+    }
+    let flushed = flush_all(&pool.senders, pending, oldest).await;
+    let mut loaders = pool.stop().await?;
+    flushed?;
+    while loaders.len() < want {
+        match loaders[0].another().await {
+            Some(Ok(l)) => loaders.push(l),
+            Some(Err(e)) => {
+                tracing::warn!(
+                    "persist: cannot open connection {} of {want} ({e}); carrying on with {}",
+                    loaders.len() + 1,
+                    loaders.len()
+                );
+                break;
+            }
+            None => {
+                tracing::warn!("persist: SQLite writes through one connection; --connections {want} changes nothing");
+                break;
+            }
+        }
+    }
+    loaders.truncate(want);
+    if loaders.len() != had {
+        tracing::info!("persist: connections {had} → {}", loaders.len());
+    }
+    let batch_size = shared.config.batch_size;
+    *pending = (0..loaders.len())
+        .map(|_| Vec::with_capacity(batch_size))
+        .collect();
+    Ok(Pool::start(shared, loaders, output))
 }
 
 pub(super) async fn sleep_until(deadline: Option<Instant>) {
@@ -281,7 +398,7 @@ pub(super) async fn sleep_until(deadline: Option<Instant>) {
 }
 
 pub(super) async fn flush_all(
-    senders: &[Sender<Vec<Row>>],
+    senders: &[Handoff],
     pending: &mut [Vec<Row>],
     oldest: &mut Option<Instant>,
 ) -> Result<()> {
@@ -297,10 +414,12 @@ pub(super) async fn flush_all(
 pub(super) async fn load_loop(
     shared: &Shared,
     loader: &mut Loader,
-    mut rx: Receiver<Vec<Row>>,
+    mut rx: Receiver<(Vec<Row>, OwnedSemaphorePermit)>,
     output: Sender<Batch>,
 ) -> Result<()> {
-    while let Some(rows) = rx.recv().await {
+    // The permit goes back when the batch is committed (and emitted): the router may
+    // then hand over the next.
+    while let Some((rows, _free)) = rx.recv().await {
         let out = if shared.config.emit {
             Some(&output)
         } else {

@@ -157,6 +157,17 @@ impl Loader {
         Ok(l)
     }
 
+    /// One more connection to the same table, its statements prepared (`--connections`
+    /// raised while `pipeline` runs).
+    pub async fn another(&self) -> Result<Loader> {
+        let client = self
+            .spec
+            .connect()
+            .await
+            .map_err(|e| Error::unavailable(self.spec.failure(&e)))?;
+        Loader::new(self.spec.clone(), client, &self.layout).await
+    }
+
     async fn prepare(&mut self) -> std::result::Result<(), LoadError> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.client = None;
