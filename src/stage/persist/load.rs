@@ -124,8 +124,8 @@ pub(super) struct Shared {
 /// The way to one loader. A batch is handed over only once the loader is free (it holds
 /// a permit until its batch is committed), so a connection has at most one batch being
 /// committed and one being filled by the router. With a queue of one batch in between,
-/// each connection held a third: 10,000 rows more in flight at the defaults, for no
-/// speed (the router waits for the loader either way once both are full).
+/// each connection held a third batch, for no speed (the router waits for the loader
+/// either way once both are full): 7 MiB more in `pipeline` into PostgreSQL.
 pub(super) struct Handoff {
     tx: Sender<(Vec<Row>, OwnedSemaphorePermit)>,
     free: Arc<Semaphore>,
