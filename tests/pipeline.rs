@@ -548,6 +548,23 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The pid of the `pipeline` serving /metrics on `port` (not the shell that started it,
+/// whose command line holds the same words).
+fn pipeline_serving(port: u16) -> u32 {
+    let o = std::process::Command::new("pgrep")
+        .args([
+            "-f",
+            &format!("^{} .*--metrics-listen 127.0.0.1:{port}", bin("pipeline")),
+        ])
+        .output()
+        .unwrap();
+    let pids: Vec<u32> = out(&o).lines().map(|l| l.trim().parse().unwrap()).collect();
+    assert_eq!(pids.len(), 1, "one pipeline on port {port}: {pids:?}");
+    let comm = std::fs::read_to_string(format!("/proc/{}/comm", pids[0])).unwrap();
+    assert_eq!(comm.trim(), "pipeline");
+    pids[0]
+}
+
 /// Polls until `f` holds, 30 s at most.
 fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     let start = std::time::Instant::now();
@@ -857,12 +874,7 @@ fn a_stalled_sink_keeps_memory_bounded_and_the_gauge_shows_where() {
         get(port, "/metrics").is_some_and(|(_, m)| depth(&m) >= 8_000.0)
     });
     std::thread::sleep(std::time::Duration::from_secs(2));
-    let pid = std::process::Command::new("pgrep")
-        .args(["-f", &format!("metrics-listen 127.0.0.1:{port}")])
-        .output()
-        .unwrap();
-    let pid: u32 = out(&pid).lines().next().unwrap().trim().parse().unwrap();
-    let rss = crate::faults::peak_rss_mib(pid);
+    let rss = crate::faults::peak_rss_mib(pipeline_serving(port));
     let (_, metrics) = get(port, "/metrics").unwrap();
     let _ = std::process::Command::new("kill")
         .args(["-KILL", "--", &format!("-{}", sh.id())])
@@ -874,6 +886,67 @@ fn a_stalled_sink_keeps_memory_bounded_and_the_gauge_shows_where() {
     assert!(
         metrics.contains("buffer_events{component=\"validate\"}"),
         "{metrics}"
+    );
+}
+
+/// A stalled database: the sink's PostgreSQL stops while 1 GiB of distinct events is
+/// offered. persist waits and retries; back-pressure holds the rest in bounded channels:
+/// RSS stays <= 64 MiB, and the channel into persist is the full one. When the server is
+/// back, rows are stored again.
+#[test]
+fn a_stalled_database_keeps_memory_bounded_and_loading_resumes() {
+    let dir = Dir::new();
+    let cluster = crate::persist::Cluster::new();
+    let port = free_port();
+    // Distinct keys, so that every event is a row to write.
+    dir.create(
+        "gen.awk",
+        format!(
+            "{{ printf \"{{\\\"id\\\":\\\"%d\\\",\\\"pad\\\":\\\"{}\\\"}}\\n\", $1 }}\n",
+            "p".repeat(200)
+        ),
+    );
+    let script = format!(
+        "seq 1 100000000 | awk -f gen.awk | head -c 1G \
+         | {pipeline} -q --metrics-listen 127.0.0.1:{port} \
+             'validate --require id | enrich --set tagged=true \
+              | persist --database-url {url} --create-table'",
+        pipeline = bin("pipeline"),
+        url = cluster.url(),
+    );
+    let mut sh = std::process::Command::new("bash")
+        .args(["-c", &script])
+        .current_dir(dir.root())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let depth = |m: &str| -> f64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix("buffer_events{component=\"persist\"} "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    eventually("rows stored", || cluster.count() > 10_000);
+    cluster.stop_immediate();
+    eventually("the channel into persist fills", || {
+        get(port, "/metrics").is_some_and(|(_, m)| depth(&m) >= 8_000.0)
+    });
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let rss = crate::faults::peak_rss_mib(pipeline_serving(port));
+    let (_, metrics) = get(port, "/metrics").unwrap();
+    cluster.start();
+    let before = cluster.count();
+    eventually("rows stored again", || cluster.count() > before + 10_000);
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", sh.id())])
+        .status();
+    let _ = sh.wait();
+    assert!(rss <= 64, "peak RSS {rss} MiB");
+    assert!(depth(&metrics) >= 8_000.0, "{metrics}");
+    assert!(
+        metrics.contains("ndpipe_persist_retries_total"),
+        "persist retried while the server was down: {metrics}"
     );
 }
 
