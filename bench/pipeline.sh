@@ -32,18 +32,29 @@ IN="$OUT/events-$EVENTS.ndjson"
 calc() { awk "BEGIN { print $1 }"; }
 holds() { awk "BEGIN { exit !($1) }"; }
 
-# best_of CMD: runs a shell command RUNS times; SECS is the best wall time, RSS_KB its peak RSS.
-best_of() {
-  SECS=; RSS_KB=
+# race NAME=CMD ...: RUNS rounds, each running every command once, in turn, so that a slow
+# phase of this shared machine (it drifts by 10-50 % within minutes) hits every contender
+# alike. BEST[NAME] is a command's best wall time, RSS[NAME] that run's peak RSS (KiB).
+# PREP[NAME], when set, runs (untimed) before each run of NAME.
+declare -A BEST RSS PREP
+race() {
   for _ in $(seq "$RUNS"); do
-    local t0 t1 rss s
-    t0=$(date +%s.%N)
-    rss=$( { /usr/bin/time -f %M bash -c "$1" > /dev/null; } 2>&1 | tail -1 )
-    t1=$(date +%s.%N)
-    s=$(calc "$t1 - $t0")
-    if [ -z "$SECS" ] || holds "$s < $SECS"; then SECS=$s; RSS_KB=$rss; fi
+    local spec
+    for spec in "$@"; do
+      local name=${spec%%=*} cmd=${spec#*=} t0 t1 rss s
+      [ -z "${PREP[$name]:-}" ] || bash -c "${PREP[$name]}"
+      t0=$(date +%s.%N)
+      rss=$( { /usr/bin/time -f %M bash -c "$cmd" > /dev/null; } 2>&1 | tail -1 )
+      t1=$(date +%s.%N)
+      s=$(calc "$t1 - $t0")
+      if [ -z "${BEST[$name]:-}" ] || holds "$s < ${BEST[$name]}"; then
+        BEST[$name]=$s; RSS[$name]=$rss
+      fi
+    done
   done
 }
+# of NAME: SECS and RSS_KB of NAME's best run, for report.
+of() { SECS=${BEST[$1]}; RSS_KB=${RSS[$1]}; }
 fail=0
 report() { # name [goal events/s]
   RATE=$(calc "$EVENTS / $SECS")
@@ -71,12 +82,13 @@ PIPELINE="$BIN/pipeline --file $OUT/bench.pipe $IN"
 a=$(bash -c "$SHELL_PIPE" | sed 's/"processed_at":"[^"]*"//' | md5sum)
 b=$(bash -c "$PIPELINE" | sed 's/"processed_at":"[^"]*"//' | md5sum)
 [ "$a" = "$b" ] || { echo "pipeline and the shell pipe print different events" >&2; exit 2; }
-best_of "$SHELL_PIPE"; report "peer: validate | enrich (shell pipe)"; SHELL_RATE=$RATE
-best_of "$PIPELINE"; report "pipeline 'validate | enrich'" 2000000; PIPE_RATE=$RATE; PIPE_RSS=$RSS_KB
+race "shell=$SHELL_PIPE" "pipeline=$PIPELINE"
+of shell; report "peer: validate | enrich (shell pipe)"; SHELL_RATE=$RATE
+of pipeline; report "pipeline 'validate | enrich'" 2000000; PIPE_RATE=$RATE; PIPE_RSS=$RSS_KB
 ratio "pipeline / shell pipe" "$(calc "$PIPE_RATE / $SHELL_RATE")" 1.5
 if command -v go >/dev/null; then
   (cd ../shared/peers/seedgo && go build -o "$OLDPWD/$OUT/seedgo-bin" .)
-  best_of "$OUT/seedgo-bin < $IN"; report "peer: seedgo, the Go channel design"
+  race "seedgo=$OUT/seedgo-bin < $IN"; of seedgo; report "peer: seedgo, the Go channel design"
   ratio "pipeline / seedgo" "$(calc "$PIPE_RATE / $RATE")" 12
 else
   echo "no go: seedgo skipped"; fail=1
@@ -112,28 +124,17 @@ INSERT INTO peer AS t (key, payload, first_seen, updated_at)
   ON CONFLICT (key) DO UPDATE SET payload = EXCLUDED.payload, updated_at = EXCLUDED.updated_at;
 TRUNCATE staging;
 SQL
-  # Each run into an empty table, after a CHECKPOINT (no run pays for the one before).
-  into_empty() { # table cmd
-    SECS_PG=
-    for _ in $(seq "$RUNS"); do
-      psql_ -c "TRUNCATE $1" -c CHECKPOINT
-      local t0 t1 rss s
-      t0=$(date +%s.%N)
-      rss=$( { /usr/bin/time -f %M bash -c "$2" > /dev/null; } 2>&1 | tail -1 )
-      t1=$(date +%s.%N)
-      s=$(calc "$t1 - $t0")
-      if [ -z "$SECS_PG" ] || holds "$s < $SECS_PG"; then SECS_PG=$s; RSS_KB=$rss; fi
-    done
-    SECS=$SECS_PG
-  }
-  into_empty peer "PGOPTIONS='-c search_path=$SCHEMA' psql -X -q -v ON_ERROR_STOP=1 '$DB' -f $OUT/pipeline-peer.sql"
-  report "peer: psql path on the enriched file"; PEER_RATE=$RATE
-  into_empty alone "$BIN/persist -q --database-url '$URL' --table alone $ENRICHED"
-  report "peer: persist alone on the enriched file"; ALONE_RATE=$RATE
+  # Each run into an empty table, after a CHECKPOINT (no run pays for the one before),
+  # the three contenders in turn.
+  empty() { echo "PGOPTIONS='-c search_path=$SCHEMA' psql -X -q -v ON_ERROR_STOP=1 '$DB' -c 'TRUNCATE $1' -c CHECKPOINT"; }
+  PREP[psql]=$(empty peer); PREP[alone]=$(empty alone); PREP[ours]=$(empty ours)
   echo "$V | $E | persist --database-url '$URL' --table ours" > "$OUT/bench-pg.pipe"
-  PG_PIPE="$BIN/pipeline -q --file $OUT/bench-pg.pipe $IN"
-  into_empty ours "$PG_PIPE"
-  report "pipeline 'validate | enrich | persist'"; OURS_RATE=$RATE
+  race "psql=PGOPTIONS='-c search_path=$SCHEMA' psql -X -q -v ON_ERROR_STOP=1 '$DB' -f $OUT/pipeline-peer.sql" \
+    "alone=$BIN/persist -q --database-url '$URL' --table alone $ENRICHED" \
+    "ours=$BIN/pipeline -q --file $OUT/bench-pg.pipe $IN"
+  of psql; report "peer: psql path on the enriched file"; PEER_RATE=$RATE
+  of alone; report "peer: persist alone on the enriched file"; ALONE_RATE=$RATE
+  of ours; report "pipeline 'validate | enrich | persist'"; OURS_RATE=$RATE
   holds "$RSS_KB <= 64 * 1024" || { echo "  goal missed: RSS > 64 MiB"; fail=1; }
   ratio "pipeline → PostgreSQL / persist alone" "$(calc "$OURS_RATE / $ALONE_RATE")" 0.9
   ratio "pipeline → PostgreSQL / psql path" "$(calc "$OURS_RATE / $PEER_RATE")" 1.5

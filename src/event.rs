@@ -295,7 +295,7 @@ impl Event {
 
     /// A copy of the event as it stands, without its index (a later look inside scans
     /// again): a line of a shared chunk is shared, not copied. What a worker keeps to try
-    /// a batch again event by event after a panic.
+    /// an event again after a panic (a whole batch: [`Replay`]).
     pub fn snapshot(&self) -> Event {
         let body = match &self.body {
             Body::Raw(b) => Body::Raw(b.clone()),
@@ -521,10 +521,120 @@ fn scan_reject(e: ScanError) -> Reject {
     Reject::new(kind, e.to_string())
 }
 
+/// What it takes to make a batch's events again, as they stood, after a worker panicked
+/// on them: taken before the work, so that the batch can be tried event by event. Most
+/// events are lines of a shared chunk, and only their range is kept (each chunk is held
+/// once): a per-event copy moved a reference count on the chunk, one cache line that
+/// every worker and the reader touch, for each event of every batch.
+pub struct Replay {
+    chunks: Vec<Arc<String>>,
+    events: Vec<Again>,
+}
+
+enum Again {
+    /// `chunks[chunk][start..end]`, with the event's line and acknowledgement.
+    Line {
+        chunk: usize,
+        start: usize,
+        end: usize,
+        line: u64,
+        ack: Option<Ack>,
+    },
+    /// An event with text of its own: a copy ([`Event::snapshot`]).
+    Copy(Event),
+}
+
+impl Replay {
+    pub fn of(events: &[Event]) -> Replay {
+        let mut chunks: Vec<Arc<String>> = Vec::new();
+        let events = events
+            .iter()
+            .map(|e| match &e.body {
+                Body::Json(Json {
+                    text: Text::Shared { chunk, start, end },
+                    ..
+                }) => {
+                    if !chunks.last().is_some_and(|c| Arc::ptr_eq(c, chunk)) {
+                        chunks.push(chunk.clone());
+                    }
+                    Again::Line {
+                        chunk: chunks.len() - 1,
+                        start: *start,
+                        end: *end,
+                        line: e.line,
+                        ack: e.ack.clone(),
+                    }
+                }
+                _ => Again::Copy(e.snapshot()),
+            })
+            .collect();
+        Replay { chunks, events }
+    }
+
+    /// The events again, in order, as [`Event::snapshot`] would have copied them.
+    pub fn events(self) -> impl Iterator<Item = Event> {
+        let chunks = self.chunks;
+        self.events.into_iter().map(move |a| match a {
+            Again::Line {
+                chunk,
+                start,
+                end,
+                line,
+                ack,
+            } => Event {
+                body: Body::Json(Json {
+                    text: Text::Shared {
+                        chunk: chunks[chunk].clone(),
+                        start,
+                        end,
+                    },
+                    members: None,
+                }),
+                line,
+                ack,
+            },
+            Again::Copy(e) => e,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A replay gives back every event as it stood: lines of two chunks, an event with
+    /// text of its own, and a raw line not looked at yet.
+    #[test]
+    fn a_replay_gives_the_events_back_as_they_stood() {
+        let (a, b) = (
+            Arc::new(r#"{"a":1}{"b":2}"#.to_owned()),
+            Arc::new(r#"{"c":3}"#.to_owned()),
+        );
+        let mut events = vec![
+            Event::from_chunk(a.clone(), 0, 7, 1),
+            Event::from_chunk(a.clone(), 7, 14, 2),
+            Event::from_json_text(r#"{"own":true}"#.to_owned(), 3),
+            Event::from_chunk(b.clone(), 0, 7, 4),
+            Event::from_line(br#"{"raw":1}"#.to_vec(), 5),
+        ];
+        events[1].decode().unwrap();
+        let replay = Replay::of(&events);
+        assert_eq!(replay.chunks.len(), 2, "each chunk held once");
+        drop(events);
+        let again: Vec<(String, u64)> = replay
+            .events()
+            .map(|e| (String::from_utf8(e.bytes().to_vec()).unwrap(), e.line))
+            .collect();
+        let want = [
+            (r#"{"a":1}"#, 1),
+            (r#"{"b":2}"#, 2),
+            (r#"{"own":true}"#, 3),
+            (r#"{"c":3}"#, 4),
+            (r#"{"raw":1}"#, 5),
+        ];
+        assert_eq!(again, want.map(|(t, l)| (t.to_owned(), l)));
+    }
 
     #[test]
     fn decode_kinds() {

@@ -248,12 +248,12 @@ where
 }
 
 /// Runs `work` on `batch`; if it panics, runs it again on each event alone (from a
-/// shallow copy taken first), and makes each event that panics on its own a dead letter
+/// [`crate::event::Replay`] taken first), and makes each event that panics on its own a dead letter
 /// of kind `panic` with the panic's message.
 fn isolated<W: Fn(Batch) -> Worked>(stage: &'static str, work: &W, batch: Batch) -> Worked {
     use std::panic::{catch_unwind, AssertUnwindSafe};
     let source = batch.source.clone();
-    let copy: Vec<Event> = batch.events.iter().map(Event::snapshot).collect();
+    let copy = crate::event::Replay::of(&batch.events);
     if let Ok(worked) = catch_unwind(AssertUnwindSafe(|| work(batch))) {
         return worked;
     }
@@ -261,7 +261,7 @@ fn isolated<W: Fn(Batch) -> Worked>(stage: &'static str, work: &W, batch: Batch)
         batch: Batch::new(source.clone(), Vec::new()),
         rejects: Vec::new(),
     };
-    for event in copy {
+    for event in copy.events() {
         let retry = event.snapshot();
         match catch_unwind(AssertUnwindSafe(|| {
             work(Batch::new(source.clone(), vec![event]))
