@@ -35,10 +35,10 @@ holds() { awk "BEGIN { exit !($1) }"; }
 # race NAME=CMD ...: RUNS rounds, each running every command once, in turn, so that a slow
 # phase of this shared machine (it drifts by 10-50 % within minutes) hits every contender
 # alike. BEST[NAME] is a command's best wall time, RSS[NAME] that run's peak RSS (KiB).
-# PREP[NAME], when set, runs (untimed) before each run of NAME.
+# PREP[NAME], when set, runs (untimed) before each run of NAME. ROUNDS overrides RUNS.
 declare -A BEST RSS PREP
 race() {
-  for _ in $(seq "$RUNS"); do
+  for _ in $(seq "${ROUNDS:-$RUNS}"); do
     local spec
     for spec in "$@"; do
       local name=${spec%%=*} cmd=${spec#*=} t0 t1 rss s
@@ -72,7 +72,7 @@ ratio() { # text value goal
 
 V="validate --require id,type --type amount=number --type user_id=integer"
 E="enrich --set 'env=\"prod\"' --timestamp processed_at"
-echo "input: $IN ($EVENTS events, $(du -mL "$IN" | cut -f1) MiB), best of $RUNS, $(nproc) cores, $PROFILE build"
+echo "input: $IN ($EVENTS events, $(du -mL "$IN" | cut -f1) MiB), best of $RUNS rounds (stdout: $((RUNS * 3))), $(nproc) cores, $PROFILE build"
 
 # 1. To stdout. Both forms must print the same events (timestamps aside).
 SHELL_PIPE="$BIN/$V $IN | $BIN/$E"
@@ -82,7 +82,8 @@ PIPELINE="$BIN/pipeline --file $OUT/bench.pipe $IN"
 a=$(bash -c "$SHELL_PIPE" | sed 's/"processed_at":"[^"]*"//' | md5sum)
 b=$(bash -c "$PIPELINE" | sed 's/"processed_at":"[^"]*"//' | md5sum)
 [ "$a" = "$b" ] || { echo "pipeline and the shell pipe print different events" >&2; exit 2; }
-race "shell=$SHELL_PIPE" "pipeline=$PIPELINE"
+# Runs of under a second: three times the rounds, for the machine's swings to even out.
+ROUNDS=$((RUNS * 3)) race "shell=$SHELL_PIPE" "pipeline=$PIPELINE"
 of shell; report "peer: validate | enrich (shell pipe)"; SHELL_RATE=$RATE
 of pipeline; report "pipeline 'validate | enrich'" 2000000; PIPE_RATE=$RATE; PIPE_RSS=$RSS_KB
 ratio "pipeline / shell pipe" "$(calc "$PIPE_RATE / $SHELL_RATE")" 1.5
