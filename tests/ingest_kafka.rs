@@ -599,14 +599,7 @@ pub(crate) fn assert_exactly_once(
 ) {
     let expected = last_by_id(text);
     assert_eq!(rows(pg), expected.len() as u64);
-    let stored: std::collections::BTreeMap<String, serde_json::Value> = pg
-        .sql("SELECT key, payload::text FROM events")
-        .lines()
-        .map(|l| {
-            let (k, p) = l.split_once('\t').unwrap();
-            (k.to_owned(), serde_json::from_str(p).unwrap())
-        })
-        .collect();
+    let stored = stored_payloads(pg);
     assert!(
         stored == expected,
         "stored rows differ from the last event per key"

@@ -548,6 +548,35 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// `script` run by bash in a process group of its own, so that [`kill_group`] ends all
+/// of it.
+fn spawn_group(dir: &Dir, script: &str) -> std::process::Child {
+    std::process::Command::new("bash")
+        .args(["-c", script])
+        .current_dir(dir.root())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap()
+}
+
+fn kill_group(sh: &mut std::process::Child) {
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", sh.id())])
+        .status();
+    let _ = sh.wait();
+}
+
+/// `buffer_events` of the channel into `component`, read off /metrics text.
+fn depth(metrics: &str, component: &str) -> f64 {
+    let series = format!("buffer_events{{component=\"{component}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// The pid of the `pipeline` serving /metrics on `port` (not the shell that started it,
 /// whose command line holds the same words).
 fn pipeline_serving(port: u16) -> u32 {
@@ -563,6 +592,23 @@ fn pipeline_serving(port: u16) -> u32 {
     let comm = std::fs::read_to_string(format!("/proc/{}/comm", pids[0])).unwrap();
     assert_eq!(comm.trim(), "pipeline");
     pids[0]
+}
+
+/// SIGHUP to `child`: re-read its `--file`.
+fn hup(child: &std::process::Child) {
+    std::process::Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+}
+
+/// Writes `lines` to a child's stdin, and flushes.
+fn send_lines(stdin: &mut std::process::ChildStdin, lines: &[&str]) {
+    use std::io::Write;
+    for l in lines {
+        writeln!(stdin, "{l}").unwrap();
+    }
+    stdin.flush().unwrap();
 }
 
 /// Polls until `f` holds, 30 s at most.
@@ -583,7 +629,6 @@ fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 /// change beyond those is refused with one line, and the run carries on.
 #[test]
 fn sighup_raises_workers_mid_stream_without_losing_an_event() {
-    use std::io::Write;
     let dir = Dir::new();
     gen_events(&dir, "ev.ndjson", 60_000, &[]);
     let input = dir.read("ev.ndjson");
@@ -602,13 +647,7 @@ fn sighup_raises_workers_mid_stream_without_losing_an_event() {
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
     let third = lines.len() / 3;
-    let send = |stdin: &mut std::process::ChildStdin, part: &[&str]| {
-        for l in part {
-            writeln!(stdin, "{l}").unwrap();
-        }
-        stdin.flush().unwrap();
-    };
-    send(&mut stdin, &lines[..third]);
+    send_lines(&mut stdin, &lines[..third]);
     let workers = |n: u32| {
         move || {
             get(port, "/metrics").is_some_and(|(_, m)| {
@@ -621,22 +660,16 @@ fn sighup_raises_workers_mid_stream_without_losing_an_event() {
     eventually("1 worker on /metrics", workers(1));
 
     dir.create("etl.pipe", "validate --workers 4 --require id\n");
-    std::process::Command::new("kill")
-        .args(["-HUP", &child.id().to_string()])
-        .status()
-        .unwrap();
+    hup(&child);
     eventually("4 workers on /metrics", workers(4));
-    send(&mut stdin, &lines[third..2 * third]);
+    send_lines(&mut stdin, &lines[third..2 * third]);
 
     // Channel settings on a `pipeline` line change live too.
     dir.create(
         "etl.pipe",
         "pipeline --channel-capacity 500\nvalidate --workers 4 --require id\n",
     );
-    std::process::Command::new("kill")
-        .args(["-HUP", &child.id().to_string()])
-        .status()
-        .unwrap();
+    hup(&child);
     eventually("a capacity of 500 on /metrics", || {
         get(port, "/metrics")
             .is_some_and(|(_, m)| m.contains("buffer_max_event_size{component=\"validate\"} 500"))
@@ -647,12 +680,9 @@ fn sighup_raises_workers_mid_stream_without_losing_an_event() {
         "etl.pipe",
         "pipeline --channel-capacity 500\nvalidate --workers 4 --require id,type\n",
     );
-    std::process::Command::new("kill")
-        .args(["-HUP", &child.id().to_string()])
-        .status()
-        .unwrap();
+    hup(&child);
     std::thread::sleep(std::time::Duration::from_millis(500));
-    send(&mut stdin, &lines[2 * third..]);
+    send_lines(&mut stdin, &lines[2 * third..]);
     drop(stdin);
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", err(&o));
@@ -670,7 +700,6 @@ fn sighup_raises_workers_mid_stream_without_losing_an_event() {
 /// newer one (which two connections racing on one key would do).
 #[test]
 fn sighup_changes_persist_connections_mid_stream_without_losing_an_event() {
-    use std::io::Write;
     let dir = Dir::new();
     let pg = Pg::new("pl_conns");
     gen_events(&dir, "ev.ndjson", 60_000, &["--dups", "0.3"]);
@@ -697,12 +726,6 @@ fn sighup_changes_persist_connections_mid_stream_without_losing_an_event() {
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
-    let send = |stdin: &mut std::process::ChildStdin, part: &[&str]| {
-        for l in part {
-            writeln!(stdin, "{l}").unwrap();
-        }
-        stdin.flush().unwrap();
-    };
     let connections = |n: u32| {
         let (pg, app) = (&pg, &app);
         move || {
@@ -719,40 +742,24 @@ fn sighup_changes_persist_connections_mid_stream_without_losing_an_event() {
         }
     };
     let third = lines.len() / 3;
-    send(&mut stdin, &lines[..third]);
+    send_lines(&mut stdin, &lines[..third]);
     eventually("1 connection", connections(1));
     for (n, part) in [(4, &lines[third..2 * third]), (2, &lines[2 * third..])] {
         dir.create("etl.pipe", pipe(n));
-        std::process::Command::new("kill")
-            .args(["-HUP", &child.id().to_string()])
-            .status()
-            .unwrap();
+        hup(&child);
         // Events keep coming while the loaders drain and the count changes.
-        send(&mut stdin, part);
+        send_lines(&mut stdin, part);
         eventually(&format!("{n} connections"), connections(n));
     }
     drop(stdin);
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", err(&o));
-    assert!(
-        err(&o).contains("persist: connections 1 → 4"),
-        "{}",
-        err(&o)
-    );
-    assert!(
-        err(&o).contains("persist: connections 4 → 2"),
-        "{}",
-        err(&o)
-    );
-    assert!(!err(&o).contains("reload refused"), "{}", err(&o));
-    let stored: std::collections::BTreeMap<String, Value> = pg
-        .sql("SELECT key, payload::text FROM events")
-        .lines()
-        .map(|l| {
-            let (k, v) = l.split_once('\t').unwrap();
-            (k.to_owned(), serde_json::from_str(v).unwrap())
-        })
-        .collect();
+    let log = err(&o);
+    for line in ["persist: connections 1 → 4", "persist: connections 4 → 2"] {
+        assert!(log.contains(line), "{log}");
+    }
+    assert!(!log.contains("reload refused"), "{log}");
+    let stored = stored_payloads(&pg);
     assert_eq!(stored.len(), expected.len());
     assert!(
         stored == expected,
@@ -858,30 +865,16 @@ fn a_stalled_sink_keeps_memory_bounded_and_the_gauge_shows_where() {
         pad = "p".repeat(200),
         pipeline = bin("pipeline"),
     );
-    let mut sh = std::process::Command::new("bash")
-        .args(["-c", &script])
-        .current_dir(dir.root())
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let depth = |m: &str| -> f64 {
-        m.lines()
-            .find_map(|l| l.strip_prefix("buffer_events{component=\"enrich\"} "))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.0)
-    };
+    let mut sh = spawn_group(&dir, &script);
     eventually("the channel into enrich fills", || {
-        get(port, "/metrics").is_some_and(|(_, m)| depth(&m) >= 8_000.0)
+        get(port, "/metrics").is_some_and(|(_, m)| depth(&m, "enrich") >= 8_000.0)
     });
     std::thread::sleep(std::time::Duration::from_secs(2));
     let rss = crate::faults::peak_rss_mib(pipeline_serving(port));
     let (_, metrics) = get(port, "/metrics").unwrap();
-    let _ = std::process::Command::new("kill")
-        .args(["-KILL", "--", &format!("-{}", sh.id())])
-        .status();
-    let _ = sh.wait();
+    kill_group(&mut sh);
     assert!(rss <= 64, "peak RSS {rss} MiB");
-    assert!(depth(&metrics) >= 8_000.0, "{metrics}");
+    assert!(depth(&metrics, "enrich") >= 8_000.0, "{metrics}");
     // The channel into validate is full too: back-pressure reached the reader.
     assert!(
         metrics.contains("buffer_events{component=\"validate\"}"),
@@ -914,23 +907,11 @@ fn a_stalled_database_keeps_memory_bounded_and_loading_resumes() {
         pipeline = bin("pipeline"),
         url = cluster.url(),
     );
-    let mut sh = std::process::Command::new("bash")
-        .args(["-c", &script])
-        .current_dir(dir.root())
-        .stderr(std::process::Stdio::null())
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let depth = |m: &str| -> f64 {
-        m.lines()
-            .find_map(|l| l.strip_prefix("buffer_events{component=\"persist\"} "))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.0)
-    };
+    let mut sh = spawn_group(&dir, &script);
     eventually("rows stored", || cluster.count() > 10_000);
     cluster.stop_immediate();
     eventually("the channel into persist fills", || {
-        get(port, "/metrics").is_some_and(|(_, m)| depth(&m) >= 8_000.0)
+        get(port, "/metrics").is_some_and(|(_, m)| depth(&m, "persist") >= 8_000.0)
     });
     std::thread::sleep(std::time::Duration::from_secs(2));
     let rss = crate::faults::peak_rss_mib(pipeline_serving(port));
@@ -938,12 +919,9 @@ fn a_stalled_database_keeps_memory_bounded_and_loading_resumes() {
     cluster.start();
     let before = cluster.count();
     eventually("rows stored again", || cluster.count() > before + 10_000);
-    let _ = std::process::Command::new("kill")
-        .args(["-KILL", "--", &format!("-{}", sh.id())])
-        .status();
-    let _ = sh.wait();
+    kill_group(&mut sh);
     assert!(rss <= 64, "peak RSS {rss} MiB");
-    assert!(depth(&metrics) >= 8_000.0, "{metrics}");
+    assert!(depth(&metrics, "persist") >= 8_000.0, "{metrics}");
     assert!(
         metrics.contains("ndpipe_persist_retries_total"),
         "persist retried while the server was down: {metrics}"

@@ -123,6 +123,17 @@ impl Drop for Pg {
     }
 }
 
+/// The payload stored per key in the table `events` of `pg`.
+pub fn stored_payloads(pg: &Pg) -> std::collections::BTreeMap<String, serde_json::Value> {
+    pg.sql("SELECT key, payload::text FROM events")
+        .lines()
+        .map(|l| {
+            let (k, p) = l.split_once('\t').unwrap();
+            (k.to_owned(), serde_json::from_str(p).unwrap())
+        })
+        .collect()
+}
+
 /// The last event per `id` in `ndjson` (what a last-wins upsert must leave stored).
 pub fn last_by_id(ndjson: &str) -> std::collections::BTreeMap<String, serde_json::Value> {
     values(ndjson)
