@@ -581,18 +581,11 @@ impl Replay {
                 end,
                 line,
                 ack,
-            } => Event {
-                body: Body::Json(Json {
-                    text: Text::Shared {
-                        chunk: chunks[chunk].clone(),
-                        start,
-                        end,
-                    },
-                    members: None,
-                }),
-                line,
-                ack,
-            },
+            } => {
+                let mut e = Event::from_chunk(chunks[chunk].clone(), start, end, line);
+                e.ack = ack;
+                e
+            }
             Again::Copy(e) => e,
         })
     }

@@ -248,8 +248,8 @@ where
 }
 
 /// Runs `work` on `batch`; if it panics, runs it again on each event alone (from a
-/// [`crate::event::Replay`] taken first), and makes each event that panics on its own a dead letter
-/// of kind `panic` with the panic's message.
+/// [`crate::event::Replay`] taken first), and makes each event that panics on its own a
+/// dead letter of kind `panic` with the panic's message.
 fn isolated<W: Fn(Batch) -> Worked>(stage: &'static str, work: &W, batch: Batch) -> Worked {
     use std::panic::{catch_unwind, AssertUnwindSafe};
     let source = batch.source.clone();

@@ -98,9 +98,7 @@ impl Loader {
             Loader::Sqlite(l) => l.load(rows, commits, reject).await,
         }
     }
-}
 
-impl Loader {
     /// One more connection like this one; `None` for SQLite, which has one writer.
     pub(super) async fn another(&self) -> Option<Result<Loader>> {
         match self {
@@ -226,9 +224,7 @@ pub async fn run(
 
     let mut stats = Stats::default();
     let batch_size = shared.config.batch_size;
-    let mut pending: Vec<Vec<Row>> = (0..pool.senders.len())
-        .map(|_| Vec::with_capacity(batch_size))
-        .collect();
+    let mut pending = empty_batches(pool.senders.len(), batch_size);
     let mut oldest: Option<Instant> = None;
     let mut keys = crate::position::Keys::default();
     let hasher = BuildHasherDefault::<DefaultHasher>::default();
@@ -383,11 +379,15 @@ async fn rescale(
     if loaders.len() != had {
         tracing::info!("persist: connections {had} → {}", loaders.len());
     }
-    let batch_size = shared.config.batch_size;
-    *pending = (0..loaders.len())
-        .map(|_| Vec::with_capacity(batch_size))
-        .collect();
+    *pending = empty_batches(loaders.len(), shared.config.batch_size);
     Ok(Pool::start(shared, loaders, output))
+}
+
+/// One batch to fill per connection.
+fn empty_batches(connections: usize, batch_size: usize) -> Vec<Vec<Row>> {
+    (0..connections)
+        .map(|_| Vec::with_capacity(batch_size))
+        .collect()
 }
 
 pub(super) async fn sleep_until(deadline: Option<Instant>) {

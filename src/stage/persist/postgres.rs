@@ -73,11 +73,7 @@ pub async fn open(spec: &ConnectSpec, opts: &Options) -> Result<(Layout, Vec<Loa
     let layout = super::resolve_layout(opts, &columns, unique, spec.display())?;
     let mut loaders = vec![Loader::new(spec.clone(), client, &layout).await?];
     for _ in 1..opts.connections {
-        let client = spec
-            .connect()
-            .await
-            .map_err(|e| Error::unavailable(spec.failure(&e)))?;
-        loaders.push(Loader::new(spec.clone(), client, &layout).await?);
+        loaders.push(loaders[0].another().await?);
     }
     Ok((layout, loaders))
 }
@@ -157,8 +153,8 @@ impl Loader {
         Ok(l)
     }
 
-    /// One more connection to the same table, its statements prepared (`--connections`
-    /// raised while `pipeline` runs).
+    /// One more connection to the same table, its statements prepared (at start, and
+    /// when `--connections` is raised while `pipeline` runs).
     pub async fn another(&self) -> Result<Loader> {
         let client = self
             .spec
