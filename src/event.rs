@@ -4,7 +4,8 @@
 //! look inside it *decodes* it: checks UTF-8, scans the object once (validating every
 //! byte) and keeps the byte ranges of its top-level members. Later stages in the same
 //! process reuse that scan; the text itself is only rewritten where a stage changes a
-//! field. No stage builds a `serde_json::Value` tree on the hot path: JSON Schema reads
+//! field, and a stage that rewrites it moves the index onto the new text when a later
+//! stage will look inside (see [`crate::json::set_many_into`]). No stage builds a `serde_json::Value` tree on the hot path: JSON Schema reads
 //! the scan's tape directly (see [`crate::tape`]).
 //!
 //! Events travel in [`Batch`]es through bounded `tokio::sync::mpsc` channels.
@@ -219,7 +220,30 @@ enum Body {
 #[derive(Debug)]
 struct Json {
     text: Text,
-    members: Option<Vec<Member>>,
+    members: Option<Index>,
+}
+
+/// An event's member index: its own, or its stretch of one buffer shared by a batch (a
+/// stage that rewrites a batch's texts into one buffer writes their indexes into one too:
+/// no allocation per event, and one block to free).
+#[derive(Debug)]
+enum Index {
+    Own(Vec<Member>),
+    Shared {
+        all: Arc<Vec<Member>>,
+        range: std::ops::Range<usize>,
+    },
+}
+
+impl std::ops::Deref for Index {
+    type Target = [Member];
+
+    fn deref(&self) -> &[Member] {
+        match self {
+            Index::Own(m) => m,
+            Index::Shared { all, range } => &all[range.clone()],
+        }
+    }
 }
 
 /// An event's text: its own string, or a line of a read chunk shared by a batch (the
@@ -328,7 +352,7 @@ impl Event {
         let index = match &self.body {
             Body::Json(Json {
                 members: Some(m), ..
-            }) => std::mem::size_of_val(m.as_slice()),
+            }) => std::mem::size_of_val(&**m),
             _ => 0,
         };
         (self.bytes().len() + 1 + index) as u64
@@ -391,7 +415,9 @@ impl Event {
             unreachable!("checked above")
         };
         if j.members.is_none() {
-            j.members = Some(json::scan_object(j.text.as_str()).map_err(scan_reject)?);
+            j.members = Some(Index::Own(
+                json::scan_object(j.text.as_str()).map_err(scan_reject)?,
+            ));
         }
         Ok(())
     }
@@ -406,7 +432,9 @@ impl Event {
         tape::with_tape(text, |res| {
             let nodes = res.map_err(|e| scan_reject(ScanError::Malformed(e.0)))?;
             if j.members.is_none() {
-                j.members = Some(json::members_of(text, nodes).map_err(scan_reject)?);
+                j.members = Some(Index::Own(
+                    json::members_of(text, nodes).map_err(scan_reject)?,
+                ));
             }
             Ok(f(text, nodes))
         })
@@ -430,7 +458,9 @@ impl Event {
             panic!("event used before decode()")
         };
         if j.members.is_none() {
-            j.members = Some(json::scan_object(j.text.as_str()).expect("decoded text scans"));
+            j.members = Some(Index::Own(
+                json::scan_object(j.text.as_str()).expect("decoded text scans"),
+            ));
         }
         j.members.as_deref().expect("set above")
     }
@@ -453,7 +483,7 @@ impl Event {
         }
         let (text, members) = self.text_and_members();
         let m = json::find(text, members, path.first())?;
-        json::get_in(&text[m.value.clone()], &path.segments()[1..])
+        json::get_in(&text[m.value()], &path.segments()[1..])
     }
 
     /// Like [`Event::get`], with the metadata field visible too (`_meta.offset`): for a
@@ -461,13 +491,13 @@ impl Event {
     pub fn get_with_meta(&mut self, path: &FieldPath) -> Option<&str> {
         let (text, members) = self.text_and_members();
         let m = json::find(text, members, path.first())?;
-        json::get_in(&text[m.value.clone()], &path.segments()[1..])
+        json::get_in(&text[m.value()], &path.segments()[1..])
     }
 
     /// The raw text of the top-level field `key`.
     pub fn field(&mut self, key: &str) -> Option<&str> {
         let (text, members) = self.text_and_members();
-        json::find(text, members, key).map(|m| &text[m.value.clone()])
+        json::find(text, members, key).map(|m| &text[m.value()])
     }
 
     /// Frees the member index of a decoded event (it is rebuilt when needed): for events
@@ -495,11 +525,23 @@ impl Event {
     }
 
     /// Replaces the event's text with `chunk[start..end]` (a JSON object), the way a stage
-    /// that writes the new texts of a whole batch into one buffer hands them out.
-    pub fn set_shared_text(&mut self, chunk: Arc<String>, start: usize, end: usize) {
+    /// that writes the new texts of a whole batch into one buffer hands them out; `index`,
+    /// when given, is where the new text's members are in a buffer of the batch's indexes
+    /// (see [`json::set_many_into`]): no later stage then scans the text again.
+    pub fn set_shared_text(
+        &mut self,
+        chunk: Arc<String>,
+        start: usize,
+        end: usize,
+        index: Option<(Arc<Vec<Member>>, std::ops::Range<usize>)>,
+    ) {
+        let members = index.map(|(all, range)| Index::Shared { all, range });
+        debug_assert!(members
+            .as_deref()
+            .is_none_or(|m| json::scan_object(&chunk[start..end]).as_deref() == Ok(m)));
         self.body = Body::Json(Json {
             text: Text::Shared { chunk, start, end },
-            members: None,
+            members,
         });
     }
 

@@ -14,19 +14,23 @@ use std::ops::Range;
 
 use crate::tape::{self, Kind, TNode};
 
-/// One member of a JSON object: byte ranges into the object's text.
+/// One member of a JSON object: byte ranges into the object's text, as 32-bit offsets
+/// (the tape takes texts under 2 GiB). 24 bytes: an event's index is about as large as its
+/// text, and `pipeline` carries it from stage to stage.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Member {
-    /// The key between its quotes, still escaped.
-    pub key: Range<usize>,
-    /// Whether the key holds a backslash escape (then compare it unescaped).
-    pub escaped: bool,
+    /// The key between its quotes, still escaped: its first byte, and its end with the
+    /// top bit set when it holds a backslash escape (then it is compared unescaped).
+    key: [u32; 2],
     /// The value, from its first to its last byte.
-    pub value: Range<usize>,
+    value: [u32; 2],
     /// The key's first 8 bytes as a word ([`prefix`]): most lookups are settled by it
     /// and the length, without touching the text.
     prefix: u64,
 }
+
+/// The top bit of a key's end: the key holds an escape.
+const ESCAPED: u32 = 1 << 31;
 
 /// The first 8 bytes of `b` as a little-endian word, zero-padded.
 fn prefix(b: &[u8]) -> u64 {
@@ -54,6 +58,52 @@ fn prefix_in(text: &[u8], range: &Range<usize>) -> u64 {
 }
 
 impl Member {
+    /// The member of `text` whose key (between its quotes) and value are these ranges.
+    #[inline(always)]
+    fn new(text: &[u8], key: Range<usize>, escaped: bool, value: Range<usize>) -> Member {
+        debug_assert!(text.len() < tape::MAX_TEXT);
+        Member {
+            prefix: prefix_in(text, &key),
+            key: [
+                key.start as u32,
+                key.end as u32 | if escaped { ESCAPED } else { 0 },
+            ],
+            value: [value.start as u32, value.end as u32],
+        }
+    }
+
+    /// The key between its quotes, still escaped.
+    #[inline(always)]
+    pub fn key(&self) -> Range<usize> {
+        self.key[0] as usize..(self.key[1] & !ESCAPED) as usize
+    }
+
+    /// The value, from its first to its last byte.
+    #[inline(always)]
+    pub fn value(&self) -> Range<usize> {
+        self.value[0] as usize..self.value[1] as usize
+    }
+
+    /// Whether the key holds a backslash escape.
+    #[inline(always)]
+    pub fn escaped(&self) -> bool {
+        self.key[1] & ESCAPED != 0
+    }
+
+    /// The same member in a text where it starts `by` bytes later (earlier when negative;
+    /// wrapping arithmetic, as the sum stays in range).
+    #[inline(always)]
+    fn shifted(&self, by: u32) -> Member {
+        Member {
+            key: [self.key[0].wrapping_add(by), self.key[1].wrapping_add(by)],
+            value: [
+                self.value[0].wrapping_add(by),
+                self.value[1].wrapping_add(by),
+            ],
+            prefix: self.prefix,
+        }
+    }
+
     /// Whether this member's key equals `name`.
     #[inline]
     pub fn key_is(&self, text: &str, name: &str) -> bool {
@@ -63,26 +113,31 @@ impl Member {
     /// [`Member::key_is`] with the name's word made once, for scans over many members.
     #[inline(always)]
     fn key_matches(&self, text: &str, probe: &KeyProbe) -> bool {
-        if !self.escaped {
-            let name = probe.name.as_bytes();
-            return self.key.len() == name.len()
-                && self.prefix == probe.prefix
-                && (name.len() <= 8
-                    || text.as_bytes()[self.key.start + 8..self.key.end] == name[8..]);
+        let name = probe.name.as_bytes();
+        // An escaped key's end has its top bit set: this length is then never a name's.
+        let raw_len = self.key[1].wrapping_sub(self.key[0]) as usize;
+        if raw_len == name.len() && self.prefix == probe.prefix {
+            let start = self.key[0] as usize;
+            return name.len() <= 8 || text.as_bytes()[start + 8..start + name.len()] == name[8..];
         }
-        let quoted = &text[self.key.start - 1..self.key.end + 1];
+        if !self.escaped() {
+            return false;
+        }
+        let key = self.key();
+        let quoted = &text[key.start - 1..key.end + 1];
         serde_json::from_str::<String>(quoted).is_ok_and(|k| k == probe.name)
     }
 
     /// The key, unescaped.
     pub fn key_str<'t>(&self, text: &'t str) -> std::borrow::Cow<'t, str> {
-        if !self.escaped {
-            return text[self.key.clone()].into();
+        let key = self.key();
+        if !self.escaped() {
+            return text[key].into();
         }
-        let quoted = &text[self.key.start - 1..self.key.end + 1];
+        let quoted = &text[key.start - 1..key.end + 1];
         serde_json::from_str::<String>(quoted)
             .map(Into::into)
-            .unwrap_or_else(|_| text[self.key.clone()].into())
+            .unwrap_or_else(|_| text[key].into())
     }
 }
 
@@ -151,12 +206,12 @@ pub fn members_of(text: &str, nodes: &[TNode]) -> Result<Vec<Member>, ScanError>
     for _ in 0..root.len {
         let (k, v) = (&nodes[at], &nodes[at + 1]);
         let key = k.start as usize + 1..k.end as usize - 1;
-        out.push(Member {
-            prefix: prefix_in(text.as_bytes(), &key),
+        out.push(Member::new(
+            text.as_bytes(),
             key,
-            escaped: k.escaped,
-            value: v.start as usize..v.end as usize,
-        });
+            k.escaped,
+            v.start as usize..v.end as usize,
+        ));
         at = v.next as usize;
     }
     Ok(out)
@@ -252,7 +307,7 @@ pub fn get_in<'t>(value: &'t str, rest: &[String]) -> Option<&'t str> {
         b'{' => {
             let members = scan_object(value).ok()?;
             let m = find(value, &members, seg)?;
-            &value[m.value.clone()]
+            &value[m.value()]
         }
         b'[' => {
             let idx: usize = seg.parse().ok()?;
@@ -277,23 +332,42 @@ pub struct SetOp<'a> {
 /// Fails when a parent on the path exists but is not an object.
 pub fn set_many(text: &str, members: &[Member], ops: &[SetOp]) -> Result<String, String> {
     let mut out = String::new();
-    set_many_into(text, members, ops, &mut out)?;
+    set_many_into(text, members, ops, &mut out, None)?;
     Ok(out)
 }
 
-/// [`set_many`], appending the new text to `out` (a buffer shared by many events).
+/// [`set_many`], appending the new text to `out` (a buffer shared by many events) and, when
+/// given an `index`, the new text's members to it, so that the next stage to look inside
+/// the event need not scan it again. True when they were appended (offsets counted from
+/// where the text starts in `out`); false, with `index` as it was, when a path is nested.
 pub fn set_many_into(
     text: &str,
     members: &[Member],
     ops: &[SetOp],
     out: &mut String,
-) -> Result<(), String> {
-    if ops.len() <= 64 && ops.iter().all(|op| op.path.len() == 1) {
-        set_top_level(text, members, ops, out);
-        return Ok(());
+    index: Option<&mut Vec<Member>>,
+) -> Result<bool, String> {
+    if !top_level(ops) {
+        out.push_str(&set_nested(text, members, ops)?);
+        return Ok(false);
     }
-    out.push_str(&set_nested(text, members, ops)?);
-    Ok(())
+    let Some(index) = index else {
+        set_top_level(text, members, ops, out, &mut ());
+        return Ok(false);
+    };
+    let start = out.len();
+    let mut moves = Moves::default();
+    set_top_level(text, members, ops, out, &mut moves);
+    if out.len() - start >= tape::MAX_TEXT {
+        return Ok(false); // Past what the index's offsets reach: the next look scans.
+    }
+    moves.apply(members, &out[start..], index);
+    Ok(true)
+}
+
+/// Whether every path is one top-level key (and few enough for [`set_top_level`]'s masks).
+fn top_level(ops: &[SetOp]) -> bool {
+    ops.len() <= 64 && ops.iter().all(|op| op.path.len() == 1)
 }
 
 fn set_nested(text: &str, members: &[Member], ops: &[SetOp]) -> Result<String, String> {
@@ -310,7 +384,7 @@ fn set_nested(text: &str, members: &[Member], ops: &[SetOp]) -> Result<String, S
     let mut appended = String::new();
     for (key, group) in groups {
         let found: Vec<&Member> = members.iter().filter(|m| m.key_is(text, key)).collect();
-        let mut current: Option<String> = found.first().map(|m| text[m.value.clone()].to_owned());
+        let mut current: Option<String> = found.first().map(|m| text[m.value()].to_owned());
         for op in group {
             if op.path.len() == 1 {
                 current = Some(op.value.to_owned());
@@ -334,7 +408,7 @@ fn set_nested(text: &str, members: &[Member], ops: &[SetOp]) -> Result<String, S
         let new_value = current.expect("every group sets a value");
         match found.split_first() {
             Some((first, dups)) => {
-                edits.push((first.value.clone(), new_value));
+                edits.push((first.value(), new_value));
                 for d in dups {
                     edits.push((member_extent(text, members, d), String::new()));
                 }
@@ -357,8 +431,15 @@ fn set_nested(text: &str, members: &[Member], ops: &[SetOp]) -> Result<String, S
 }
 
 /// [`set_many`] when every path is one top-level key: one pass over the members, appended
-/// to `out`. For several ops on one key the last wins.
-fn set_top_level(text: &str, members: &[Member], ops: &[SetOp], out: &mut String) {
+/// to `out`. For several ops on one key the last wins. `moves` hears what became of the
+/// members, for [`set_many_into`] to move their index.
+fn set_top_level<T: Track>(
+    text: &str,
+    members: &[Member],
+    ops: &[SetOp],
+    out: &mut String,
+    moves: &mut T,
+) {
     debug_assert!(ops.len() <= 64);
     let close = text.trim_end().len() - 1;
     let extra: usize = ops
@@ -366,14 +447,15 @@ fn set_top_level(text: &str, members: &[Member], ops: &[SetOp], out: &mut String
         .map(|o| o.path[0].len() + o.value.len() + 4)
         .sum();
     out.reserve(text.len() + extra);
+    let base = out.len();
     let mut done = 0u64; // ops whose key was found
     let mut at = 0;
     // The key lengths the ops name: most members are passed over on their length alone.
     let lens = ops
         .iter()
         .fold(0u64, |acc, op| acc | 1 << op.path[0].len().min(63));
-    for m in members {
-        if !m.escaped && lens & (1 << m.key.len().min(63)) == 0 {
+    for (i, m) in members.iter().enumerate() {
+        if !m.escaped() && lens & (1 << m.key().len().min(63)) == 0 {
             continue;
         }
         let Some(oi) = ops.iter().rposition(|op| m.key_is(text, &op.path[0])) else {
@@ -381,13 +463,15 @@ fn set_top_level(text: &str, members: &[Member], ops: &[SetOp], out: &mut String
         };
         if done & (1 << oi) == 0 {
             done |= 1 << oi;
-            out.push_str(&text[at..m.value.start]);
+            out.push_str(&text[at..m.value().start]);
             out.push_str(ops[oi].value);
-            at = m.value.end;
+            at = m.value().end;
+            moves.value(i, ops[oi].value.len());
         } else {
             let gone = member_extent(text, members, m);
             out.push_str(&text[at..gone.start]);
             at = gone.end;
+            moves.gone(i, gone.len());
         }
     }
     out.push_str(&text[at..close]);
@@ -403,11 +487,93 @@ fn set_top_level(text: &str, members: &[Member], ops: &[SetOp], out: &mut String
             out.push(',');
         }
         empty = false;
+        let key = out.len() + 1 - base;
         push_quoted(out, &op.path[0]);
+        let key = key..out.len() - 1 - base;
         out.push(':');
+        let value = out.len() - base;
         out.push_str(op.value);
+        moves.added(key, value..out.len() - base);
     }
     out.push_str(&text[close..]);
+}
+
+/// What [`set_top_level`] tells of the members it changes: nothing, or [`Moves`].
+trait Track {
+    /// Member `i`'s value was replaced by one of `len` bytes.
+    fn value(&mut self, _i: usize, _len: usize) {}
+    /// Member `i` was removed, with `len` bytes.
+    fn gone(&mut self, _i: usize, _len: usize) {}
+    /// A member was appended (its key between its quotes, and its value, in the new text).
+    fn added(&mut self, _key: Range<usize>, _value: Range<usize>) {}
+}
+
+impl Track for () {}
+
+impl Track for Moves {
+    fn value(&mut self, i: usize, len: usize) {
+        self.edits.push((i, Move::Value(len)));
+    }
+    fn gone(&mut self, i: usize, len: usize) {
+        self.edits.push((i, Move::Gone(len)));
+    }
+    fn added(&mut self, key: Range<usize>, value: Range<usize>) {
+        self.added.push((key, value));
+    }
+}
+
+/// What [`set_top_level`] did to an object's members, to move their index onto the new
+/// text without scanning it.
+#[derive(Default)]
+struct Moves {
+    /// (member's position, what became of it), in member order.
+    edits: smallvec::SmallVec<[(usize, Move); 4]>,
+    /// Members appended: their key (between its quotes) and value in the new text.
+    added: smallvec::SmallVec<[(Range<usize>, Range<usize>); 4]>,
+}
+
+enum Move {
+    /// The value was replaced by one of this many bytes.
+    Value(usize),
+    /// The member was removed, with this many bytes.
+    Gone(usize),
+}
+
+impl Moves {
+    /// Appends to `index` the members of `new`, made from `members` of the old text: every
+    /// member after an edit moves by what the edits before it added or removed.
+    fn apply(&self, members: &[Member], new: &str, index: &mut Vec<Member>) {
+        index.reserve(members.len() + self.added.len());
+        // How far members move (wrapping: a u32 holding a signed shift).
+        let mut by = 0u32;
+        let mut from = 0;
+        for (at, what) in &self.edits {
+            index.extend(members[from..*at].iter().map(|m| m.shifted(by)));
+            let m = &members[*at];
+            match *what {
+                Move::Value(len) => {
+                    let mut moved = m.shifted(by);
+                    moved.value[1] = moved.value[0] + len as u32;
+                    by = by
+                        .wrapping_add(len as u32)
+                        .wrapping_sub(m.value().len() as u32);
+                    index.push(moved);
+                }
+                Move::Gone(len) => by = by.wrapping_sub(len as u32),
+            }
+            from = at + 1;
+        }
+        index.extend(members[from..].iter().map(|m| m.shifted(by)));
+        for (key, value) in &self.added {
+            let escaped = new.as_bytes()[key.clone()].contains(&b'\\');
+            index.push(Member::new(
+                new.as_bytes(),
+                key.clone(),
+                escaped,
+                value.clone(),
+            ));
+        }
+    }
 }
 
 /// Appends the JSON text of a string.
@@ -441,16 +607,16 @@ fn member_extent(text: &str, members: &[Member], m: &Member) -> Range<usize> {
         .iter()
         .position(|x| x == m)
         .expect("member of this object");
-    let key_open = m.key.start - 1;
+    let key_open = m.key().start - 1;
     if idx > 0 {
         // From the end of the previous value: removes `,"k":v`.
-        members[idx - 1].value.end..m.value.end
+        members[idx - 1].value().end..m.value().end
     } else if let Some(next) = members.get(1) {
         // The first member: removes `"k":v,` up to the next key's quote.
-        key_open..next.key.start - 1
+        key_open..next.key().start - 1
     } else {
         let _ = text;
-        key_open..m.value.end
+        key_open..m.value().end
     }
 }
 
@@ -557,23 +723,72 @@ mod tests {
     }
 
     #[test]
+    fn reindexed_members_are_those_a_scan_of_the_new_text_finds() {
+        let cases: &[(&str, &[(&str, &str)])] = &[
+            (r#"{"a":1,"b":"two","c":[3]}"#, &[("b", r#""zz""#)]),
+            (
+                r#" { "a" : 1 , "b" : 2 } "#,
+                &[("a", "12345"), ("new", "true")],
+            ),
+            (r#"{}"#, &[("x", "1"), ("y", r#"{"z":[]}"#)]),
+            (r#"{"k":1,"m":2,"k":3,"n":4}"#, &[("k", "0"), ("n", "5")]),
+            (r#"{"a\"b":1,"c":2}"#, &[("a\"b", "9"), ("q\"r", "7")]),
+            (r#"{"long_key_name":"v","x":1}"#, &[("long_key_name", "[]")]),
+            (
+                r#"{"a":1}"#,
+                &[("a", "2"), ("a", "3"), ("b", "4"), ("b", "5")],
+            ),
+            (r#"{"a":1,"b":2}"#, &[("zzz", "\"\"")]),
+        ];
+        for (text, ops) in cases {
+            let paths: Vec<Vec<String>> = ops.iter().map(|(k, _)| vec![k.to_string()]).collect();
+            let set_ops: Vec<SetOp> = paths
+                .iter()
+                .zip(ops.iter())
+                .map(|(p, (_, v))| SetOp { path: p, value: v })
+                .collect();
+            let members = scan_object(text).unwrap();
+            let earlier = scan_object(r#"{"earlier":0}"#).unwrap();
+            let (mut out, mut index) = (String::from("earlier text "), earlier);
+            let start = out.len();
+            assert!(set_many_into(text, &members, &set_ops, &mut out, Some(&mut index)).unwrap());
+            let new = &out[start..];
+            let expected = set_many(text, &members, &set_ops).unwrap();
+            assert_eq!(new, expected, "same text as set_many for {text}");
+            assert_eq!(index[1..], scan_object(new).unwrap(), "index of {new}");
+        }
+        // A nested path: nothing is indexed, and it says so.
+        let text = r#"{"a":{"b":1}}"#;
+        let members = scan_object(text).unwrap();
+        let nested = ["a".to_string(), "c".to_string()];
+        let op = [SetOp {
+            path: &nested,
+            value: "2",
+        }];
+        let (mut out, mut index) = (String::new(), Vec::new());
+        assert!(!set_many_into(text, &members, &op, &mut out, Some(&mut index)).unwrap());
+        assert_eq!(out, r#"{"a":{"b":1,"c":2}}"#);
+        assert!(index.is_empty());
+    }
+
+    #[test]
     fn scan_finds_members_with_spacing_and_escapes() {
         let text = r#" { "a" : 1 , "b\"c":{"x":[1,2]}, "d":"s" } "#;
         let m = scan_object(text).unwrap();
         assert_eq!(m.len(), 3);
-        assert_eq!(&text[m[0].key.clone()], "a");
-        assert_eq!(&text[m[0].value.clone()], "1");
+        assert_eq!(&text[m[0].key()], "a");
+        assert_eq!(&text[m[0].value()], "1");
         assert!(m[1].key_is(text, "b\"c"));
-        assert!(m[1].escaped);
-        assert_eq!(&text[m[1].value.clone()], r#"{"x":[1,2]}"#);
-        assert_eq!(&text[m[2].value.clone()], r#""s""#);
+        assert!(m[1].escaped());
+        assert_eq!(&text[m[1].value()], r#"{"x":[1,2]}"#);
+        assert_eq!(&text[m[2].value()], r#""s""#);
     }
 
     #[test]
     fn find_takes_the_last_duplicate_and_handles_empty_and_escaped_keys() {
         let text = r#"{"ab":1,"":2,"a\u0062":3,"cb":4,"b":6}"#;
         let m = scan_object(text).unwrap();
-        let get = |k| find(text, &m, k).map(|m| &text[m.value.clone()]);
+        let get = |k| find(text, &m, k).map(|m| &text[m.value()]);
         assert_eq!(get("ab"), Some("3"));
         assert_eq!(get(""), Some("2"));
         assert_eq!(get("cb"), Some("4"));
@@ -581,11 +796,11 @@ mod tests {
         assert_eq!(get("zb"), None);
         let text = r#"{"ab":1,"ab":5}"#;
         let m = scan_object(text).unwrap();
-        assert_eq!(&text[find(text, &m, "ab").unwrap().value.clone()], "5");
+        assert_eq!(&text[find(text, &m, "ab").unwrap().value()], "5");
         // Keys that share their first 8 bytes (the word compared first), or all of them.
         let text = r#"{"abcdefgh":1,"abcdefghi":2,"abcdefghj":3,"abcdefg":4,"abcdefghix":5}"#;
         let m = scan_object(text).unwrap();
-        let get = |k| find(text, &m, k).map(|m| &text[m.value.clone()]);
+        let get = |k| find(text, &m, k).map(|m| &text[m.value()]);
         assert_eq!(get("abcdefgh"), Some("1"));
         assert_eq!(get("abcdefghi"), Some("2"));
         assert_eq!(get("abcdefghj"), Some("3"));

@@ -57,6 +57,9 @@ pub struct TNode {
     pub next: u32,
 }
 
+/// Texts this long or longer are refused: offsets into them must fit in 31 bits.
+pub const MAX_TEXT: usize = 1 << 31;
+
 /// Why a text is not valid JSON: a message with the 1-based column.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyntaxError(pub String);
@@ -64,8 +67,9 @@ pub struct SyntaxError(pub String);
 /// Parses `text` (valid UTF-8) as one JSON value with optional surrounding whitespace.
 pub fn parse(text: &str, tape: &mut Vec<TNode>) -> Result<(), SyntaxError> {
     tape.clear();
-    if text.len() >= u32::MAX as usize {
-        return Err(SyntaxError("text longer than 4 GiB".into()));
+    // Offsets are 32-bit here, and 31-bit in a member index (see `json::Member`).
+    if text.len() >= MAX_TEXT {
+        return Err(SyntaxError("text longer than 2 GiB".into()));
     }
     let mut p = Parser {
         b: text.as_bytes(),

@@ -140,8 +140,16 @@ pub async fn run(plan: Plan, common: &Common, options: Options) -> Result<Exit> 
     let mut links = vec![first];
     let mut lines = Vec::new();
     let mut databases = Vec::new();
+    // Whether each stage has one after it that looks inside events (tee and the writer
+    // only copy their bytes).
+    let looks: Vec<bool> = plan
+        .stages
+        .iter()
+        .map(|p| !matches!(p.spec, Spec::Tee(_)))
+        .collect();
     for (i, p) in plan.stages.into_iter().enumerate() {
         let mut ctx = ctx_for(&p)?;
+        ctx.keep_index = looks[i + 1..].iter().any(|&l| l);
         if let Some(display) = &display {
             let (fill, limits) = (fills[i].clone(), limits.clone());
             let line = Progress::line(

@@ -101,6 +101,11 @@ pub struct Ctx {
     /// The stage's output is bounded in bytes (`pipeline`'s channels): each batch is
     /// measured by the worker that made it, while its events are in that core's cache.
     pub measure_batches: bool,
+    /// A later stage in this process looks inside the events (`pipeline`, with validate,
+    /// enrich or persist after this stage): a stage that rewrites an event's text indexes
+    /// the new text as it writes it, so that no stage scans it again. Otherwise (the next
+    /// reader is a pipe) the index would be work for nobody.
+    pub keep_index: bool,
 }
 
 impl Ctx {
@@ -113,6 +118,7 @@ impl Ctx {
             workers: None,
             isolate_panics: false,
             measure_batches: false,
+            keep_index: false,
         }
     }
 

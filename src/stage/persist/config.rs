@@ -188,7 +188,7 @@ impl Config {
             });
         }
         let (text, members) = event.text_and_members();
-        let meta = json::find(text, members, meta_field).map(|m| text[m.value.clone()].to_owned());
+        let meta = json::find(text, members, meta_field).map(|m| text[m.value()].to_owned());
         // PostgreSQL's jsonb refuses \u0000; both databases refuse it alike.
         if has_nul_escape(text) {
             return Err(Reject::new(
