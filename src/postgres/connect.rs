@@ -246,25 +246,21 @@ impl ConnectSpec {
             tokio::spawn(conn); // The task ends when the connection closes.
             return Ok(client);
         }
-        let mut builder = native_tls::TlsConnector::builder();
-        builder
-            .danger_accept_invalid_certs(!self.verify.chain)
-            .danger_accept_invalid_hostnames(!self.verify.host_name);
-        if let Some(path) = &self.verify.roots {
-            let pem = std::fs::read(path).map_err(|e| {
-                ConnectError::Tls(format!("root certificate file {}: {e}", path.display()))
-            })?;
-            let cert = native_tls::Certificate::from_pem(&pem).map_err(|e| {
-                ConnectError::Tls(format!("root certificate file {}: {e}", path.display()))
-            })?;
-            builder
-                .add_root_certificate(cert)
-                .disable_built_in_roots(true);
-        }
-        let connector = builder
-            .build()
-            .map_err(|e| ConnectError::Tls(format!("TLS set-up: {e}")))?;
-        let tls = postgres_native_tls::MakeTlsConnector::new(connector);
+        let roots = match &self.verify.roots {
+            None => None,
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    ConnectError::Tls(format!("root certificate file {}: {e}", path.display()))
+                })?;
+                Some(native_tls::Certificate::from_pem(&pem).map_err(|e| {
+                    ConnectError::Tls(format!("root certificate file {}: {e}", path.display()))
+                })?)
+            }
+        };
+        let tls = super::tls::LazyTls {
+            verify: self.verify.clone(),
+            roots,
+        };
         let (client, conn) = self.config.connect(tls).await?;
         tokio::spawn(conn);
         Ok(client)

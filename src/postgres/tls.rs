@@ -1,0 +1,100 @@
+//! TLS for PostgreSQL connections, set up only when it is used, and once per process.
+//!
+//! Setting up an OpenSSL connector loads the system's root certificates whatever the
+//! mode: 0.15 s of CPU (callgrind: half a billion instructions), paid for every
+//! connection, before the server had even said whether it speaks TLS. So the connector is
+//! built when the server agrees to TLS (a `prefer` connection to a server without it, the
+//! usual local set-up, never builds one), and kept for the next connection with the same
+//! checks (persist's connections, reconnects, `/ready` probes).
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+
+use super::connect::Verify;
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// The connectors built so far, by the checks they make and the roots they trust, as read
+/// for the connection (a file changed since is read anew and gets its own connector). A
+/// process has one or two.
+type Key = (Verify, Option<Vec<u8>>);
+static BUILT: Mutex<Vec<(Key, native_tls::TlsConnector)>> = Mutex::new(Vec::new());
+
+/// What a connection's TLS will check; `roots` were read when the spec connected, so a
+/// missing file is reported as before, without building anything.
+#[derive(Clone)]
+pub struct LazyTls {
+    pub verify: Verify,
+    pub roots: Option<native_tls::Certificate>,
+}
+
+impl LazyTls {
+    /// The connector for these checks: the one built before, or a new one.
+    fn connector(&self) -> Result<native_tls::TlsConnector, BoxError> {
+        let roots = match &self.roots {
+            Some(cert) => Some(cert.to_der()?),
+            None => None,
+        };
+        let key = (self.verify.clone(), roots);
+        let mut built = BUILT.lock().expect("not poisoned");
+        if let Some((_, c)) = built.iter().find(|(k, _)| *k == key) {
+            return Ok(c.clone());
+        }
+        let mut builder = native_tls::TlsConnector::builder();
+        builder
+            .danger_accept_invalid_certs(!self.verify.chain)
+            .danger_accept_invalid_hostnames(!self.verify.host_name);
+        if let Some(cert) = &self.roots {
+            builder
+                .add_root_certificate(cert.clone())
+                .disable_built_in_roots(true);
+        }
+        let connector = builder.build().map_err(|e| format!("TLS set-up: {e}"))?;
+        built.push((key, connector.clone()));
+        Ok(connector)
+    }
+}
+
+impl<S> MakeTlsConnect<S> for LazyTls
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    type Stream = postgres_native_tls::TlsStream<S>;
+    type TlsConnect = LazyConnect;
+    type Error = BoxError;
+
+    fn make_tls_connect(&mut self, domain: &str) -> Result<LazyConnect, BoxError> {
+        Ok(LazyConnect {
+            tls: self.clone(),
+            domain: domain.to_owned(),
+        })
+    }
+}
+
+/// One connection's TLS, not set up until the server agrees to it.
+pub struct LazyConnect {
+    tls: LazyTls,
+    domain: String,
+}
+
+impl<S> TlsConnect<S> for LazyConnect
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    type Stream = postgres_native_tls::TlsStream<S>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Stream, BoxError>> + Send>>;
+
+    fn connect(self, stream: S) -> Self::Future {
+        Box::pin(async move {
+            let connector = self.tls.connector()?;
+            let tls = postgres_native_tls::TlsConnector::new(connector, &self.domain);
+            TlsConnect::connect(tls, stream).await.map_err(Into::into)
+        })
+    }
+}
