@@ -3,7 +3,7 @@
 use ndpipe::{cli, commands, stage::persist};
 
 fn main() -> std::process::ExitCode {
-    cli::tame_malloc();
+    cli::sink_malloc();
     let args: persist::Args = cli::parse();
     let common = args.common.clone();
     cli::run("persist", &common, commands::persist(args))
