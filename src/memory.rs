@@ -3,17 +3,31 @@
 //! fed from files ([`sink_malloc`]), servers ([`tame_malloc`]); and a server gives memory
 //! back after a burst.
 
-/// Keeps glibc's allocator from holding on to freed memory: commands that keep many
-/// events in flight across threads (sinks, servers) call it first. Large blocks (read
-/// chunks, encode buffers) are mapped and unmapped rather than left fragmenting the heap,
-/// and two arenas stop every thread from growing its own.
-pub fn tame_malloc() {
+/// Sets glibc's mmap threshold (blocks this large or larger are mapped, and unmapped when
+/// freed), its trim threshold when given (free memory this large at the heap's top is
+/// given back) and its number of arenas (threads share them; each keeps its own free
+/// blocks).
+fn tune(mmap: i32, trim: Option<i32>, arenas: i32) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator tuning; called before other threads start.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
-        libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, mmap);
+        if let Some(trim) = trim {
+            libc::mallopt(libc::M_TRIM_THRESHOLD, trim);
+        }
+        libc::mallopt(libc::M_ARENA_MAX, arenas);
     }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = (mmap, trim, arenas);
+}
+
+/// Keeps glibc's allocator from holding on to freed memory: servers, which hold many
+/// events across threads in a burst and then idle (`ingest-http`, `pipeline` from a
+/// server source), call it first. Large blocks (read chunks, encode buffers) are mapped
+/// and unmapped rather than left fragmenting the heap, and two arenas stop every thread
+/// from growing its own.
+pub fn tame_malloc() {
+    tune(128 * 1024, None, 2);
 }
 
 /// For a process whose events flow from files through filters into a sink (`persist`,
@@ -24,13 +38,7 @@ pub fn tame_malloc() {
 /// transaction while the filters run on, so the heap holds more than a filter's: with
 /// two arenas peak RSS was 65 MiB, with one 58-59 (with [`tame_malloc`]'s mapping, 56-58).
 pub fn sink_malloc() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator tuning; called before other threads start.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 2 << 20);
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-    }
+    tune(1 << 20, Some(2 << 20), 1);
 }
 
 /// Hands freed heap memory back to the system. Many small events freed after a burst
@@ -49,13 +57,7 @@ pub fn give_back_memory() {
 /// reuse them. By default glibc maps each one fresh (and trims the heap back after it),
 /// so every 4 KiB page of every batch costs a page fault; that was 20 % of `enrich`.
 pub fn reuse_malloc() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator tuning; called before other threads start.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 2 << 20);
-        // Each arena keeps its own free blocks: with one per thread (up to 16 here) the
-        // peak RSS of enrich grew from 28 to 39 MiB as the input tripled; with 4, 22-25.
-        libc::mallopt(libc::M_ARENA_MAX, 4);
-    }
+    // Each arena keeps its own free blocks: with one per thread (up to 16 here) the peak
+    // RSS of enrich grew from 28 to 39 MiB as the input tripled; with 4, 22-25.
+    tune(1 << 20, Some(2 << 20), 4);
 }
