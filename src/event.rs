@@ -5,8 +5,9 @@
 //! byte) and keeps the byte ranges of its top-level members. Later stages in the same
 //! process reuse that scan; the text itself is only rewritten where a stage changes a
 //! field, and a stage that rewrites it moves the index onto the new text when a later
-//! stage will look inside (see [`crate::json::set_many_into`]). No stage builds a `serde_json::Value` tree on the hot path: JSON Schema reads
-//! the scan's tape directly (see [`crate::tape`]).
+//! stage will look inside (see [`crate::json::set_many_into`]). No stage builds a
+//! `serde_json::Value` tree on the hot path: JSON Schema reads the scan's tape directly
+//! (see [`crate::tape`]).
 //!
 //! Events travel in [`Batch`]es through bounded `tokio::sync::mpsc` channels.
 

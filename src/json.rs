@@ -339,7 +339,8 @@ pub fn set_many(text: &str, members: &[Member], ops: &[SetOp]) -> Result<String,
 /// [`set_many`], appending the new text to `out` (a buffer shared by many events) and, when
 /// given an `index`, the new text's members to it, so that the next stage to look inside
 /// the event need not scan it again. True when they were appended (offsets counted from
-/// where the text starts in `out`); false, with `index` as it was, when a path is nested.
+/// where the text starts in `out`); false, with `index` as it was, when none was given, a
+/// path is nested, or the new text is too long for the index's offsets.
 pub fn set_many_into(
     text: &str,
     members: &[Member],

@@ -594,6 +594,19 @@ fn pipeline_serving(port: u16) -> u32 {
     pids[0]
 }
 
+/// Waits until the channel into `component` of the pipeline serving /metrics on `port`
+/// holds 8,000 events, lets it stand 2 s, and returns that pipeline's peak RSS (MiB) and
+/// its /metrics text then.
+fn stalled_at(port: u16, component: &str) -> (u64, String) {
+    eventually(&format!("the channel into {component} fills"), || {
+        get(port, "/metrics").is_some_and(|(_, m)| depth(&m, component) >= 8_000.0)
+    });
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let rss = crate::faults::peak_rss_mib(pipeline_serving(port));
+    let (_, metrics) = get(port, "/metrics").unwrap();
+    (rss, metrics)
+}
+
 /// SIGHUP to `child`: re-read its `--file`.
 fn hup(child: &std::process::Child) {
     std::process::Command::new("kill")
@@ -866,12 +879,7 @@ fn a_stalled_sink_keeps_memory_bounded_and_the_gauge_shows_where() {
         pipeline = bin("pipeline"),
     );
     let mut sh = spawn_group(&dir, &script);
-    eventually("the channel into enrich fills", || {
-        get(port, "/metrics").is_some_and(|(_, m)| depth(&m, "enrich") >= 8_000.0)
-    });
-    std::thread::sleep(std::time::Duration::from_secs(2));
-    let rss = crate::faults::peak_rss_mib(pipeline_serving(port));
-    let (_, metrics) = get(port, "/metrics").unwrap();
+    let (rss, metrics) = stalled_at(port, "enrich");
     kill_group(&mut sh);
     assert!(rss <= 64, "peak RSS {rss} MiB");
     assert!(depth(&metrics, "enrich") >= 8_000.0, "{metrics}");
@@ -910,12 +918,7 @@ fn a_stalled_database_keeps_memory_bounded_and_loading_resumes() {
     let mut sh = spawn_group(&dir, &script);
     eventually("rows stored", || cluster.count() > 10_000);
     cluster.stop_immediate();
-    eventually("the channel into persist fills", || {
-        get(port, "/metrics").is_some_and(|(_, m)| depth(&m, "persist") >= 8_000.0)
-    });
-    std::thread::sleep(std::time::Duration::from_secs(2));
-    let rss = crate::faults::peak_rss_mib(pipeline_serving(port));
-    let (_, metrics) = get(port, "/metrics").unwrap();
+    let (rss, metrics) = stalled_at(port, "persist");
     cluster.start();
     let before = cluster.count();
     eventually("rows stored again", || cluster.count() > before + 10_000);

@@ -246,21 +246,7 @@ impl ConnectSpec {
             tokio::spawn(conn); // The task ends when the connection closes.
             return Ok(client);
         }
-        let roots = match &self.verify.roots {
-            None => None,
-            Some(path) => {
-                let pem = std::fs::read(path).map_err(|e| {
-                    ConnectError::Tls(format!("root certificate file {}: {e}", path.display()))
-                })?;
-                Some(native_tls::Certificate::from_pem(&pem).map_err(|e| {
-                    ConnectError::Tls(format!("root certificate file {}: {e}", path.display()))
-                })?)
-            }
-        };
-        let tls = super::tls::LazyTls {
-            verify: self.verify.clone(),
-            roots,
-        };
+        let tls = super::tls::LazyTls::new(&self.verify).map_err(ConnectError::Tls)?;
         let (client, conn) = self.config.connect(tls).await?;
         tokio::spawn(conn);
         Ok(client)

@@ -25,15 +25,33 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 type Key = (Verify, Option<Vec<u8>>);
 static BUILT: Mutex<Vec<(Key, native_tls::TlsConnector)>> = Mutex::new(Vec::new());
 
-/// What a connection's TLS will check; `roots` were read when the spec connected, so a
-/// missing file is reported as before, without building anything.
+/// What a connection's TLS will check, and the roots it trusts when they were named.
 #[derive(Clone)]
 pub struct LazyTls {
-    pub verify: Verify,
-    pub roots: Option<native_tls::Certificate>,
+    verify: Verify,
+    roots: Option<native_tls::Certificate>,
 }
 
 impl LazyTls {
+    /// The TLS of a connection that checks as `verify` says. A root certificate file is
+    /// read now, so that one that cannot be read fails the connection before any traffic.
+    pub fn new(verify: &Verify) -> Result<LazyTls, String> {
+        let roots = match &verify.roots {
+            None => None,
+            Some(path) => {
+                let why = |e: &dyn std::fmt::Display| {
+                    format!("root certificate file {}: {e}", path.display())
+                };
+                let pem = std::fs::read(path).map_err(|e| why(&e))?;
+                Some(native_tls::Certificate::from_pem(&pem).map_err(|e| why(&e))?)
+            }
+        };
+        Ok(LazyTls {
+            verify: verify.clone(),
+            roots,
+        })
+    }
+
     /// The connector for these checks: the one built before, or a new one.
     fn connector(&self) -> Result<native_tls::TlsConnector, BoxError> {
         let roots = match &self.roots {
