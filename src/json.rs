@@ -195,13 +195,28 @@ pub fn scan_object(text: &str) -> Result<Vec<Member>, ScanError> {
     })
 }
 
+/// Like [`scan_object`], appending the members to `out` (nothing, on an error).
+pub fn scan_object_into(text: &str, out: &mut Vec<Member>) -> Result<(), ScanError> {
+    tape::with_tape(text, |res| {
+        members_into(text, res.map_err(|e| ScanError::Malformed(e.0))?, out)
+    })
+}
+
 /// The top-level members of a parsed text, or why it is not an object.
 pub fn members_of(text: &str, nodes: &[TNode]) -> Result<Vec<Member>, ScanError> {
+    let mut out = Vec::new();
+    members_into(text, nodes, &mut out)?;
+    Ok(out)
+}
+
+/// Appends the top-level members of a parsed text to `out` (nothing, when it is not an
+/// object).
+fn members_into(text: &str, nodes: &[TNode], out: &mut Vec<Member>) -> Result<(), ScanError> {
     let root = &nodes[0];
     if root.kind != Kind::Object {
         return Err(ScanError::NotObject(root.kind.name()));
     }
-    let mut out = Vec::with_capacity(root.len as usize);
+    out.reserve(root.len as usize);
     let mut at = 1;
     for _ in 0..root.len {
         let (k, v) = (&nodes[at], &nodes[at + 1]);
@@ -214,7 +229,7 @@ pub fn members_of(text: &str, nodes: &[TNode]) -> Result<Vec<Member>, ScanError>
         ));
         at = v.next as usize;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Byte ranges of the elements of a JSON array text.

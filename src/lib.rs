@@ -34,6 +34,8 @@
 //! - [`jq`]: jq programs, run in helper processes that a runaway program cannot take
 //!   down with it.
 //! - [`event`]: events, batches, acknowledgement handles.
+//! - [`pool`]: batch-sized buffers (read chunks, new texts, member indexes), recycled from
+//!   the stage that frees them to the next batch.
 //! - [`json`]: field paths, raw-text member lookup and splicing (no reformatting).
 //! - [`tape`]: the one validating scan of a JSON text, also read by JSON Schema.
 //! - [`shutdown`], [`human`], [`exit`], [`memory`]: signal handling; numbers, durations
@@ -52,6 +54,7 @@ pub mod memory;
 pub mod metrics;
 pub mod ndjson;
 pub mod pipeline;
+pub mod pool;
 pub mod position;
 pub mod postgres;
 pub mod progress;

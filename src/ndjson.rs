@@ -324,6 +324,24 @@ impl Framer {
         buf
     }
 
+    /// Like [`Framer::next_buffer`], for reading into: `room` bytes follow the carried line
+    /// at once, with unspecified contents (only the bytes read into them count: truncate
+    /// the buffer to them). The buffer is a recycled block (see [`crate::pool`]), so no
+    /// page of it is zeroed or faulted in again. A carried line too long to copy (one
+    /// that spans reads) keeps its own buffer, grown.
+    pub fn next_read_buffer(&mut self, room: usize) -> Vec<u8> {
+        if self.carry.len() >= room / 4 {
+            let mut buf = self.next_buffer(room);
+            buf.resize(buf.len() + room, 0);
+            return buf;
+        }
+        let carry = std::mem::take(&mut self.carry);
+        self.carried = carry.len();
+        let mut buf = crate::pool::TEXT.take_filled(carry.len() + room);
+        buf[..carry.len()].copy_from_slice(&carry);
+        buf
+    }
+
     /// Frames `buf`, which must come from [`Framer::next_buffer`] with the new bytes added.
     pub fn feed_buffer(&mut self, mut buf: Vec<u8>, out: &mut Vec<Event>) {
         // The carried bytes come first and hold no newline (the carry is empty while
@@ -386,7 +404,7 @@ impl Framer {
     fn lines(&mut self, buf: Vec<u8>, out: &mut Vec<Event>) {
         match String::from_utf8(buf) {
             Ok(text) => {
-                let chunk = Arc::new(text);
+                let chunk = crate::event::chunk(text);
                 let mut start = 0;
                 for nl in memchr::memchr_iter(b'\n', chunk.as_bytes()) {
                     if let Some((s, e)) = self.line_bounds(chunk.as_bytes(), start, nl, out) {
@@ -404,6 +422,7 @@ impl Framer {
                     }
                     start = nl + 1;
                 }
+                crate::pool::TEXT.put(bytes);
             }
         }
     }
@@ -574,9 +593,8 @@ fn read_blocking(
             if state.stop.load(Ordering::Relaxed) {
                 return;
             }
-            let mut buf = framer.next_buffer(READ_CHUNK);
-            let carried = buf.len();
-            buf.resize(carried + READ_CHUNK, 0);
+            let mut buf = framer.next_read_buffer(READ_CHUNK);
+            let carried = buf.len() - READ_CHUNK;
             let n = match input.reader.read(&mut buf[carried..]) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {

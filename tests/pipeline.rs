@@ -881,6 +881,7 @@ fn a_stalled_sink_keeps_memory_bounded_and_the_gauge_shows_where() {
     let mut sh = spawn_group(&dir, &script);
     let (rss, metrics) = stalled_at(port, "enrich");
     kill_group(&mut sh);
+    eprintln!("peak RSS {rss} MiB");
     assert!(rss <= 64, "peak RSS {rss} MiB");
     assert!(depth(&metrics, "enrich") >= 8_000.0, "{metrics}");
     // The channel into validate is full too: back-pressure reached the reader.
@@ -923,6 +924,7 @@ fn a_stalled_database_keeps_memory_bounded_and_loading_resumes() {
     let before = cluster.count();
     eventually("rows stored again", || cluster.count() > before + 10_000);
     kill_group(&mut sh);
+    eprintln!("peak RSS {rss} MiB");
     assert!(rss <= 64, "peak RSS {rss} MiB");
     assert!(depth(&metrics, "persist") >= 8_000.0, "{metrics}");
     assert!(

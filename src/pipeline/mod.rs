@@ -30,8 +30,8 @@ use crate::wire::relay::Bounds;
 /// Whether the pipe holds many events in flight across threads (a sink or a server
 /// source), so that the binary tunes the allocator as `ingest-http` does
 /// ([`crate::memory::tame_malloc`]) rather than as the filters do. Not as `persist` alone
-/// does ([`crate::memory::sink_malloc`]): 4 core-s of 5 into PostgreSQL, but a stalled
-/// database then held 67 MiB at peak under load (mapped blocks: 54). Called before any
+/// does ([`crate::memory::sink_malloc`]): a stalled database then held 67 MiB at peak
+/// under load (mapped blocks, recycled by [`crate::pool`]: 53-57). Called before any
 /// thread starts; a text that does not parse is decided later, by [`main`].
 pub fn holds_events(args: &Args) -> bool {
     let text = match (&args.file, &args.text) {

@@ -22,10 +22,11 @@ use smallvec::SmallVec;
 use tokio::sync::mpsc::{Receiver, Sender};
 
 use crate::cli::Common;
-use crate::event::{Batch, Event, Reject};
+use crate::event::{self, Batch, Event, Reject};
 use crate::exit::{Error, Exit, Result};
 use crate::jq;
 use crate::json::{self, FieldPath, Member, SetOp};
+use crate::pool::{self, Pooled};
 use crate::shutdown::Shutdown;
 use crate::stage::{self, Ctx, Kind, Stage, Stats, Worked};
 
@@ -319,11 +320,9 @@ fn splice(
         .collect();
     let (text, members) = event.text_and_members();
     if arena.indexed && arena.index.capacity() == 0 {
-        // Sized once, by the first event: the events of a batch tend to look alike (and
-        // `hand_out` gives back what a wrong guess left unused).
-        arena
-            .index
-            .reserve((members.len() + ops.len()) * arena.events);
+        // Sized once, by the first event: the events of a batch tend to look alike (a
+        // wrong guess leaves part of the block unused).
+        arena.index = pool::INDEX.take((members.len() + ops.len()) * arena.events);
     }
     let first = arena.index.len();
     let index = arena.indexed.then_some(&mut arena.index);
@@ -363,7 +362,7 @@ impl TextArena {
     /// it indexes them too.
     pub fn with_capacity(bytes: usize, events: usize, indexed: bool) -> TextArena {
         TextArena {
-            text: String::with_capacity(bytes),
+            text: String::from_utf8(pool::TEXT.take(bytes)).expect("empty"),
             events,
             indexed,
             ..TextArena::default()
@@ -371,10 +370,9 @@ impl TextArena {
     }
 
     /// Gives every edited event of `events` its new text and, when indexed, its index.
-    pub fn hand_out(mut self, events: &mut [Event]) {
-        self.index.shrink_to_fit();
-        let text = Arc::new(self.text);
-        let index = self.indexed.then(|| Arc::new(self.index));
+    pub fn hand_out(self, events: &mut [Event]) {
+        let text = event::chunk(self.text);
+        let index = self.indexed.then(|| Arc::new(Pooled::new(self.index)));
         for (i, (span, members)) in self.spans {
             let members = members.map(|r| (index.as_ref().expect("indexed").clone(), r));
             events[i].set_shared_text(text.clone(), span.start, span.end, members);

@@ -220,20 +220,37 @@ pub async fn run(
 ) -> Result<Stats> {
     let meta = ctx.meta_field.clone();
     let workers = config.workers;
-    stage::map_ordered("validate", input, output, &ctx, workers, move |batch| {
-        let mut kept = Vec::with_capacity(batch.len());
-        let mut rejects = Vec::new();
-        for mut event in batch.events {
-            match config.check(&mut event, &meta) {
-                Ok(()) => kept.push(event),
-                Err(r) => rejects.push((event, r)),
+    stage::map_ordered(
+        "validate",
+        input,
+        output,
+        &ctx,
+        workers,
+        move |mut batch| {
+            let mut kept = Vec::with_capacity(batch.len());
+            let mut rejects = Vec::new();
+            // A schema reads the tape of each event's scan, and indexes it in the same pass.
+            let refused = match config.schema {
+                None => Event::decode_all(&mut batch.events),
+                Some(_) => Vec::new(),
+            };
+            let mut refused = refused.into_iter().peekable();
+            for (i, mut event) in batch.events.into_iter().enumerate() {
+                let checked = match refused.next_if(|(at, _)| *at == i) {
+                    Some((_, r)) => Err(r),
+                    None => config.check(&mut event, &meta),
+                };
+                match checked {
+                    Ok(()) => kept.push(event),
+                    Err(r) => rejects.push((event, r)),
+                }
             }
-        }
-        Worked {
-            batch: Batch::new(batch.source, kept),
-            rejects,
-        }
-    })
+            Worked {
+                batch: Batch::new(batch.source, kept),
+                rejects,
+            }
+        },
+    )
     .await
 }
 

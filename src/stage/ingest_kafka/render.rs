@@ -50,7 +50,7 @@ pub(super) fn render_batches(
         }
         let ack = read.ack(consumer);
         counters.sent.increment(spans.len() as u64);
-        let chunk = Arc::new(text);
+        let chunk = crate::event::chunk(text);
         let events = spans
             .into_iter()
             .map(|r| {
