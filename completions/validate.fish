@@ -1,7 +1,7 @@
 complete -c validate -l schema -d 'JSON Schema to check every event against (draft 2020-12 or draft 7, chosen by the schema\'s `$schema`; 2020-12 when absent). `format` is asserted. Compiled once' -r -F
 complete -c validate -l require -d 'Fields that must be present (null counts as present), comma-separated or repeated' -r
 complete -c validate -l type -d 'A field\'s JSON type, when present: string, number, integer, boolean, object, array or null (integer accepts 1.0, as JSON Schema does). Repeatable' -r
-complete -c validate -l workers -d 'Worker threads checking batches in parallel; output order is kept [default: twice the number of cores, so the workers keep the cores busy while the reader and writer threads also run]' -r
+complete -c validate -l workers -d 'Batches checked at once, in parallel on one thread per core; output order is kept [default: twice the number of cores, so that a core always has a batch to work on while others wait to be sent on in order]' -r
 complete -c validate -l dead-letter -d 'Append rejected records to PATH as NDJSON, one record per reject, with the stage, reason, line, source, the raw input (first 8 KiB) and the metadata field. `-` means stderr. Several stages may share one file. Without it, rejects are counted, summarised on stderr, and the exit code is 65' -r
 complete -c validate -l max-line-bytes -d 'Longest accepted input line, without its line ending. Longer lines become dead letters; they are never held in memory whole. Accepts K, M, G suffixes (powers of 1024)' -r
 complete -c validate -l meta-field -d 'Name of the reserved top-level field holding origin metadata (source, topic, partition, offset, ...). Stages pass it through untouched; validation and jq never see it' -r

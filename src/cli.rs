@@ -107,8 +107,13 @@ pub fn run(
     fut: impl Future<Output = Result<Exit>>,
 ) -> std::process::ExitCode {
     init_logging(common);
+    // One thread per core (at least two): the workers of validate and enrich run their
+    // batches on them (see `stage::Runs`).
+    let threads = std::thread::available_parallelism()
+        .map_or(2, usize::from)
+        .max(2);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(threads)
         .enable_all()
         .build()
     {

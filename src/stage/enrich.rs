@@ -111,9 +111,10 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 10_000, requires = "jq")]
     pub jq_max_outputs: u64,
 
-    /// Worker threads enriching batches in parallel; output order is kept
-    /// [default: twice the number of cores, so the workers keep the cores busy while the
-    /// reader and writer threads also run].
+    /// Batches enriched at once, in parallel on one thread per core (with --jq, on threads
+    /// of their own, which wait for jq); output order is kept [default: twice the number
+    /// of cores, so that a core always has a batch to work on while others wait to be sent
+    /// on in order].
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
 
@@ -669,7 +670,7 @@ fn with_meta(event: &mut Event, meta: &str, outputs: Vec<String>) -> Vec<Event> 
     events
 }
 
-/// The stage: enriches batches on `config.workers` threads, order kept.
+/// The stage: enriches up to `config.workers` batches at once, order kept.
 pub async fn run(
     config: Arc<Config>,
     input: Receiver<Batch>,
@@ -680,27 +681,39 @@ pub async fn run(
     let workers = config.workers;
     let shutdown = ctx.shutdown.clone();
     let indexed = ctx.keep_index;
-    stage::map_ordered("enrich", input, output, &ctx, workers, move |mut batch| {
-        let now = json::quote(&crate::human::timestamp_now());
-        let mut kept = Vec::with_capacity(batch.len());
-        let mut rejects = Vec::new();
-        let growth = config.growth(&now);
-        let bytes: usize = batch.events.iter().map(|e| e.bytes().len() + growth).sum();
-        let mut arena = TextArena::with_capacity(bytes, batch.len(), indexed);
-        let mut jq = config
-            .run_jq(&mut batch.events, &meta, &shutdown)
-            .map(Vec::into_iter);
-        for event in batch.events {
-            let jq = jq.as_mut().and_then(Iterator::next).flatten();
-            if let Err(rejected) = config.apply(event, jq, &now, &meta, &mut kept, &mut arena) {
-                rejects.push(rejected);
+    // Only jq makes enrich wait (on its helper processes).
+    let runs = match config.jq {
+        Some(_) => stage::Runs::Blocking,
+        None => stage::Runs::OnRuntime,
+    };
+    stage::map_ordered(
+        "enrich",
+        input,
+        output,
+        &ctx,
+        (workers, runs),
+        move |mut batch| {
+            let now = json::quote(&crate::human::timestamp_now());
+            let mut kept = Vec::with_capacity(batch.len());
+            let mut rejects = Vec::new();
+            let growth = config.growth(&now);
+            let bytes: usize = batch.events.iter().map(|e| e.bytes().len() + growth).sum();
+            let mut arena = TextArena::with_capacity(bytes, batch.len(), indexed);
+            let mut jq = config
+                .run_jq(&mut batch.events, &meta, &shutdown)
+                .map(Vec::into_iter);
+            for event in batch.events {
+                let jq = jq.as_mut().and_then(Iterator::next).flatten();
+                if let Err(rejected) = config.apply(event, jq, &now, &meta, &mut kept, &mut arena) {
+                    rejects.push(rejected);
+                }
             }
-        }
-        arena.hand_out(&mut kept);
-        let mut batch = Batch::new(batch.source, kept);
-        batch.pack();
-        Worked { batch, rejects }
-    })
+            arena.hand_out(&mut kept);
+            let mut batch = Batch::new(batch.source, kept);
+            batch.pack();
+            Worked { batch, rejects }
+        },
+    )
     .await
 }
 

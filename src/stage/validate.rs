@@ -60,9 +60,9 @@ pub struct Args {
     #[arg(long = "type", value_name = "FIELD=TYPE", value_parser = parse_type_rule)]
     pub types: Vec<TypeRule>,
 
-    /// Worker threads checking batches in parallel; output order is kept
-    /// [default: twice the number of cores, so the workers keep the cores busy while the
-    /// reader and writer threads also run].
+    /// Batches checked at once, in parallel on one thread per core; output order is kept
+    /// [default: twice the number of cores, so that a core always has a batch to work on
+    /// while others wait to be sent on in order].
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
 
@@ -211,7 +211,7 @@ fn compile_schema(path: &PathBuf) -> Result<jsonschema::Validator<TapeJson>> {
         .map_err(|e| Error::usage(format!("--schema {}: invalid schema: {e}", path.display())))
 }
 
-/// The stage: checks batches on `config.workers` threads, order kept.
+/// The stage: checks up to `config.workers` batches at once, order kept.
 pub async fn run(
     config: Arc<Config>,
     input: Receiver<Batch>,
@@ -225,7 +225,8 @@ pub async fn run(
         input,
         output,
         &ctx,
-        workers,
+        // Checking only computes (a schema reads nothing from outside once compiled).
+        (workers, stage::Runs::OnRuntime),
         move |mut batch| {
             let mut kept = Vec::with_capacity(batch.len());
             let mut rejects = Vec::new();
