@@ -34,9 +34,10 @@ holds() { awk "BEGIN { exit !($1) }"; }
 
 # race NAME=CMD ...: RUNS rounds, each running every command once, in turn, so that a slow
 # phase of this shared machine (it drifts by 10-50 % within minutes) hits every contender
-# alike. BEST[NAME] is a command's best wall time, RSS[NAME] that run's peak RSS (KiB).
-# PREP[NAME], when set, runs (untimed) before each run of NAME. ROUNDS overrides RUNS.
-declare -A BEST RSS PREP
+# alike. BEST[NAME] is a command's best wall time, RSS[NAME] that run's peak RSS (KiB),
+# MAXRSS[NAME] the highest peak RSS of all its runs. PREP[NAME], when set, runs (untimed)
+# before each run of NAME. ROUNDS overrides RUNS.
+declare -A BEST RSS MAXRSS PREP
 race() {
   for _ in $(seq "${ROUNDS:-$RUNS}"); do
     local spec
@@ -47,6 +48,7 @@ race() {
       rss=$( { /usr/bin/time -f %M bash -c "$cmd" > /dev/null; } 2>&1 | tail -1 )
       t1=$(date +%s.%N)
       s=$(calc "$t1 - $t0")
+      if (( rss > ${MAXRSS[$name]:-0} )); then MAXRSS[$name]=$rss; fi
       if [ -z "${BEST[$name]:-}" ] || holds "$s < ${BEST[$name]}"; then
         BEST[$name]=$s; RSS[$name]=$rss
       fi
@@ -85,7 +87,8 @@ b=$(bash -c "$PIPELINE" | sed 's/"processed_at":"[^"]*"//' | md5sum)
 # Runs of under a second: three times the rounds, for the machine's swings to even out.
 ROUNDS=$((RUNS * 3)) race "shell=$SHELL_PIPE" "pipeline=$PIPELINE"
 of shell; report "peer: validate | enrich (shell pipe)"; SHELL_RATE=$RATE
-of pipeline; report "pipeline 'validate | enrich'" 2000000; PIPE_RATE=$RATE; PIPE_RSS=$RSS_KB
+# Memory: the highest peak of all its runs (which run is fastest says nothing about it).
+of pipeline; report "pipeline 'validate | enrich'" 2000000; PIPE_RATE=$RATE; PIPE_RSS=${MAXRSS[pipeline]}
 ratio "pipeline / shell pipe" "$(calc "$PIPE_RATE / $SHELL_RATE")" 1.5
 if command -v go >/dev/null; then
   (cd ../shared/peers/seedgo && go build -o "$OLDPWD/$OUT/seedgo-bin" .)
@@ -102,7 +105,7 @@ fi
 IN10="$OUT/events-$((EVENTS * 5))-x5.ndjson"
 [ -s "$IN10" ] || for _ in 1 2 3 4 5; do cat "$IN"; done > "$IN10"
 big=$( { /usr/bin/time -f %M bash -c "$BIN/pipeline --file $OUT/bench.pipe $IN10" > /dev/null; } 2>&1 | tail -1 )
-printf '%-46s rss %.1f MiB at %s events, %.1f MiB at %s\n' "pipeline (memory)" \
+printf '%-46s peak rss %.1f MiB at %s events, %.1f MiB at %s\n' "pipeline (memory)" \
   "$(calc "$PIPE_RSS / 1024")" "$EVENTS" "$(calc "$big / 1024")" "$((EVENTS * 5))"
 holds "$PIPE_RSS <= 64 * 1024 && $big <= 64 * 1024" || { echo "  goal missed: RSS > 64 MiB"; fail=1; }
 (( big <= PIPE_RSS + 8192 )) || { echo "  memory grows with input"; fail=1; }
@@ -139,7 +142,8 @@ SQL
   of psql; report "peer: psql path on the enriched file"; PEER_RATE=$RATE
   of alone; report "peer: persist alone on the enriched file"; ALONE_RATE=$RATE
   of ours; report "pipeline 'validate | enrich | persist'"; OURS_RATE=$RATE
-  holds "$RSS_KB <= 64 * 1024" || { echo "  goal missed: RSS > 64 MiB"; fail=1; }
+  printf '%-46s peak rss %.1f MiB\n' "pipeline into PostgreSQL (memory)" "$(calc "${MAXRSS[ours]} / 1024")"
+  holds "${MAXRSS[ours]} <= 64 * 1024" || { echo "  goal missed: RSS > 64 MiB"; fail=1; }
   ratio "pipeline → PostgreSQL / persist alone" "$(calc "$OURS_RATE / $ALONE_RATE")" 0.9
   ratio "pipeline → PostgreSQL / psql path" "$(calc "$OURS_RATE / $PEER_RATE")" 1.5
   stored=$(psql_ -At -c "SELECT count(*) FROM ours")
