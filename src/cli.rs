@@ -108,12 +108,16 @@ pub fn run(
 ) -> std::process::ExitCode {
     init_logging(common);
     // One thread per core (at least two): the workers of validate and enrich run their
-    // batches on them (see `stage::Runs`).
+    // batches on them (see `stage::Runs`). Sockets and timers are then looked at every 4
+    // tasks, not tokio's 61: with batches queued on every thread, `/ready` answered in
+    // 4.4 ms at the median and 11 ms at p90 under full load (1.3 and 3.6 when batches
+    // ran on the blocking pool); with 4, 0.6 and 2-4.5, at the same throughput.
     let threads = std::thread::available_parallelism()
         .map_or(2, usize::from)
         .max(2);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
+        .event_interval(4)
         .enable_all()
         .build()
     {

@@ -24,7 +24,8 @@ use crate::tape::{self, TNode};
 /// last of them is dropped.
 pub type Chunk = Arc<Pooled<String>>;
 
-/// The member indexes of a batch's events, in one block (see [`Event::set_shared_text`]).
+/// The member indexes of a batch's events, in one block (see [`Event::decode_all`] and
+/// [`Event::set_shared_text`]).
 pub type SharedIndex = Arc<Pooled<Vec<Member>>>;
 
 /// A [`Chunk`] of `text`.
@@ -239,8 +240,8 @@ struct Json {
 }
 
 /// An event's member index: its own, or its stretch of one buffer shared by a batch (a
-/// stage that rewrites a batch's texts into one buffer writes their indexes into one too:
-/// no allocation per event, and one block to free).
+/// stage that decodes a batch at once, or rewrites its texts into one buffer, writes their
+/// indexes into one too: no allocation per event, and one block to free).
 #[derive(Debug)]
 enum Index {
     Own(Vec<Member>),
@@ -446,9 +447,9 @@ impl Event {
     /// Returns the events refused, by their position in `events`, in order.
     pub fn decode_all(events: &mut [Event]) -> Vec<(usize, Reject)> {
         let mut refused = Vec::new();
-        // Ten members an event is typical; a block too small grows.
-        let mut all = crate::pool::INDEX.take(events.len() * 12);
+        let mut all = Vec::new();
         let mut spans = Vec::with_capacity(events.len());
+        let n = events.len();
         for (i, e) in events.iter_mut().enumerate() {
             if e.is_decoded() {
                 continue;
@@ -462,9 +463,20 @@ impl Event {
             };
             let start = all.len();
             match json::scan_object_into(j.text.as_str(), &mut all) {
+                Ok(()) if spans.is_empty() => {
+                    // The block is sized by the first event, as enrich sizes its own: the
+                    // events of a batch tend to look alike (a block too small grows).
+                    let mut block = crate::pool::INDEX.take(all.len() * (n - i));
+                    block.extend_from_slice(&all);
+                    all = block;
+                    spans.push((i, 0..all.len()));
+                }
                 Ok(()) => spans.push((i, start..all.len())),
                 Err(err) => refused.push((i, scan_reject(err))),
             }
+        }
+        if spans.is_empty() {
+            return refused;
         }
         let all: SharedIndex = Arc::new(Pooled::new(all));
         for (i, range) in spans {

@@ -34,8 +34,8 @@
 //! - [`jq`]: jq programs, run in helper processes that a runaway program cannot take
 //!   down with it.
 //! - [`event`]: events, batches, acknowledgement handles.
-//! - [`pool`]: batch-sized buffers (read chunks, new texts, member indexes), recycled from
-//!   the stage that frees them to the next batch.
+//! - [`pool`]: batch-sized buffers (read chunks, new texts, member indexes, persist's
+//!   rows), recycled from the stage that frees them to the next batch.
 //! - [`json`]: field paths, raw-text member lookup and splicing (no reformatting).
 //! - [`tape`]: the one validating scan of a JSON text, also read by JSON Schema.
 //! - [`shutdown`], [`human`], [`exit`], [`memory`]: signal handling; numbers, durations

@@ -288,7 +288,8 @@ pub struct Framer {
     line: u64,
     /// The start of a line that continues in the next chunk.
     carry: Vec<u8>,
-    /// How many bytes at the start of the buffer last handed out by `next_buffer` were
+    /// How many bytes at the start of the buffer last handed out by `next_buffer` (or
+    /// `next_read_buffer`) were
     /// carried over: they hold no newline, so framing looks only at the bytes after them.
     /// (Searching and copying the carried part again on every read made a line spanning
     /// many reads quadratic: 10.8 s for a 50 MB line.)
@@ -326,9 +327,9 @@ impl Framer {
 
     /// Like [`Framer::next_buffer`], for reading into: `room` bytes follow the carried line
     /// at once, with unspecified contents (only the bytes read into them count: truncate
-    /// the buffer to them). The buffer is a recycled block (see [`crate::pool`]), so no
-    /// page of it is zeroed or faulted in again. A carried line too long to copy (one
-    /// that spans reads) keeps its own buffer, grown.
+    /// the buffer to them). The buffer is a recycled block (see [`crate::pool`]): its
+    /// pages are not faulted in again, and mostly not zeroed again. A carried line too
+    /// long to copy (one that spans reads) keeps its own buffer, grown.
     pub fn next_read_buffer(&mut self, room: usize) -> Vec<u8> {
         if self.carry.len() >= room / 4 {
             let mut buf = self.next_buffer(room);
@@ -339,10 +340,13 @@ impl Framer {
         self.carried = carry.len();
         let mut buf = crate::pool::TEXT.take_filled(carry.len() + room);
         buf[..carry.len()].copy_from_slice(&carry);
+        // The carry may be a whole block: a read that held no line end.
+        crate::pool::TEXT.put(carry);
         buf
     }
 
-    /// Frames `buf`, which must come from [`Framer::next_buffer`] with the new bytes added.
+    /// Frames `buf`, which must come from [`Framer::next_buffer`] with the new bytes added
+    /// (or from [`Framer::next_read_buffer`], truncated to the bytes read).
     pub fn feed_buffer(&mut self, mut buf: Vec<u8>, out: &mut Vec<Event>) {
         // The carried bytes come first and hold no newline (the carry is empty while
         // skipping an over-long line).

@@ -6,9 +6,10 @@
 //! small allocations settle between them and a stalled database held 67 MiB at peak.
 //!
 //! So the stage that frees such a block (by dropping the last event that shares it) puts
-//! it here, and the next batch takes it. Only freed blocks are kept and a new one is
-//! allocated only when none fits, so the blocks held, here and in flight, are never more
-//! than were in flight at once: the pool adds speed, not memory.
+//! it here, and the next batch takes it. Only freed blocks are kept, a new one is
+//! allocated only when the pool is empty, and a block much larger than the need is shrunk
+//! first: the blocks held, here and in flight, stay about as many and as large as were
+//! in flight at once.
 
 use std::ops::Deref;
 use std::sync::Mutex;
@@ -75,6 +76,11 @@ impl<T> Pool<T> {
         if v.capacity() < n {
             v.clear();
             v.reserve_exact(Self::rounded(n));
+        } else if v.capacity() > 2 * Self::rounded(n) {
+            // A block that grew around long lines: its pages would stay resident under
+            // small reads, and the byte bounds count only what events use.
+            v.clear();
+            v.shrink_to(Self::rounded(n));
         }
         Some(v)
     }
@@ -114,8 +120,9 @@ impl<T> Pool<T> {
 
 impl Pool<u8> {
     /// A block of `n` bytes to read into. Its contents are unspecified (what a recycled
-    /// block held): only what was read into it counts. Only bytes that were never written
-    /// are zeroed, not all `n` (zeroing every read chunk was 3 % of a filter's work).
+    /// block held): only what was read into it counts. Only the bytes past what the block
+    /// held when freed are zeroed, not all `n` (zeroing every 256 KiB read chunk was 3 %
+    /// of a filter's work; a chunk goes back holding all but its unfinished last line).
     pub fn take_filled(&self, n: usize) -> Vec<u8> {
         let mut v = match self.pop(n) {
             Some(v) => v,

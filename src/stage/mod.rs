@@ -160,7 +160,7 @@ pub struct Worked {
 /// Where [`map_ordered`] runs a batch's work.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Runs {
-    /// As a task of the runtime, whose threads (one per core) then do the work: for work
+    /// As a task of the runtime, whose threads (one per core, at least two) do the work: for work
     /// that only computes. Handing each batch to a thread of the blocking pool and back
     /// cost two wake-ups and a cold cache per batch: a pipeline to stdout took 22 % less
     /// CPU time without them, with half the context switches.
