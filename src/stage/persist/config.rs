@@ -233,8 +233,12 @@ pub(super) fn scalar_text(raw: &str) -> Option<String> {
 /// Whether JSON text holds the escape `\u0000` (an even run of backslashes before `u0000`
 /// is not an escape).
 pub(super) fn has_nul_escape(text: &str) -> bool {
+    // Built once: building the searcher for every row was 2 % of a pipeline into
+    // PostgreSQL.
+    static U0000: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"u0000"));
     let b = text.as_bytes();
-    memchr::memmem::find_iter(b, b"u0000").any(|i| {
+    U0000.find_iter(b).any(|i| {
         let slashes = b[..i].iter().rev().take_while(|&&c| c == b'\\').count();
         slashes % 2 == 1
     })
