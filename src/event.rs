@@ -463,15 +463,16 @@ impl Event {
             };
             let start = all.len();
             match json::scan_object_into(j.text.as_str(), &mut all) {
-                Ok(()) if spans.is_empty() => {
-                    // The block is sized by the first event, as enrich sizes its own: the
-                    // events of a batch tend to look alike (a block too small grows).
-                    let mut block = crate::pool::INDEX.take(all.len() * (n - i));
-                    block.extend_from_slice(&all);
-                    all = block;
-                    spans.push((i, 0..all.len()));
+                Ok(()) => {
+                    if spans.is_empty() {
+                        // The block is sized by the first event, as enrich sizes its own:
+                        // the events of a batch tend to look alike (one too small grows).
+                        let mut block = crate::pool::INDEX.take(all.len() * (n - i));
+                        block.extend_from_slice(&all);
+                        all = block;
+                    }
+                    spans.push((i, start..all.len()));
                 }
-                Ok(()) => spans.push((i, start..all.len())),
                 Err(err) => refused.push((i, scan_reject(err))),
             }
         }

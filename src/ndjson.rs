@@ -289,8 +289,8 @@ pub struct Framer {
     /// The start of a line that continues in the next chunk.
     carry: Vec<u8>,
     /// How many bytes at the start of the buffer last handed out by `next_buffer` (or
-    /// `next_read_buffer`) were
-    /// carried over: they hold no newline, so framing looks only at the bytes after them.
+    /// `next_read_buffer`) were carried over: they hold no newline, so framing looks only
+    /// at the bytes after them.
     /// (Searching and copying the carried part again on every read made a line spanning
     /// many reads quadratic: 10.8 s for a 50 MB line.)
     carried: usize,

@@ -1,7 +1,7 @@
 //! Recycled batch buffers. Every batch brings a few blocks of hundreds of KiB: its read
-//! chunk, enrich's new texts, the member indexes of validate and enrich, persist's rows. Allocated fresh,
-//! each is mapped by the system (see [`crate::memory`]) and every 4 KiB page of it costs a
-//! page fault when first written: 410,000 faults and a fifth of `pipeline`'s CPU time on
+//! chunk, enrich's new texts, the member indexes of validate and enrich, persist's rows.
+//! Allocated fresh, each is mapped by the system (see [`crate::memory`]) and every 4 KiB
+//! page of it costs a page fault when first written: 410,000 faults and a fifth of `pipeline`'s CPU time on
 //! 2 M events into PostgreSQL. Left on glibc's heap instead, the blocks are reused, but
 //! small allocations settle between them and a stalled database held 67 MiB at peak.
 //!
@@ -89,6 +89,11 @@ impl<T> Pool<T> {
         n.next_multiple_of(ROUND / std::mem::size_of::<T>().max(1))
     }
 
+    /// A new block for `n` items.
+    fn fresh(n: usize) -> Vec<T> {
+        Vec::with_capacity(if Self::kept(n) { Self::rounded(n) } else { n })
+    }
+
     /// An empty block with room for `n` items: a freed one when there is one.
     pub fn take(&self, n: usize) -> Vec<T> {
         match self.pop(n) {
@@ -96,8 +101,7 @@ impl<T> Pool<T> {
                 v.clear();
                 v
             }
-            None if Self::kept(n) => Vec::with_capacity(Self::rounded(n)),
-            None => Vec::with_capacity(n),
+            None => Self::fresh(n),
         }
     }
 
@@ -124,10 +128,7 @@ impl Pool<u8> {
     /// held when freed are zeroed, not all `n` (zeroing every 256 KiB read chunk was 3 %
     /// of a filter's work; a chunk goes back holding all but its unfinished last line).
     pub fn take_filled(&self, n: usize) -> Vec<u8> {
-        let mut v = match self.pop(n) {
-            Some(v) => v,
-            None => self.take(n),
-        };
+        let mut v = self.pop(n).unwrap_or_else(|| Self::fresh(n));
         v.resize(n, 0);
         v
     }

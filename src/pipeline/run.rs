@@ -140,8 +140,8 @@ pub async fn run(plan: Plan, common: &Common, options: Options) -> Result<Exit> 
     let mut links = vec![first];
     let mut lines = Vec::new();
     let mut databases = Vec::new();
-    // Whether each stage has one after it that looks inside events (tee and the writer
-    // only copy their bytes).
+    // Whether each stage looks inside events (tee, like the writer after the last stage,
+    // only copies their bytes): a stage keeps indexes when one after it does.
     let looks: Vec<bool> = plan
         .stages
         .iter()

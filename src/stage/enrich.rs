@@ -691,7 +691,8 @@ pub async fn run(
         input,
         output,
         &ctx,
-        (workers, runs),
+        workers,
+        runs,
         move |mut batch| {
             let now = json::quote(&crate::human::timestamp_now());
             let mut kept = Vec::with_capacity(batch.len());

@@ -182,7 +182,8 @@ pub async fn map_ordered<W>(
     mut input: Receiver<Batch>,
     output: Sender<Batch>,
     ctx: &Ctx,
-    (workers, runs): (usize, Runs),
+    workers: usize,
+    runs: Runs,
     work: W,
 ) -> Result<Stats>
 where

@@ -226,7 +226,8 @@ pub async fn run(
         output,
         &ctx,
         // Checking only computes (a schema reads nothing from outside once compiled).
-        (workers, stage::Runs::OnRuntime),
+        workers,
+        stage::Runs::OnRuntime,
         move |mut batch| {
             let mut kept = Vec::with_capacity(batch.len());
             let mut rejects = Vec::new();
