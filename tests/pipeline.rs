@@ -707,6 +707,48 @@ fn sighup_raises_workers_mid_stream_without_losing_an_event() {
     assert_eq!(dir.read("out.ndjson"), input);
 }
 
+/// Live scaling without a signal: rewriting the pipe file is enough (`notify` sees the
+/// change). /metrics shows the new worker count, and the output is the input.
+#[test]
+fn a_change_to_the_pipe_file_applies_without_a_signal() {
+    let dir = Dir::new();
+    gen_events(&dir, "ev.ndjson", 20_000, &[]);
+    let input = dir.read("ev.ndjson");
+    let lines: Vec<&str> = input.lines().collect();
+    dir.create("etl.pipe", "validate --workers 1 --require id\n");
+    let port = free_port();
+    let out_file = std::fs::File::create(dir.path("out.ndjson")).unwrap();
+    let mut child = std::process::Command::new(bin("pipeline"))
+        .args(["--file", "etl.pipe", "--metrics-listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .current_dir(dir.root())
+        .stdin(std::process::Stdio::piped())
+        .stdout(out_file)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let half = lines.len() / 2;
+    send_lines(&mut stdin, &lines[..half]);
+    let workers = |n: u32| {
+        move || {
+            get(port, "/metrics").is_some_and(|(_, m)| {
+                m.contains(&format!(
+                    "ndpipe_stage_workers{{component=\"validate\"}} {n}"
+                ))
+            })
+        }
+    };
+    eventually("1 worker on /metrics", workers(1));
+    dir.create("etl.pipe", "validate --workers 3 --require id\n");
+    eventually("3 workers on /metrics, with no SIGHUP", workers(3));
+    send_lines(&mut stdin, &lines[half..]);
+    drop(stdin);
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(dir.read("out.ndjson"), input);
+}
+
 /// Live scaling of the sink: the pipe file's `persist --connections 1` becomes 4, then 2,
 /// mid-stream. /metrics and the server's own list of sessions show each count; the table
 /// ends with every key's last event, nothing lost, and no key's older event stored over a
