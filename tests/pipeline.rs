@@ -607,6 +607,34 @@ fn stalled_at(port: u16, component: &str) -> (u64, String) {
     (rss, metrics)
 }
 
+/// `pipeline --file etl.pipe` in `dir`, reading its stdin, writing out.ndjson and serving
+/// /metrics on `port`.
+fn file_pipeline_serving(dir: &Dir, port: u16) -> (std::process::Child, std::process::ChildStdin) {
+    let out_file = std::fs::File::create(dir.path("out.ndjson")).unwrap();
+    let mut child = std::process::Command::new(bin("pipeline"))
+        .args(["--file", "etl.pipe", "--metrics-listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .current_dir(dir.root())
+        .stdin(std::process::Stdio::piped())
+        .stdout(out_file)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    (child, stdin)
+}
+
+/// Whether /metrics on `port` shows `n` validate workers.
+fn validate_workers_shown(port: u16, n: u32) -> impl FnMut() -> bool {
+    move || {
+        get(port, "/metrics").is_some_and(|(_, m)| {
+            m.contains(&format!(
+                "ndpipe_stage_workers{{component=\"validate\"}} {n}"
+            ))
+        })
+    }
+}
+
 /// SIGHUP to `child`: re-read its `--file`.
 fn hup(child: &std::process::Child) {
     std::process::Command::new("kill")
@@ -648,28 +676,10 @@ fn sighup_raises_workers_mid_stream_without_losing_an_event() {
     let lines: Vec<&str> = input.lines().collect();
     dir.create("etl.pipe", "validate --workers 1 --require id\n");
     let port = free_port();
-    let out_file = std::fs::File::create(dir.path("out.ndjson")).unwrap();
-    let mut child = std::process::Command::new(bin("pipeline"))
-        .args(["--file", "etl.pipe", "--metrics-listen"])
-        .arg(format!("127.0.0.1:{port}"))
-        .current_dir(dir.root())
-        .stdin(std::process::Stdio::piped())
-        .stdout(out_file)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
+    let (child, mut stdin) = file_pipeline_serving(&dir, port);
     let third = lines.len() / 3;
     send_lines(&mut stdin, &lines[..third]);
-    let workers = |n: u32| {
-        move || {
-            get(port, "/metrics").is_some_and(|(_, m)| {
-                m.contains(&format!(
-                    "ndpipe_stage_workers{{component=\"validate\"}} {n}"
-                ))
-            })
-        }
-    };
+    let workers = |n| validate_workers_shown(port, n);
     eventually("1 worker on /metrics", workers(1));
 
     dir.create("etl.pipe", "validate --workers 4 --require id\n");
@@ -717,28 +727,10 @@ fn a_change_to_the_pipe_file_applies_without_a_signal() {
     let lines: Vec<&str> = input.lines().collect();
     dir.create("etl.pipe", "validate --workers 1 --require id\n");
     let port = free_port();
-    let out_file = std::fs::File::create(dir.path("out.ndjson")).unwrap();
-    let mut child = std::process::Command::new(bin("pipeline"))
-        .args(["--file", "etl.pipe", "--metrics-listen"])
-        .arg(format!("127.0.0.1:{port}"))
-        .current_dir(dir.root())
-        .stdin(std::process::Stdio::piped())
-        .stdout(out_file)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
+    let (child, mut stdin) = file_pipeline_serving(&dir, port);
     let half = lines.len() / 2;
     send_lines(&mut stdin, &lines[..half]);
-    let workers = |n: u32| {
-        move || {
-            get(port, "/metrics").is_some_and(|(_, m)| {
-                m.contains(&format!(
-                    "ndpipe_stage_workers{{component=\"validate\"}} {n}"
-                ))
-            })
-        }
-    };
+    let workers = |n| validate_workers_shown(port, n);
     eventually("1 worker on /metrics", workers(1));
     dir.create("etl.pipe", "validate --workers 3 --require id\n");
     eventually("3 workers on /metrics, with no SIGHUP", workers(3));
