@@ -84,7 +84,12 @@ pub fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
 }
 
 /// Parses the command line; usage errors exit 64 (clap's own would be 2).
+///
+/// Every binary calls this first, so every binary can be started as a jq helper
+/// ([`crate::jq::serve_if_helper`]): `enrich --jq` starts its helpers from the running
+/// executable, whichever command that is (`enrich`, or `pipeline` running an enrich stage).
 pub fn parse<A: Parser>() -> A {
+    crate::jq::serve_if_helper();
     match A::try_parse() {
         Ok(a) => a,
         Err(e) => {

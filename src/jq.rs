@@ -5,9 +5,9 @@
 //! good events of its batch along), loop forever, or grow without bound
 //! (`[repeat(.)]`). None of that can be stopped from inside the thread running it. So
 //! `enrich --jq` runs its program in helper processes: the same executable started in
-//! helper mode ([`serve_if_helper`], called first thing by every binary that runs jq
-//! programs; the others need not link jaq), one per worker thread at most, kept between
-//! batches.
+//! helper mode ([`serve_if_helper`], called first thing by every binary through
+//! [`crate::cli::parse`], so no binary can start a helper it cannot serve), one per worker
+//! thread at most, kept between batches.
 //!
 //! A worker sends a helper a whole batch of events and reads back each event's outputs,
 //! waiting at most `--jq-timeout` for each. A helper that crashes (deep recursion, or past
@@ -376,7 +376,8 @@ impl Helper {
 }
 
 /// In a helper process (its environment says so): serves jq requests on stdin/stdout and
-/// exits. A binary that runs jq programs calls this first; elsewhere it returns at once.
+/// exits. Every binary calls this first ([`crate::cli::parse`]); elsewhere it returns at
+/// once.
 pub fn serve_if_helper() {
     let Some(code) = std::env::var_os(HELPER_PROGRAM) else {
         return;

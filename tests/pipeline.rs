@@ -1103,3 +1103,99 @@ fn a_second_signal_exits_130_at_once() {
     let _ = stall.wait();
     assert_eq!(status.code(), Some(130));
 }
+
+/// `enrich --jq` inside `pipeline` (#24: every event became a `jq` dead letter, since the
+/// pipeline binary could not serve the helpers it started). Into PostgreSQL, from a pipe
+/// file across a reload, and the jq examples of the README and of `enrich --help`: the
+/// same events as the shell's `enrich`.
+#[test]
+fn jq_works_inside_pipeline() {
+    let dir = Dir::new();
+    let pg = Pg::new("pl_jq");
+    gen_events(&dir, "ev.ndjson", 3_000, &[]);
+    let input = dir.read("ev.ndjson");
+    let text = format!(
+        "validate --require id | enrich --jq '{{id, cents: (.amount * 100 | floor)}}' \
+         | persist --database-url '{}' --create-table",
+        pg.url()
+    );
+    let o = dir
+        .cmd("pipeline")
+        .args(["-q", &text, "ev.ndjson"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    let stored = stored_payloads(&pg);
+    assert_eq!(stored.len(), 3_000);
+    for v in values(&input) {
+        let id = v["id"].as_str().unwrap();
+        let cents = (v["amount"].as_f64().unwrap() * 100.0).floor();
+        assert_eq!(stored[id]["cents"].as_f64(), Some(cents), "{id}");
+        assert!(
+            stored[id].get("amount").is_none(),
+            "the program's output is stored"
+        );
+    }
+
+    // The README's and enrich --help's jq examples: pipeline prints what enrich prints.
+    crate::readme::fixtures(&dir);
+    for program in [
+        "--lookup users.csv --on user_id --prefix user. --jq '.tags[] as $t | {id, user, tag: $t}'",
+        "--jq 'select(.type == \"payment\") | {id, cents: (.amount * 100 | floor)}'",
+        "--jq '.tags[] as $t | {id, tag: $t}'",
+    ] {
+        let shell = sh(
+            &dir,
+            &format!(
+                "{} {program} --dead-letter sh.dl < events.ndjson",
+                bin("enrich")
+            ),
+        );
+        assert!(shell.status.success(), "{}", err(&shell));
+        let piped = sh(
+            &dir,
+            &format!(
+                "{} --dead-letter pl.dl \"enrich {}\" events.ndjson",
+                bin("pipeline"),
+                program.replace('"', "\\\"").replace('$', "\\$")
+            ),
+        );
+        assert!(piped.status.success(), "{program}: {}", err(&piped));
+        assert!(out(&shell).lines().count() > 50, "{program}");
+        assert_eq!(out(&piped), out(&shell), "{program}");
+        // The same dead letters (the fixtures hold a few events jq fails on), and no
+        // helper that could not serve.
+        let kinds = |name: &str| {
+            let mut k: Vec<String> = values(&dir.read(name))
+                .iter()
+                .map(|d| format!("{} {} {}", d["kind"], d["line"], d["reason"]))
+                .collect();
+            k.sort();
+            k
+        };
+        assert_eq!(kinds("pl.dl"), kinds("sh.dl"), "{program}");
+        assert!(!dir.read("pl.dl").contains("helper process"), "{program}");
+        std::fs::remove_file(dir.path("pl.dl")).unwrap();
+        std::fs::remove_file(dir.path("sh.dl")).unwrap();
+    }
+
+    // From a pipe file, across a reload of its workers.
+    dir.create("etl.pipe", "enrich --workers 1 --jq '{id, n: .meta.seq}'\n");
+    let port = free_port();
+    let (child, mut stdin) = file_pipeline_serving(&dir, port);
+    let lines: Vec<&str> = input.lines().collect();
+    send_lines(&mut stdin, &lines[..1_500]);
+    dir.create("etl.pipe", "enrich --workers 3 --jq '{id, n: .meta.seq}'\n");
+    hup(&child);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    send_lines(&mut stdin, &lines[1_500..]);
+    drop(stdin);
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(err(&o).contains("--workers 1 → 3"), "{}", err(&o));
+    let expected: String = values(&input)
+        .iter()
+        .map(|v| format!("{{\"id\":{},\"n\":{}}}\n", v["id"], v["meta"]["seq"]))
+        .collect();
+    assert_eq!(dir.read("out.ndjson"), expected);
+}

@@ -154,7 +154,7 @@ fn stop(child: Child, command: &str) {
 }
 
 /// The files the README's examples read.
-fn fixtures(dir: &Dir) {
+pub fn fixtures(dir: &Dir) {
     let events = std::fs::read_to_string(repo().join("examples/events.ndjson")).unwrap();
     dir.create("events.ndjson", &events);
     std::fs::copy(
