@@ -139,7 +139,8 @@ pub fn run(
         Ok(code) => code.into(),
         Err(e) if e.is_broken_pipe() => Exit::Ok.into(),
         Err(e) => {
-            eprintln!("{name}: error: {e}");
+            // Usage errors may quote a stage's words, connection strings included.
+            eprintln!("{name}: error: {}", crate::redact::text(&e.to_string()));
             e.exit.into()
         }
     }

@@ -31,6 +31,7 @@
 //! - [`position`]: source positions (kind, stream, partition, offset, epoch), read from
 //!   the metadata field; made by sources, committed by sinks, owned by neither.
 //! - [`dead_letter`]: the dead-letter record format and its `O_APPEND` writer.
+//! - [`redact`]: passwords and tokens masked wherever words are echoed.
 //! - [`jq`]: jq programs, run in helper processes that a runaway program cannot take
 //!   down with it.
 //! - [`event`]: events, batches, acknowledgement handles.
@@ -58,6 +59,7 @@ pub mod pool;
 pub mod position;
 pub mod postgres;
 pub mod progress;
+pub mod redact;
 pub mod shell;
 pub mod shutdown;
 pub mod stage;

@@ -1199,3 +1199,60 @@ fn jq_works_inside_pipeline() {
         .collect();
     assert_eq!(dir.read("out.ndjson"), expected);
 }
+
+/// `--explain` and the messages that quote a stage's words show no password (#24), also
+/// one that only came from `$VAR`, nor an `--auth-token`.
+#[test]
+fn passwords_are_never_echoed() {
+    let dir = Dir::new();
+    let text = "ingest-http --auth-token hunter2-token | persist --database-url $PDB \
+                | persist --database-url 'host=db user=app password=hunter2-kv'";
+    let o = dir
+        .cmd("pipeline")
+        .env(
+            "PDB",
+            "postgres://app:hunter2-url@db.internal/x?sslmode=disable",
+        )
+        .args([
+            "--explain",
+            &text.replace(" | persist --database-url $PDB", ""),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    let explained = out(&o);
+    assert!(
+        explained.contains("--auth-token '***'") || explained.contains("--auth-token ***"),
+        "{explained}"
+    );
+    assert!(explained.contains("password=***"), "{explained}");
+    let o = dir
+        .cmd("pipeline")
+        .env(
+            "PDB",
+            "postgres://app:hunter2-url@db.internal/x?sslmode=disable",
+        )
+        .args(["--explain", "validate | persist --database-url $PDB"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(
+        out(&o).contains("postgres://app:***@db.internal/x"),
+        "{}",
+        out(&o)
+    );
+    // An unquoted `&` in a URL: the rest is taken for a stage, and named in the 64.
+    let o = dir
+        .cmd("pipeline")
+        .args([
+            "--explain",
+            "validate | persist --database-url postgres://app@db/x?sslmode=disable&password=hunter2-amp",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(64));
+    assert!(err(&o).contains("password=***"), "{}", err(&o));
+    for o in [out(&o), err(&o), explained] {
+        assert!(!o.contains("hunter2"), "{o}");
+    }
+}

@@ -12,8 +12,13 @@ use crate::wire::relay::Bounds;
 
 use super::plan::{Plan, Planned, Spec};
 
-/// The explanation, one line per stage and channel.
+/// The explanation, one line per stage and channel; passwords and tokens masked
+/// ([`crate::redact`]).
 pub fn explain(plan: &Plan, common: &Common, bounds: &Bounds) -> String {
+    crate::redact::text(&unmasked(plan, common, bounds)).into_owned()
+}
+
+fn unmasked(plan: &Plan, common: &Common, bounds: &Bounds) -> String {
     let mut out = String::new();
     let total = plan.sources.len() + plan.stages.len();
     let channel = format!(
@@ -65,7 +70,7 @@ fn stage(out: &mut String, p: &Planned, total: usize) {
         out,
         "{}/{total} {}",
         p.position,
-        p.words
+        crate::redact::words(&p.words)
             .iter()
             .map(|w| quote(w))
             .collect::<Vec<_>>()

@@ -107,7 +107,7 @@ fn apply(text: &str, live: &Live, common: &Common) {
     };
     let (channels, new) = match plan::scaling(text, common) {
         Ok(n) => n,
-        Err(e) => return refuse(format!("{e}")),
+        Err(e) => return refuse(crate::redact::text(&e.to_string()).into_owned()),
     };
     if new.len() != stages.len() || new.iter().zip(stages).any(|(n, r)| n.name != r.name) {
         let names = |v: Vec<&str>| v.join(" | ");
