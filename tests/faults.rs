@@ -728,3 +728,54 @@ fn pipeline_survives_a_database_restart_mid_run() {
     assert!(status.success(), "{status:?}: {}", stderr_of(&mut run));
     assert_eq!(cluster.count(), expected.len() as u64);
 }
+
+/// Live reload with the pipe file replaced by a FIFO (#24: reading it blocked a runtime
+/// thread for good, and later saves and SIGHUPs were ignored without a word): refused
+/// with a line, and the next save of a regular file applies.
+#[test]
+fn a_pipe_file_replaced_by_a_fifo_is_refused_and_reload_goes_on() {
+    use std::io::Write;
+    let dir = Dir::new();
+    gen_events(&dir, "ev.ndjson", 4_000, &[]);
+    let input = dir.read("ev.ndjson");
+    let lines: Vec<&str> = input.lines().collect();
+    dir.create("etl.pipe", "validate --workers 1 --require id\n");
+    let mut pipe = Std::new(bin("pipeline"))
+        .args(["--file", "etl.pipe"])
+        .current_dir(dir.root())
+        .env_remove("NDPIPE_LOG")
+        .stdin(Stdio::piped())
+        .stdout(std::fs::File::create(dir.path("out.ndjson")).unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = pipe.stdin.take().unwrap();
+    let send = |stdin: &mut std::process::ChildStdin, part: &[&str]| {
+        for l in part {
+            writeln!(stdin, "{l}").unwrap();
+        }
+        stdin.flush().unwrap();
+    };
+    send(&mut stdin, &lines[..2_000]);
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::remove_file(dir.path("etl.pipe")).unwrap();
+    assert!(sh(&dir, "mkfifo etl.pipe").status.success());
+    kill("-HUP", &pipe.id().to_string());
+    std::thread::sleep(Duration::from_secs(1));
+    // Back to a regular file: the change (seen, and signalled) applies.
+    std::fs::remove_file(dir.path("etl.pipe")).unwrap();
+    dir.create("etl.pipe", "validate --workers 3 --require id\n");
+    kill("-HUP", &pipe.id().to_string());
+    std::thread::sleep(Duration::from_secs(1));
+    send(&mut stdin, &lines[2_000..]);
+    drop(stdin);
+    let status = wait_exit(&mut pipe, Duration::from_secs(30));
+    let stderr = stderr_of(&mut pipe);
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("reload refused: --file etl.pipe: is not a regular file"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("validate: --workers 1 → 3"), "{stderr}");
+    assert_eq!(dir.read("out.ndjson"), input);
+}

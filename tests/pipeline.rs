@@ -1256,3 +1256,33 @@ fn passwords_are_never_echoed() {
         assert!(!o.contains("hunter2"), "{o}");
     }
 }
+
+/// `--file` reads a pipe text, nothing else (#24: `--file /dev/zero` grew without bound):
+/// a device, a FIFO, a directory or a file past the limit exit 66 with one line.
+#[test]
+fn the_pipe_file_must_be_a_small_regular_file() {
+    let dir = Dir::new();
+    let fifo = dir.path("etl.fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    dir.create("big.pipe", "# padding\n".repeat(600_000));
+    for (file, says) in [
+        ("/dev/zero", "not a regular file"),
+        ("etl.fifo", "not a regular file"),
+        (".", "a directory"),
+        ("big.pipe", "larger than 4 MiB"),
+    ] {
+        let o = dir
+            .cmd("pipeline")
+            .args(["--file", file])
+            .timeout(std::time::Duration::from_secs(30))
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(66), "{file}: {}", err(&o));
+        assert_eq!(err(&o).lines().count(), 1, "{file}: {}", err(&o));
+        assert!(err(&o).contains(says), "{file}: {}", err(&o));
+    }
+}

@@ -35,7 +35,7 @@ use crate::wire::relay::Bounds;
 /// thread starts; a text that does not parse is decided later, by [`main`].
 pub fn holds_events(args: &Args) -> bool {
     let text = match (&args.file, &args.text) {
-        (Some(path), _) => std::fs::read_to_string(path).unwrap_or_default(),
+        (Some(path), _) => plan::read_file(path).unwrap_or_default(),
         (None, Some(t)) => t.clone(),
         (None, None) => return false,
     };

@@ -448,12 +448,48 @@ fn check_shape(stages: &[StageWords], total: usize) -> Result<()> {
     Ok(())
 }
 
-/// Reads `--file`: 66 when it cannot be read.
+/// The largest pipe file read. A pipe text is a few lines; this is far beyond any real
+/// one, and keeps `--file /dev/zero` or a log file given by mistake from filling memory.
+pub const MAX_PIPE_FILE: u64 = 4 << 20;
+
+/// Reads `--file`: 66 when it cannot be read, is not a regular file (a FIFO would block
+/// the reader for good, a device may never end) or is larger than [`MAX_PIPE_FILE`].
+/// Blocking: call it off the runtime's threads.
 pub fn read_file(path: &std::path::Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let fail = |why: String| {
         Error::new(
             Exit::NoInput,
-            anyhow::anyhow!("--file {}: {e}", path.display()),
+            anyhow::anyhow!("--file {}: {why}", path.display()),
         )
-    })
+    };
+    // Non-blocking: opening a FIFO with no writer would otherwise wait for one.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| fail(e.to_string()))?;
+    let meta = file.metadata().map_err(|e| fail(e.to_string()))?;
+    if !meta.is_file() {
+        let what = if meta.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file (a FIFO, socket or device)"
+        };
+        return Err(fail(format!(
+            "is {what}: give a file holding the pipe text"
+        )));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_PIPE_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| fail(e.to_string()))?;
+    if bytes.len() as u64 > MAX_PIPE_FILE {
+        return Err(fail(format!(
+            "is larger than {} MiB: a pipe text is a few lines",
+            MAX_PIPE_FILE >> 20
+        )));
+    }
+    String::from_utf8(bytes).map_err(|_| fail("is not UTF-8 text".to_owned()))
 }

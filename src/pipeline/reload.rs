@@ -73,7 +73,7 @@ pub async fn watch(path: PathBuf, live: Live, common: Common, shutdown: Shutdown
             return;
         }
     };
-    let mut last = std::fs::read_to_string(&path).unwrap_or_default();
+    let mut last = read(&path).await.unwrap_or_default();
     loop {
         let forced = tokio::select! {
             _ = hup.recv() => true,
@@ -82,12 +82,14 @@ pub async fn watch(path: PathBuf, live: Live, common: Common, shutdown: Shutdown
         };
         tokio::time::sleep(SETTLE).await;
         while changes.try_recv().is_ok() {}
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            progress::eprint_line(&format!(
-                "pipeline: reload: cannot read {}; carrying on unchanged",
-                path.display()
-            ));
-            continue;
+        let text = match read(&path).await {
+            Ok(text) => text,
+            Err(e) => {
+                progress::eprint_line(&format!(
+                    "pipeline: reload refused: {e}; carrying on unchanged"
+                ));
+                continue;
+            }
         };
         if text == last && !forced {
             continue; // A change to another file of the directory.
@@ -95,6 +97,15 @@ pub async fn watch(path: PathBuf, live: Live, common: Common, shutdown: Shutdown
         last = text.clone();
         apply(&text, &live, &common);
     }
+}
+
+/// Reads the pipe file as at start ([`plan::read_file`]: regular files only, bounded),
+/// on a blocking thread: a slow disk must not hold up a runtime thread.
+async fn read(path: &std::path::Path) -> crate::exit::Result<String> {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || plan::read_file(&path))
+        .await
+        .unwrap_or_else(|e| Err(anyhow::anyhow!("reading the pipe file: {e}").into()))
 }
 
 /// Applies `text` to the running `stages`, or refuses it with one line.
