@@ -1200,6 +1200,57 @@ fn jq_works_inside_pipeline() {
     assert_eq!(dir.read("out.ndjson"), expected);
 }
 
+/// Drops are always reported (#24: with no sink and no rejects nothing was said, exit 0),
+/// count toward exit 65 when there is no dead-letter output, and the summary adds up:
+/// "in" is what the source read.
+#[test]
+fn drops_are_always_reported_and_the_summary_adds_up() {
+    let dir = Dir::new();
+    let n = 200_000;
+    gen_events(&dir, "ev.ndjson", n, &[]);
+    for kept in [false, true] {
+        let dead = if kept {
+            "--dead-letter dropped.ndjson"
+        } else {
+            ""
+        };
+        let o = sh(
+            &dir,
+            &format!(
+                "set -o pipefail; {} --when-full drop-newest --channel-capacity 1000 {dead} \
+                 'validate --require id' ev.ndjson | (sleep 2; cat > out.ndjson)",
+                bin("pipeline")
+            ),
+        );
+        let written = dir.read("out.ndjson").lines().count();
+        let dropped = n as usize - written;
+        assert!(dropped > 0, "nothing dropped");
+        let summary = err(&o);
+        let expected = format!(
+            "pipeline: {} events in, {} out, 0 rejected{}, {} dropped by --when-full",
+            thousands(n as usize),
+            thousands(written),
+            if kept {
+                " (dead letters in dropped.ndjson)"
+            } else {
+                ""
+            },
+            thousands(dropped)
+        );
+        assert!(summary.contains(&expected), "{expected}\n{summary}");
+        if kept {
+            assert!(o.status.success(), "{summary}");
+            assert_eq!(values(&dir.read("dropped.ndjson")).len(), dropped);
+        } else {
+            assert_eq!(o.status.code(), Some(65), "{summary}");
+            assert!(
+                summary.contains("(no --dead-letter output: not kept)"),
+                "{summary}"
+            );
+        }
+    }
+}
+
 /// `--explain` and the messages that quote a stage's words show no password (#24), also
 /// one that only came from `$VAR`, nor an `--auth-token`.
 #[test]

@@ -253,18 +253,34 @@ pub async fn run(plan: Plan, common: &Common, options: Options) -> Result<Exit> 
     }
     let stats = ran?;
 
-    let dropped: u64 = fills
+    let dropped = fills
         .iter()
         .map(|f| f.dropped.load(std::sync::atomic::Ordering::Relaxed))
-        .sum();
+        .collect();
     let hub = &stats[0];
-    let exit = summary(common, &lines, &stats, dropped, started);
+    let exit = summary(
+        common,
+        &lines,
+        &stats,
+        &Dropped {
+            at: dropped,
+            kept: dead.has_output(),
+        },
+        started,
+    );
     Ok(match (&hub.stopped, reads_files) {
         (Some(stopped), true) => {
             shell::interrupted("pipeline", stopped, &compression, &shutdown, exit)
         }
         _ => exit,
     })
+}
+
+/// What `--when-full drop-*` dropped in front of each stage, and whether the dropped
+/// events were kept as dead letters.
+struct Dropped {
+    at: Vec<u64>,
+    kept: bool,
 }
 
 fn source_stage(spec: Spec) -> Box<dyn Stage> {
@@ -275,20 +291,24 @@ fn source_stage(spec: Spec) -> Box<dyn Stage> {
     }
 }
 
-/// One line per stage, then the totals; the exit code (65 when rejects had nowhere to go).
+/// One line per stage, then the totals; the exit code (65 when rejects or drops had
+/// nowhere to go). The totals add up: what the sources read is what came out, was
+/// rejected or was dropped (a jq program giving several outputs per event aside).
 fn summary(
     common: &Common,
     lines: &[Line],
     stats: &[Stats],
-    dropped: u64,
+    dropped: &Dropped,
     started: Instant,
 ) -> Exit {
     // stats: [hub, stage…, writer]
     let stage_stats = &stats[1..stats.len() - 1];
     let rejected_total: u64 = stage_stats.iter().map(|s| s.rejected).sum();
+    let dropped_total: u64 = dropped.at.iter().sum();
     let unkept = lines
         .iter()
-        .any(|l| l.dead.count() > 0 && !l.dead.has_output());
+        .any(|l| l.dead.count() > 0 && !l.dead.has_output())
+        || (dropped_total > 0 && !dropped.kept);
     // Stages sharing a dead-letter output share its counts: summarise each output once.
     let mut seen: Vec<&DeadLetters> = Vec::new();
     for l in lines {
@@ -298,7 +318,10 @@ fn summary(
     }
     let has_sink = lines.iter().any(|l| l.detail.is_some());
     let show = !common.quiet
-        && (rejected_total > 0 || has_sink || progress::draws(common.progress, common.quiet));
+        && (rejected_total > 0
+            || dropped_total > 0
+            || has_sink
+            || progress::draws(common.progress, common.quiet));
     if show {
         for (l, s) in lines.iter().zip(stage_stats) {
             let (breakdown, work) = l.detail.as_ref().map(|c| c.summary()).unwrap_or_default();
@@ -310,21 +333,29 @@ fn summary(
                 human::count(s.rejected),
             ));
         }
-        let first_in = stage_stats.first().map_or(0, |s| s.events_in);
+        // What the sources read: what reached the first stage, and what was dropped
+        // in front of it.
+        let read = match (stage_stats.first(), dropped.at.first()) {
+            (Some(s), Some(d)) => s.events_in + d,
+            _ => stats[stats.len() - 1].events_in,
+        };
         let last_out = stats[stats.len() - 1].events_out;
         let out = match lines.last() {
             Some(l) if l.detail.is_some() => stage_stats.last().map_or(0, |s| s.events_out),
             _ => last_out,
         };
         let whereto = shell::dead_letters_at(common, rejected_total);
-        let dropped = if dropped > 0 {
-            format!(", {} dropped by --when-full", human::count(dropped))
-        } else {
-            String::new()
+        let dropped_words = match (dropped_total, dropped.kept) {
+            (0, _) => String::new(),
+            (n, true) => format!(", {} dropped by --when-full", human::count(n)),
+            (n, false) => format!(
+                ", {} dropped by --when-full (no --dead-letter output: not kept)",
+                human::count(n)
+            ),
         };
         progress::eprint_line(&format!(
-            "pipeline: {} events in, {} out, {} rejected{whereto}{dropped} · {}",
-            human::count(first_in),
+            "pipeline: {} events in, {} out, {} rejected{whereto}{dropped_words} · {}",
+            human::count(read),
             human::count(out),
             human::count(rejected_total),
             human::elapsed(started.elapsed()),
