@@ -30,6 +30,15 @@ impl Shutdown {
         Shutdown::default()
     }
 
+    /// A shutdown of its own that this one also triggers: triggering it stops only those
+    /// handed it (the sources of one hub when one of them fails), not the rest of the run.
+    pub fn child(&self) -> Shutdown {
+        Shutdown {
+            token: self.token.child_token(),
+            signal: self.signal.clone(),
+        }
+    }
+
     /// Starts a graceful shutdown.
     pub fn trigger(&self) {
         self.token.cancel();

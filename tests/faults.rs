@@ -729,6 +729,76 @@ fn pipeline_survives_a_database_restart_mid_run() {
     assert_eq!(cluster.count(), expected.len() as u64);
 }
 
+/// A fan-in whose file input breaks mid-stream (a corrupt gzip member) while clients
+/// POST (#24: the run exited 74 at once, and 9,800 events answered 202 were not stored):
+/// input stops everywhere, everything the HTTP source acknowledged is stored, and the
+/// exit is 74 naming the gzip.
+#[test]
+fn a_failing_input_in_a_fan_in_keeps_what_the_other_source_acknowledged() {
+    use std::io::Write;
+    let dir = Dir::new();
+    let pg = Pg::new("fault_fan_in");
+    let lines: String = (0..1_000)
+        .map(|i| format!("{{\"id\":\"file-{i}\"}}\n"))
+        .collect();
+    dir.create("part.ndjson", &lines);
+    assert!(sh(&dir, "gzip -c part.ndjson > part.gz && mkfifo input.gz")
+        .status
+        .success());
+    let port = free_port();
+    let text = format!(
+        "ingest-http --listen 127.0.0.1:{port} \
+         | validate --require id \
+         | persist --database-url '{url}' --create-table --batch-size 500",
+        url = pg.url(),
+    );
+    let mut pipe = Std::new(bin("pipeline"))
+        .args(["-q", &text, "input.gz"])
+        .current_dir(dir.root())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The input is a FIFO: one good gzip member now, a broken one while clients post.
+    let mut input = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.path("input.gz"))
+        .unwrap();
+    input
+        .write_all(&std::fs::read(dir.path("part.gz")).unwrap())
+        .unwrap();
+    wait_listening(port);
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = post_until_stopped(port, 8, stop.clone());
+    std::thread::sleep(Duration::from_millis(1500));
+    input.write_all(b"this is no gzip member").unwrap();
+    drop(input);
+    let status = wait_exit(&mut pipe, Duration::from_secs(60));
+    stop.store(true, Ordering::Relaxed);
+    let acked: Vec<String> = clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    let stderr = stderr_of(&mut pipe);
+    assert_eq!(status.code(), Some(74), "{stderr}");
+    assert!(stderr.contains("input.gz"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(acked.len() >= 1_000, "only {} events answered", acked.len());
+    let stored: HashSet<String> = pg
+        .sql("SELECT key FROM events")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let missing = acked.iter().filter(|id| !stored.contains(*id)).count();
+    assert_eq!(
+        missing,
+        0,
+        "{missing} of {} answered events lost",
+        acked.len()
+    );
+    let from_file = stored.iter().filter(|k| k.starts_with("file-")).count();
+    assert_eq!(from_file, 1_000, "the good member's events are stored too");
+}
+
 /// Live reload with the pipe file replaced by a FIFO (#24: reading it blocked a runtime
 /// thread for good, and later saves and SIGHUPs were ignored without a word): refused
 /// with a line, and the next save of a regular file applies.

@@ -3,7 +3,10 @@
 //!
 //! Every source gets a clone of the same sender: each keeps its own order (its batches
 //! arrive in the order it sent them) and its own acknowledgements; the hub closes when
-//! the last of them ends. A source that fails ends the run, as any stage's failure does.
+//! the last of them ends. A source that fails stops the others (they stop taking input
+//! and pass on what they hold, as on a signal); the hub fails once all have ended, with
+//! the first failure and what the others could not keep. The wiring then lets the rest of
+//! the chain drain (see [`super`]), so nothing another source acknowledged is dropped.
 
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -37,27 +40,50 @@ impl Stage for Merge {
         self: Box<Self>,
         _input: Receiver<Batch>,
         output: Sender<Batch>,
-        _ctx: Ctx,
+        ctx: Ctx,
     ) -> BoxFuture<'static, Result<Stats>> {
         Box::pin(async move {
             let names: Vec<&'static str> = self.sources.iter().map(|l| l.stage.name()).collect();
+            // Stops the sources, and only them, when one fails (a signal stops them too).
+            let stop = ctx.shutdown.child();
             let mut tasks = FuturesUnordered::new();
-            for (i, link) in self.sources.into_iter().enumerate() {
+            for (i, mut link) in self.sources.into_iter().enumerate() {
+                link.ctx.shutdown = stop.clone();
                 let run = link.stage.run(super::closed(), output.clone(), link.ctx);
                 let handle = tokio::spawn(run);
                 tasks.push(async move { (i, handle.await) });
             }
             drop(output);
             let mut total = Stats::default();
+            let mut failed: Option<Error> = None;
             while let Some((i, joined)) = tasks.next().await {
-                let s = joined
-                    .map_err(|e| Error::from(anyhow::anyhow!("{} panicked: {e}", names[i])))??;
-                total.events_in += s.events_in;
-                total.events_out += s.events_out;
-                total.rejected += s.rejected;
-                total.stopped = total.stopped.take().or(s.stopped);
+                let ran = joined
+                    .map_err(|e| Error::from(anyhow::anyhow!("{} panicked: {e}", names[i])))
+                    .and_then(|r| r);
+                match ran {
+                    Ok(s) => {
+                        total.events_in += s.events_in;
+                        total.events_out += s.events_out;
+                        total.rejected += s.rejected;
+                        total.stopped = total.stopped.take().or(s.stopped);
+                    }
+                    Err(e) => {
+                        stop.trigger();
+                        failed = Some(match failed {
+                            None => e,
+                            // What a later one lost is said after the first failure.
+                            Some(first) => Error {
+                                exit: first.exit,
+                                source: anyhow::anyhow!("{first}; and {}: {e}", names[i]),
+                            },
+                        });
+                    }
+                }
             }
-            Ok(total)
+            match failed {
+                Some(e) => Err(e),
+                None => Ok(total),
+            }
         })
     }
 }

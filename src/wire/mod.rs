@@ -5,8 +5,13 @@
 //! How a chain ends is decided here, once, by the kinds of its stages:
 //!
 //! - Every stage ends on its own: the chain's stats, in order.
-//! - A stage fails: the run ends at once with that error (a source that could not write
-//!   what it had acknowledged fails without waiting on a stalled writer).
+//! - A source fails while running (a corrupt input file, a broker gone): input stops
+//!   everywhere (shutdown), the rest of the chain drains and commits what is in flight,
+//!   then the run fails with the source's error. Anything another source acknowledged
+//!   is kept.
+//! - Any other stage fails, or a source fails during shutdown: the run ends at once with
+//!   that error (a source that could not write what it had acknowledged fails without
+//!   waiting on a stalled writer).
 //! - The last stage's output closed (`| head`, a broken pipe): after a sink it is only a
 //!   copy, and the sink loads on; after a source, shutdown starts (HTTP answers 503, Kafka
 //!   stops fetching) and the source's own end says what it could not write; in a chain of
@@ -130,6 +135,8 @@ async fn run(links: Vec<Link>, channels: Channels) -> Result<Vec<Stats>> {
     let mut stats: Vec<Option<Stats>> = vec![None; n];
     // An output error of the last stage after a source: kept until the source has ended.
     let mut closed_output: Option<Error> = None;
+    // A source's failure while it ran: kept until the rest of the chain has drained.
+    let mut source_failed: Option<Error> = None;
     while let Some((i, joined)) = tasks.next().await {
         let result = joined
             .map_err(|e| Error::from(anyhow::anyhow!("{} panicked: {e}", names[i])))
@@ -151,10 +158,16 @@ async fn run(links: Vec<Link>, channels: Channels) -> Result<Vec<Stats>> {
                     return Err(e);
                 }
             }
+            Err(e) if i == 0 && n > 1 && !shutdown.is_triggered() => {
+                // Its output is closed now: the next stages drain what it sent.
+                shutdown.trigger();
+                source_failed = Some(e);
+                stats[i] = Some(Stats::default());
+            }
             Err(e) => return Err(e),
         }
     }
-    if let Some(e) = closed_output {
+    if let Some(e) = closed_output.or(source_failed) {
         return Err(e);
     }
     // Every stage has ended, so every relay has handed on or dropped what it held.
