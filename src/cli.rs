@@ -67,6 +67,17 @@ pub fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, Strin
         .map_err(|e| format!("{s:?} is not a duration (examples: 100ms, 5s, 1m): {e}"))
 }
 
+/// Parses a count that must be 1 or more (`--workers`, `--channel-capacity`): one rule for
+/// every count flag, so that 0 is refused (exit 64 at start, a refused reload later)
+/// rather than quietly run as 1.
+pub fn parse_count(s: &str) -> std::result::Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("must be 1 or more".to_owned()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{s:?} is not a whole number")),
+    }
+}
+
 /// Parses `16M`, `64K`, `1G` or a plain number of bytes.
 pub fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
     let s = s.trim();
@@ -188,5 +199,12 @@ mod tests {
         assert_eq!(parse_bytes("100"), Ok(100));
         assert!(parse_bytes("0").is_err());
         assert!(parse_bytes("lots").is_err());
+    }
+
+    #[test]
+    fn counts_start_at_one() {
+        assert_eq!(parse_count("8"), Ok(8));
+        assert!(parse_count("0").unwrap_err().contains("1 or more"));
+        assert!(parse_count("-1").is_err());
     }
 }

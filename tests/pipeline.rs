@@ -1337,3 +1337,62 @@ fn the_pipe_file_must_be_a_small_regular_file() {
         assert!(err(&o).contains(says), "{file}: {}", err(&o));
     }
 }
+
+/// One rule for counts (#24: `--workers 0` ran as 1, `--channel-capacity 0` too): 0 is
+/// refused with 64 at start, and a reload to 0 is refused with a line, the run going on.
+#[test]
+fn a_count_of_zero_is_refused_at_start_and_on_reload() {
+    let dir = Dir::new();
+    for text in [
+        "validate --workers 0",
+        "enrich --workers 0",
+        "persist --connections 0",
+    ] {
+        let o = dir.cmd("pipeline").args([text]).output().unwrap();
+        assert_eq!(o.status.code(), Some(64), "{text}: {}", err(&o));
+        assert!(err(&o).contains("0"), "{text}: {}", err(&o));
+    }
+    for flag in ["--channel-capacity", "--channel-bytes"] {
+        let o = dir
+            .cmd("pipeline")
+            .args([flag, "0", "validate"])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(64), "{flag}: {}", err(&o));
+    }
+    for command in ["validate", "enrich"] {
+        let o = dir.cmd(command).args(["--workers", "0"]).output().unwrap();
+        assert_eq!(o.status.code(), Some(64), "{command}: {}", err(&o));
+    }
+    // On reload: refused, and the run goes on with what it had.
+    gen_events(&dir, "ev.ndjson", 2_000, &[]);
+    let input = dir.read("ev.ndjson");
+    dir.create("etl.pipe", "validate --workers 2 --require id\n");
+    let port = free_port();
+    let (child, mut stdin) = file_pipeline_serving(&dir, port);
+    let lines: Vec<&str> = input.lines().collect();
+    send_lines(&mut stdin, &lines[..1_000]);
+    eventually("2 workers on /metrics", validate_workers_shown(port, 2));
+    for bad in [
+        "validate --workers 0 --require id\n",
+        "pipeline --channel-capacity 0\nvalidate --workers 2 --require id\n",
+    ] {
+        dir.create("etl.pipe", bad);
+        hup(&child);
+        std::thread::sleep(std::time::Duration::from_millis(600));
+    }
+    send_lines(&mut stdin, &lines[1_000..]);
+    drop(stdin);
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    // (A save is seen twice, by the watch and by SIGHUP: each reload is refused.)
+    for refused in [
+        "reload refused: stage 1 of 1 (validate): invalid value '0' for '--workers <N>': \
+         must be 1 or more",
+        "reload refused: the `pipeline` line: invalid value '0' for '--channel-capacity \
+         <EVENTS>': must be 1 or more",
+    ] {
+        assert!(err(&o).contains(refused), "{refused}\n{}", err(&o));
+    }
+    assert_eq!(dir.read("out.ndjson"), input);
+}

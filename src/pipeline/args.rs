@@ -38,7 +38,7 @@ Examples:
 pub struct Channels {
     /// Events each channel between two stages may hold. A batch may take it past this by
     /// at most itself.
-    #[arg(long, value_name = "EVENTS", default_value_t = 10_000)]
+    #[arg(long, value_name = "EVENTS", default_value_t = 10_000, value_parser = crate::cli::parse_count)]
     pub channel_capacity: usize,
 
     /// Bytes each channel may hold, whatever the size of its events: their lines and, once

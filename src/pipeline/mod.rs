@@ -76,7 +76,7 @@ pub async fn main(args: Args) -> Result<Exit> {
         plan::Parsed::Plan(p) => p,
     };
     let base = Bounds {
-        events: args.channels.channel_capacity.max(1),
+        events: args.channels.channel_capacity,
         bytes: args.channels.channel_bytes,
         when_full: args.channels.when_full,
     };

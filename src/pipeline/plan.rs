@@ -62,7 +62,7 @@ impl ChannelsGiven {
     /// `base` (the command line's) with what the text gives instead.
     pub fn apply(&self, base: &Bounds) -> Bounds {
         Bounds {
-            events: self.events.unwrap_or(base.events).max(1),
+            events: self.events.unwrap_or(base.events),
             bytes: self.bytes.unwrap_or(base.bytes),
             when_full: self.when_full.unwrap_or(base.when_full),
         }

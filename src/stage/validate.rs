@@ -63,7 +63,7 @@ pub struct Args {
     /// Batches checked at once, in parallel on one thread per core; output order is kept
     /// [default: twice the number of cores, so that a core always has a batch to work on
     /// while others wait to be sent on in order].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = crate::cli::parse_count)]
     pub workers: Option<usize>,
 
     #[command(flatten)]
