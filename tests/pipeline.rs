@@ -1396,3 +1396,32 @@ fn a_count_of_zero_is_refused_at_start_and_on_reload() {
     }
     assert_eq!(dir.read("out.ndjson"), input);
 }
+
+/// `pipeline` knows every path before it opens one (#24: a tee onto its own input
+/// truncated it to 0 bytes, exit 0): a tee onto an input file, or two tees onto one
+/// file, is refused with 64 and the input is untouched.
+#[test]
+fn a_tee_onto_an_input_or_another_tee_is_refused() {
+    let dir = Dir::new();
+    gen_events(&dir, "ev.ndjson", 100, &[]);
+    let input = dir.read("ev.ndjson");
+    std::fs::create_dir(dir.path("sub")).unwrap();
+    for (text, says) in [
+        ("validate | tee ev.ndjson", "is an input file"),
+        ("validate | tee -a ./sub/../ev.ndjson", "is an input file"),
+        (
+            "validate | tee copy.ndjson | tee ./copy.ndjson",
+            "already written by a tee",
+        ),
+        ("tee a.ndjson sub/../a.ndjson", "already written by a tee"),
+    ] {
+        let o = dir
+            .cmd("pipeline")
+            .args([text, "ev.ndjson"])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(64), "{text}: {}", err(&o));
+        assert!(err(&o).contains(says), "{text}: {}", err(&o));
+        assert_eq!(dir.read("ev.ndjson"), input, "{text}");
+    }
+}

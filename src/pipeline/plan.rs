@@ -152,7 +152,66 @@ pub fn parse(text: &str, inputs: Vec<PathBuf>, common: &Common) -> Result<Parsed
             plan.stages.push(planned);
         }
     }
+    check_paths(&plan, total)?;
     Ok(Parsed::Plan(plan))
+}
+
+/// A file as the file system knows it: its device and inode when it exists, else its
+/// absolute path (its directory resolved), so that `./a`, `a` and `d/../a` are one file.
+#[derive(PartialEq, Eq)]
+enum FileId {
+    Inode(u64, u64),
+    Path(PathBuf),
+}
+
+fn file_id(path: &std::path::Path) -> FileId {
+    use std::os::unix::fs::MetadataExt;
+    if let Ok(m) = std::fs::metadata(path) {
+        return FileId::Inode(m.dev(), m.ino());
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned());
+    FileId::Path(dir.join(path.file_name().unwrap_or_default()))
+}
+
+/// Every path is known before any is opened: refuses a `tee` onto one of the input files
+/// (truncating it before it is read), and two `tee`s onto one file (each truncating what
+/// the other wrote).
+fn check_paths(plan: &Plan, total: usize) -> Result<()> {
+    let inputs: Vec<(FileId, &PathBuf)> = plan
+        .inputs
+        .iter()
+        .filter(|p| p.as_os_str() != "-")
+        .map(|p| (file_id(p), p))
+        .collect();
+    let mut written: Vec<(FileId, &PathBuf)> = Vec::new();
+    for p in &plan.stages {
+        let Spec::Tee(tee) = &p.spec else { continue };
+        let label = label(p.position, total, p.name);
+        for file in &tee.files {
+            let id = file_id(file);
+            if let Some((_, input)) = inputs.iter().find(|(i, _)| *i == id) {
+                return Err(Error::usage(format!(
+                    "{label}: {} is an input file of this pipeline: tee would overwrite \
+                     what is being read",
+                    input.display()
+                )));
+            }
+            if let Some((_, other)) = written.iter().find(|(w, _)| *w == id) {
+                return Err(Error::usage(format!(
+                    "{label}: {} is already written by a tee of this pipeline (as {}): \
+                     give each copy a file of its own",
+                    file.display(),
+                    other.display()
+                )));
+            }
+            written.push((id, file));
+        }
+    }
+    Ok(())
 }
 
 /// What a reload may change in one stage.
