@@ -849,3 +849,70 @@ fn a_pipe_file_replaced_by_a_fifo_is_refused_and_reload_goes_on() {
     assert!(stderr.contains("validate: --workers 1 → 3"), "{stderr}");
     assert_eq!(dir.read("out.ndjson"), input);
 }
+
+/// `--ack written`: events still unwritten when the shutdown timeout ends were never
+/// acknowledged, and the message says so (#24: it said "acknowledged events are lost").
+#[test]
+fn ack_written_unwritten_at_the_timeout_are_said_not_acknowledged() {
+    let dir = Dir::new();
+    let port = free_port();
+    let mut server = Std::new(bin("ingest-http"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--ack", "written", "--shutdown-timeout", "2s"])
+        .current_dir(dir.root())
+        .env_remove("NDPIPE_LOG")
+        .stdout(Stdio::piped()) // kept open, never read
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_listening(port);
+    let body: String = (0..1000)
+        .map(|i| format!("{{\"id\":{i},\"pad\":\"{}\"}}\n", "x".repeat(200)))
+        .collect();
+    // Clients wait for their answers; the pipe to stdout fills and stalls.
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let body = body.clone();
+            std::thread::spawn(move || {
+                let agent = crate::ingest_http::agent();
+                let mut answers = Vec::new();
+                for _ in 0..20 {
+                    // 0: cut off without an answer.
+                    let status = agent
+                        .post(&format!("http://127.0.0.1:{port}/events"))
+                        .header("Content-Type", "application/x-ndjson")
+                        .send(body.as_bytes())
+                        .map_or(0, |r| r.status().as_u16());
+                    answers.push(status);
+                    if status != 200 {
+                        break;
+                    }
+                }
+                answers
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    kill("-TERM", &server.id().to_string());
+    let status = wait_exit(&mut server, Duration::from_secs(20));
+    let stderr = stderr_of(&mut server);
+    let answers: Vec<u16> = clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    assert_eq!(status.code(), Some(74), "{stderr}");
+    assert!(!stderr.contains("acknowledged events are lost"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "events could not be written: they were not written within the shutdown timeout of 2s"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("their requests were not acknowledged"),
+        "{stderr}"
+    );
+    // The requests those events came in were not answered 200.
+    assert!(answers.iter().any(|&s| s != 200), "{answers:?}");
+    drop(server.stdout.take());
+}

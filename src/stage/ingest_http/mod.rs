@@ -223,14 +223,20 @@ pub async fn run(config: Config, output: mpsc::Sender<Batch>, ctx: Ctx) -> Resul
             "stdout was closed (is the next command in the pipe still running?)".to_owned()
         } else {
             format!(
-                "they were not written within the shutdown timeout of {} (is stdout stalled?)",
+                "they were not written within the shutdown timeout of {} (is stdout, or a \
+                 later stage such as a database that does not answer, stalled?)",
                 humantime::format_duration(timeout)
             )
         };
-        return Err(Error::new(
-            Exit::IoErr,
-            anyhow::anyhow!("{lost} acknowledged events are lost: {why}"),
-        ));
+        let said = match hub.config.ack {
+            AckMode::Queued => format!("{lost} acknowledged events are lost: {why}"),
+            // Their requests are still waiting: nothing acknowledged is lost.
+            AckMode::Written => format!(
+                "{lost} events could not be written: {why}; their requests were not \
+                 acknowledged (answered 500, or cut off), so their clients still hold them"
+            ),
+        };
+        return Err(Error::new(Exit::IoErr, anyhow::anyhow!(said)));
     }
     if hub.dead_letters_failed.load(Ordering::Relaxed) {
         return Err(Error::new(
