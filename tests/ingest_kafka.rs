@@ -931,3 +931,49 @@ fn offsets_from_uses_tls_as_sslmode_says() {
     assert!(o.status.success(), "{}", err(&o));
     assert_eq!(values(&out(&o)).len(), 20);
 }
+
+/// A member killed with -9 never leaves its group: the next one waits for the dead one's
+/// session to expire before it gets partitions, and says so (#24: it waited about 45 s
+/// without a word).
+#[test]
+fn a_member_waiting_for_a_dead_members_session_says_so() {
+    use std::io::BufRead;
+    let dir = Dir::new();
+    let broker = Broker::start();
+    let (topic, _) = topic_with_events(&dir, &broker, "group-wait", 2, 200, &[]);
+    let group = format!("group-wait-{}", std::process::id());
+    let member = || {
+        let mut c = Std::new(bin("ingest-kafka"));
+        c.args([
+            "--brokers",
+            &broker.addr,
+            "--topic",
+            &topic,
+            "--group",
+            &group,
+        ])
+        .args(["-X", "session.timeout.ms=15000"])
+        .current_dir(dir.root())
+        .env_remove("NDPIPE_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+        c
+    };
+    let mut first = member().spawn().unwrap();
+    // It holds the partitions once it has printed every message.
+    let lines = std::io::BufReader::new(first.stdout.take().unwrap()).lines();
+    assert_eq!(lines.take(200).count(), 200);
+    first.kill().unwrap(); // SIGKILL: no goodbye to the group
+    first.wait().unwrap();
+
+    let second = member().arg("--exit-at-end").output().unwrap();
+    let stderr = err(&second);
+    assert!(second.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "waiting for the group {group} (a previous member's session expires in"
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("session.timeout.ms 15000"), "{stderr}");
+}

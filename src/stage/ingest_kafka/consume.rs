@@ -6,6 +6,15 @@ use super::*;
 /// Events per batch sent on, at most; a batch also goes out after 50 ms.
 pub(super) const BATCH: usize = 1000;
 
+/// How long a group member may wait for its first assignment before it says why. A
+/// group's first join takes about 3 s (the broker's `group.initial.rebalance.delay.ms`);
+/// a longer wait is almost always a previous member, killed without leaving, whose
+/// session must expire before the group can rebalance.
+const GROUP_NOTE_AFTER: Duration = Duration::from_secs(5);
+
+/// librdkafka's `session.timeout.ms` when not set with `-X`.
+const DEFAULT_SESSION_MS: u64 = 45_000;
+
 pub(super) fn consume(config: Config, output: Sender<Batch>, ctx: Ctx) -> Result<()> {
     let cfg = &config;
     let start = cfg.offset.clone().unwrap_or(if cfg.group.is_some() {
@@ -145,9 +154,18 @@ pub(super) fn poll_batches(
     let mut first_at = Instant::now();
     let mut count = 0u64;
     let mut stop = false;
+    let subscribed = Instant::now();
+    let mut waiting_noted = cfg.group.is_none();
     loop {
         if ctx.shutdown.is_triggered() || stop {
             break;
+        }
+        if !waiting_noted
+            && subscribed.elapsed() >= GROUP_NOTE_AFTER
+            && context.generation.load(Ordering::Relaxed) == 0
+        {
+            waiting_noted = true;
+            note_group_wait(cfg, subscribed.elapsed());
         }
         if let Some(e) = context.failed.lock().expect("not poisoned").take() {
             return Err(Error::new(Exit::IoErr, anyhow::anyhow!("rebalance: {e}")));
@@ -210,6 +228,25 @@ pub(super) fn poll_batches(
         send_raw(&mut raw, raw_tx);
     }
     Ok(())
+}
+
+/// Says why no partition has come yet: the group waits for a previous member's session
+/// to expire (after a kill -9 it never said goodbye), up to `session.timeout.ms`.
+fn note_group_wait(cfg: &Config, waited: Duration) {
+    let session = cfg
+        .settings
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "session.timeout.ms")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(DEFAULT_SESSION_MS);
+    let left = Duration::from_millis(session).saturating_sub(waited);
+    tracing::info!(
+        "waiting for the group {} (a previous member's session expires in {} at most: \
+         session.timeout.ms {session})",
+        cfg.group.as_deref().unwrap_or_default(),
+        humantime::format_duration(Duration::from_secs(left.as_secs()))
+    );
 }
 
 /// Sends the batch on; false when the renderer has stopped.
