@@ -386,40 +386,59 @@ fn top_level(ops: &[SetOp]) -> bool {
     ops.len() <= 64 && ops.iter().all(|op| op.path.len() == 1)
 }
 
+/// Linear in the number of ops (a hundred thousand `--set`s cost no more per op than
+/// one): ops are grouped by their first segment through a hash map, and all of a group's
+/// nested ops are applied to its value in one call, after the group's last whole-value
+/// op (the ones before it are overwritten by it).
 fn set_nested(text: &str, members: &[Member], ops: &[SetOp]) -> Result<String, String> {
     // Group the operations by their first segment, keeping order inside each group.
     let mut groups: Vec<(&str, Vec<&SetOp>)> = Vec::new();
+    let mut group_of: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     for op in ops {
         let head = op.path[0].as_str();
-        match groups.iter_mut().find(|(k, _)| *k == head) {
-            Some((_, g)) => g.push(op),
-            None => groups.push((head, vec![op])),
-        }
+        let g = *group_of.entry(head).or_insert_with(|| {
+            groups.push((head, Vec::new()));
+            groups.len() - 1
+        });
+        groups[g].1.push(op);
     }
+    // The event's members by key (a key given twice: every place it stands).
+    let mut found_of: std::collections::HashMap<std::borrow::Cow<'_, str>, Vec<&Member>> =
+        std::collections::HashMap::new();
+    for m in members {
+        found_of.entry(m.key_str(text)).or_default().push(m);
+    }
+    let none: Vec<&Member> = Vec::new();
     let mut edits: Vec<(Range<usize>, String)> = Vec::new();
     let mut appended = String::new();
     for (key, group) in groups {
-        let found: Vec<&Member> = members.iter().filter(|m| m.key_is(text, key)).collect();
-        let mut current: Option<String> = found.first().map(|m| text[m.value()].to_owned());
-        for op in group {
-            if op.path.len() == 1 {
-                current = Some(op.value.to_owned());
-                continue;
-            }
+        let found = found_of.get(key).unwrap_or(&none);
+        // The last op that sets the whole value decides the base; nested ops before it
+        // are overwritten by it.
+        let last_whole = group.iter().rposition(|op| op.path.len() == 1);
+        let mut current: Option<String> = match last_whole {
+            Some(i) => Some(group[i].value.to_owned()),
+            None => found.first().map(|m| text[m.value()].to_owned()),
+        };
+        let subs: Vec<SetOp> = group[last_whole.map_or(0, |i| i + 1)..]
+            .iter()
+            .map(|op| SetOp {
+                path: &op.path[1..],
+                value: op.value,
+            })
+            .collect();
+        if !subs.is_empty() {
             let base = current.as_deref().unwrap_or("{}");
             if type_of(base) != "object" {
                 return Err(format!(
-                    "cannot set {}: {key:?} is {}, not an object",
-                    op.path.join("."),
+                    "cannot set {}.{}: {key:?} is {}, not an object",
+                    key,
+                    subs[0].path.join("."),
                     type_of(base)
                 ));
             }
             let inner = scan_object(base).map_err(|e| e.to_string())?;
-            let sub = SetOp {
-                path: &op.path[1..],
-                value: op.value,
-            };
-            current = Some(set_many(base, &inner, &[sub])?);
+            current = Some(set_many(base, &inner, &subs)?);
         }
         let new_value = current.expect("every group sets a value");
         match found.split_first() {

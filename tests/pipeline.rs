@@ -1425,3 +1425,41 @@ fn a_tee_onto_an_input_or_another_tee_is_refused() {
         assert_eq!(dir.read("ev.ndjson"), input, "{text}");
     }
 }
+
+/// N `--set` flags cost N per event, not N² (#24: 100,000 of them took 331 s for 3
+/// events; the limit is only there so that a regression fails rather than hangs). They
+/// come in a pipe file: a command line holds 2 MiB at most.
+#[test]
+fn many_sets_cost_linear_time() {
+    let dir = Dir::new();
+    let mut text = String::from("enrich \\\n");
+    for i in 0..100_000 {
+        text += &format!("  --set f{i}={i} \\\n");
+    }
+    // Nested ones too, on one parent.
+    for i in 0..20_000 {
+        text += &format!("  --set nest.k{i}={i} \\\n");
+    }
+    text += "  --id key --id-from id\n";
+    dir.create("many.pipe", &text);
+    let input = "{\"id\":1}\n{\"id\":2,\"f7\":\"x\"}\n{\"id\":3,\"nest\":{\"a\":true}}\n";
+    let started = std::time::Instant::now();
+    let o = dir
+        .cmd("pipeline")
+        .args(["-q", "--file", "many.pipe"])
+        .write_stdin(input)
+        .timeout(std::time::Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    let events = values(&out(&o));
+    assert_eq!(events.len(), 3, "in {:?}", started.elapsed());
+    for (i, v) in events.iter().enumerate() {
+        assert_eq!(v["id"], i + 1);
+        assert_eq!(v["f99999"], 99_999);
+        assert_eq!(v["f7"], 7);
+        assert_eq!(v["nest"]["k19999"], 19_999);
+        assert_eq!(v.as_object().unwrap().len(), 100_003);
+    }
+    assert_eq!(events[2]["nest"]["a"], true);
+}
