@@ -51,3 +51,13 @@ need_build_prerequisites() {
   need_packages cc:build-essential make:make perl:perl pkg-config:pkg-config \
     /usr/include/openssl/ssl.h:libssl-dev
 }
+
+# cargo_target_dir: where cargo puts what it builds for this project, as cargo itself says
+# (CARGO_TARGET_DIR, build.target-dir in a .cargo/config.toml, or ./target).
+cargo_target_dir() {
+  local dir
+  dir=$(cargo metadata --format-version 1 --no-deps 2>/dev/null \
+    | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+  [ -n "$dir" ] || die "cargo metadata did not say where cargo builds"
+  printf '%s\n' "$dir"
+}

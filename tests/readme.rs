@@ -329,3 +329,30 @@ fn the_demo_runs_and_a_second_run_stores_nothing_new() {
         "{stderr}"
     );
 }
+
+/// `scripts/demo` runs the binaries where cargo built them (#24: with `CARGO_TARGET_DIR`
+/// set, it built and then ran `target/release/pipeline`, exit 127): it asks cargo.
+#[test]
+fn the_demo_asks_cargo_where_it_builds() {
+    let elsewhere = Dir::new();
+    let ask = |target: Option<&Path>| {
+        let mut c = Std::new("bash");
+        c.args(["-c", ". scripts/lib.sh && cargo_target_dir"])
+            .current_dir(repo())
+            .env_remove("CARGO_TARGET_DIR");
+        if let Some(t) = target {
+            c.env("CARGO_TARGET_DIR", t);
+        }
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{}", err(&o));
+        out(&o).trim_end().to_owned()
+    };
+    assert_eq!(
+        ask(Some(elsewhere.root())),
+        elsewhere.root().display().to_string()
+    );
+    assert_eq!(ask(None), repo().join("target").display().to_string());
+    let demo = std::fs::read_to_string(repo().join("scripts/demo")).unwrap();
+    assert!(demo.contains("bin=$(cargo_target_dir)/release"), "{demo}");
+    assert!(!demo.contains("target/release"), "{demo}");
+}
