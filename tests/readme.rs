@@ -1,17 +1,21 @@
-//! README.md cannot drift: every ```sh block runs here as written, and so does
-//! `scripts/demo`.
+//! README.md and every `--help` cannot drift: every ```sh block of the README and every
+//! example of a command's help runs here as written, with what it promises checked; and
+//! so does `scripts/demo`.
 //!
-//! The blocks run in order, in one directory holding the files the README names
+//! The commands run in order, in one directory holding the files they name
 //! (`events.ndjson` is `examples/events.ndjson`, plus `event.schema.json`, `users.csv`,
-//! `order.schema.json` and the README's own `etl.pipe`), with our binaries first on PATH, `DATABASE_URL` pointing at
-//! a schema of this test's own in the tests' PostgreSQL and `KAFKA_BROKERS` at the tests'
-//! broker (holding a topic `orders`). Each command (lines joined by `\`) runs with bash
-//! under `set -euo pipefail` and must exit 0. `export NAME=VALUE` lines set the
-//! environment of the commands after them. A command that serves until stopped
-//! (`ingest-http`, `ingest-kafka` without `--exit-at-end`) runs in the background, in a
-//! process group of its own, while the rest of its block runs ("in another terminal");
-//! then the whole group gets SIGTERM, as Ctrl-C would give it, and must exit 0. The one
-//! liberty taken: `127.0.0.1:8080` becomes a free port.
+//! `order.schema.json`, `token.txt` and the README's own `etl.pipe`), with our binaries
+//! first on PATH, `DATABASE_URL` pointing at a schema of the test's own in the tests'
+//! PostgreSQL and `KAFKA_BROKERS` at the tests' broker (holding 50 orders). Each command
+//! (lines joined by `\`) runs with bash under `set -euo pipefail` and must exit 0; a check
+//! of its effect (files, rows, what it printed) must exist for it, or the test fails.
+//! `export NAME=VALUE` lines set the environment of the commands after them. A command
+//! that serves until stopped (`ingest-http`, `ingest-kafka` without `--exit-at-end`, a
+//! pipeline with either) runs in the background, in a process group of its own, while the
+//! rest of its block runs ("in another terminal"); then the whole group gets SIGTERM, as
+//! Ctrl-C would give it, and must exit 0. The liberties taken: `127.0.0.1:8080` becomes a
+//! free port, `127.0.0.1:9092` the test broker, the topic `orders` one of the test's own,
+//! and an exported `DATABASE_URL` or `KAFKA_BROKERS` the test's servers.
 //!
 //! The set-up block is checked apart: `scripts/demo` runs twice with the binaries under
 //! test (`NDPIPE_BIN_DIR`), the second run storing nothing new, and `.ci/run` calls
@@ -19,7 +23,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command as Std, Stdio};
 use std::time::{Duration, Instant};
 
@@ -76,23 +80,36 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Serves until stopped: runs in the background.
+/// Serves until stopped (a server, a consumer without `--exit-at-end`, or a pipeline with
+/// one as a source): runs in the background.
 fn serves(command: &str) -> bool {
-    command.starts_with("ingest-http")
-        || (command.starts_with("ingest-kafka") && !command.contains("--exit-at-end"))
+    !command.contains("--explain")
+        && (command.contains("ingest-http")
+            || (command.contains("ingest-kafka") && !command.contains("--exit-at-end")))
 }
 
-struct Shell<'a> {
-    dir: &'a Dir,
+struct Shell {
+    dir: PathBuf,
     env: HashMap<String, String>,
+    /// The test's topic, standing for `orders`.
+    topic: String,
 }
 
-impl Shell<'_> {
+impl Shell {
+    /// `command` with the liberties the tests take: `127.0.0.1:8080` is the free `port`,
+    /// `127.0.0.1:9092` the test broker, the topic `orders` the test's own.
+    fn literally(&self, command: &str, port: &str, broker: &str) -> String {
+        command
+            .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"))
+            .replace("127.0.0.1:9092", broker)
+            .replace("--topic orders", &format!("--topic {}", self.topic))
+    }
+
     fn command(&self, command: &str) -> Std {
         let mut c = Std::new("bash");
         c.arg("-c")
             .arg(format!("set -euo pipefail\n{command}"))
-            .current_dir(self.dir.root())
+            .current_dir(&self.dir)
             .env_remove("NDPIPE_LOG");
         for var in DB_VARS {
             c.env_remove(var);
@@ -101,15 +118,17 @@ impl Shell<'_> {
         c
     }
 
-    fn run(&self, at: usize, command: &str) {
+    /// Runs `command` to its end; its stdout. `at` says where it stands, for messages.
+    fn run(&self, at: &str, command: &str) -> String {
         let o = self.command(command).output().unwrap();
         assert!(
             o.status.success(),
-            "README.md block at line {at}: `{command}` exited {:?}\nstdout: {}\nstderr: {}",
+            "{at}: `{command}` exited {:?}\nstdout: {}\nstderr: {}",
             o.status.code(),
             out(&o),
             err(&o)
         );
+        out(&o)
     }
 
     fn spawn(&self, command: &str) -> Child {
@@ -177,6 +196,7 @@ pub fn fixtures(dir: &Dir) {
         r#"{"type":"object","required":["id","amount"],"properties":{"amount":{"type":"number"}}}"#,
     );
     dir.create("etl.pipe", etl_pipe());
+    dir.create("token.txt", "change-me\n");
 }
 
 /// The `etl.pipe` the README shows: its first ```text block.
@@ -187,105 +207,549 @@ fn etl_pipe() -> String {
     text[start..start + len].to_owned()
 }
 
-#[test]
-fn every_readme_example_runs_as_written() {
-    let dir = Dir::new();
-    fixtures(&dir);
-    let pg = Pg::new("readme");
-    // `persist --table raw.events` makes a schema `raw` of its own: start without it.
-    pg.sql("DROP SCHEMA IF EXISTS raw CASCADE");
-    let broker = Broker::start();
-    let orders: String = (0..50)
-        .map(|i| format!("{{\"id\":\"o-{i}\",\"amount\":{}.5}}\n", i * 3))
-        .collect();
-    let p = broker.producer();
-    produce_lines(&p, "orders", &orders);
-    rdkafka::producer::Producer::flush(&p, Duration::from_secs(60)).unwrap();
+/// What the README's and the helps' examples are run against: the fixtures, the test's
+/// own PostgreSQL schema, and the test broker with a topic `orders` of 50 orders.
+struct Setting {
+    dir: Dir,
+    pg: Pg,
+    broker: Broker,
+    shell: Shell,
+}
 
-    let bins = Path::new(&bin("validate")).parent().unwrap().to_owned();
-    let mut shell = Shell {
-        dir: &dir,
-        env: HashMap::from([
-            (
+impl Setting {
+    fn new(name: &str) -> Setting {
+        let dir = Dir::new();
+        fixtures(&dir);
+        let pg = Pg::new(name);
+        // `persist --table raw.events` makes a schema `raw` of its own: start without it.
+        pg.sql("DROP SCHEMA IF EXISTS raw CASCADE");
+        let broker = Broker::start();
+        let topic = format!("orders-{name}-{}", std::process::id());
+        let orders: String = (0..50)
+            .map(|i| format!("{{\"id\":\"o-{i}\",\"amount\":{}.5}}\n", i * 3))
+            .collect();
+        let p = broker.producer();
+        produce_lines(&p, &topic, &orders);
+        rdkafka::producer::Producer::flush(&p, Duration::from_secs(60)).unwrap();
+        let bins = Path::new(&bin("validate")).parent().unwrap().to_owned();
+        let shell = Shell {
+            dir: dir.root().to_owned(),
+            env: HashMap::from([(
                 "PATH".to_owned(),
                 format!("{}:{}", bins.display(), std::env::var("PATH").unwrap()),
-            ),
-            ("DATABASE_URL".to_owned(), pg.url()),
-            ("KAFKA_BROKERS".to_owned(), broker.addr.clone()),
-        ]),
-    };
+            )]),
+            topic,
+        };
+        Setting {
+            dir,
+            pg,
+            broker,
+            shell,
+        }
+    }
+
+    /// Runs `commands` in order as a user would in one shell session: `export` sets the
+    /// environment of what follows, servers run in the background until the end, when
+    /// their whole group gets SIGTERM. `check` is called with each command and what it
+    /// printed once it has ended (servers: once stopped, with nothing), and says whether
+    /// it checked that command's effect.
+    fn session(
+        &mut self,
+        at: &str,
+        commands: &[String],
+        check: &mut dyn FnMut(&str, &str) -> bool,
+    ) {
+        let port = free_port().to_string();
+        let mut servers = Vec::new();
+        let mut unchecked = Vec::new();
+        for command in commands {
+            let command = self.shell.literally(command, &port, &self.broker.addr);
+            if let Some(assign) = command.strip_prefix("export ") {
+                let (name, value) = assign.split_once('=').expect("export NAME=VALUE");
+                let value = match name {
+                    // The reader's server names stand for the test's own.
+                    "DATABASE_URL" => self.pg.url(),
+                    "KAFKA_BROKERS" => self.broker.addr.clone(),
+                    _ => value.trim_matches('"').to_owned(),
+                };
+                self.shell.env.insert(name.to_owned(), value);
+                continue;
+            }
+            if serves(&command) {
+                let mut child = self.shell.spawn(&command);
+                if command.contains("ingest-http") {
+                    wait_listening(&format!("127.0.0.1:{port}"), &mut child);
+                }
+                servers.push((child, command));
+            } else {
+                let stdout = self.shell.run(at, &command);
+                if !check(&command, &stdout) {
+                    unchecked.push(command);
+                }
+            }
+        }
+        if !servers.is_empty() {
+            // Give the stages time to take in what the commands sent, then Ctrl-C.
+            std::thread::sleep(Duration::from_secs(3));
+            for (child, command) in servers {
+                stop(child, &command);
+                if !check(&command, "") {
+                    unchecked.push(command);
+                }
+            }
+        }
+        assert!(
+            unchecked.is_empty(),
+            "{at}: no test checks what these do: {unchecked:#?}"
+        );
+    }
+}
+
+/// The fixture's events, parsed where they are JSON objects.
+fn objects(dir: &Dir) -> Vec<serde_json::Value> {
+    dir.read("events.ndjson")
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.is_object())
+        .collect()
+}
+
+/// What `event.schema.json` accepts (required id, type, amount; their types; the
+/// currency list; an integer user_id).
+fn fits_schema(v: &serde_json::Value) -> bool {
+    let currency = ["USD", "EUR", "GBP", "JPY", "CHF"];
+    v["id"].is_string()
+        && v.get("type").is_some()
+        && v["amount"].as_f64().is_some_and(|a| a >= 0.0)
+        && v.get("currency")
+            .is_none_or(|c| c.as_str().is_some_and(|c| currency.contains(&c)))
+        && v.get("user_id").is_none_or(|u| u.is_i64() || u.is_u64())
+}
+
+/// How many distinct ids the events `keep` lets through have.
+fn distinct_ids(events: &[serde_json::Value], keep: impl Fn(&serde_json::Value) -> bool) -> usize {
+    events
+        .iter()
+        .filter(|v| keep(v))
+        .map(|v| v["id"].to_string())
+        .collect::<BTreeSet<_>>()
+        .len()
+}
+
+fn count(pg: &Pg, sql: &str) -> usize {
+    pg.sql(sql).parse().unwrap()
+}
+
+/// Every line of `text` as JSON.
+fn lines_json(text: &str) -> Vec<serde_json::Value> {
+    values(text)
+}
+
+#[test]
+fn every_readme_example_runs_as_written() {
+    let mut setting = Setting::new("readme");
+    setting
+        .shell
+        .env
+        .insert("DATABASE_URL".to_owned(), setting.pg.url());
+    setting
+        .shell
+        .env
+        .insert("KAFKA_BROKERS".to_owned(), setting.broker.addr.clone());
     let blocks = sh_blocks();
     assert!(
         blocks.len() >= 4,
         "README.md has its examples in ```sh blocks"
     );
+    let dir_path = setting.dir.root().to_owned();
+    let read = |name: &str| std::fs::read_to_string(dir_path.join(name)).unwrap();
+    let events = objects(&setting.dir);
+    let with_id = |v: &serde_json::Value| v.get("id").is_some();
+    let with_id_type = |v: &serde_json::Value| v.get("id").is_some() && v.get("type").is_some();
+    let pg = Pg {
+        base: setting.pg.base.clone(),
+        schema: setting.pg.schema.clone(),
+    };
+    // The rows of `events` the shell pipe stored, for pipeline to store the same.
+    let mut shell_rows: Option<String> = None;
+    let snapshot = |pg: &Pg| pg.sql("SELECT key, payload::text FROM events ORDER BY key");
     let mut ran = 0;
+    let mut check = |command: &str, stdout: &str| -> bool {
+        ran += 1;
+        let c = |needle: &str| command.contains(needle);
+        if c("cat events.ndjson | validate --schema") {
+            let n = distinct_ids(&events, fits_schema);
+            assert_eq!(count(&pg, "SELECT count(*) FROM events"), n);
+            assert_eq!(
+                count(
+                    &pg,
+                    "SELECT count(*) FROM events WHERE payload ? 'processed_at'"
+                ),
+                n
+            );
+        } else if c("--dead-letter rejects.ndjson events.ndjson > valid.ndjson") {
+            let valid = lines_json(&read("valid.ndjson"));
+            assert_eq!(
+                valid.len(),
+                events.iter().filter(|v| fits_schema(v)).count()
+            );
+            assert!(valid.iter().all(fits_schema));
+        } else if c("> checked.ndjson") {
+            let checked = lines_json(&read("checked.ndjson"));
+            assert!(checked.len() > 900, "{}", checked.len());
+            assert!(checked.iter().all(|v| with_id_type(v)
+                && v.get("amount").is_none_or(|a| a.is_number())
+                && v["meta"]
+                    .get("seq")
+                    .is_none_or(|s| s.is_u64() || s.is_i64())));
+        } else if c("events.ndjson.gz | wc -l") {
+            let n = events.iter().filter(|v| with_id(v)).count();
+            assert_eq!(stdout.trim(), n.to_string());
+        } else if c("> stamped.ndjson") {
+            let stamped = lines_json(&read("stamped.ndjson"));
+            assert_eq!(stamped.len(), events.iter().filter(|v| with_id(v)).count());
+            assert_eq!(
+                read("valid.ndjson").lines().count(),
+                stamped.len(),
+                "the tee copy"
+            );
+            assert!(stamped.iter().all(|v| v["env"] == "prod"
+                && v["processed_at"].is_string()
+                && v["key"].is_string()));
+        } else if c("--jq '.tags[] as $t | {id, user, tag: $t}'") {
+            let out = lines_json(stdout);
+            assert_eq!(out.len(), 3);
+            // One event per tag, each stamped with its place among them.
+            assert!(out.iter().all(|v| v["user"]["name"].is_string()
+                && v["tag"].is_string()
+                && v["_meta"]["split"]["count"].is_u64()
+                && v.as_object().unwrap().len() == 4));
+        } else if c("persist --table raw.events") {
+            let n = distinct_ids(&events, |v| {
+                (v["id"].is_string() || v["id"].is_u64()) && v["meta"]["seq"].is_u64()
+            });
+            assert_eq!(count(&pg, "SELECT count(*) FROM raw.events"), n);
+        } else if c("--emit < events.ndjson | tee committed.ndjson | wc -l") {
+            let committed = read("committed.ndjson").lines().count();
+            assert_eq!(stdout.trim(), committed.to_string());
+            let rows = count(&pg, "SELECT count(*) FROM orders");
+            assert!(
+                rows > 900 && rows <= committed,
+                "{rows} rows, {committed} committed"
+            );
+            assert_eq!(
+                count(
+                    &pg,
+                    "SELECT count(*) FROM orders WHERE amount = (payload->>'amount')::numeric"
+                ),
+                rows
+            );
+        } else if c("persist --table orders --show | head -2") {
+            let shown = lines_json(stdout);
+            assert_eq!(shown.len(), 2);
+            assert!(shown
+                .iter()
+                .all(|v| v["key"].is_string() && v["payload"].is_object()));
+        } else if c("> enriched.ndjson") {
+            let enriched = lines_json(&read("enriched.ndjson"));
+            assert_eq!(enriched.len(), events.iter().filter(|v| with_id(v)).count());
+            assert!(enriched.iter().all(|v| v["env"] == "prod"));
+            let dl = lines_json(&read("dl.ndjson"));
+            assert!(dl.iter().any(|d| d["stage"] == "validate"), "a shared file");
+        } else if c("| persist --table events --create-table")
+            && !c("pipeline")
+            && !c("ingest-http")
+        {
+            // The shell half of the shell-and-pipeline pair.
+            let n = distinct_ids(&events, with_id_type);
+            assert_eq!(
+                count(
+                    &pg,
+                    "SELECT count(*) FROM events WHERE payload->>'env' = 'prod'"
+                ),
+                n
+            );
+            shell_rows = Some(snapshot(&pg));
+        } else if c("pipeline --dead-letter rejects.ndjson \"validate")
+            || c("pipeline --file etl.pipe")
+        {
+            // pipeline stores what the shell pipe stored, row for row.
+            assert_eq!(Some(snapshot(&pg)), shell_rows, "{command}");
+        } else if c("pipeline --explain") {
+            assert!(stdout.contains("pipeline: 3 stages"), "{stdout}");
+            assert!(stdout.contains("writes seen.ndjson"), "{stdout}");
+            assert!(
+                !dir_path.join("seen.ndjson").exists(),
+                "--explain touches nothing"
+            );
+        } else if c("--offsets-name orders-eo") {
+            assert_eq!(count(&pg, "SELECT count(*) FROM orders_eo"), 50);
+            assert_eq!(
+                pg.sql("SELECT sum(next_offset) FROM ndpipe_offsets WHERE \"group\" = 'orders-eo'"),
+                "50"
+            );
+        } else if c("ingest-http --listen") {
+            // Every event the POST below gave was stored, without the earlier stamps.
+            let n = distinct_ids(&events, fits_schema);
+            assert_eq!(
+                count(&pg, "SELECT count(*) FROM events WHERE NOT payload ? 'env'"),
+                n
+            );
+        } else if c("curl ") {
+            let answer: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+            assert_eq!(answer["accepted"], events.len(), "{answer}");
+            assert_eq!(answer["rejected"], 1000 - events.len(), "{answer}");
+        } else if c("--offset beginning --exit-at-end > orders.ndjson") {
+            let orders = lines_json(&read("orders.ndjson"));
+            assert_eq!(orders.len(), 50);
+            assert!(orders.iter().all(|o| o["_meta"]["source"] == "kafka"));
+        } else if c("--group loader --offsets-from") {
+            assert_eq!(
+                count(&pg, "SELECT count(*) FROM orders WHERE key LIKE 'o-%'"),
+                50
+            );
+        } else {
+            return false;
+        }
+        true
+    };
     for (at, commands) in blocks {
         if commands.iter().any(|c| c.starts_with("scripts/test")) {
             continue; // The set-up block: see the test below.
         }
-        let port = free_port().to_string();
-        let mut servers = Vec::new();
-        for command in commands {
-            let command = command.replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"));
-            if let Some(assign) = command.strip_prefix("export ") {
-                let (name, value) = assign.split_once('=').expect("export NAME=VALUE");
-                shell
-                    .env
-                    .insert(name.to_owned(), value.trim_matches('"').to_owned());
-                continue;
-            }
-            if serves(&command) {
-                let mut child = shell.spawn(&command);
-                if command.starts_with("ingest-http") {
-                    wait_listening(&format!("127.0.0.1:{port}"), &mut child);
-                }
-                servers.push((child, command));
-            } else {
-                shell.run(at, &command);
-            }
-            ran += 1;
-        }
-        if !servers.is_empty() {
-            // Give the stages time to take in what the block sent, then Ctrl-C.
-            std::thread::sleep(Duration::from_secs(3));
-            for (child, command) in servers {
-                stop(child, &command);
-            }
-        }
+        setting.session(
+            &format!("README.md block at line {at}"),
+            &commands,
+            &mut check,
+        );
     }
-    assert!(ran >= 12, "only {ran} README commands ran");
-    // What the examples promise, checked where a silent failure would pass unseen.
-    let joined = out(&shell
-        .command("enrich --lookup users.csv --on user_id --prefix user. --jq '{id, user}' < events.ndjson | head -1")
-        .output()
-        .unwrap());
-    let v: serde_json::Value = serde_json::from_str(joined.trim()).unwrap();
-    assert!(
-        v["user"]["name"].is_string(),
-        "the join ran before jq: {joined}"
-    );
-    assert!(
-        pg.sql("SELECT count(*) FROM raw.events")
-            .parse::<u64>()
-            .unwrap()
-            > 900
-    );
-    assert_eq!(
-        pg.sql("SELECT count(*) FROM orders WHERE key LIKE 'o-%'"),
-        "50"
-    );
-    // pipeline's Kafka → PostgreSQL example, and its shell-and-pipeline pair.
-    assert_eq!(pg.sql("SELECT count(*) FROM orders_eo"), "50");
-    assert!(
-        pg.sql("SELECT count(*) FROM events")
-            .parse::<u64>()
-            .unwrap()
-            > 900
-    );
-    pg.sql("DROP SCHEMA IF EXISTS raw CASCADE");
+    assert!(ran >= 19, "only {ran} README commands ran");
+    setting.pg.sql("DROP SCHEMA IF EXISTS raw CASCADE");
+    std::mem::forget(pg); // The same schema as setting.pg: dropped once, by it.
 }
 
+/// The examples of every command's `--help` (and so of its man page), by paragraph: each
+/// paragraph's commands are the lines indented four spaces or more, joined as the shell
+/// joins them (`\` continuations, newlines inside quotes).
+fn help_examples(help: &str) -> Vec<Vec<String>> {
+    let examples = &help[help.find("\nExamples:\n").expect("an Examples section") + 11..];
+    let mut paragraphs = vec![Vec::new()];
+    let mut pending = String::new();
+    for line in examples.lines() {
+        if !pending.is_empty() {
+            pending.push('\n');
+            pending.push_str(line);
+        } else if line.trim().is_empty() {
+            if !paragraphs.last().unwrap().is_empty() {
+                paragraphs.push(Vec::new());
+            }
+            continue;
+        } else if line.starts_with("    ") {
+            pending.push_str(line.trim_start());
+        } else {
+            continue; // A title.
+        }
+        if !(pending.ends_with('\\') || open_quote(&pending)) {
+            paragraphs
+                .last_mut()
+                .unwrap()
+                .push(std::mem::take(&mut pending));
+        }
+    }
+    assert!(pending.is_empty(), "an unfinished example: {pending}");
+    paragraphs.retain(|p| !p.is_empty());
+    paragraphs
+}
+
+/// Whether `text` ends inside a quoted string, as the shell reads it.
+fn open_quote(text: &str) -> bool {
+    let mut quote: Option<char> = None;
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '\\') | (Some('"'), '\\') => {
+                chars.next();
+            }
+            (Some(q), c) if c == q => quote = None,
+            _ => {}
+        }
+    }
+    quote.is_some()
+}
+
+/// Every example of every command's `--help` runs as a user would copy it (#24: three
+/// helps' examples failed), each command's in one shell session, with the effect it
+/// promises checked. The liberties taken are the README test's: `127.0.0.1:8080` is a
+/// free port, `127.0.0.1:9092` and an exported `KAFKA_BROKERS` are the test broker, an
+/// exported `DATABASE_URL` is the test's own database, and `orders` the test's topic.
+#[test]
+fn every_help_example_runs_as_written() {
+    let mut total = 0;
+    for name in [
+        "validate",
+        "enrich",
+        "persist",
+        "ingest-http",
+        "ingest-kafka",
+        "pipeline",
+    ] {
+        let help = out(&Std::new(bin(name)).arg("--help").output().unwrap());
+        let mut setting = Setting::new(&format!("help_{}", name.replace('-', "_")));
+        let dir_path = setting.dir.root().to_owned();
+        let read = |file: &str| std::fs::read_to_string(dir_path.join(file)).unwrap_or_default();
+        let events = objects(&setting.dir);
+        let pg = Pg {
+            base: setting.pg.base.clone(),
+            schema: setting.pg.schema.clone(),
+        };
+        let sqlite_rows = |table: &str| {
+            let db = dir_path.join("ndpipe.db");
+            crate::persist::sqlite_rows(&db, table).len()
+        };
+        let mut check = |command: &str, stdout: &str| -> bool {
+            total += 1;
+            let c = |needle: &str| command.contains(needle);
+            match name {
+                "validate" if c("--schema") => {
+                    let valid = lines_json(stdout);
+                    assert_eq!(
+                        valid.len(),
+                        events.iter().filter(|v| fits_schema(v)).count()
+                    );
+                    assert_eq!(read("rejects.ndjson").lines().count(), 1000 - valid.len());
+                }
+                "validate" if c("> checked.ndjson") => {
+                    assert!(lines_json(&read("checked.ndjson")).len() > 900);
+                }
+                "validate" => {
+                    let valid = lines_json(&read("valid.ndjson"));
+                    assert_eq!(
+                        valid.len(),
+                        events.iter().filter(|v| v.get("id").is_some()).count()
+                    );
+                }
+                "enrich" if c("--timestamp") => {
+                    let out = lines_json(stdout);
+                    assert_eq!(out.len(), events.len());
+                    assert!(out.iter().all(|v| v["env"] == "prod"
+                        && v["received_at"].is_string()
+                        && v["event_key"].is_string()));
+                }
+                "enrich" if c("--lookup") => {
+                    let out = lines_json(stdout);
+                    assert!(
+                        out.iter()
+                            .filter(|v| v["user.name"].is_string() || v["user"]["name"].is_string())
+                            .count()
+                            > 900
+                    );
+                }
+                "enrich" if c("payment") => {
+                    let out = lines_json(stdout);
+                    let payments = events.iter().filter(|v| v["type"] == "payment").count();
+                    assert!(out.len() + 2 >= payments && !out.is_empty());
+                    assert!(out
+                        .iter()
+                        .all(|v| v["cents"].is_number() && v.as_object().unwrap().len() == 2));
+                }
+                "enrich" => {
+                    let out = lines_json(stdout);
+                    assert!(out.len() > events.len(), "several per event");
+                    assert!(out.iter().all(|v| v["tag"].is_string()));
+                }
+                "persist" if c("raw.events") => {
+                    let n = distinct_ids(&events, |v| {
+                        (v["id"].is_string() || v["id"].is_u64()) && v["meta"]["seq"].is_u64()
+                    });
+                    assert_eq!(count(&pg, "SELECT count(*) FROM raw.events"), n);
+                    pg.sql("DROP SCHEMA IF EXISTS raw CASCADE");
+                }
+                "persist" if c("--emit") => {
+                    assert_eq!(
+                        stdout.trim(),
+                        read("committed.ndjson").lines().count().to_string()
+                    );
+                    let rows = count(
+                        &pg,
+                        "SELECT count(*) FROM orders WHERE placed_at IS NOT NULL",
+                    );
+                    assert!(rows > 900, "{rows}");
+                }
+                "persist" => {
+                    let n = distinct_ids(&events, |v| v["id"].is_string() || v["id"].is_u64());
+                    assert_eq!(sqlite_rows("events"), n);
+                }
+                "ingest-http" if c("> received.ndjson") => {
+                    assert!(dir_path.join("received.ndjson").exists());
+                }
+                "ingest-http" if c("curl") => {
+                    let answer: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+                    assert_eq!(answer["accepted"], events.len(), "{answer}");
+                }
+                "ingest-http" => {
+                    let n = distinct_ids(&events, fits_schema);
+                    assert_eq!(sqlite_rows("events"), n);
+                }
+                "ingest-kafka" if c("--format kcat") => {
+                    let out = lines_json(&read("kcat.ndjson"));
+                    assert_eq!(out.len(), 50);
+                    assert!(out
+                        .iter()
+                        .all(|v| v["payload"].is_string() && v["offset"].is_number()));
+                }
+                "ingest-kafka" if c("--group loader") => {
+                    assert_eq!(count(&pg, "SELECT count(*) FROM orders"), 50);
+                }
+                "ingest-kafka" => {
+                    assert_eq!(lines_json(&read("orders.ndjson")).len(), 50);
+                }
+                "pipeline" if c("--explain") => {
+                    assert!(stdout.starts_with("pipeline: 3 stages"), "{stdout}");
+                }
+                "pipeline" if c("--file etl.pipe") => {
+                    let n = distinct_ids(&events, |v| {
+                        v.get("id").is_some() && v.get("type").is_some()
+                    });
+                    assert_eq!(
+                        count(
+                            &pg,
+                            "SELECT count(*) FROM events WHERE payload->>'env' = 'prod'"
+                        ),
+                        n
+                    );
+                }
+                "pipeline" if c("--offsets-name loader") => {
+                    assert_eq!(count(&pg, "SELECT count(*) FROM orders"), 50);
+                }
+                "pipeline" if c("ingest-http") => {
+                    assert_eq!(
+                        read("seen.ndjson").lines().count(),
+                        50,
+                        "the orders, seen by tee"
+                    );
+                }
+                "pipeline" => {
+                    let n = distinct_ids(&events, fits_schema);
+                    assert_eq!(sqlite_rows("events"), n);
+                }
+                _ => return false,
+            }
+            true
+        };
+        let examples = help_examples(&help);
+        assert!(examples.len() >= 2, "{name} --help has examples");
+        for (i, commands) in examples.iter().enumerate() {
+            setting.session(
+                &format!("{name} --help, example {}", i + 1),
+                commands,
+                &mut check,
+            );
+        }
+        std::mem::forget(pg); // setting.pg's schema: dropped once, by it.
+    }
+    assert!(total >= 20, "only {total} help examples ran");
+}
 #[test]
 fn the_demo_runs_and_a_second_run_stores_nothing_new() {
     let ci = std::fs::read_to_string(repo().join(".ci/run")).unwrap();

@@ -9,27 +9,32 @@ use crate::wire::relay::WhenFull;
 
 const EXAMPLES: &str = "\
 Examples:
-  # A shell pipe, run in one process:
-  pipeline 'validate --schema s.json | enrich \\
-    --timestamp processed_at | persist' events.ndjson
+  A shell pipe in one process, rows into SQLite (ndpipe.db):
+    pipeline --dead-letter rejects.ndjson \\
+      'validate --schema event.schema.json \\
+      | enrich --timestamp processed_at \\
+      | persist --table events --create-table' events.ndjson
 
-  # Kafka into PostgreSQL, exactly once:
-  pipeline 'ingest-kafka --brokers $B --topic orders \\
-      --offsets-name loader --offsets-from $DATABASE_URL
-    | validate --schema order.schema.json
-    | persist --database-url $DATABASE_URL \\
-      --table orders'
+  Kafka into PostgreSQL, exactly once:
+    export KAFKA_BROKERS=kafka1:9092,kafka2:9092
+    export DATABASE_URL=postgres://app@db.internal/orders
+    pipeline 'ingest-kafka --topic orders \\
+        --offsets-name loader --offsets-from $DATABASE_URL
+      | validate --schema order.schema.json
+      | persist --table orders --create-table'
 
-  # The same text kept in a file:
-  pipeline --file etl.pipe events.ndjson
+  The same text kept in a file:
+    pipeline --file etl.pipe --dead-letter rejects.ndjson \\
+      events.ndjson
 
-  # Two sources into one hub; look inside with tee:
-  pipeline 'ingest-http --listen :8080 \\
-    & ingest-kafka --brokers $B --topic t
-    | validate --require id | tee seen.ndjson | persist'
+  Two sources into one hub; look inside with tee:
+    pipeline 'ingest-http --listen 127.0.0.1:8080
+      & ingest-kafka --topic orders
+      | validate --require id | tee seen.ndjson
+      | persist --table events --create-table'
 
-  # What would run, without running it:
-  pipeline --explain --file etl.pipe";
+  What would run, without running it:
+    pipeline --explain --file etl.pipe";
 
 /// The bounds of every channel, and what a full one does. A `--file` may also give them
 /// on a first line of its own, `pipeline --channel-capacity N …` (changed live on reload).

@@ -34,16 +34,19 @@ const EXAMPLES: &str = "\
 Examples:
   Stamp, tag and give every event a stable id:
     enrich --set env='\"prod\"' --timestamp received_at \\
-      --id event_key --id-from user_id,ts < events.ndjson
+      --id event_key --id-from user_id,ts \\
+      --dead-letter rejects.ndjson < events.ndjson
 
   Join a CSV table (user_id,name,plan) under a prefix:
-    enrich --lookup users.csv --on user_id \\
-      --prefix user. < events.ndjson
+    enrich --lookup users.csv --on user_id --prefix user. \\
+      --dead-letter rejects.ndjson < events.ndjson
 
   Reshape with jq; an event may give several, or none:
     enrich --jq 'select(.type == \"payment\")
-      | {id, cents: (.amount * 100 | floor)}'
-    enrich --jq '.tags[] as $t | {id, tag: $t}'";
+      | {id, cents: (.amount * 100 | floor)}' \\
+      --dead-letter rejects.ndjson < events.ndjson
+    enrich --jq '.tags[] as $t | {id, tag: $t}' \\
+      --dead-letter rejects.ndjson < events.ndjson";
 
 /// Add or change fields of NDJSON events, join reference data, or transform with jq.
 ///

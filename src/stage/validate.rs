@@ -27,7 +27,8 @@ Examples:
 
   Quick rules, no schema file:
     cat events.ndjson | validate --require id,type \\
-      --type amount=number --type meta.seq=integer
+      --type amount=number --type meta.seq=integer \\
+      --dead-letter rejects.ndjson > checked.ndjson
 
   Look at the rejects while the valid events go on:
     validate --require id --dead-letter - \\

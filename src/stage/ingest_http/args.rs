@@ -4,19 +4,20 @@ use super::*;
 
 pub(super) const EXAMPLES: &str = "\
 Examples:
-  Serve on the default address, events to a file:
-    ingest-http > events.ndjson
+  Serve on 127.0.0.1:8080 (the default), events to a file:
+    ingest-http --listen 127.0.0.1:8080 > received.ndjson
 
   Into the database, with a token, answering once written:
-    ingest-http --listen 0.0.0.0:8080 --ack written \\
-      --auth-token-file /run/secrets/token \\
+    ingest-http --listen 127.0.0.1:8080 --ack written \\
+      --auth-token-file token.txt \\
+      --dead-letter rejects.ndjson \\
       | validate --schema event.schema.json \\
         --dead-letter rejects.ndjson \\
-      | persist
-
-  Send events:
-    curl -H 'Content-Type: application/x-ndjson' \\
-      --data-binary @events.ndjson \\
+      | persist --table events --create-table
+  then send events, from another terminal:
+    curl --fail --data-binary @events.ndjson \\
+      -H \"Authorization: Bearer $(cat token.txt)\" \\
+      -H 'Content-Type: application/x-ndjson' \\
       http://127.0.0.1:8080/events";
 
 /// Receive events over HTTP and write them to stdout as NDJSON, with back-pressure.

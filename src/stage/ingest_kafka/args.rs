@@ -10,17 +10,18 @@ Examples:
 
   A consumer group into PostgreSQL, exactly once:
     export KAFKA_BROKERS=kafka1:9092,kafka2:9092
+    export DATABASE_URL=postgres://app@db.internal/orders
     ingest-kafka --topic orders --group loader \\
       --offsets-from \"$DATABASE_URL\" \\
       | validate --schema order.schema.json \\
         --dead-letter dl.ndjson \\
-      | persist --table orders
+      | persist --table orders --create-table
 
   kcat's JSON envelope; librdkafka settings passed through:
-    ingest-kafka --brokers b:9093 --topic t --format kcat \\
-      -X security.protocol=SASL_SSL \\
-      -X sasl.mechanisms=SCRAM-SHA-512 \\
-      -X sasl.username=u -X sasl.password=p";
+    ingest-kafka --brokers 127.0.0.1:9092 --topic orders \\
+      --format kcat --exit-at-end \\
+      -X client.id=audit -X fetch.wait.max.ms=100 \\
+      > kcat.ndjson";
 
 /// Consume Kafka topics and write the messages to stdout as NDJSON events.
 ///
@@ -48,7 +49,9 @@ pub struct Args {
     #[arg(long, value_name = "GROUP")]
     pub group: Option<String>,
 
-    /// A librdkafka setting, KEY=VALUE (kcat's -X); repeatable. Overrides ours.
+    /// A librdkafka setting, KEY=VALUE (kcat's -X); repeatable. Overrides ours. For SASL
+    /// over TLS, as an example: -X security.protocol=SASL_SSL -X
+    /// sasl.mechanisms=SCRAM-SHA-512 -X sasl.username=U -X sasl.password=P.
     #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_kv)]
     pub settings: Vec<(String, String)>,
 

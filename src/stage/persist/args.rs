@@ -6,17 +6,24 @@ use super::*;
 pub(super) const EXAMPLES: &str = "\
 Examples:
   No database set up: rows go to the SQLite file ndpipe.db:
-    persist --create-table --table events < events.ndjson
+    persist --create-table --table events \\
+      --dead-letter rejects.ndjson < events.ndjson
 
   PostgreSQL, monotonic on a version field, rejects kept:
     export DATABASE_URL=postgres://app@db.internal/events
-    validate --require id | persist --table raw.events \\
-      --version-field meta.seq --dead-letter rejects.ndjson
+    validate --require id --dead-letter rejects.ndjson \\
+      < events.ndjson \\
+      | persist --table raw.events --create-table \\
+        --version-field meta.seq \\
+        --dead-letter rejects.ndjson
 
-  Typed columns of an existing table; pass on what commits:
-    persist --table orders --key-column order_id --key id \\
-      --column amount=amount:numeric --column placed_at=ts \\
-      --emit | tee committed.ndjson";
+  Typed columns; pass on what commits:
+    persist --table orders --create-table \\
+      --key-column order_id --key id \\
+      --column amount=amount:numeric \\
+      --column placed_at=ts:timestamptz \\
+      --dead-letter rejects.ndjson --emit < events.ndjson \\
+      | tee committed.ndjson | wc -l";
 
 /// Upsert NDJSON events into PostgreSQL (or a local SQLite file), idempotently.
 ///
