@@ -62,6 +62,6 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(members.len(), expected.len(), "member count of {text:?}");
     for (m, (key, value)) in members.iter().zip(&expected) {
         assert_eq!(&m.key_str(text), key, "key in {text:?}");
-        assert_eq!(&text[m.value.clone()], value.get(), "value of {key:?} in {text:?}");
+        assert_eq!(&text[m.value()], value.get(), "value of {key:?} in {text:?}");
     }
 });
