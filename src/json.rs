@@ -387,9 +387,10 @@ fn top_level(ops: &[SetOp]) -> bool {
 }
 
 /// Linear in the number of ops (a hundred thousand `--set`s cost no more per op than
-/// one): ops are grouped by their first segment through a hash map, and all of a group's
-/// nested ops are applied to its value in one call, after the group's last whole-value
-/// op (the ones before it are overwritten by it).
+/// one): ops are grouped by their first segment through a hash map, and a group's nested
+/// ops between two whole-value ops are applied to the value in one call. Ops apply in
+/// order, as one at a time would: a nested op on a parent that is not an object fails,
+/// even when a later op replaces that parent.
 fn set_nested(text: &str, members: &[Member], ops: &[SetOp]) -> Result<String, String> {
     // Group the operations by their first segment, keeping order inside each group.
     let mut groups: Vec<(&str, Vec<&SetOp>)> = Vec::new();
@@ -413,33 +414,21 @@ fn set_nested(text: &str, members: &[Member], ops: &[SetOp]) -> Result<String, S
     let mut appended = String::new();
     for (key, group) in groups {
         let found = found_of.get(key).unwrap_or(&none);
-        // The last op that sets the whole value decides the base; nested ops before it
-        // are overwritten by it.
-        let last_whole = group.iter().rposition(|op| op.path.len() == 1);
-        let mut current: Option<String> = match last_whole {
-            Some(i) => Some(group[i].value.to_owned()),
-            None => found.first().map(|m| text[m.value()].to_owned()),
-        };
-        let subs: Vec<SetOp> = group[last_whole.map_or(0, |i| i + 1)..]
-            .iter()
-            .map(|op| SetOp {
-                path: &op.path[1..],
-                value: op.value,
-            })
-            .collect();
-        if !subs.is_empty() {
-            let base = current.as_deref().unwrap_or("{}");
-            if type_of(base) != "object" {
-                return Err(format!(
-                    "cannot set {}.{}: {key:?} is {}, not an object",
-                    key,
-                    subs[0].path.join("."),
-                    type_of(base)
-                ));
+        let mut current: Option<String> = found.first().map(|m| text[m.value()].to_owned());
+        // Nested ops since the last whole-value op, applied together.
+        let mut nested: Vec<SetOp> = Vec::new();
+        for op in group {
+            if op.path.len() == 1 {
+                apply_nested(key, &mut current, &mut nested)?;
+                current = Some(op.value.to_owned());
+            } else {
+                nested.push(SetOp {
+                    path: &op.path[1..],
+                    value: op.value,
+                });
             }
-            let inner = scan_object(base).map_err(|e| e.to_string())?;
-            current = Some(set_many(base, &inner, &subs)?);
         }
+        apply_nested(key, &mut current, &mut nested)?;
         let new_value = current.expect("every group sets a value");
         match found.split_first() {
             Some((first, dups)) => {
@@ -463,6 +452,30 @@ fn set_nested(text: &str, members: &[Member], ops: &[SetOp]) -> Result<String, S
         edits.push((close..close, appended));
     }
     Ok(splice(text, edits))
+}
+
+/// Applies `nested` (paths below `key`) to `current`, the value of `key` (none: an empty
+/// object), and empties it.
+fn apply_nested(
+    key: &str,
+    current: &mut Option<String>,
+    nested: &mut Vec<SetOp>,
+) -> Result<(), String> {
+    if nested.is_empty() {
+        return Ok(());
+    }
+    let base = current.as_deref().unwrap_or("{}");
+    if type_of(base) != "object" {
+        return Err(format!(
+            "cannot set {key}.{}: {key:?} is {}, not an object",
+            nested[0].path.join("."),
+            type_of(base)
+        ));
+    }
+    let inner = scan_object(base).map_err(|e| e.to_string())?;
+    *current = Some(set_many(base, &inner, nested)?);
+    nested.clear();
+    Ok(())
 }
 
 /// [`set_many`] when every path is one top-level key: one pass over the members, appended
@@ -932,5 +945,60 @@ mod tests {
         assert_eq!(rm(r#"{"_meta":{},"b":2}"#, "_meta"), r#"{"b":2}"#);
         assert_eq!(rm(r#"{"_meta":{}}"#, "_meta"), r#"{}"#);
         assert_eq!(rm(r#"{"a":1}"#, "_meta"), r#"{"a":1}"#);
+    }
+
+    /// Many ops at once give what applying them one at a time gives, errors included
+    /// (the grouped path that keeps `--set` linear).
+    #[test]
+    fn ops_at_once_are_ops_one_at_a_time() {
+        let one_by_one = |text: &str, ops: &[(&str, &str)]| -> Result<String, String> {
+            let mut t = text.to_owned();
+            for op in ops {
+                t = set(&t, &[*op])?;
+            }
+            Ok(t)
+        };
+        let cases: &[(&str, &[(&str, &str)])] = &[
+            (
+                r#"{"a":{"x":0},"b":1}"#,
+                &[("a.y", "1"), ("b", "2"), ("a.x", "3")],
+            ),
+            (r#"{"a":5}"#, &[("a.b", "1"), ("a", "2")]),
+            (r#"{"a":5}"#, &[("a", "{}"), ("a.b", "1"), ("a.c.d", "2")]),
+            (
+                r#"{"a":{"b":1},"a":{"c":2}}"#,
+                &[("a.d", "3"), ("z.y", "4")],
+            ),
+            (r#"{}"#, &[("a.b", "1"), ("a", "[]"), ("a.c", "2")]),
+            (
+                r#"{"a":{"b":{"c":1}}}"#,
+                &[("a.b.d", "2"), ("a.b", "{}"), ("a.b.e", "3")],
+            ),
+        ];
+        for (text, ops) in cases {
+            assert_eq!(
+                set(text, ops).is_ok(),
+                one_by_one(text, ops).is_ok(),
+                "{text} {ops:?}"
+            );
+            if let (Ok(a), Ok(b)) = (set(text, ops), one_by_one(text, ops)) {
+                let (a, b): (serde_json::Value, serde_json::Value) = (
+                    serde_json::from_str(&a).unwrap(),
+                    serde_json::from_str(&b).unwrap(),
+                );
+                assert_eq!(a, b, "{text} {ops:?}");
+            }
+        }
+        // Past 64 ops the same holds.
+        let many: Vec<(String, String)> = (0..100)
+            .map(|i| (format!("k{}.v{i}", i % 7), i.to_string()))
+            .collect();
+        let many: Vec<(&str, &str)> = many.iter().map(|(p, v)| (p.as_str(), v.as_str())).collect();
+        let text = r#"{"k3":{"v3":"old"}}"#;
+        let (a, b): (serde_json::Value, serde_json::Value) = (
+            serde_json::from_str(&set(text, &many).unwrap()).unwrap(),
+            serde_json::from_str(&one_by_one(text, &many).unwrap()).unwrap(),
+        );
+        assert_eq!(a, b);
     }
 }
