@@ -335,6 +335,44 @@ pub fn get_in<'t>(value: &'t str, rest: &[String]) -> Option<&'t str> {
 }
 
 /// One change to an object: set the value at a path (the value is JSON text).
+/// Whether setting `value` at `path` keeps a text within [`tape::MAX_DEPTH`]: the value
+/// lands inside one object per segment of the path, so its depth is the path's length
+/// plus the value's own nesting. A deeper result could not be read by the next stage, so
+/// such a setting is refused where it is given.
+pub fn set_fits(path: &[String], value: &str) -> Result<(), String> {
+    let depth = path.len() as u32 + nesting(value);
+    if depth > tape::MAX_DEPTH {
+        return Err(format!(
+            "setting {} would nest the event {depth} levels deep, past the {} that JSON \
+             readers take",
+            path.join("."),
+            tape::MAX_DEPTH
+        ));
+    }
+    Ok(())
+}
+
+/// How deep a valid JSON text nests: 0 for a scalar, 1 for `{}` or `[1]`.
+fn nesting(text: &str) -> u32 {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0u32, 0u32, false, false);
+    for b in text.bytes() {
+        match (in_string, escaped, b) {
+            (true, true, _) => escaped = false,
+            (true, false, b'\\') => escaped = true,
+            (true, false, b'"') => in_string = false,
+            (true, false, _) => {}
+            (false, _, b'"') => in_string = true,
+            (false, _, b'{' | b'[') => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            (false, _, b'}' | b']') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 #[derive(Clone, Debug)]
 pub struct SetOp<'a> {
     pub path: &'a [String],
@@ -1000,5 +1038,33 @@ mod tests {
             serde_json::from_str(&one_by_one(text, &many).unwrap()).unwrap(),
         );
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn settings_deeper_than_readers_take_are_refused() {
+        let deep = |n: usize| vec!["a".to_owned(); n];
+        assert!(set_fits(&deep(128), "1").is_ok());
+        assert!(
+            set_fits(&deep(128), "\"{[\"").is_ok(),
+            "brackets in a string"
+        );
+        assert!(set_fits(&deep(127), "{}").is_ok());
+        assert!(set_fits(&deep(127), "[{}]").is_err());
+        assert!(set_fits(&deep(129), "1")
+            .unwrap_err()
+            .contains("129 levels deep"));
+        // What fits reads back.
+        let text = r#"{"z":0}"#;
+        let path = deep(127);
+        let out = set_many(
+            text,
+            &scan_object(text).unwrap(),
+            &[SetOp {
+                path: &path,
+                value: "{}",
+            }],
+        )
+        .unwrap();
+        assert!(scan_object(&out).is_ok());
     }
 }

@@ -16,7 +16,9 @@ use jsonschema::json::{Array, Json, JsonNumber, Node, NodeIdentity, Object};
 use jsonschema::JsonType;
 use serde_json::Value;
 
-const MAX_DEPTH: u32 = 128;
+/// How deep a text may nest (objects and arrays), as serde_json allows: deeper texts are
+/// refused, so no stage recurses without bound on hostile input.
+pub const MAX_DEPTH: u32 = 128;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {

@@ -2,7 +2,8 @@
 //! for an object and a list of `PATH=JSON` edits, [`ndpipe::json::set_many_into`] must give
 //! a JSON object whose index, when it hands one back, is exactly what scanning the new
 //! text finds; the last edit's value stands at its path; and top-level members no edit
-//! names keep their bytes.
+//! names keep their bytes. (Its first run found `--set` paths deep enough to make an
+//! event no reader takes: `json::set_fits` refuses them now; seed `deep_path`.)
 //!
 //! Input: the object on the first line, then one edit per line.
 //! `cargo +nightly fuzz run splice_vs_scan` (see README: Fuzzing).
@@ -10,7 +11,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ndpipe::json::{scan_object, set_many_into, FieldPath, SetOp};
+use ndpipe::json::{scan_object, set_fits, set_many_into, FieldPath, SetOp};
 
 /// More edits than `set_many_into`'s one-pass limit (64) reach the grouped path too.
 const MAX_EDITS: usize = 100;
@@ -28,8 +29,10 @@ fuzz_target!(|data: &[u8]| {
         .filter_map(|l| {
             let (path, value) = l.split_once('=')?;
             let path = FieldPath::parse(path).ok()?;
-            let value: serde_json::Value = serde_json::from_str(value).ok()?;
-            Some((path, serde_json::to_string(&value).ok()?))
+            let value = serde_json::to_string(&serde_json::from_str::<serde_json::Value>(value).ok()?).ok()?;
+            // enrich refuses, at start, a setting that would nest past what readers take.
+            set_fits(path.segments(), &value).ok()?;
+            Some((path, value))
         })
         .take(MAX_EDITS)
         .collect();

@@ -172,7 +172,14 @@ impl Config {
             .map(|s| &s.path)
             .chain(args.timestamp.iter())
             .chain(args.id.iter());
-        for path in targets {
+        let values = args
+            .set
+            .iter()
+            .map(|s| s.value.as_str())
+            .chain(args.timestamp.iter().map(|_| "\"\""))
+            .chain(args.id.iter().map(|_| "\"\""));
+        for (path, value) in targets.zip(values) {
+            json::set_fits(path.segments(), value).map_err(Error::usage)?;
             if path.first() == meta {
                 return Err(Error::usage(format!(
                     "{path}: the metadata field {meta} is not changed by enrich (see --meta-field)"
