@@ -89,7 +89,7 @@ pub async fn main(args: Args) -> Result<Exit> {
         base,
         bounds,
         serve: args.metrics_listen.map(|addr| (addr, args.ready_window)),
-        reload: args.file.clone(),
+        reload: args.file.clone().map(|path| (path, text.clone())),
     };
     run::run(plan, &args.common, options).await
 }

@@ -42,14 +42,16 @@ pub struct Live {
     pub bounds: watch::Sender<Bounds>,
 }
 
-/// Watches `path` and SIGHUP until shutdown; applies what may change.
-pub async fn watch(path: PathBuf, live: Live, common: Common, shutdown: Shutdown) {
-    let (tx, mut changes) = mpsc::channel::<()>(1);
-    let notify_tx = tx.clone();
+/// Watches `path`, whose text the run started with is `text`, and SIGHUP until shutdown;
+/// applies what may change. Both are in place when this returns (it must be called on
+/// the runtime): a SIGHUP right after start reloads, rather than ending the process as
+/// SIGHUP does by default, and a save right after start is seen.
+pub fn start(path: PathBuf, text: String, live: Live, common: Common, shutdown: Shutdown) {
+    let (tx, changes) = mpsc::channel::<()>(1);
     // The directory is watched, not the file: an editor's save replaces the file.
     let watcher = notify::recommended_watcher(move |e: notify::Result<notify::Event>| {
         if e.is_ok() {
-            let _ = notify_tx.try_send(());
+            let _ = tx.try_send(());
         }
     })
     .and_then(|mut w| {
@@ -66,14 +68,29 @@ pub async fn watch(path: PathBuf, live: Live, common: Common, shutdown: Shutdown
             path.display()
         );
     }
-    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+    let hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!("pipeline: cannot catch SIGHUP: {e}");
             return;
         }
     };
-    let mut last = read(&path).await.unwrap_or_default();
+    tokio::spawn(async move {
+        // Kept for as long as the loop runs: dropping it ends the watch.
+        let _watcher = watcher;
+        watch(path, text, live, common, shutdown, hup, changes).await;
+    });
+}
+
+async fn watch(
+    path: PathBuf,
+    mut last: String,
+    live: Live,
+    common: Common,
+    shutdown: Shutdown,
+    mut hup: tokio::signal::unix::Signal,
+    mut changes: mpsc::Receiver<()>,
+) {
     loop {
         let forced = tokio::select! {
             _ = hup.recv() => true,

@@ -36,8 +36,8 @@ pub struct Options {
     pub bounds: Bounds,
     /// `--metrics-listen`, with `--ready-window`.
     pub serve: Option<(std::net::SocketAddr, std::time::Duration)>,
-    /// `--file`, watched for live scaling.
-    pub reload: Option<std::path::PathBuf>,
+    /// `--file` and the text read from it, watched for live scaling.
+    pub reload: Option<(std::path::PathBuf, String)>,
 }
 
 /// Runs `plan`; `common` holds the flags given to `pipeline` itself.
@@ -234,9 +234,10 @@ pub async fn run(plan: Plan, common: &Common, options: Options) -> Result<Exit> 
         };
         crate::pipeline::serve::start(addr, watch, shutdown.clone()).await?;
     }
-    if let Some(path) = reload {
-        tokio::spawn(super::reload::watch(
+    if let Some((path, text)) = reload {
+        super::reload::start(
             path,
+            text,
             super::reload::Live {
                 stages: running,
                 base,
@@ -244,7 +245,7 @@ pub async fn run(plan: Plan, common: &Common, options: Options) -> Result<Exit> 
             },
             common.clone(),
             shutdown.clone(),
-        ));
+        );
     }
     let ran = wire::chain_bounded(links, limits, fills.clone(), dead.clone()).await;
     progress.finish();
