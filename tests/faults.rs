@@ -672,6 +672,12 @@ fn pipeline_http_to_postgres_keeps_every_answered_event(sig: &str, name: &str) {
     if sig == "-TERM" {
         assert!(status.success(), "{status:?}: {}", stderr_of(&mut pipe));
     }
+    assert_all_stored(&pg, &acked);
+}
+
+/// Asserts that at least 1,000 events were answered and every one of them is in the
+/// table `events` of `pg`; the keys stored.
+fn assert_all_stored(pg: &Pg, acked: &[String]) -> HashSet<String> {
     assert!(acked.len() >= 1_000, "only {} events answered", acked.len());
     let stored: HashSet<String> = pg
         .sql("SELECT key FROM events")
@@ -685,6 +691,7 @@ fn pipeline_http_to_postgres_keeps_every_answered_event(sig: &str, name: &str) {
         "{missing} of {} answered events are not stored",
         acked.len()
     );
+    stored
 }
 
 #[test]
@@ -782,19 +789,7 @@ fn a_failing_input_in_a_fan_in_keeps_what_the_other_source_acknowledged() {
     assert_eq!(status.code(), Some(74), "{stderr}");
     assert!(stderr.contains("input.gz"), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(acked.len() >= 1_000, "only {} events answered", acked.len());
-    let stored: HashSet<String> = pg
-        .sql("SELECT key FROM events")
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    let missing = acked.iter().filter(|id| !stored.contains(*id)).count();
-    assert_eq!(
-        missing,
-        0,
-        "{missing} of {} answered events lost",
-        acked.len()
-    );
+    let stored = assert_all_stored(&pg, &acked);
     let from_file = stored.iter().filter(|k| k.starts_with("file-")).count();
     assert_eq!(from_file, 1_000, "the good member's events are stored too");
 }
@@ -804,40 +799,25 @@ fn a_failing_input_in_a_fan_in_keeps_what_the_other_source_acknowledged() {
 /// with a line, and the next save of a regular file applies.
 #[test]
 fn a_pipe_file_replaced_by_a_fifo_is_refused_and_reload_goes_on() {
-    use std::io::Write;
+    use crate::pipeline::{file_pipeline_serving, hup, send_lines};
     let dir = Dir::new();
     gen_events(&dir, "ev.ndjson", 4_000, &[]);
     let input = dir.read("ev.ndjson");
     let lines: Vec<&str> = input.lines().collect();
     dir.create("etl.pipe", "validate --workers 1 --require id\n");
-    let mut pipe = Std::new(bin("pipeline"))
-        .args(["--file", "etl.pipe"])
-        .current_dir(dir.root())
-        .env_remove("NDPIPE_LOG")
-        .stdin(Stdio::piped())
-        .stdout(std::fs::File::create(dir.path("out.ndjson")).unwrap())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = pipe.stdin.take().unwrap();
-    let send = |stdin: &mut std::process::ChildStdin, part: &[&str]| {
-        for l in part {
-            writeln!(stdin, "{l}").unwrap();
-        }
-        stdin.flush().unwrap();
-    };
-    send(&mut stdin, &lines[..2_000]);
+    let (mut pipe, mut stdin) = file_pipeline_serving(&dir, free_port());
+    send_lines(&mut stdin, &lines[..2_000]);
     std::thread::sleep(Duration::from_millis(500));
     std::fs::remove_file(dir.path("etl.pipe")).unwrap();
     assert!(sh(&dir, "mkfifo etl.pipe").status.success());
-    kill("-HUP", &pipe.id().to_string());
+    hup(&pipe);
     std::thread::sleep(Duration::from_secs(1));
     // Back to a regular file: the change (seen, and signalled) applies.
     std::fs::remove_file(dir.path("etl.pipe")).unwrap();
     dir.create("etl.pipe", "validate --workers 3 --require id\n");
-    kill("-HUP", &pipe.id().to_string());
+    hup(&pipe);
     std::thread::sleep(Duration::from_secs(1));
-    send(&mut stdin, &lines[2_000..]);
+    send_lines(&mut stdin, &lines[2_000..]);
     drop(stdin);
     let status = wait_exit(&mut pipe, Duration::from_secs(30));
     let stderr = stderr_of(&mut pipe);

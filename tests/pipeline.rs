@@ -609,7 +609,10 @@ fn stalled_at(port: u16, component: &str) -> (u64, String) {
 
 /// `pipeline --file etl.pipe` in `dir`, reading its stdin, writing out.ndjson and serving
 /// /metrics on `port`.
-fn file_pipeline_serving(dir: &Dir, port: u16) -> (std::process::Child, std::process::ChildStdin) {
+pub(crate) fn file_pipeline_serving(
+    dir: &Dir,
+    port: u16,
+) -> (std::process::Child, std::process::ChildStdin) {
     let out_file = std::fs::File::create(dir.path("out.ndjson")).unwrap();
     let mut child = std::process::Command::new(bin("pipeline"))
         .args(["--file", "etl.pipe", "--metrics-listen"])
@@ -636,7 +639,7 @@ fn validate_workers_shown(port: u16, n: u32) -> impl FnMut() -> bool {
 }
 
 /// SIGHUP to `child`: re-read its `--file`.
-fn hup(child: &std::process::Child) {
+pub(crate) fn hup(child: &std::process::Child) {
     std::process::Command::new("kill")
         .args(["-HUP", &child.id().to_string()])
         .status()
@@ -644,7 +647,7 @@ fn hup(child: &std::process::Child) {
 }
 
 /// Writes `lines` to a child's stdin, and flushes.
-fn send_lines(stdin: &mut std::process::ChildStdin, lines: &[&str]) {
+pub(crate) fn send_lines(stdin: &mut std::process::ChildStdin, lines: &[&str]) {
     use std::io::Write;
     for l in lines {
         writeln!(stdin, "{l}").unwrap();
@@ -1256,26 +1259,16 @@ fn drops_are_always_reported_and_the_summary_adds_up() {
 #[test]
 fn passwords_are_never_echoed() {
     let dir = Dir::new();
-    let text = "ingest-http --auth-token hunter2-token | persist --database-url $PDB \
+    let text = "ingest-http --auth-token hunter2-token \
                 | persist --database-url 'host=db user=app password=hunter2-kv'";
     let o = dir
         .cmd("pipeline")
-        .env(
-            "PDB",
-            "postgres://app:hunter2-url@db.internal/x?sslmode=disable",
-        )
-        .args([
-            "--explain",
-            &text.replace(" | persist --database-url $PDB", ""),
-        ])
+        .args(["--explain", text])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", err(&o));
     let explained = out(&o);
-    assert!(
-        explained.contains("--auth-token '***'") || explained.contains("--auth-token ***"),
-        "{explained}"
-    );
+    assert!(explained.contains("--auth-token '***'"), "{explained}");
     assert!(explained.contains("password=***"), "{explained}");
     let o = dir
         .cmd("pipeline")
