@@ -434,7 +434,7 @@ fn a_join_then_a_reshape_and_env_in_jq() {
     );
 }
 
-/// A setting that would nest an event deeper than JSON readers take (128 levels, as
+/// A setting that would nest an event deeper than JSON readers take (127 levels, as
 /// serde_json and validate allow) is refused at start: every event it made would be
 /// unreadable by the next command (found by the `splice_vs_scan` fuzz target, #24).
 #[test]
@@ -443,15 +443,15 @@ fn a_setting_nested_past_what_readers_take_is_refused() {
     let path = |n: usize| vec!["a"; n].join(".");
     let o = dir
         .cmd("enrich")
-        .args(["--set", &format!("{}=1", path(129))])
+        .args(["--set", &format!("{}=1", path(128))])
         .write_stdin("{\"id\":1}\n")
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(64), "{}", err(&o));
-    assert!(err(&o).contains("129 levels deep"), "{}", err(&o));
+    assert!(err(&o).contains("128 levels deep"), "{}", err(&o));
     let o = dir
         .cmd("enrich")
-        .args(["--timestamp", &path(129)])
+        .args(["--timestamp", &path(128)])
         .write_stdin("{\"id\":1}\n")
         .output()
         .unwrap();
@@ -462,7 +462,7 @@ fn a_setting_nested_past_what_readers_take_is_refused() {
         &format!(
             "echo '{{\"id\":1}}' | {} --set '{}={{}}' | {} --require id",
             bin("enrich"),
-            path(127),
+            path(126),
             bin("validate")
         ),
     );
