@@ -52,6 +52,8 @@ pub fn holds_events(args: &Args) -> bool {
 
 /// Runs `pipeline` with its parsed flags.
 pub async fn main(args: Args) -> Result<Exit> {
+    // Live scaling: SIGHUP reloads --file, so it must not end the run while it starts.
+    let hup = args.file.as_ref().and_then(|_| reload::catch_hup());
     let (text, inputs) = match &args.file {
         Some(path) => {
             let text = plan::read_file(path)?;
@@ -89,7 +91,7 @@ pub async fn main(args: Args) -> Result<Exit> {
         base,
         bounds,
         serve: args.metrics_listen.map(|addr| (addr, args.ready_window)),
-        reload: args.file.clone().map(|path| (path, text.clone())),
+        reload: args.file.clone().map(|path| (path, text.clone(), hup)),
     };
     run::run(plan, &args.common, options).await
 }

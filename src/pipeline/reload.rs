@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use notify::Watcher;
+use tokio::signal::unix::Signal;
 use tokio::sync::{mpsc, watch};
 
 use crate::cli::Common;
@@ -42,11 +43,31 @@ pub struct Live {
     pub bounds: watch::Sender<Bounds>,
 }
 
-/// Watches `path`, whose text the run started with is `text`, and SIGHUP until shutdown;
-/// applies what may change. Both are in place when this returns (it must be called on
-/// the runtime): a SIGHUP right after start reloads, rather than ending the process as
-/// SIGHUP does by default, and a save right after start is seen.
-pub fn start(path: PathBuf, text: String, live: Live, common: Common, shutdown: Shutdown) {
+/// Catches SIGHUP from now on, for [`start`]: called first thing by a run with `--file`,
+/// since a SIGHUP while the stages are being built (databases connecting, jq compiling)
+/// would otherwise end the process, SIGHUP's default. `None` (with a warning) when it
+/// cannot be caught. Must be called on the runtime.
+pub fn catch_hup() -> Option<Signal> {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!("pipeline: cannot catch SIGHUP: {e}");
+            None
+        }
+    }
+}
+
+/// Watches `path`, whose text the run started with is `text`, and SIGHUP (caught since
+/// [`catch_hup`]) until shutdown; applies what may change. The file watch is in place when
+/// this returns (it must be called on the runtime), so a save right after start is seen.
+pub fn start(
+    path: PathBuf,
+    text: String,
+    hup: Option<Signal>,
+    live: Live,
+    common: Common,
+    shutdown: Shutdown,
+) {
     let (tx, changes) = mpsc::channel::<()>(1);
     // The directory is watched, not the file: an editor's save replaces the file.
     let watcher = notify::recommended_watcher(move |e: notify::Result<notify::Event>| {
@@ -68,13 +89,7 @@ pub fn start(path: PathBuf, text: String, live: Live, common: Common, shutdown: 
             path.display()
         );
     }
-    let hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!("pipeline: cannot catch SIGHUP: {e}");
-            return;
-        }
-    };
+    let Some(hup) = hup else { return };
     tokio::spawn(async move {
         // Kept for as long as the loop runs: dropping it ends the watch.
         let _watcher = watcher;
@@ -88,7 +103,7 @@ async fn watch(
     live: Live,
     common: Common,
     shutdown: Shutdown,
-    mut hup: tokio::signal::unix::Signal,
+    mut hup: Signal,
     mut changes: mpsc::Receiver<()>,
 ) {
     loop {

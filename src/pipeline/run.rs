@@ -36,8 +36,13 @@ pub struct Options {
     pub bounds: Bounds,
     /// `--metrics-listen`, with `--ready-window`.
     pub serve: Option<(std::net::SocketAddr, std::time::Duration)>,
-    /// `--file` and the text read from it, watched for live scaling.
-    pub reload: Option<(std::path::PathBuf, String)>,
+    /// `--file`, the text read from it and SIGHUP caught since start: watched for live
+    /// scaling.
+    pub reload: Option<(
+        std::path::PathBuf,
+        String,
+        Option<tokio::signal::unix::Signal>,
+    )>,
 }
 
 /// Runs `plan`; `common` holds the flags given to `pipeline` itself.
@@ -234,10 +239,11 @@ pub async fn run(plan: Plan, common: &Common, options: Options) -> Result<Exit> 
         };
         crate::pipeline::serve::start(addr, watch, shutdown.clone()).await?;
     }
-    if let Some((path, text)) = reload {
+    if let Some((path, text, hup)) = reload {
         super::reload::start(
             path,
             text,
+            hup,
             super::reload::Live {
                 stages: running,
                 base,
