@@ -276,22 +276,10 @@ fn ingest_http_whose_stdout_closes_says_what_it_lost() {
 #[test]
 fn ingest_http_shutdown_timeout_bounds_a_stalled_stdout() {
     let dir = Dir::new();
-    let port = free_port();
-    let mut server = Std::new(bin("ingest-http"))
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--shutdown-timeout",
-            "2s",
-        ])
-        .args(["--enqueue-timeout", "100ms"])
-        .current_dir(dir.root())
-        .env_remove("NDPIPE_LOG")
-        .stdout(Stdio::piped()) // kept open, never read
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_listening(port);
+    let (mut server, port) = http_with_stalled_stdout(
+        &dir,
+        &["--shutdown-timeout", "2s", "--enqueue-timeout", "100ms"],
+    );
     let agent = crate::ingest_http::agent();
     let body: String = (0..1000)
         .map(|i| format!("{{\"id\":{i},\"pad\":\"{}\"}}\n", "x".repeat(100)))
@@ -376,14 +364,24 @@ pub(crate) fn peak_rss_mib(pid: u32) -> u64 {
 
 /// ingest-http with a stdout that is read into a file, on a free port.
 fn start_http(dir: &Dir, args: &[&str]) -> (Child, u16) {
-    let port = free_port();
     let out = std::fs::File::create(dir.path("out.ndjson")).unwrap();
+    http_onto(dir, args, out.into())
+}
+
+/// ingest-http on a free port whose stdout is a pipe kept open and never read.
+fn http_with_stalled_stdout(dir: &Dir, args: &[&str]) -> (Child, u16) {
+    http_onto(dir, args, Stdio::piped())
+}
+
+/// ingest-http on a free port with `args`, writing to `stdout`, once it listens.
+fn http_onto(dir: &Dir, args: &[&str], stdout: Stdio) -> (Child, u16) {
+    let port = free_port();
     let child = Std::new(bin("ingest-http"))
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(args)
         .current_dir(dir.root())
         .env_remove("NDPIPE_LOG")
-        .stdout(out)
+        .stdout(stdout)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -835,17 +833,8 @@ fn a_pipe_file_replaced_by_a_fifo_is_refused_and_reload_goes_on() {
 #[test]
 fn ack_written_unwritten_at_the_timeout_are_said_not_acknowledged() {
     let dir = Dir::new();
-    let port = free_port();
-    let mut server = Std::new(bin("ingest-http"))
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--ack", "written", "--shutdown-timeout", "2s"])
-        .current_dir(dir.root())
-        .env_remove("NDPIPE_LOG")
-        .stdout(Stdio::piped()) // kept open, never read
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_listening(port);
+    let (mut server, port) =
+        http_with_stalled_stdout(&dir, &["--ack", "written", "--shutdown-timeout", "2s"]);
     let body: String = (0..1000)
         .map(|i| format!("{{\"id\":{i},\"pad\":\"{}\"}}\n", "x".repeat(200)))
         .collect();
