@@ -63,6 +63,18 @@ fn stderr_of(child: &mut Child) -> String {
     s
 }
 
+/// Stops the clients of [`post_until_stopped`]; the ids answered 2xx.
+fn stop_posting(
+    stop: &AtomicBool,
+    clients: Vec<std::thread::JoinHandle<Vec<String>>>,
+) -> Vec<String> {
+    stop.store(true, Ordering::Relaxed);
+    clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect()
+}
+
 /// POSTs NDJSON bodies of 50 events with unique ids from `clients` threads until `stop`,
 /// or until the server refuses connections; returns the ids answered 2xx (202 once
 /// queued, 200 with `--ack written`).
@@ -137,11 +149,7 @@ fn sigterm_to_a_whole_pipe_keeps_every_acknowledged_event() {
     std::thread::sleep(Duration::from_millis(1500));
     kill("-TERM", &format!("-{}", pipe.id()));
     let status = wait_exit(&mut pipe, Duration::from_secs(60));
-    stop.store(true, Ordering::Relaxed);
-    let acked: Vec<String> = clients
-        .into_iter()
-        .flat_map(|c| c.join().unwrap())
-        .collect();
+    let acked = stop_posting(&stop, clients);
     assert!(status.success(), "{status:?}: {}", stderr_of(&mut pipe));
     assert!(
         acked.len() >= 1_000,
@@ -662,11 +670,7 @@ fn pipeline_http_to_postgres_keeps_every_answered_event(sig: &str, name: &str) {
     std::thread::sleep(Duration::from_millis(1500));
     kill(sig, &format!("-{}", pipe.id()));
     let status = wait_exit(&mut pipe, Duration::from_secs(60));
-    stop.store(true, Ordering::Relaxed);
-    let acked: Vec<String> = clients
-        .into_iter()
-        .flat_map(|c| c.join().unwrap())
-        .collect();
+    let acked = stop_posting(&stop, clients);
     if sig == "-TERM" {
         assert!(status.success(), "{status:?}: {}", stderr_of(&mut pipe));
     }
@@ -778,11 +782,7 @@ fn a_failing_input_in_a_fan_in_keeps_what_the_other_source_acknowledged() {
     input.write_all(b"this is no gzip member").unwrap();
     drop(input);
     let status = wait_exit(&mut pipe, Duration::from_secs(60));
-    stop.store(true, Ordering::Relaxed);
-    let acked: Vec<String> = clients
-        .into_iter()
-        .flat_map(|c| c.join().unwrap())
-        .collect();
+    let acked = stop_posting(&stop, clients);
     let stderr = stderr_of(&mut pipe);
     assert_eq!(status.code(), Some(74), "{stderr}");
     assert!(stderr.contains("input.gz"), "{stderr}");
