@@ -42,7 +42,7 @@ pub struct Common {
     /// signal too, and is writing out what it holds); ingest-http writes out what it has
     /// queued. What is still unwritten or unread then is reported (exit 74 for events a
     /// source had acknowledged). A second signal exits at once (130).
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: std::time::Duration,
 
     /// Format of log lines on stderr. The level is set with NDPIPE_LOG (default: info).
@@ -96,23 +96,31 @@ pub fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
 
 /// Parses the command line; usage errors exit 64 (clap's own would be 2).
 ///
-/// Every binary calls this first, so every binary can be started as a jq helper
-/// ([`crate::jq::serve_if_helper`]): `enrich --jq` starts its helpers from the running
-/// executable, whichever command that is (`enrich`, or `pipeline` running an enrich stage).
+/// Every binary calls this (or [`parse_matches`]) first, so every binary can be started
+/// as a jq helper ([`crate::jq::serve_if_helper`]): `enrich --jq` starts its helpers from
+/// the running executable, whichever command that is (`enrich`, or `pipeline` running an
+/// enrich stage).
 pub fn parse<A: Parser>() -> A {
     crate::jq::serve_if_helper();
-    match A::try_parse() {
-        Ok(a) => a,
-        Err(e) => {
-            let code = if e.use_stderr() {
-                Exit::Usage.code()
-            } else {
-                0
-            };
-            let _ = e.print();
-            std::process::exit(code.into());
-        }
-    }
+    A::try_parse().unwrap_or_else(|e| usage_exit(e))
+}
+
+/// [`parse`] for a command known by its clap definition (a row of
+/// [`crate::commands::ALL`]).
+pub fn parse_matches(cmd: clap::Command) -> clap::ArgMatches {
+    crate::jq::serve_if_helper();
+    cmd.try_get_matches().unwrap_or_else(|e| usage_exit(e))
+}
+
+/// Prints clap's message and exits: 64 for a usage error, 0 for `--help` and `--version`.
+pub fn usage_exit(e: clap::Error) -> ! {
+    let code = if e.use_stderr() {
+        Exit::Usage.code()
+    } else {
+        0
+    };
+    let _ = e.print();
+    std::process::exit(code.into());
 }
 
 /// Sets up logging to stderr, runs `fut` on a multi-threaded runtime and maps its

@@ -1,9 +1,10 @@
 //! Raw JSON text: find fields without building a tree, and splice edits into the text.
 //!
 //! Stages pass valid input bytes through untouched. To read a field they scan the object
-//! once with serde_json (which validates every byte) and keep the byte ranges of its
-//! members; to change a field they splice new text into those ranges. Keys, spacing and
-//! numbers a stage did not touch are never reformatted.
+//! once with the tape scan ([`crate::tape`], which validates every byte as serde_json
+//! would) and keep the byte ranges of its members; to change a field they splice new text
+//! into those ranges. Keys, spacing and numbers a stage did not touch are never
+//! reformatted.
 //!
 //! Field paths have one syntax everywhere (flags of every stage): a dotted path `a.b.c`,
 //! or, when a key itself holds a dot, a JSON pointer `/a.b/c` (RFC 6901, `~1` = `/`,

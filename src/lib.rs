@@ -3,16 +3,17 @@
 //! Every command is a *stage* behind one contract ([`stage::Stage`]): built from a plain
 //! config, run over bounded channels of [`event::Batch`]es with a context (dead letters,
 //! shutdown, metadata field, progress), returning the same [`stage::Stats`]. The binaries
-//! in `src/bin` only parse flags and call [`commands`]; the shell form of a command is the
-//! chain `[reader, stage, writer]` run by [`wire`], which `pipeline` will use for
-//! `[source, stage, …, sink]`.
+//! in `src/bin` only call [`commands::main`] (or [`pipeline::main`]), which parses flags
+//! through the command's row of the one table ([`commands::ALL`]); the shell form of a
+//! command is the chain `[reader, stage, writer]` run by [`wire`], which `pipeline` uses
+//! for `[source, stage, …, sink]`.
 //!
 //! Module map (dependencies point down the list, never up):
 //!
-//! - [`docs`]: man pages and shell completions rendered from every command's flags (used
-//!   by `scripts/gen-docs` and the docs tests only).
-//! - [`commands`]: each command's `Args → Config` step and its shell form.
-//! - [`pipeline`]: a pipe text run in one process: `[hub, stage, …, writer]`.
+//! - [`pipeline`]: a pipe text run in one process: `[hub, stage, …, writer]`, planned
+//!   from the command table, naming no command.
+//! - [`commands`]: the command table: each command's row (name, kind, clap definition,
+//!   `Args → Config` step, what it explains and connects to) and the shell form.
 //! - [`shell`]: the shell form: `[reader, stage, writer]`, summary and exit code.
 //! - [`wire`]: runs a chain of stages over bounded channels, and decides how it ends.
 //! - [`stage`]: the contract and the stages — sources ([`stage::ingest_http`],
@@ -45,7 +46,6 @@
 pub mod cli;
 pub mod commands;
 pub mod dead_letter;
-pub mod docs;
 pub mod event;
 pub mod exit;
 pub mod human;

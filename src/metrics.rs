@@ -1,6 +1,6 @@
 //! One metrics facade for every stage: the `metrics` crate's macros, recorded by its
 //! Prometheus exporter and rendered as Prometheus text where a command serves it
-//! (ingest-http's `GET /metrics`; `pipeline --metrics-listen` next).
+//! (ingest-http's `GET /metrics`, `pipeline --metrics-listen`).
 //!
 //! Nothing is recorded until a command asks for [`handle`]: without a recorder the
 //! macros cost a branch, so commands that serve no metrics pay nothing for them.

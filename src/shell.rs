@@ -2,14 +2,13 @@
 //! writer]`) run by [`crate::wire`], with dead letters, the progress line, the end-of-run
 //! summary and the exit code.
 
-use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::cli::Common;
 use crate::dead_letter::DeadLetters;
 use crate::exit::{Error, Exit, Result};
 use crate::human;
-use crate::ndjson;
+use crate::ndjson::{self, Input};
 use crate::progress::{self, InputSize, Progress};
 use crate::shutdown::Shutdown;
 use crate::stage::stdio::{Reader, Writer};
@@ -25,27 +24,51 @@ pub const CHANNEL_BATCHES: usize = 4;
 /// (", 3 batches, 0 retries").
 pub type Detail = Box<dyn FnOnce() -> (String, String) + Send>;
 
-/// Runs `stage` as a shell command: NDJSON from `inputs` (files, or stdin) through the
-/// stage to stdout; a source's events straight to stdout. The progress line counts what
-/// is written to stdout, or for a sink what it stored; a sink's summary ends with
-/// `detail`.
+/// How a command runs, whatever its stage: the common flags' settings, free of clap.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Where rejects go (`--dead-letter`; `-` is stderr).
+    pub dead_letter: Option<String>,
+    pub max_line_bytes: u64,
+    pub meta_field: String,
+    /// Draw the progress line even when stderr is not a terminal.
+    pub progress: bool,
+    /// Only errors on stderr.
+    pub quiet: bool,
+    /// How long the first signal may take to end the run.
+    pub shutdown_timeout: Duration,
+}
+
+impl From<&Common> for Options {
+    fn from(c: &Common) -> Options {
+        Options {
+            dead_letter: c.dead_letter.clone(),
+            max_line_bytes: c.max_line_bytes,
+            meta_field: c.meta_field.clone(),
+            progress: c.progress,
+            quiet: c.quiet,
+            shutdown_timeout: c.shutdown_timeout,
+        }
+    }
+}
+
+/// Runs `stage` as a shell command: NDJSON from `inputs` (opened files, or stdin; none
+/// for a source) through the stage to stdout; a source's events straight to stdout,
+/// until `shutdown`. The progress line counts what is written to stdout, or for a sink
+/// what it stored; a sink's summary ends with `detail`.
 pub async fn run(
     stage: Box<dyn Stage>,
-    common: &Common,
-    inputs: &[PathBuf],
+    common: &Options,
+    inputs: Vec<Input>,
     detail: Option<Detail>,
+    shutdown: Shutdown,
 ) -> Result<Exit> {
     let started = Instant::now();
     let name = stage.name();
     let kind = stage.kind();
     let dead = DeadLetters::open(common.dead_letter.as_deref(), &common.meta_field)
         .map_err(|e| Error::new(Exit::IoErr, e))?;
-    let inputs = match kind {
-        Kind::Source => Vec::new(),
-        Kind::Filter | Kind::Sink => ndjson::open_inputs(inputs)?,
-    };
     let (size, compression) = measure(&inputs);
-    let shutdown = Shutdown::on_signals();
     let ctx = Ctx::new(dead.clone(), shutdown.clone(), &common.meta_field);
     let progress = Progress::new(name, common.progress, common.quiet, &dead, size);
     // The user watches what reaches stdout, or for a sink, what it stored.
@@ -104,7 +127,7 @@ pub async fn run(
 pub type Compressions = Vec<(std::sync::Arc<str>, Option<ndjson::Compression>)>;
 
 /// What the progress line and a resume hint need to know of the inputs.
-pub fn measure(inputs: &[ndjson::Input]) -> (InputSize, Compressions) {
+pub fn measure(inputs: &[Input]) -> (InputSize, Compressions) {
     let size = InputSize {
         total: inputs.iter().map(|i| i.size).sum(),
         consumed: inputs.iter().map(|i| i.consumed.clone()).collect(),
@@ -147,7 +170,7 @@ pub fn interrupted(
 
 /// Where a summary says the rejects went: " (dead letters in PATH)", on stderr, or not
 /// kept (when there were some).
-pub fn dead_letters_at(common: &Common, rejected: u64) -> String {
+pub fn dead_letters_at(common: &Options, rejected: u64) -> String {
     match &common.dead_letter {
         Some(p) if p == "-" => " (dead letters on stderr)".to_owned(),
         Some(p) => format!(" (dead letters in {p})"),
@@ -164,7 +187,7 @@ pub fn dead_letters_at(common: &Common, rejected: u64) -> String {
 /// sink (`detail` given) always, unless `--quiet`.
 pub fn finish(
     name: &str,
-    common: &Common,
+    common: &Options,
     dead: &DeadLetters,
     stats: &Stats,
     started: Instant,

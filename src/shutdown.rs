@@ -1,7 +1,8 @@
 //! Shutdown: a token passed into sources and sinks, triggered by the first signal.
 //!
-//! Stages never call `ctrl_c()` or `process::exit`. The binary installs the handler
-//! ([`Shutdown::on_signals`]); the first SIGINT or SIGTERM triggers the token, sources stop
+//! Stages never call `ctrl_c()` or `process::exit`. The command installs the handler
+//! ([`Shutdown::on_signals`]) and hands the token in ([`crate::shell::run`],
+//! `pipeline`'s run); the first SIGINT or SIGTERM triggers the token, sources stop
 //! taking input and drop their senders, and every later stage drains what is in flight and
 //! ends when its input channel closes (mini-redis's "drain by dropping senders"). A second
 //! signal exits at once with code 130.

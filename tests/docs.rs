@@ -2,6 +2,10 @@
 
 use crate::util::*;
 
+/// The docs generator (`examples/gen_docs`), with its unit tests.
+#[path = "../examples/gen_docs/docs.rs"]
+mod generator;
+
 const BINARIES: &[&str] = &["validate", "enrich"];
 
 #[test]
@@ -25,7 +29,7 @@ fn every_binary_has_help_with_an_example() {
 fn committed_man_pages_and_completions_are_current() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut stale = Vec::new();
-    for (path, bytes) in ndpipe::docs::render() {
+    for (path, bytes) in generator::render() {
         match std::fs::read(root.join(&path)) {
             Ok(committed) if committed == bytes => {}
             _ => stale.push(path),

@@ -1465,3 +1465,51 @@ fn many_sets_cost_linear_time() {
     }
     assert_eq!(events[2]["nest"]["a"], true);
 }
+
+/// Adding a command is its folder and one row of the table (`src/commands/`): the
+/// planner, runner, `--explain`, reload and serving code under `src/pipeline/` name no
+/// command, neither as a word (`"persist"`) nor as a module (`persist::`), so none of
+/// them has a `match` a new command could fall through.
+#[test]
+fn pipeline_code_names_no_command() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/pipeline");
+    let mut named = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        // A module's own tests may spell out pipe texts.
+        let code_part = text.split("#[cfg(test)]").next().unwrap();
+        for (n, line) in code_part.lines().enumerate() {
+            let code = line.split("//").next().unwrap();
+            for c in ndpipe::commands::ALL {
+                let module = c.name.replace('-', "_");
+                if code.contains(&format!("\"{}\"", c.name))
+                    || code.contains(&format!("{module}::"))
+                    || code.contains(&format!("{module}}}"))
+                    || code.contains(&format!("{module},"))
+                {
+                    named.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert!(
+        named.is_empty(),
+        "src/pipeline names commands:\n{}",
+        named.join("\n")
+    );
+    // And the table is what a pipe text is checked against.
+    let dir = Dir::new();
+    let o = dir
+        .cmd("pipeline")
+        .arg("validate | frobnicate")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(64));
+    let known: Vec<&str> = ndpipe::commands::ALL.iter().map(|c| c.name).collect();
+    assert!(
+        err(&o).contains(&format!("known: {}", known.join(", "))),
+        "{}",
+        err(&o)
+    );
+}

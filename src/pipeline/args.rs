@@ -60,6 +60,22 @@ pub struct Channels {
     pub when_full: WhenFull,
 }
 
+/// `--when-full`'s values, for clap: the wiring's [`WhenFull`] knows no command line.
+impl clap::ValueEnum for WhenFull {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[WhenFull::Block, WhenFull::DropOldest, WhenFull::DropNewest]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        let help = match self {
+            WhenFull::Block => "Wait for room: back-pressure all the way to the source",
+            WhenFull::DropOldest => "Drop the oldest queued events to make room for new ones",
+            WhenFull::DropNewest => "Drop new events while the channel is full",
+        };
+        Some(clap::builder::PossibleValue::new(self.as_str()).help(help))
+    }
+}
+
 /// The first line of a pipe file that starts with `pipeline`: channel settings.
 #[derive(Parser, Debug)]
 #[command(name = "pipeline")]

@@ -25,6 +25,7 @@ pub mod text;
 pub use args::Args;
 
 use crate::exit::{Exit, Result};
+use crate::shutdown::Shutdown;
 use crate::wire::relay::Bounds;
 
 /// Whether the pipe holds many events in flight across threads (a sink or a server
@@ -41,17 +42,28 @@ pub fn holds_events(args: &Args) -> bool {
     };
     let env = |name: &str| std::env::var(name).ok();
     text::split(&text, &env).is_ok_and(|stages| {
-        stages.iter().any(|s| {
-            matches!(
-                s.words[0].as_str(),
-                "persist" | "ingest-http" | "ingest-kafka"
-            )
-        })
+        stages
+            .iter()
+            .filter_map(|s| crate::commands::find(&s.words[0]))
+            .any(|c| c.holds_events)
     })
 }
 
+/// Runs `pipeline` as its binary: flags parsed (usage errors exit 64), the allocator
+/// tuned for the text's stages, then [`run_text`] on the runtime.
+pub fn main() -> std::process::ExitCode {
+    let args: Args = crate::cli::parse();
+    if holds_events(&args) {
+        crate::memory::tame_malloc();
+    } else {
+        crate::memory::reuse_malloc();
+    }
+    let common = args.common.clone();
+    crate::cli::run("pipeline", &common, run_text(args))
+}
+
 /// Runs `pipeline` with its parsed flags.
-pub async fn main(args: Args) -> Result<Exit> {
+pub async fn run_text(args: Args) -> Result<Exit> {
     // Live scaling: SIGHUP reloads --file, so it must not end the run while it starts.
     let hup = args.file.as_ref().and_then(|_| reload::catch_hup());
     let (text, inputs) = match &args.file {
@@ -91,7 +103,13 @@ pub async fn main(args: Args) -> Result<Exit> {
         base,
         bounds,
         serve: args.metrics_listen.map(|addr| (addr, args.ready_window)),
-        reload: args.file.clone().map(|path| (path, text.clone(), hup)),
+        reload: args.file.clone().map(|path| run::Reload {
+            path,
+            text: text.clone(),
+            hup,
+            common: args.common.clone(),
+        }),
     };
-    run::run(plan, &args.common, options).await
+    let common = crate::shell::Options::from(&args.common);
+    run::run(plan, &common, options, Shutdown::on_signals()).await
 }

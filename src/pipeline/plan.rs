@@ -11,43 +11,27 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches};
 
 use crate::cli::Common;
+use crate::commands::{self, Command, Configured};
 use crate::exit::{Error, Exit, Result};
-use crate::stage::{enrich, ingest_http, ingest_kafka, persist, tee, validate, Kind};
+use crate::stage::Kind;
 
 use super::args::SettingsLine;
 use super::text::{self, Join, StageText};
 use crate::wire::relay::{Bounds, WhenFull};
 
-/// The commands a pipe text may name, sources first.
-pub const COMMANDS: [&str; 6] = [
-    "ingest-http",
-    "ingest-kafka",
-    "validate",
-    "enrich",
-    "persist",
-    "tee",
-];
-
-/// One stage's plain config.
-pub enum Spec {
-    IngestHttp(ingest_http::Config),
-    IngestKafka(Box<ingest_kafka::Config>),
-    Validate(validate::Config),
-    Enrich(Box<enrich::Config>),
-    Persist(Box<persist::Options>),
-    Tee(tee::Config),
-}
-
 /// A stage of the plan.
 pub struct Planned {
     /// 1-based place in the text, for messages.
     pub position: usize,
-    pub name: &'static str,
+    /// Its row of the command table.
+    pub command: &'static Command,
     pub words: Vec<String>,
     /// The flags common to every command, as they apply to this stage: `pipeline`'s,
     /// with the stage's own `--dead-letter` if it names one.
     pub common: Common,
-    pub spec: Spec,
+    /// The value of its live-scaling knob ([`Command::knob`]) it starts with.
+    pub knob: Option<usize>,
+    pub config: Box<dyn Configured>,
 }
 
 /// Channel settings given on a first line `pipeline --channel-capacity N …` of the text.
@@ -133,18 +117,20 @@ pub fn parse(text: &str, inputs: Vec<PathBuf>, common: &Common) -> Result<Parsed
         inputs,
     };
     for w in parsed {
-        let label = label(w.position, total, w.name);
-        let source = w.kind() == Kind::Source;
-        let spec = w.build().map_err(|e| Error {
+        let label = label(w.position, total, w.command.name);
+        let source = w.command.kind == Kind::Source;
+        let knob = w.parsed.knob();
+        let config = w.parsed.configure().map_err(|e| Error {
             exit: e.exit,
             source: e.source.context(label),
         })?;
         let planned = Planned {
             position: w.position,
-            name: w.name,
+            command: w.command,
             words: w.words,
             common: w.common,
-            spec,
+            knob,
+            config,
         };
         if source {
             plan.sources.push(planned);
@@ -189,9 +175,8 @@ fn check_paths(plan: &Plan, total: usize) -> Result<()> {
         .collect();
     let mut written: Vec<(FileId, &PathBuf)> = Vec::new();
     for p in &plan.stages {
-        let Spec::Tee(tee) = &p.spec else { continue };
-        let label = label(p.position, total, p.name);
-        for file in &tee.files {
+        let label = label(p.position, total, p.command.name);
+        for file in p.config.writes() {
             let id = file_id(file);
             if let Some((_, input)) = inputs.iter().find(|(i, _)| *i == id) {
                 return Err(Error::usage(format!(
@@ -216,20 +201,10 @@ fn check_paths(plan: &Plan, total: usize) -> Result<()> {
 
 /// What a reload may change in one stage.
 pub struct Scaling {
-    pub name: &'static str,
+    pub command: &'static Command,
     pub words: Vec<String>,
-    /// The effective worker count of validate and enrich, or persist's connections.
+    /// The value of its live-scaling knob ([`Command::knob`]), if it has one.
     pub workers: Option<usize>,
-}
-
-/// The flag whose value live scaling changes in a stage of `name`: the workers of the
-/// filters, the connections of persist; the other stages have none.
-pub fn scaling_flag(name: &str) -> Option<&'static str> {
-    match name {
-        "validate" | "enrich" => Some("--workers"),
-        "persist" => Some("--connections"),
-        _ => None,
-    }
 }
 
 /// Parses `text` as [`parse`] does, without building any stage: what live scaling
@@ -241,20 +216,10 @@ pub fn scaling(text: &str, common: &Common) -> Result<(ChannelsGiven, Vec<Scalin
     };
     let stages = parsed
         .into_iter()
-        .map(|w| {
-            let workers = match &w.args {
-                AnyArgs::Validate(a) => {
-                    Some(a.workers.unwrap_or_else(crate::stage::default_workers))
-                }
-                AnyArgs::Enrich(a) => Some(a.workers.unwrap_or_else(crate::stage::default_workers)),
-                AnyArgs::Persist(a) => Some(a.connections as usize),
-                _ => None,
-            };
-            Scaling {
-                name: w.name,
-                words: w.words,
-                workers,
-            }
+        .map(|w| Scaling {
+            command: w.command,
+            workers: w.parsed.knob(),
+            words: w.words,
         })
         .collect();
     Ok((channels, stages))
@@ -313,44 +278,30 @@ enum Words {
 /// One stage's words, parsed by its command's clap definition.
 struct StageWords {
     position: usize,
-    name: &'static str,
+    command: &'static Command,
     join: Join,
     words: Vec<String>,
     common: Common,
-    args: AnyArgs,
-}
-
-enum AnyArgs {
-    IngestHttp(Box<ingest_http::Args>),
-    IngestKafka(Box<ingest_kafka::Args>),
-    Validate(Box<validate::Args>),
-    Enrich(Box<enrich::Args>),
-    Persist(Box<persist::Args>),
-    Tee(tee::Args),
+    parsed: Box<dyn commands::Parsed>,
 }
 
 fn parse_words(position: usize, total: usize, st: StageText, common: &Common) -> Result<Words> {
     let given = st.words[0].clone();
-    let Some(&name) = COMMANDS.iter().find(|c| **c == given) else {
+    let Some(command) = commands::find(&given) else {
         let hint = if given.contains('/') || given.ends_with(".ndjson") {
             " (input files go after the pipe text)"
         } else {
             ""
         };
+        let known: Vec<&str> = commands::ALL.iter().map(|c| c.name).collect();
         return Err(Error::usage(format!(
             "stage {position} of {total}: unknown command {given:?}{hint}; known: {}",
-            COMMANDS.join(", ")
+            known.join(", ")
         )));
     };
+    let name = command.name;
     let label = label(position, total, name);
-    let mut cmd = match name {
-        "ingest-http" => ingest_http::Args::command(),
-        "ingest-kafka" => ingest_kafka::Args::command(),
-        "validate" => validate::Args::command(),
-        "enrich" => enrich::Args::command(),
-        "persist" => persist::Args::command(),
-        _ => tee::Args::command(),
-    };
+    let mut cmd = (command.cli)();
     let matches = match cmd.try_get_matches_from_mut(&st.words) {
         Ok(m) => m,
         Err(e) => {
@@ -364,7 +315,8 @@ fn parse_words(position: usize, total: usize, st: StageText, common: &Common) ->
             )));
         }
     };
-    if name != "tee" {
+    let takes_common = command.takes_common();
+    if takes_common {
         // Read from `Common` itself, so that a new common flag is covered too.
         let common_flags = <Common as clap::Args>::augment_args(clap::Command::new("common"));
         for arg in common_flags.get_arguments() {
@@ -379,53 +331,22 @@ fn parse_words(position: usize, total: usize, st: StageText, common: &Common) ->
         }
     }
     let mut stage_common = common.clone();
-    if let Some(own) = (name != "tee").then(|| dead_letter(&matches)).flatten() {
+    if let Some(own) = takes_common.then(|| dead_letter(&matches)).flatten() {
         stage_common.dead_letter = Some(own);
     }
-    let from = |e: clap::Error| Error::usage(format!("{label}: {e}"));
-    let args = match name {
-        "ingest-http" => {
-            let mut a = ingest_http::Args::from_arg_matches(&matches).map_err(from)?;
-            a.common = stage_common.clone();
-            AnyArgs::IngestHttp(Box::new(a))
-        }
-        "ingest-kafka" => {
-            let mut a = ingest_kafka::Args::from_arg_matches(&matches).map_err(from)?;
-            a.common = stage_common.clone();
-            AnyArgs::IngestKafka(Box::new(a))
-        }
-        "validate" => {
-            let mut a = validate::Args::from_arg_matches(&matches).map_err(from)?;
-            no_inputs(&label, &a.inputs)?;
-            a.common = stage_common.clone();
-            AnyArgs::Validate(Box::new(a))
-        }
-        "enrich" => {
-            let mut a = enrich::Args::from_arg_matches(&matches).map_err(from)?;
-            no_inputs(&label, &a.inputs)?;
-            a.common = stage_common.clone();
-            AnyArgs::Enrich(Box::new(a))
-        }
-        "persist" => {
-            let mut a = persist::Args::from_arg_matches(&matches).map_err(from)?;
-            no_inputs(&label, &a.inputs)?;
-            if a.show {
-                return Err(Error::usage(format!(
-                    "{label}: --show reads a table and is not a stage: run 'persist --show' alone"
-                )));
-            }
-            a.common = stage_common.clone();
-            AnyArgs::Persist(Box::new(a))
-        }
-        _ => AnyArgs::Tee(tee::Args::from_arg_matches(&matches).map_err(from)?),
-    };
+    let parsed = (command.parse)(&matches, &stage_common)
+        .map_err(|e| Error::usage(format!("{label}: {e}")))?;
+    no_inputs(&label, parsed.inputs())?;
+    if let Some(why) = parsed.not_a_stage() {
+        return Err(Error::usage(format!("{label}: {why}")));
+    }
     Ok(Words::Stage(StageWords {
         position,
-        name,
+        command,
         join: st.join,
         words: st.words,
         common: stage_common,
-        args,
+        parsed,
     }))
 }
 
@@ -445,36 +366,14 @@ fn no_inputs(label: &str, inputs: &[PathBuf]) -> Result<()> {
     }
 }
 
-impl StageWords {
-    fn kind(&self) -> Kind {
-        match &self.args {
-            AnyArgs::IngestHttp(_) | AnyArgs::IngestKafka(_) => Kind::Source,
-            AnyArgs::Persist(_) => Kind::Sink,
-            _ => Kind::Filter,
-        }
-    }
-
-    fn build(&self) -> Result<Spec> {
-        Ok(match &self.args {
-            AnyArgs::IngestHttp(a) => Spec::IngestHttp(ingest_http::Config::from_args(a)?),
-            AnyArgs::IngestKafka(a) => {
-                Spec::IngestKafka(Box::new(ingest_kafka::Config::from_args(a)?))
-            }
-            AnyArgs::Validate(a) => Spec::Validate(validate::Config::from_args(a)?),
-            AnyArgs::Enrich(a) => Spec::Enrich(Box::new(enrich::Config::from_args(a)?)),
-            AnyArgs::Persist(a) => Spec::Persist(Box::new(persist::Options::from(&**a))),
-            AnyArgs::Tee(a) => Spec::Tee(tee::Config::from_args(a)),
-        })
-    }
-}
-
 /// Sources first (the first stage, and any joined to it by `&`); `&` joins nothing else;
 /// `persist` passes nothing on, so it is last unless it has `--emit`.
 fn check_shape(stages: &[StageWords], total: usize) -> Result<()> {
     let mut in_sources = true;
     for (i, s) in stages.iter().enumerate() {
-        let label = label(s.position, total, s.name);
-        let source = s.kind() == Kind::Source;
+        let name = s.command.name;
+        let label = label(s.position, total, name);
+        let source = s.command.kind == Kind::Source;
         match (source, s.join) {
             (true, Join::Start) => {}
             (true, Join::Also) if in_sources => {}
@@ -486,8 +385,7 @@ fn check_shape(stages: &[StageWords], total: usize) -> Result<()> {
             }
             (false, Join::Also) => {
                 return Err(Error::usage(format!(
-                    "{label}: `&` joins sources only; {} is not one",
-                    s.name
+                    "{label}: `&` joins sources only; {name} is not one"
                 )))
             }
             (false, _) => {}
@@ -495,13 +393,11 @@ fn check_shape(stages: &[StageWords], total: usize) -> Result<()> {
         if !source {
             in_sources = false;
         }
-        if let AnyArgs::Persist(p) = &s.args {
-            if i + 1 < stages.len() && !p.emit {
-                return Err(Error::usage(format!(
-                    "{label}: persist passes nothing on without --emit: make it the last \
-                     stage, or give it --emit"
-                )));
-            }
+        if i + 1 < stages.len() && !s.parsed.passes_on() {
+            return Err(Error::usage(format!(
+                "{label}: {name} passes nothing on without --emit: make it the last \
+                 stage, or give it --emit"
+            )));
         }
     }
     Ok(())

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::cli::Common;
+use crate::commands::{Opened, Outcomes};
 use crate::dead_letter::DeadLetters;
 use crate::exit::{Error, Exit, Result};
 use crate::human;
@@ -13,19 +14,19 @@ use crate::progress::{self, Progress};
 use crate::shell;
 use crate::shutdown::Shutdown;
 use crate::stage::stdio::{Reader, Writer};
-use crate::stage::{persist, Ctx, Stage, Stats};
+use crate::stage::{Ctx, Stats};
 use crate::wire::merge::Merge;
 use crate::wire::relay::{Bounds, Fill};
 use crate::wire::{self, Link};
 
-use super::plan::{Plan, Planned, Spec};
+use super::plan::{Plan, Planned};
 
 /// What the summary says about one stage after the run.
 struct Line {
     name: &'static str,
     dead: DeadLetters,
     /// A sink's breakdown and work (persist's counts).
-    detail: Option<Arc<persist::Counts>>,
+    detail: Option<Arc<dyn Outcomes>>,
 }
 
 /// How a plan runs, besides the flags common to every command.
@@ -36,17 +37,29 @@ pub struct Options {
     pub bounds: Bounds,
     /// `--metrics-listen`, with `--ready-window`.
     pub serve: Option<(std::net::SocketAddr, std::time::Duration)>,
-    /// `--file`, the text read from it and SIGHUP caught since start: watched for live
-    /// scaling.
-    pub reload: Option<(
-        std::path::PathBuf,
-        String,
-        Option<tokio::signal::unix::Signal>,
-    )>,
+    /// `--file`, watched for live scaling.
+    pub reload: Option<Reload>,
 }
 
-/// Runs `plan`; `common` holds the flags given to `pipeline` itself.
-pub async fn run(plan: Plan, common: &Common, options: Options) -> Result<Exit> {
+/// What live scaling starts from.
+pub struct Reload {
+    pub path: std::path::PathBuf,
+    /// The text the run started with.
+    pub text: String,
+    /// SIGHUP, caught since start.
+    pub hup: Option<tokio::signal::unix::Signal>,
+    /// `pipeline`'s common flags, which a new text's stages are parsed with.
+    pub common: Common,
+}
+
+/// Runs `plan` until it ends or `shutdown`; `common` holds the flags given to `pipeline`
+/// itself.
+pub async fn run(
+    plan: Plan,
+    common: &shell::Options,
+    options: Options,
+    shutdown: Shutdown,
+) -> Result<Exit> {
     let Options {
         base,
         bounds,
@@ -63,7 +76,6 @@ pub async fn run(plan: Plan, common: &Common, options: Options) -> Result<Exit> 
         Vec::new()
     };
     let (size, compression) = shell::measure(&inputs);
-    let shutdown = Shutdown::on_signals();
     let ctx_for = |p: &Planned| -> Result<Ctx> {
         let own = match &p.common.dead_letter {
             same if *same == common.dead_letter => dead.clone(),
@@ -81,27 +93,17 @@ pub async fn run(plan: Plan, common: &Common, options: Options) -> Result<Exit> 
     // Every stage of the text, for reload to compare a new text with.
     let mut running = Vec::new();
     for mut p in plan.sources {
-        if let (Spec::IngestKafka(c), Some(_)) = (&mut p.spec, &serve) {
-            // Consumer lag for /metrics, from librdkafka's statistics every second.
-            if !c
-                .settings
-                .iter()
-                .any(|(k, _)| k == "statistics.interval.ms")
-            {
-                c.settings
-                    .push(("statistics.interval.ms".into(), "1000".into()));
-            }
+        if serve.is_some() {
+            p.config.serve_metrics();
         }
         running.push(super::reload::Running {
-            name: p.name,
+            command: p.command,
             words: p.words.clone(),
             workers: None,
         });
         let ctx = ctx_for(&p)?;
-        sources.push(Link {
-            stage: source_stage(p.spec),
-            ctx,
-        });
+        let Opened { stage, .. } = p.config.open().await?;
+        sources.push(Link { stage, ctx });
     }
     let reads_files = !inputs.is_empty();
     if reads_files {
@@ -150,7 +152,7 @@ pub async fn run(plan: Plan, common: &Common, options: Options) -> Result<Exit> 
     let looks: Vec<bool> = plan
         .stages
         .iter()
-        .map(|p| !matches!(p.spec, Spec::Tee(_)))
+        .map(|p| p.config.looks_inside())
         .collect();
     for (i, p) in plan.stages.into_iter().enumerate() {
         let mut ctx = ctx_for(&p)?;
@@ -159,7 +161,7 @@ pub async fn run(plan: Plan, common: &Common, options: Options) -> Result<Exit> 
             let (fill, limits) = (fills[i].clone(), limits.clone());
             let line = Progress::line(
                 display,
-                &format!("{}/{total} {}", p.position, p.name),
+                &format!("{}/{total} {}", p.position, p.command.name),
                 &ctx.dead,
                 move || {
                     let queued = fill.events.load(std::sync::atomic::Ordering::Relaxed);
@@ -172,43 +174,24 @@ pub async fn run(plan: Plan, common: &Common, options: Options) -> Result<Exit> 
             );
             ctx = ctx.with_progress(line);
         }
-        let mut live = None;
-        let (stage, detail): (Box<dyn Stage>, _) = match p.spec {
-            Spec::Validate(c) => {
-                live = Some(c.workers);
-                (Box::new(c), None)
-            }
-            Spec::Enrich(c) => {
-                live = Some(c.workers);
-                (c, None)
-            }
-            Spec::Tee(c) => (Box::new(c), None),
-            Spec::Persist(opts) => {
-                if let Ok(Some(spec)) = crate::postgres::ConnectSpec::from_env(
-                    opts.database_url.as_deref(),
-                    opts.connect_timeout,
-                    "ndpipe-ready",
-                ) {
-                    databases.push(spec);
-                }
-                live = Some(opts.connections as usize);
-                let (stage, counts) = persist::Persist::open(&opts).await?;
-                (Box::new(stage), Some(counts))
-            }
-            Spec::IngestHttp(_) | Spec::IngestKafka(_) => unreachable!("sources are first"),
-        };
+        databases.extend(p.config.databases());
+        let live = p.knob;
+        let Opened {
+            stage,
+            outcomes: detail,
+        } = p.config.open().await?;
         let workers = live.map(|n| {
             let (tx, rx) = tokio::sync::watch::channel(n);
             ctx.workers = Some(rx);
             tx
         });
         running.push(super::reload::Running {
-            name: p.name,
+            command: p.command,
             words: p.words.clone(),
             workers,
         });
         lines.push(Line {
-            name: p.name,
+            name: p.command.name,
             dead: ctx.dead.clone(),
             detail,
         });
@@ -239,7 +222,13 @@ pub async fn run(plan: Plan, common: &Common, options: Options) -> Result<Exit> 
         };
         crate::pipeline::serve::start(addr, watch, shutdown.clone()).await?;
     }
-    if let Some((path, text, hup)) = reload {
+    if let Some(Reload {
+        path,
+        text,
+        hup,
+        common,
+    }) = reload
+    {
         super::reload::start(
             path,
             text,
@@ -249,7 +238,7 @@ pub async fn run(plan: Plan, common: &Common, options: Options) -> Result<Exit> 
                 base,
                 bounds: limits_tx,
             },
-            common.clone(),
+            common,
             shutdown.clone(),
         );
     }
@@ -290,19 +279,11 @@ struct Dropped {
     kept: bool,
 }
 
-fn source_stage(spec: Spec) -> Box<dyn Stage> {
-    match spec {
-        Spec::IngestHttp(c) => Box::new(c),
-        Spec::IngestKafka(c) => c,
-        _ => unreachable!("only sources feed the hub"),
-    }
-}
-
 /// One line per stage, then the totals; the exit code (65 when rejects or drops had
 /// nowhere to go). The totals add up: what the sources read is what came out, was
 /// rejected or was dropped (a jq program giving several outputs per event aside).
 fn summary(
-    common: &Common,
+    common: &shell::Options,
     lines: &[Line],
     stats: &[Stats],
     dropped: &Dropped,

@@ -45,7 +45,7 @@ pub struct Watch {
     /// The PostgreSQL databases persist stages write to.
     pub databases: Vec<ConnectSpec>,
     /// persist's counts, exported when scraped.
-    pub sinks: Vec<(&'static str, Arc<crate::stage::persist::Counts>)>,
+    pub sinks: Vec<(&'static str, Arc<dyn crate::commands::Outcomes>)>,
 }
 
 #[derive(Default)]
@@ -97,22 +97,8 @@ pub async fn start(addr: SocketAddr, watch: Watch, shutdown: Shutdown) -> Result
 }
 
 fn metrics(watch: &Watch) -> Response {
-    for (component, counts) in &watch.sinks {
-        let rows = |outcome: &'static str, n: &std::sync::atomic::AtomicU64| {
-            metrics::counter!("ndpipe_persist_rows_total", "component" => *component, "outcome" => outcome)
-                .absolute(n.load(Ordering::Relaxed));
-        };
-        rows("inserted", &counts.inserted);
-        rows("updated", &counts.updated);
-        rows("unchanged", &counts.unchanged);
-        rows("deleted", &counts.deleted);
-        rows("superseded", &counts.superseded);
-        rows("rejected", &counts.rejected);
-        rows("fenced", &counts.fenced);
-        metrics::counter!("ndpipe_persist_retries_total", "component" => *component)
-            .absolute(counts.retries.load(Ordering::Relaxed));
-        metrics::counter!("ndpipe_persist_batches_total", "component" => *component)
-            .absolute(counts.batches.load(Ordering::Relaxed));
+    for (component, outcomes) in &watch.sinks {
+        outcomes.export(component);
     }
     (
         [(

@@ -21,7 +21,6 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use clap::ValueEnum;
 use tokio::sync::mpsc::{Receiver, Sender};
 use tokio::sync::watch;
 
@@ -30,7 +29,7 @@ use crate::event::{Batch, Event, Reject};
 use crate::exit::Result;
 
 /// What a full channel does with new events (`--when-full`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum WhenFull {
     /// Wait for room: back-pressure all the way to the source.
     #[default]

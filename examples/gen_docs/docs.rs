@@ -12,19 +12,16 @@ use std::io::Write;
 use clap::{Arg, ArgAction, CommandFactory};
 use clap_complete::Shell;
 
-use crate::exit::Exit;
-use crate::stage::{enrich, ingest_http, ingest_kafka, persist, validate};
+use ndpipe::exit::Exit;
 
-/// Every command's clap definition, by binary name.
+/// Every binary's clap definition: the table's commands that have one, then `pipeline`.
 pub fn commands() -> Vec<clap::Command> {
-    vec![
-        validate::Args::command(),
-        enrich::Args::command(),
-        persist::Args::command(),
-        ingest_http::Args::command(),
-        ingest_kafka::Args::command(),
-        crate::pipeline::Args::command(),
-    ]
+    ndpipe::commands::ALL
+        .iter()
+        .filter(|c| c.binary)
+        .map(|c| (c.cli)())
+        .chain([ndpipe::pipeline::Args::command()])
+        .collect()
 }
 
 /// A command's examples, the text its `--help` ends with (and the man page's EXAMPLES).
@@ -37,6 +34,7 @@ pub fn examples(cmd: &clap::Command) -> String {
 
 /// The widest an example line may be: `--help` output is wrapped to the terminal, and a
 /// command split without its `\` breaks when copied.
+#[cfg_attr(not(test), allow(dead_code))]
 pub const EXAMPLE_WIDTH: usize = 60;
 
 /// Every generated file: its path relative to the package root, and its bytes.
@@ -277,12 +275,28 @@ pub fn environment(cmd: &clap::Command) -> Vec<(String, String)> {
             ("PGPORT", "PostgreSQL port (default: 5432)."),
             ("PGUSER", "PostgreSQL user (default: USER, else postgres)."),
             ("PGPASSWORD", "PostgreSQL password."),
+            (
+                "PGPASSFILE",
+                "The password file (default: ~/.pgpass), read as libpq reads it when no \
+                 password is given; ignored, with a warning, when others may read it.",
+            ),
             ("PGDATABASE", "Database name (default: the user name)."),
             (
                 "PGSSLMODE",
                 "disable, allow, prefer, require (encrypted, certificate not checked), \
                  verify-ca or verify-full (checked against the system's roots). Also applies \
                  to a URL without sslmode.",
+            ),
+            (
+                "PGSSLROOTCERT",
+                "Root certificates the server's chain is checked against (system: the \
+                 system's roots; default: ~/.postgresql/root.crt when it exists, else the \
+                 system's roots). Naming one makes require check the chain, as libpq does.",
+            ),
+            (
+                "PGAPPNAME",
+                "The application_name the server shows for persist's connections \
+                 (default: ndpipe).",
             ),
             (
                 "USER",
@@ -496,7 +510,11 @@ mod tests {
             .find(|c| c.get_name() == "persist")
             .unwrap();
         let documented: Vec<String> = environment(&persist).into_iter().map(|(k, _)| k).collect();
-        let src = include_str!("stage/persist/postgres.rs");
+        // Where libpq's variables are read (ConnectSpec::from_env).
+        let src = include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src/postgres/connect.rs"
+        ));
         for (at, _) in src.match_indices("\"PG") {
             let var = &src[at + 1..];
             let var = &var[..var.find('"').unwrap()];

@@ -1,0 +1,52 @@
+//! `enrich`'s row: its flags ([`enrich::Args`]) to its stage ([`enrich::Config`]).
+
+use std::path::PathBuf;
+
+use clap::{ArgMatches, CommandFactory, FromArgMatches};
+use futures::future::BoxFuture;
+
+use crate::cli::Common;
+use crate::exit::Result;
+use crate::stage::{self, enrich, Kind};
+
+use super::{Command, Configured, Opened, Parsed};
+
+pub static COMMAND: Command = Command {
+    name: "enrich",
+    kind: Kind::Filter,
+    binary: true,
+    holds_events: false,
+    knob: Some("--workers"),
+    cli: enrich::Args::command,
+    parse,
+};
+
+fn parse(m: &ArgMatches, common: &Common) -> std::result::Result<Box<dyn Parsed>, clap::Error> {
+    let mut args = enrich::Args::from_arg_matches(m)?;
+    args.common = common.clone();
+    Ok(Box::new(args))
+}
+
+impl Parsed for enrich::Args {
+    fn inputs(&self) -> &[PathBuf] {
+        &self.inputs
+    }
+
+    fn knob(&self) -> Option<usize> {
+        Some(self.workers.unwrap_or_else(stage::default_workers))
+    }
+
+    fn configure(self: Box<Self>) -> Result<Box<dyn Configured>> {
+        Ok(Box::new(enrich::Config::from_args(&self)?))
+    }
+}
+
+impl Configured for enrich::Config {
+    fn explain(&self) -> Vec<String> {
+        vec![format!("workers {}", self.workers)]
+    }
+
+    fn open(self: Box<Self>) -> BoxFuture<'static, Result<Opened>> {
+        Box::pin(async move { Ok(Opened::stage(*self)) })
+    }
+}
