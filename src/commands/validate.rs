@@ -33,7 +33,7 @@ impl Parsed for validate::Args {
     }
 
     fn knob(&self) -> Option<usize> {
-        Some(self.workers.unwrap_or_else(stage::default_workers))
+        Some(self.workers.unwrap_or_else(stage::workers::default_workers))
     }
 
     fn configure(self: Box<Self>) -> Result<Box<dyn Configured>> {

@@ -1,7 +1,7 @@
 //! Live scaling: with `--file`, SIGHUP or a change to the file (seen with `notify`)
 //! re-reads it. A new `--workers` of a `validate` or `enrich` stage takes effect at once,
 //! without a restart and without losing or repeating an event (the stage starts more
-//! batches at a time, or lets the ones started finish: [`crate::stage::map_ordered`]).
+//! batches at a time, or lets the ones started finish: [`crate::stage::workers::map_ordered`]).
 //! So does a new `--connections` of `persist`, after a barrier: every loader commits
 //! what it holds before rows are routed over the new count (see `persist`'s `rescale`).
 //! So do new channel settings on the text's `pipeline` line (`--channel-capacity`,
@@ -22,6 +22,7 @@ use crate::shutdown::Shutdown;
 use crate::wire::relay::Bounds;
 
 use super::plan;
+use crate::commands::Command;
 
 /// Editors save in several steps (truncate, write, rename): changes closer together than
 /// this are read once, after the last.
@@ -29,7 +30,7 @@ const SETTLE: Duration = Duration::from_millis(200);
 
 /// A running stage as reload sees it.
 pub struct Running {
-    pub name: &'static str,
+    pub command: &'static Command,
     pub words: Vec<String>,
     /// The stage's live worker count (validate, enrich) or connections (persist).
     pub workers: Option<watch::Sender<usize>>,
@@ -152,21 +153,22 @@ fn apply(text: &str, live: &Live, common: &Common) {
         Ok(n) => n,
         Err(e) => return refuse(crate::redact::text(&e.to_string()).into_owned()),
     };
-    if new.len() != stages.len() || new.iter().zip(stages).any(|(n, r)| n.name != r.name) {
+    let same = |n: &plan::Scaling, r: &Running| std::ptr::eq(n.command, r.command);
+    if new.len() != stages.len() || new.iter().zip(stages).any(|(n, r)| !same(n, r)) {
         let names = |v: Vec<&str>| v.join(" | ");
         return refuse(format!(
             "the stages changed ({} → {})",
-            names(stages.iter().map(|s| s.name).collect()),
-            names(new.iter().map(|s| s.name).collect())
+            names(stages.iter().map(|s| s.command.name).collect()),
+            names(new.iter().map(|s| s.command.name).collect())
         ));
     }
     let total = stages.len();
     for (i, (n, r)) in new.iter().zip(stages).enumerate() {
-        let flag = plan::scaling_flag(r.name);
+        let flag = r.command.knob;
         if without(flag, &n.words) != without(flag, &r.words) {
             return refuse(format!(
                 "{} changed beyond {}",
-                plan::label(i + 1, total, r.name),
+                plan::label(i + 1, total, r.command.name),
                 flag.unwrap_or("nothing that can change live")
             ));
         }
@@ -190,8 +192,8 @@ fn apply(text: &str, live: &Live, common: &Common) {
             let old = *tx.borrow();
             if old != workers {
                 tx.send_replace(workers);
-                let what = plan::scaling_flag(r.name).unwrap_or("--workers");
-                tracing::info!("pipeline: {}: {what} {old} → {workers}", r.name);
+                let what = r.command.knob.unwrap_or("--workers");
+                tracing::info!("pipeline: {}: {what} {old} → {workers}", r.command.name);
             }
         }
     }

@@ -28,7 +28,8 @@ use crate::jq;
 use crate::json::{self, FieldPath, Member, SetOp};
 use crate::pool::{self, Pooled};
 use crate::shutdown::Shutdown;
-use crate::stage::{self, Ctx, Kind, Stage, Stats, Worked};
+use crate::stage::workers::{self, Worked};
+use crate::stage::{Ctx, Kind, Stage, Stats};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -205,7 +206,7 @@ impl Config {
             set: args.set.clone(),
             id: args.id.clone().map(|f| (f, args.id_from.clone())),
             timestamp: args.timestamp.clone(),
-            workers: args.workers.unwrap_or_else(stage::default_workers),
+            workers: args.workers.unwrap_or_else(workers::default_workers),
         })
     }
 
@@ -693,10 +694,10 @@ pub async fn run(
     let indexed = ctx.keep_index;
     // Only jq makes enrich wait (on its helper processes).
     let runs = match config.jq {
-        Some(_) => stage::Runs::Blocking,
-        None => stage::Runs::OnRuntime,
+        Some(_) => workers::Runs::Blocking,
+        None => workers::Runs::OnRuntime,
     };
-    stage::map_ordered(
+    workers::map_ordered(
         "enrich",
         input,
         output,

@@ -16,7 +16,8 @@ use crate::cli::Common;
 use crate::event::{Batch, Event, Reject};
 use crate::exit::{Error, Exit, Result};
 use crate::json::{self, FieldPath};
-use crate::stage::{self, Ctx, Kind, Stage, Stats, Worked};
+use crate::stage::workers::{self, Worked};
+use crate::stage::{Ctx, Kind, Stage, Stats};
 use crate::tape::{TapeJson, TapeNode};
 
 const EXAMPLES: &str = "\
@@ -121,14 +122,14 @@ impl Config {
             schema,
             require: args.require.clone(),
             types: args.types.clone(),
-            workers: args.workers.unwrap_or_else(stage::default_workers),
+            workers: args.workers.unwrap_or_else(workers::default_workers),
         })
     }
 
     /// Checks one event. The metadata field `meta` is invisible to every rule.
     pub fn check(&self, event: &mut Event, meta: &str) -> std::result::Result<(), Reject> {
         #[cfg(feature = "fault-injection")]
-        stage::injected_fault(event);
+        workers::injected_fault(event);
         if let Some(schema) = &self.schema {
             event.decode_with(|text, nodes| {
                 let root = TapeNode::root(text, nodes, Some(meta));
@@ -221,14 +222,14 @@ pub async fn run(
 ) -> Result<Stats> {
     let meta = ctx.meta_field.clone();
     let workers = config.workers;
-    stage::map_ordered(
+    workers::map_ordered(
         "validate",
         input,
         output,
         &ctx,
         // Checking only computes (a schema reads nothing from outside once compiled).
         workers,
-        stage::Runs::OnRuntime,
+        workers::Runs::OnRuntime,
         move |mut batch| {
             let mut kept = Vec::with_capacity(batch.len());
             let mut rejects = Vec::new();
