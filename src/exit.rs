@@ -118,6 +118,24 @@ impl Error {
         Error::new(Exit::Unavailable, anyhow::anyhow!("{msg}"))
     }
 
+    /// A file the user named (`what`: "--schema s.json", or an input's path) could not be
+    /// read: 66 and "no such file" when it does not exist, else `otherwise` (74 for a
+    /// flag's file; 66 for an input, which then names the error).
+    pub fn unreadable(what: impl fmt::Display, e: &io::Error, otherwise: Exit) -> Error {
+        match e.kind() {
+            io::ErrorKind::NotFound => Error::no_input(format!("{what}: no such file")),
+            _ => Error::new(otherwise, anyhow::anyhow!("{what}: {e}")),
+        }
+    }
+
+    /// What a task or a thread gave back, or the error its panic is: "`what` panicked".
+    pub fn joined<T>(
+        what: impl fmt::Display,
+        joined: std::result::Result<T, tokio::task::JoinError>,
+    ) -> Result<T> {
+        joined.map_err(|e| Error::from(anyhow::anyhow!("{what} panicked: {e}")))
+    }
+
     /// True when the root cause is a closed pipe on our output (`| head`): a clean end.
     pub fn is_broken_pipe(&self) -> bool {
         is_broken_pipe(&self.source)

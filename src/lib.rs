@@ -29,6 +29,8 @@
 //!   the writer (block-buffered, idle flush, closed-pipe aware).
 //! - [`progress`], [`metrics`]: the progress line and log writer; the metrics facade every
 //!   stage reports into.
+//! - [`tally`]: counting once: each stage's events in, out, rejected and dropped, which
+//!   the summaries, progress lines and `/metrics` all read.
 //! - [`position`]: source positions (kind, stream, partition, offset, epoch), read from
 //!   the metadata field; made by sources, committed by sinks, owned by neither.
 //! - [`dead_letter`]: the dead-letter record format and its `O_APPEND` writer.
@@ -63,5 +65,6 @@ pub mod redact;
 pub mod shell;
 pub mod shutdown;
 pub mod stage;
+pub mod tally;
 pub mod tape;
 pub mod wire;

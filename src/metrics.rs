@@ -5,13 +5,12 @@
 //! Nothing is recorded until a command asks for [`handle`]: without a recorder the
 //! macros cost a branch, so commands that serve no metrics pay nothing for them.
 //!
-//! Every stage counts what it received, sent on and rejected, under the names Vector
-//! users know, labelled with the stage: `component_received_events_total{component=…}`,
-//! `component_sent_events_total`, `component_rejected_events_total`.
+//! What every stage received, sent on, rejected and had dropped is not recorded here but
+//! counted once in its tally ([`crate::tally`]), and rendered after the facade's series
+//! under the names Vector users know (`component_received_events_total{component=…}`, …).
 
 use std::sync::OnceLock;
 
-use metrics::Counter;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Buckets of every `…_seconds` histogram: from 100 µs (a request answered from memory)
@@ -46,20 +45,10 @@ pub fn handle() -> &'static PrometheusHandle {
     })
 }
 
-/// The counters one stage reports into.
-#[derive(Clone)]
-pub struct StageCounters {
-    pub received: Counter,
-    pub sent: Counter,
-    pub rejected: Counter,
-}
-
-impl StageCounters {
-    pub fn new(component: &'static str) -> StageCounters {
-        StageCounters {
-            received: metrics::counter!("component_received_events_total", "component" => component),
-            sent: metrics::counter!("component_sent_events_total", "component" => component),
-            rejected: metrics::counter!("component_rejected_events_total", "component" => component),
-        }
-    }
+/// Everything `GET /metrics` answers: the facade's series, then every stage's counts
+/// from its tally ([`crate::tally::render`]).
+pub fn render() -> String {
+    let mut text = handle().render();
+    crate::tally::render(&mut text);
+    text
 }

@@ -24,8 +24,8 @@ use tokio::sync::mpsc::{self, error::TryRecvError, Receiver, Sender};
 use crate::dead_letter::RAW_LIMIT;
 use crate::event::{Batch, Event};
 use crate::exit::{Error, Result};
-use crate::progress::Progress;
 use crate::shutdown::Shutdown;
+use crate::tally::Tally;
 
 /// How long output may sit in the buffer while input keeps coming.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
@@ -235,15 +235,8 @@ pub fn open_inputs(paths: &[PathBuf]) -> Result<Vec<Input>> {
             if p.as_os_str() == "-" {
                 return stdin();
             }
-            let failed = |e: io::Error| match e.kind() {
-                io::ErrorKind::NotFound => {
-                    Error::no_input(format!("{}: no such file", p.display()))
-                }
-                _ => Error::new(
-                    crate::exit::Exit::NoInput,
-                    anyhow::anyhow!("{}: {e}", p.display()),
-                ),
-            };
+            let failed =
+                |e: io::Error| Error::unreadable(p.display(), &e, crate::exit::Exit::NoInput);
             let mut f = File::open(p).map_err(failed)?;
             let meta = f.metadata().map_err(failed)?;
             let (size, compression) = if meta.is_file() {
@@ -507,6 +500,7 @@ pub async fn read(
     tx: Sender<Batch>,
     shutdown: Shutdown,
     drain_timeout: Duration,
+    tally: &Tally,
 ) -> Result<ReadEnd> {
     let names: Vec<Arc<str>> = inputs.iter().map(|i| i.name.clone()).collect();
     let streams: Vec<bool> = inputs.iter().map(|i| i.stream).collect();
@@ -562,9 +556,12 @@ pub async fn read(
                 Some(Err(e)) => return Err(Error::from(anyhow::Error::new(e).context("reading input"))),
                 Some(Ok(batch)) => {
                     let end = batch.events.last().map(|e| (batch.source.clone(), e.line));
+                    let n = batch.len() as u64;
+                    tally.consumed(n, batch.bytes.unwrap_or(0));
                     if tx.send(batch).await.is_err() {
                         return Ok(ReadEnd::Complete);
                     }
+                    tally.sent(n);
                     if end.is_some() {
                         last = end;
                     }
@@ -641,21 +638,16 @@ fn read_blocking(
 pub async fn write(
     rx: Receiver<Batch>,
     out: impl Write + Send + 'static,
-    progress: Progress,
-) -> Result<u64> {
-    tokio::task::spawn_blocking(move || write_blocking(rx, out, progress))
-        .await
-        .map_err(|e| Error::from(anyhow::anyhow!("writer panicked: {e}")))?
+    tally: Tally,
+) -> Result<()> {
+    let written = tokio::task::spawn_blocking(move || write_blocking(rx, out, tally)).await;
+    Error::joined("writer", written)?
         .map_err(|e| Error::from(anyhow::Error::new(e).context("writing output")))
 }
 
-fn write_blocking(
-    mut rx: Receiver<Batch>,
-    mut out: impl Write,
-    progress: Progress,
-) -> io::Result<u64> {
+fn write_blocking(mut rx: Receiver<Batch>, mut out: impl Write, tally: Tally) -> io::Result<()> {
     let mut held: Vec<Event> = Vec::new();
-    let result = write_all_batches(&mut rx, &mut out, &progress, &mut held);
+    let result = write_all_batches(&mut rx, &mut out, &tally, &mut held);
     if result.is_err() {
         // Nothing here may count as handled: what was not written is lost, and its sources
         // must know.
@@ -667,11 +659,10 @@ fn write_blocking(
 fn write_all_batches(
     rx: &mut Receiver<Batch>,
     out: &mut impl Write,
-    progress: &Progress,
+    tally: &Tally,
     held: &mut Vec<Event>,
-) -> io::Result<u64> {
+) -> io::Result<()> {
     let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BUFFER + 64 * 1024);
-    let mut written = 0u64;
     let mut last_flush = Instant::now();
     let mut flush =
         |buf: &mut Vec<u8>, held: &mut Vec<Event>, last: &mut Instant| -> io::Result<()> {
@@ -697,8 +688,8 @@ fn write_all_batches(
                 }
             }
         };
-        written += batch.len() as u64;
-        progress.inc(batch.len() as u64);
+        tally.received(batch.len() as u64);
+        tally.sent(batch.len() as u64);
         for e in batch.events {
             buf.extend_from_slice(e.bytes());
             buf.push(b'\n');
@@ -711,7 +702,7 @@ fn write_all_batches(
         }
     }
     flush(&mut buf, held, &mut last_flush)?;
-    Ok(written)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -7,7 +7,6 @@
 //! stays silent unless `--progress` asks for its line. Nothing is drawn when stderr is
 //! not a terminal (unless `--progress`), or with `--quiet`.
 
-use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,6 +16,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, P
 
 use crate::dead_letter::DeadLetters;
 use crate::human::{count, rate};
+use crate::tally::Tally;
 
 /// How often the line is redrawn: often enough to look alive, rarely enough to cost
 /// nothing (indicatif redraws on its own thread).
@@ -78,9 +78,6 @@ pub struct Progress {
 
 struct Shown {
     bar: ProgressBar,
-    dead: DeadLetters,
-    events: Arc<AtomicU64>,
-    input: InputSize,
 }
 
 /// Whether this process draws the progress line (see the module notes).
@@ -98,56 +95,64 @@ fn stdout_is_pipe() -> bool {
 }
 
 impl Progress {
-    /// A progress line for `stage`, drawn when [`draws`] says so. With an input of known
-    /// size it shows a bar with %, bytes and ETA.
+    /// A progress line for `stage`, drawn when [`draws`] says so, showing what `tally`
+    /// passed on. With an input of known size it shows a bar with %, bytes and ETA.
     pub fn new(
         stage: &str,
         forced: bool,
         quiet: bool,
         dead: &DeadLetters,
         input: InputSize,
+        tally: &Tally,
     ) -> Progress {
         if !draws(forced, quiet) {
             return Progress::hidden();
         }
-        let events = Arc::new(AtomicU64::new(0));
         let bar = ProgressBar::with_draw_target(input.total, ProgressDrawTarget::stderr());
         let template = if input.total.is_some() {
             format!(
                 "{{spinner}} {stage}: {{events}} events ({{rate}}) [{{bar:10}}] {{percent}}% \
-                 of {{total_bytes}} · ETA {{eta}} {{msg}}"
+                 of {{total_bytes}} · ETA {{eta}} {{rejected}}{{msg}}"
             )
         } else {
-            format!("{{spinner}} {stage}: {{events}} events ({{rate}}) {{msg}}· {{elapsed}}")
+            format!("{{spinner}} {stage}: {{events}} events ({{rate}}) {{rejected}}{{msg}}· {{elapsed}}")
         };
-        let style = counting(&template, &events).progress_chars("=> ");
+        let style = counting(&template, tally, dead).progress_chars("=> ");
         bar.set_style(style);
+        if input.total.is_some() {
+            // The bar's position is the bytes read: moved along at each tick.
+            let ticked = bar.clone();
+            let _ = std::thread::Builder::new()
+                .name("progress".into())
+                .spawn(move || {
+                    while !ticked.is_finished() {
+                        ticked.set_position(input.consumed());
+                        std::thread::sleep(TICK);
+                    }
+                });
+        }
         bar.enable_steady_tick(TICK);
         *ACTIVE.lock().expect("not poisoned") = Some(Active::Bar(bar.clone()));
         Progress {
-            shown: Some(Arc::new(Shown {
-                bar,
-                dead: dead.clone(),
-                events,
-                input,
-            })),
+            shown: Some(Arc::new(Shown { bar })),
         }
     }
 
-    /// One line of a pipeline's display: `label`, the events the stage passed on with
-    /// their rate, then `extra()` (the fill of the channel in front of it).
+    /// One line of a pipeline's display: `label`, the events the stage passed on (its
+    /// `tally`) with their rate, then `extra()` (the fill of the channel in front of it).
     pub fn line(
         lines: &Lines,
         label: &str,
         dead: &DeadLetters,
+        tally: &Tally,
         extra: impl Fn() -> String + Send + Sync + 'static,
     ) -> Progress {
-        let events = Arc::new(AtomicU64::new(0));
         let extra = Arc::new(extra);
         let bar = lines.0.add(ProgressBar::no_length());
-        let template =
-            format!("{{spinner}} {label}: {{events}} events ({{rate}}) · {{extra}} {{msg}}");
-        let style = counting(&template, &events).with_key(
+        let template = format!(
+            "{{spinner}} {label}: {{events}} events ({{rate}}) · {{extra}} {{rejected}}{{msg}}"
+        );
+        let style = counting(&template, tally, dead).with_key(
             "extra",
             move |_: &ProgressState, w: &mut dyn std::fmt::Write| {
                 let _ = w.write_str(&extra());
@@ -156,12 +161,7 @@ impl Progress {
         bar.set_style(style);
         bar.enable_steady_tick(TICK);
         Progress {
-            shown: Some(Arc::new(Shown {
-                bar,
-                dead: dead.clone(),
-                events,
-                input: InputSize::default(),
-            })),
+            shown: Some(Arc::new(Shown { bar })),
         }
     }
 
@@ -169,28 +169,11 @@ impl Progress {
         Progress { shown: None }
     }
 
-    /// Counts `n` more events out.
-    pub fn inc(&self, n: u64) {
-        self.inc_with(n, "");
-    }
-
-    /// Counts `n` more events out and shows `extra` (such as "12 batches · 1 retry")
-    /// after the reject count.
-    pub fn inc_with(&self, n: u64, extra: &str) {
-        let Some(s) = &self.shown else { return };
-        s.events.fetch_add(n, Ordering::Relaxed);
-        if s.input.total.is_some() {
-            s.bar.set_position(s.input.consumed());
+    /// Shows `note` (such as "12 batches · 1 retry") after the reject count.
+    pub fn note(&self, note: &str) {
+        if let Some(s) = &self.shown {
+            s.bar.set_message(format!("· {note} "));
         }
-        let rejected = s.dead.count();
-        let mut msg = String::new();
-        if rejected > 0 {
-            let _ = write!(msg, "· {} rejected ", count(rejected));
-        }
-        if !extra.is_empty() {
-            let _ = write!(msg, "· {extra} ");
-        }
-        s.bar.set_message(msg);
     }
 
     pub fn is_shown(&self) -> bool {
@@ -209,21 +192,31 @@ impl Progress {
     }
 }
 
-/// A style of `template` whose `{events}` and `{rate}` count `events`, rounded.
-fn counting(template: &str, events: &Arc<AtomicU64>) -> ProgressStyle {
-    let (e1, e2) = (events.clone(), events.clone());
+/// A style of `template` whose `{events}` and `{rate}` are what `tally` passed on,
+/// rounded, and whose `{rejected}` is "· N rejected " once `dead` has kept some.
+fn counting(template: &str, tally: &Tally, dead: &DeadLetters) -> ProgressStyle {
+    let (t1, t2, dead) = (tally.clone(), tally.clone(), dead.clone());
     ProgressStyle::with_template(template)
         .expect("valid template")
         .with_key(
             "events",
             move |_: &ProgressState, w: &mut dyn std::fmt::Write| {
-                let _ = w.write_str(&count(e1.load(Ordering::Relaxed)));
+                let _ = w.write_str(&count(t1.sent_so_far()));
             },
         )
         .with_key(
             "rate",
             move |s: &ProgressState, w: &mut dyn std::fmt::Write| {
-                let _ = w.write_str(&rate(e2.load(Ordering::Relaxed), s.elapsed()));
+                let _ = w.write_str(&rate(t2.sent_so_far(), s.elapsed()));
+            },
+        )
+        .with_key(
+            "rejected",
+            move |_: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let rejected = dead.count();
+                if rejected > 0 {
+                    let _ = write!(w, "· {} rejected ", count(rejected));
+                }
             },
         )
 }

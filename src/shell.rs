@@ -70,52 +70,41 @@ pub async fn run(
         .map_err(|e| Error::new(Exit::IoErr, e))?;
     let (size, compression) = measure(&inputs);
     let ctx = Ctx::new(dead.clone(), shutdown.clone(), &common.meta_field);
-    let progress = Progress::new(name, common.progress, common.quiet, &dead, size);
-    // The user watches what reaches stdout, or for a sink, what it stored.
-    let (stage_progress, writer_progress) = match kind {
-        Kind::Sink => (progress.clone(), Progress::hidden()),
-        Kind::Source | Kind::Filter => (Progress::hidden(), progress.clone()),
-    };
     let mut links = Vec::with_capacity(3);
     if kind != Kind::Source {
-        links.push(Link {
-            stage: Box::new(Reader {
-                inputs,
-                max_line_bytes: common.max_line_bytes,
-                drain_timeout: common.shutdown_timeout,
-            }),
-            ctx: ctx.clone(),
-        });
+        let reader = Reader {
+            inputs,
+            max_line_bytes: common.max_line_bytes,
+            drain_timeout: common.shutdown_timeout,
+        };
+        links.push(Link::new(Box::new(reader), ctx.clone()));
     }
-    links.push(Link {
-        stage,
-        ctx: ctx.with_progress(stage_progress),
-    });
-    links.push(Link {
-        stage: Box::new(Writer {
-            out: ndjson::stdout(),
-        }),
-        ctx: ctx.with_progress(writer_progress),
-    });
+    links.push(Link::new(stage, ctx.clone()));
+    let writer = Writer {
+        out: ndjson::stdout(),
+    };
+    links.push(Link::new(Box::new(writer), ctx.clone()));
+    // The user watches what reaches stdout, or for a sink, what it stored.
+    let watched = match kind {
+        Kind::Sink => links.len() - 2,
+        Kind::Source | Kind::Filter => links.len() - 1,
+    };
+    let progress = Progress::new(
+        name,
+        common.progress,
+        common.quiet,
+        &dead,
+        size,
+        &links[watched].tally(),
+    );
+    links[watched].ctx.progress = progress.clone();
     let ran = wire::chain(links, CHANNEL_BATCHES).await;
     progress.finish();
     let mut stats = ran?;
-    let written = stats.pop().expect("the writer's stats");
-    let (main, stopped) = match kind {
-        // A server or consumer: what it wrote is what it took in and passed on.
-        Kind::Source => (
-            Stats {
-                rejected: dead.count(),
-                ..written
-            },
-            None,
-        ),
-        Kind::Filter | Kind::Sink => {
-            let main = stats.pop().expect("the stage's stats");
-            let stopped = stats.pop().and_then(|reader| reader.stopped);
-            (main, stopped)
-        }
-    };
+    stats.pop(); // the writer's
+                 // A server or consumer: what it consumed in, what it passed on, what it rejected.
+    let main = stats.pop().expect("the stage's stats");
+    let stopped = stats.pop().and_then(|reader| reader.stopped);
     let exit = finish(name, common, &dead, &main, started, detail);
     Ok(match stopped {
         None => exit,
@@ -193,26 +182,29 @@ pub fn finish(
     started: Instant,
     detail: Option<Detail>,
 ) -> Exit {
-    let rejected = dead.count();
+    // What went to the dead-letter output decides whether the summary is worth a line,
+    // where it points and the exit code; the number is the stage's own count (which for
+    // ingest-http also holds the lines of requests it refused with 400).
+    let kept = dead.count();
     let show = !common.quiet
-        && (rejected > 0 || detail.is_some() || progress::draws(common.progress, common.quiet));
+        && (kept > 0 || detail.is_some() || progress::draws(common.progress, common.quiet));
     if show {
-        let whereto = dead_letters_at(common, rejected);
+        let whereto = dead_letters_at(common, kept);
         let (breakdown, work) = detail.map(|d| d()).unwrap_or_default();
         progress::eprint_line(&format!(
             "{name}: {} events in, {} out{breakdown}, {} rejected{whereto}{work} · {}",
             human::count(stats.events_in),
             human::count(stats.events_out),
-            human::count(rejected),
+            human::count(stats.rejected),
             human::elapsed(started.elapsed()),
         ));
-        if rejected > 0 {
+        if kept > 0 {
             for line in dead.summary() {
                 progress::eprint_line(&format!("{name}: {line}"));
             }
         }
     }
-    if rejected > 0 && !dead.has_output() {
+    if kept > 0 && !dead.has_output() {
         Exit::DataErr
     } else {
         Exit::Ok

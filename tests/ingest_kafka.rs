@@ -135,7 +135,7 @@ fn started(o: &std::process::Output) -> String {
     out(o).trim().to_owned()
 }
 
-fn send(
+pub(crate) fn send(
     p: &BaseProducer,
     topic: &str,
     key: Option<&[u8]>,

@@ -530,7 +530,7 @@ fn a_panicking_event_is_a_dead_letter_and_the_rest_goes_on() {
 }
 
 /// GET `path` on 127.0.0.1:`port`: status and body (None while nothing answers).
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
+pub(crate) fn get(port: u16, path: &str) -> Option<(u16, String)> {
     let agent = crate::ingest_http::agent();
     let r = agent
         .get(&format!("http://127.0.0.1:{port}{path}"))
@@ -540,7 +540,7 @@ fn get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((status, r.into_body().read_to_string().unwrap_or_default()))
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -661,7 +661,7 @@ fn try_send_lines(stdin: &mut std::process::ChildStdin, lines: &[&str]) -> std::
 }
 
 /// Polls until `f` holds, 30 s at most.
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+pub(crate) fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     let start = std::time::Instant::now();
     while !f() {
         assert!(

@@ -20,6 +20,9 @@
 //! - `pipeline`: the shell pipe's text in one process: the same stdout, dead letters and
 //!   rows as the shell pipe (SQLite and PostgreSQL), bad texts refused with 64 before
 //!   anything runs, `--explain`, `--file`, full channels blocking or dropping.
+//! - `counts`: one count per stage: the stand-alone summaries, `pipeline`'s summary and
+//!   `/metrics` say the same numbers, with rejects, drops and persist's outcomes; the
+//!   sources count what they consumed.
 //! - `faults`: the standing fault suite: signals to a whole pipe, a closed or stalled
 //!   stdout, a database stopped mid-run; nothing acknowledged may be lost.
 //! - `terminal`: what a terminal shows (captured with `script`): one progress line per
@@ -30,6 +33,7 @@
 mod util;
 
 mod chain;
+mod counts;
 mod docs;
 mod enrich;
 mod faults;

@@ -137,7 +137,6 @@ impl Outcomes for persist::Counts {
         rows("unchanged", &self.unchanged);
         rows("deleted", &self.deleted);
         rows("superseded", &self.superseded);
-        rows("rejected", &self.rejected);
         rows("fenced", &self.fenced);
         metrics::counter!("ndpipe_persist_retries_total", "component" => component)
             .absolute(self.retries.load(Ordering::Relaxed));

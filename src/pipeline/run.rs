@@ -15,11 +15,13 @@ use crate::shell;
 use crate::shutdown::Shutdown;
 use crate::stage::stdio::{Reader, Writer};
 use crate::stage::{Ctx, Stats};
+use crate::tally::Tally;
 use crate::wire::merge::Merge;
 use crate::wire::relay::{Bounds, Fill};
 use crate::wire::{self, Link};
 
 use super::plan::{Plan, Planned};
+use super::reload::Running;
 
 /// What the summary says about one stage after the run.
 struct Line {
@@ -52,6 +54,55 @@ pub struct Reload {
     pub common: Common,
 }
 
+/// What every stage of one run shares: the flags given to `pipeline` itself, the
+/// dead-letter output and the shutdown token.
+struct Run<'a> {
+    common: &'a shell::Options,
+    dead: DeadLetters,
+    shutdown: Shutdown,
+    /// `--metrics-listen` was given: stages register their series.
+    serves: bool,
+}
+
+impl Run<'_> {
+    /// The context of a planned stage: its own dead-letter output if it names one.
+    fn ctx_for(&self, p: &Planned) -> Result<Ctx> {
+        let own = match &p.common.dead_letter {
+            same if *same == self.common.dead_letter => self.dead.clone(),
+            other => DeadLetters::open(other.as_deref(), &self.common.meta_field)
+                .map_err(|e| Error::new(Exit::IoErr, e))?,
+        };
+        let mut ctx = Ctx::new(own, self.shutdown.clone(), &self.common.meta_field);
+        ctx.isolate_panics = true;
+        ctx.measure_batches = true;
+        Ok(ctx)
+    }
+
+    fn ctx(&self) -> Ctx {
+        Ctx::new(
+            self.dead.clone(),
+            self.shutdown.clone(),
+            &self.common.meta_field,
+        )
+    }
+}
+
+/// The hub: its one link, what the summary says about its source stages (with their
+/// tallies), and the source stages as reload knows them.
+struct Hub {
+    link: Link,
+    sources: Vec<(Line, Tally)>,
+    running: Vec<Running>,
+}
+
+/// The filters and sinks, linked, with what the summary and reload need of them.
+struct Stages {
+    links: Vec<Link>,
+    lines: Vec<Line>,
+    running: Vec<Running>,
+    databases: Vec<crate::postgres::ConnectSpec>,
+}
+
 /// Runs `plan` until it ends or `shutdown`; `common` holds the flags given to `pipeline`
 /// itself.
 pub async fn run(
@@ -76,54 +127,18 @@ pub async fn run(
         Vec::new()
     };
     let (size, compression) = shell::measure(&inputs);
-    let ctx_for = |p: &Planned| -> Result<Ctx> {
-        let own = match &p.common.dead_letter {
-            same if *same == common.dead_letter => dead.clone(),
-            other => DeadLetters::open(other.as_deref(), &common.meta_field)
-                .map_err(|e| Error::new(Exit::IoErr, e))?,
-        };
-        let mut ctx = Ctx::new(own, shutdown.clone(), &common.meta_field);
-        ctx.isolate_panics = true;
-        ctx.measure_batches = true;
-        Ok(ctx)
-    };
-
-    // The hub: one source, or several feeding it (source stages, then the files).
-    let mut sources: Vec<Link> = Vec::new();
-    // Every stage of the text, for reload to compare a new text with.
-    let mut running = Vec::new();
-    for mut p in plan.sources {
-        if serve.is_some() {
-            p.config.serve_metrics();
-        }
-        running.push(super::reload::Running {
-            command: p.command,
-            words: p.words.clone(),
-            workers: None,
-        });
-        let ctx = ctx_for(&p)?;
-        let Opened { stage, .. } = p.config.open().await?;
-        sources.push(Link { stage, ctx });
-    }
     let reads_files = !inputs.is_empty();
-    if reads_files {
-        sources.push(Link {
-            stage: Box::new(Reader {
-                inputs,
-                max_line_bytes: common.max_line_bytes,
-                drain_timeout: common.shutdown_timeout,
-            }),
-            ctx: Ctx::new(dead.clone(), shutdown.clone(), &common.meta_field),
-        });
-    }
-    let first = if sources.len() == 1 {
-        sources.pop().expect("one")
-    } else {
-        Link {
-            stage: Box::new(Merge { sources }),
-            ctx: Ctx::new(dead.clone(), shutdown.clone(), &common.meta_field),
-        }
+    let run = Run {
+        common,
+        dead: dead.clone(),
+        shutdown: shutdown.clone(),
+        serves: serve.is_some(),
     };
+    if run.serves {
+        // Before any stage registers its series: without a recorder they record nothing.
+        crate::metrics::handle();
+    }
+    let hub = open_hub(&run, plan.sources, inputs).await?;
 
     // The bounds every channel follows (reload changes them), and how full each is.
     let (limits_tx, limits) = tokio::sync::watch::channel(bounds);
@@ -134,76 +149,29 @@ pub async fn run(
     let display = (n > 0)
         .then(|| progress::Lines::new(common.progress, common.quiet))
         .flatten();
+    let total = hub.running.len() + n;
+    let stages = open_stages(&run, plan.stages, display.as_ref(), &fills, &limits, total).await?;
+    let mut links = vec![hub.link];
+    links.extend(stages.links);
+    let writer = Link::new(
+        Box::new(Writer {
+            out: ndjson::stdout(),
+        }),
+        run.ctx(),
+    );
     let progress = if n == 0 {
-        Progress::new("pipeline", common.progress, common.quiet, &dead, size)
+        Progress::new(
+            "pipeline",
+            common.progress,
+            common.quiet,
+            &dead,
+            size,
+            &writer.tally(),
+        )
     } else {
         Progress::hidden()
     };
-    let total = running.len() + n;
-    if serve.is_some() {
-        // Before any stage registers its series: without a recorder they record nothing.
-        crate::metrics::handle();
-    }
-    let mut links = vec![first];
-    let mut lines = Vec::new();
-    let mut databases = Vec::new();
-    // Whether each stage looks inside events (tee, like the writer after the last stage,
-    // only copies their bytes): a stage keeps indexes when one after it does.
-    let looks: Vec<bool> = plan
-        .stages
-        .iter()
-        .map(|p| p.config.looks_inside())
-        .collect();
-    for (i, p) in plan.stages.into_iter().enumerate() {
-        let mut ctx = ctx_for(&p)?;
-        ctx.keep_index = looks[i + 1..].iter().any(|&l| l);
-        if let Some(display) = &display {
-            let (fill, limits) = (fills[i].clone(), limits.clone());
-            let line = Progress::line(
-                display,
-                &format!("{}/{total} {}", p.position, p.command.name),
-                &ctx.dead,
-                move || {
-                    let queued = fill.events.load(std::sync::atomic::Ordering::Relaxed);
-                    format!(
-                        "channel {} of {}",
-                        human::count(queued),
-                        human::count(limits.borrow().events as u64)
-                    )
-                },
-            );
-            ctx = ctx.with_progress(line);
-        }
-        databases.extend(p.config.databases());
-        let live = p.knob;
-        let Opened {
-            stage,
-            outcomes: detail,
-        } = p.config.open().await?;
-        let workers = live.map(|n| {
-            let (tx, rx) = tokio::sync::watch::channel(n);
-            ctx.workers = Some(rx);
-            tx
-        });
-        running.push(super::reload::Running {
-            command: p.command,
-            words: p.words.clone(),
-            workers,
-        });
-        lines.push(Line {
-            name: p.command.name,
-            dead: ctx.dead.clone(),
-            detail,
-        });
-        links.push(Link { stage, ctx });
-    }
-    links.push(Link {
-        stage: Box::new(Writer {
-            out: ndjson::stdout(),
-        }),
-        ctx: Ctx::new(dead.clone(), shutdown.clone(), &common.meta_field)
-            .with_progress(progress.clone()),
-    });
+    links.push(writer);
 
     if let Some((addr, window)) = serve {
         let watch = crate::pipeline::serve::Watch {
@@ -214,8 +182,9 @@ pub async fn run(
                 .collect(),
             bounds: limits.clone(),
             window,
-            databases,
-            sinks: lines
+            databases: stages.databases,
+            sinks: stages
+                .lines
                 .iter()
                 .filter_map(|l| l.detail.clone().map(|c| (l.name, c)))
                 .collect(),
@@ -229,6 +198,8 @@ pub async fn run(
         common,
     }) = reload
     {
+        let mut running = hub.running;
+        running.extend(stages.running);
         super::reload::start(
             path,
             text,
@@ -242,75 +213,201 @@ pub async fn run(
             shutdown.clone(),
         );
     }
-    let ran = wire::chain_bounded(links, limits, fills.clone(), dead.clone()).await;
+    let ran = wire::chain_bounded(links, limits, fills, dead.clone()).await;
     progress.finish();
     if let Some(d) = &display {
         d.finish();
     }
     let stats = ran?;
 
-    let dropped = fills
-        .iter()
-        .map(|f| f.dropped.load(std::sync::atomic::Ordering::Relaxed))
-        .collect();
-    let hub = &stats[0];
+    let stopped = stats[0].stopped.clone();
     let exit = summary(
         common,
-        &lines,
+        &hub.sources,
+        &stages.lines,
         &stats,
-        &Dropped {
-            at: dropped,
-            kept: dead.has_output(),
-        },
+        dead.has_output(),
         started,
     );
-    Ok(match (&hub.stopped, reads_files) {
+    Ok(match (stopped, reads_files) {
         (Some(stopped), true) => {
-            shell::interrupted("pipeline", stopped, &compression, &shutdown, exit)
+            shell::interrupted("pipeline", &stopped, &compression, &shutdown, exit)
         }
         _ => exit,
     })
 }
 
-/// What `--when-full drop-*` dropped in front of each stage, and whether the dropped
-/// events were kept as dead letters.
-struct Dropped {
-    at: Vec<u64>,
-    kept: bool,
+/// Opens the source stages and the input files into one hub link (several sources feed
+/// it through [`Merge`]).
+async fn open_hub(run: &Run<'_>, planned: Vec<Planned>, inputs: Vec<ndjson::Input>) -> Result<Hub> {
+    let mut links: Vec<Link> = Vec::new();
+    let mut sources = Vec::new();
+    let mut running = Vec::new();
+    for mut p in planned {
+        if run.serves {
+            p.config.serve_metrics();
+        }
+        running.push(Running {
+            command: p.command,
+            words: p.words.clone(),
+            workers: None,
+        });
+        let ctx = run.ctx_for(&p)?;
+        let Opened { stage, .. } = p.config.open().await?;
+        let link = Link::new(stage, ctx);
+        let line = Line {
+            name: p.command.name,
+            dead: link.ctx.dead.clone(),
+            detail: None,
+        };
+        sources.push((line, link.tally()));
+        links.push(link);
+    }
+    if !inputs.is_empty() {
+        let reader = Reader {
+            inputs,
+            max_line_bytes: run.common.max_line_bytes,
+            drain_timeout: run.common.shutdown_timeout,
+        };
+        links.push(Link::new(Box::new(reader), run.ctx()));
+    }
+    let link = if links.len() == 1 {
+        links.pop().expect("one")
+    } else {
+        // The sources count for themselves: the hub's own tally is unlisted, and counts
+        // nothing.
+        let mut ctx = run.ctx();
+        ctx.tally = Tally::unlisted("sources");
+        Link {
+            stage: Box::new(Merge { sources: links }),
+            ctx,
+        }
+    };
+    Ok(Hub {
+        link,
+        sources,
+        running,
+    })
 }
 
-/// One line per stage, then the totals; the exit code (65 when rejects or drops had
-/// nowhere to go). The totals add up: what the sources read is what came out, was
-/// rejected or was dropped (a jq program giving several outputs per event aside).
+/// Opens the filters and sinks (databases are connected now), each with its line of the
+/// display when there is one.
+async fn open_stages(
+    run: &Run<'_>,
+    planned: Vec<Planned>,
+    display: Option<&progress::Lines>,
+    fills: &[Arc<Fill>],
+    limits: &tokio::sync::watch::Receiver<Bounds>,
+    total: usize,
+) -> Result<Stages> {
+    let mut stages = Stages {
+        links: Vec::new(),
+        lines: Vec::new(),
+        running: Vec::new(),
+        databases: Vec::new(),
+    };
+    // Whether each stage looks inside events (tee, like the writer after the last stage,
+    // only copies their bytes): a stage keeps indexes when one after it does.
+    let looks: Vec<bool> = planned.iter().map(|p| p.config.looks_inside()).collect();
+    for (i, mut p) in planned.into_iter().enumerate() {
+        if run.serves {
+            p.config.serve_metrics();
+        }
+        let mut ctx = run.ctx_for(&p)?;
+        ctx.keep_index = looks[i + 1..].iter().any(|&l| l);
+        stages.databases.extend(p.config.databases());
+        let Opened {
+            stage,
+            outcomes: detail,
+        } = p.config.open().await?;
+        let workers = p.knob.map(|n| {
+            let (tx, rx) = tokio::sync::watch::channel(n);
+            ctx.workers = Some(rx);
+            tx
+        });
+        let mut link = Link::new(stage, ctx);
+        if let Some(display) = display {
+            let (fill, limits) = (fills[i].clone(), limits.clone());
+            link.ctx.progress = Progress::line(
+                display,
+                &format!("{}/{total} {}", p.position, p.command.name),
+                &link.ctx.dead,
+                &link.tally(),
+                move || {
+                    let queued = fill.events.load(std::sync::atomic::Ordering::Relaxed);
+                    format!(
+                        "channel {} of {}",
+                        human::count(queued),
+                        human::count(limits.borrow().events as u64)
+                    )
+                },
+            );
+        }
+        stages.running.push(Running {
+            command: p.command,
+            words: p.words,
+            workers,
+        });
+        stages.lines.push(Line {
+            name: p.command.name,
+            dead: link.ctx.dead.clone(),
+            detail,
+        });
+        stages.links.push(link);
+    }
+    Ok(stages)
+}
+
+/// One line per source stage and per stage, then the totals; the exit code (65 when
+/// rejects or drops had nowhere to go). The totals add up: what the sources read is what
+/// came out, was rejected or was dropped (a jq program giving several outputs per event
+/// aside). `kept`: dropped events were kept as dead letters.
 fn summary(
     common: &shell::Options,
+    sources: &[(Line, Tally)],
     lines: &[Line],
     stats: &[Stats],
-    dropped: &Dropped,
+    kept: bool,
     started: Instant,
 ) -> Exit {
     // stats: [hub, stage…, writer]
     let stage_stats = &stats[1..stats.len() - 1];
+    // What the stages rejected: a source's rejects were never read into the pipe (its
+    // own line says them).
     let rejected_total: u64 = stage_stats.iter().map(|s| s.rejected).sum();
-    let dropped_total: u64 = dropped.at.iter().sum();
+    let dropped_total: u64 = stage_stats.iter().map(|s| s.dropped).sum();
     let unkept = lines
         .iter()
+        .chain(sources.iter().map(|(l, _)| l))
         .any(|l| l.dead.count() > 0 && !l.dead.has_output())
-        || (dropped_total > 0 && !dropped.kept);
+        || (dropped_total > 0 && !kept);
     // Stages sharing a dead-letter output share its counts: summarise each output once.
     let mut seen: Vec<&DeadLetters> = Vec::new();
-    for l in lines {
+    for l in sources.iter().map(|(l, _)| l).chain(lines) {
         if !seen.iter().any(|d| d.same(&l.dead)) {
             seen.push(&l.dead);
         }
     }
     let has_sink = lines.iter().any(|l| l.detail.is_some());
+    let sources_rejected = sources.iter().any(|(_, t)| t.get().rejected > 0);
     let show = !common.quiet
         && (rejected_total > 0
+            || sources_rejected
             || dropped_total > 0
             || has_sink
             || progress::draws(common.progress, common.quiet));
     if show {
+        // What each source consumed: Kafka messages, lines of HTTP bodies.
+        for (l, t) in sources {
+            let c = t.get();
+            progress::eprint_line(&format!(
+                "pipeline: {}: {} in, {} out, {} rejected",
+                l.name,
+                human::count(c.received),
+                human::count(c.sent),
+                human::count(c.rejected),
+            ));
+        }
         for (l, s) in lines.iter().zip(stage_stats) {
             let (breakdown, work) = l.detail.as_ref().map(|c| c.summary()).unwrap_or_default();
             progress::eprint_line(&format!(
@@ -323,9 +420,9 @@ fn summary(
         }
         // What the sources read: what reached the first stage, and what was dropped
         // in front of it.
-        let read = match (stage_stats.first(), dropped.at.first()) {
-            (Some(s), Some(d)) => s.events_in + d,
-            _ => stats[stats.len() - 1].events_in,
+        let read = match stage_stats.first() {
+            Some(s) => s.events_in + s.dropped,
+            None => stats[stats.len() - 1].events_in,
         };
         let last_out = stats[stats.len() - 1].events_out;
         let out = match lines.last() {
@@ -333,7 +430,7 @@ fn summary(
             _ => last_out,
         };
         let whereto = shell::dead_letters_at(common, rejected_total);
-        let dropped_words = match (dropped_total, dropped.kept) {
+        let dropped_words = match (dropped_total, kept) {
             (0, _) => String::new(),
             (n, true) => format!(", {} dropped by --when-full", human::count(n)),
             (n, false) => format!(

@@ -29,7 +29,7 @@ use crate::json::{self, FieldPath, Member, SetOp};
 use crate::pool::{self, Pooled};
 use crate::shutdown::Shutdown;
 use crate::stage::workers::{self, Worked};
-use crate::stage::{Ctx, Kind, Stage, Stats};
+use crate::stage::{Ctx, Ended, Kind, Stage};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -687,7 +687,7 @@ pub async fn run(
     input: Receiver<Batch>,
     output: Sender<Batch>,
     ctx: Ctx,
-) -> Result<Stats> {
+) -> Result<Ended> {
     let meta = ctx.meta_field.clone();
     let workers = config.workers;
     let shutdown = ctx.shutdown.clone();
@@ -743,7 +743,7 @@ impl Stage for Config {
         input: Receiver<Batch>,
         output: Sender<Batch>,
         ctx: Ctx,
-    ) -> BoxFuture<'static, Result<Stats>> {
+    ) -> BoxFuture<'static, Result<Ended>> {
         Box::pin(run(Arc::new(*self), input, output, ctx))
     }
 }

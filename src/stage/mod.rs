@@ -4,11 +4,12 @@
 //! [`crate::commands`]), then run by the wiring ([`crate::wire`]) as
 //!
 //! ```text
-//! Stage::run(self, input: Receiver<Batch>, output: Sender<Batch>, ctx: Ctx) -> Result<Stats>
+//! Stage::run(self, input: Receiver<Batch>, output: Sender<Batch>, ctx: Ctx) -> Result<Ended>
 //! ```
 //!
-//! [`Ctx`] carries the dead-letter output, the shutdown token, the metadata field name and
-//! the progress line. A filter or sink ends when its input closes (after sending everything
+//! [`Ctx`] carries the dead-letter output, the shutdown token, the metadata field name,
+//! the progress line and the stage's [`Tally`], which it counts into: what it received,
+//! passed on and rejected (the wiring reads it, for summaries, progress and `/metrics`). A filter or sink ends when its input closes (after sending everything
 //! it still holds), or early when its output closes. A source is handed an input that is
 //! already closed, and ends on shutdown or when it has nothing more to send. A stage knows
 //! no graph: the shell form of a command is the chain `[reader, stage, writer]`, and
@@ -34,6 +35,7 @@ use crate::event::Batch;
 use crate::exit::Result;
 use crate::progress::Progress;
 use crate::shutdown::Shutdown;
+use crate::tally::{Counted, Tally};
 
 pub mod enrich;
 pub mod ingest_http;
@@ -65,7 +67,7 @@ pub trait Stage: Send + 'static {
         input: Receiver<Batch>,
         output: Sender<Batch>,
         ctx: Ctx,
-    ) -> BoxFuture<'static, Result<Stats>>;
+    ) -> BoxFuture<'static, Result<Ended>>;
 }
 
 /// Where a stage sits in a chain.
@@ -85,6 +87,9 @@ pub enum Kind {
 pub struct Ctx {
     pub dead: DeadLetters,
     pub shutdown: Shutdown,
+    /// What this stage counts into: made by the wiring ([`crate::wire::Link::new`], or
+    /// when the chain starts), one per stage.
+    pub tally: Tally,
     /// The reserved metadata field (`--meta-field`).
     pub meta_field: Arc<str>,
     /// The progress line this stage counts into (hidden unless this stage is the one
@@ -113,6 +118,7 @@ impl Ctx {
         Ctx {
             dead,
             shutdown,
+            tally: Tally::pending(),
             meta_field: meta_field.into(),
             progress: Progress::hidden(),
             workers: None,
@@ -131,17 +137,38 @@ impl Ctx {
     }
 }
 
-/// Counts a stage reports when it ends.
+/// How a stage ended, besides what it counted (its [`Tally`] holds that).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ended {
+    /// A source stopped by shutdown before the end of its input: where (the NDJSON
+    /// reader of files and pipes; servers and consumers run until told to stop).
+    pub stopped: Option<Stopped>,
+}
+
+/// What one stage of a chain did, as the wiring returns it when the chain has ended:
+/// its tally's counts and how it ended.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
-    /// Events received.
+    /// Events received (a source: consumed).
     pub events_in: u64,
     /// Events passed on (for a sink: stored).
     pub events_out: u64,
     pub rejected: u64,
-    /// A source stopped by shutdown before the end of its input: where (the NDJSON
-    /// reader of files and pipes; servers and consumers run until told to stop).
+    /// Events `--when-full drop-*` dropped in front of this stage.
+    pub dropped: u64,
     pub stopped: Option<Stopped>,
+}
+
+impl Stats {
+    pub fn of(counted: Counted, ended: Ended) -> Stats {
+        Stats {
+            events_in: counted.received,
+            events_out: counted.sent,
+            rejected: counted.rejected,
+            dropped: counted.dropped,
+            stopped: ended.stopped,
+        }
+    }
 }
 
 /// Where a source stopped reading: everything up to `line` of `source` was handed on.

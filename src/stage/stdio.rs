@@ -10,7 +10,7 @@ use tokio::sync::mpsc::{Receiver, Sender};
 use crate::event::Batch;
 use crate::exit::Result;
 use crate::ndjson::{self, Input, ReadEnd};
-use crate::stage::{Ctx, Kind, Stage, Stats, Stopped};
+use crate::stage::{Ctx, Ended, Kind, Stage, Stopped};
 
 /// Reads NDJSON inputs one after the other (see [`ndjson::read`] for shutdown).
 pub struct Reader {
@@ -34,7 +34,7 @@ impl Stage for Reader {
         _input: Receiver<Batch>,
         output: Sender<Batch>,
         ctx: Ctx,
-    ) -> BoxFuture<'static, Result<Stats>> {
+    ) -> BoxFuture<'static, Result<Ended>> {
         Box::pin(async move {
             let end = ndjson::read(
                 self.inputs,
@@ -42,21 +42,21 @@ impl Stage for Reader {
                 output,
                 ctx.shutdown,
                 self.drain_timeout,
+                &ctx.tally,
             )
             .await?;
-            Ok(Stats {
+            Ok(Ended {
                 stopped: match end {
                     ReadEnd::Complete => None,
                     ReadEnd::Stopped { source, line } => Some(Stopped { source, line }),
                 },
-                ..Stats::default()
             })
         })
     }
 }
 
-/// Writes every event's bytes and a newline to `out` (stdout), counting into the
-/// progress line; events are dropped (their acknowledgements fire) once written.
+/// Writes every event's bytes and a newline to `out` (stdout), counting into its tally;
+/// events are dropped (their acknowledgements fire) once written.
 pub struct Writer<W> {
     pub out: W,
 }
@@ -75,14 +75,10 @@ impl<W: Write + Send + 'static> Stage for Writer<W> {
         input: Receiver<Batch>,
         _output: Sender<Batch>,
         ctx: Ctx,
-    ) -> BoxFuture<'static, Result<Stats>> {
+    ) -> BoxFuture<'static, Result<Ended>> {
         Box::pin(async move {
-            let n = ndjson::write(input, self.out, ctx.progress).await?;
-            Ok(Stats {
-                events_in: n,
-                events_out: n,
-                ..Stats::default()
-            })
+            ndjson::write(input, self.out, ctx.tally).await?;
+            Ok(Ended::default())
         })
     }
 }

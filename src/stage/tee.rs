@@ -15,7 +15,8 @@ use tokio::sync::mpsc::{Receiver, Sender};
 
 use crate::event::Batch;
 use crate::exit::{Error, Exit, Result};
-use crate::stage::{Ctx, Kind, Stage, Stats};
+use crate::stage::workers::{self, Failed, Worked};
+use crate::stage::{Ctx, Ended, Kind, Stage};
 
 /// Copy the stream at this point of a pipeline to files, and pass it on unchanged.
 #[derive(Parser, Clone, Debug)]
@@ -63,17 +64,23 @@ impl Stage for Config {
         input: Receiver<Batch>,
         output: Sender<Batch>,
         ctx: Ctx,
-    ) -> BoxFuture<'static, Result<Stats>> {
+    ) -> BoxFuture<'static, Result<Ended>> {
         Box::pin(async move {
             let config = *self;
-            tokio::task::spawn_blocking(move || copy(config, input, output, ctx))
-                .await
-                .map_err(|e| Error::from(anyhow::anyhow!("tee panicked: {e}")))?
+            let opened = tokio::task::spawn_blocking(move || open(&config)).await;
+            let files = Error::joined("tee", opened)??;
+            workers::map_sequential("tee", input, output, &ctx, files, |files, batch| {
+                Box::pin(copy(files, batch))
+            })
+            .await
         })
     }
 }
 
-fn open(config: &Config) -> Result<Vec<(PathBuf, BufWriter<File>)>> {
+/// The copies: each file with its path, for messages.
+type Files = Vec<(PathBuf, BufWriter<File>)>;
+
+fn open(config: &Config) -> Result<Files> {
     config
         .files
         .iter()
@@ -93,40 +100,48 @@ fn open(config: &Config) -> Result<Vec<(PathBuf, BufWriter<File>)>> {
         .collect()
 }
 
-fn copy(
-    config: Config,
-    mut input: Receiver<Batch>,
-    output: Sender<Batch>,
-    ctx: Ctx,
-) -> Result<Stats> {
-    let mut files = open(&config)?;
-    let mut stats = Stats::default();
-    while let Some(batch) = input.blocking_recv() {
-        let n = batch.len() as u64;
-        stats.events_in += n;
-        for (path, out) in &mut files {
-            let written = batch
-                .events
-                .iter()
-                .try_for_each(|e| {
-                    out.write_all(e.bytes())?;
-                    out.write_all(b"\n")
-                })
-                .and_then(|()| out.flush());
-            if let Err(e) = written {
-                // What was not passed on is not handled: its sources must not count it.
-                crate::event::lose_queued(&mut input, batch.events);
-                return Err(Error::new(
+/// Writes `batch` to every file, on the blocking pool (a full disk or a slow NFS mount
+/// must not hold a runtime thread), and passes it on whole.
+async fn copy(files: &mut Files, batch: Batch) -> std::result::Result<Worked, Failed> {
+    let mut held = std::mem::take(files);
+    let copied = tokio::task::spawn_blocking(move || {
+        let written = write_all(&mut held, &batch);
+        (held, batch, written)
+    })
+    .await;
+    let (held, batch, written) = Error::joined("tee", copied).map_err(|error| Failed {
+        error,
+        held: Vec::new(),
+    })?;
+    *files = held;
+    match written {
+        Ok(()) => Ok(Worked {
+            batch,
+            rejects: Vec::new(),
+        }),
+        Err(error) => Err(Failed {
+            error,
+            held: batch.events,
+        }),
+    }
+}
+
+fn write_all(files: &mut Files, batch: &Batch) -> Result<()> {
+    for (path, out) in files {
+        batch
+            .events
+            .iter()
+            .try_for_each(|e| {
+                out.write_all(e.bytes())?;
+                out.write_all(b"\n")
+            })
+            .and_then(|()| out.flush())
+            .map_err(|e| {
+                Error::new(
                     Exit::IoErr,
                     anyhow::anyhow!("tee: writing {}: {e}", path.display()),
-                ));
-            }
-        }
-        stats.events_out += n;
-        ctx.progress.inc(n);
-        if output.blocking_send(batch).is_err() {
-            break; // Downstream is gone.
-        }
+                )
+            })?;
     }
-    Ok(stats)
+    Ok(())
 }

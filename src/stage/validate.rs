@@ -17,7 +17,7 @@ use crate::event::{Batch, Event, Reject};
 use crate::exit::{Error, Exit, Result};
 use crate::json::{self, FieldPath};
 use crate::stage::workers::{self, Worked};
-use crate::stage::{Ctx, Kind, Stage, Stats};
+use crate::stage::{Ctx, Ended, Kind, Stage};
 use crate::tape::{TapeJson, TapeNode};
 
 const EXAMPLES: &str = "\
@@ -196,15 +196,8 @@ fn is_type(raw: &str, ty: JsonType) -> bool {
 }
 
 fn compile_schema(path: &PathBuf) -> Result<jsonschema::Validator<TapeJson>> {
-    let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => {
-            Error::no_input(format!("--schema {}: no such file", path.display()))
-        }
-        _ => Error::new(
-            Exit::IoErr,
-            anyhow::anyhow!("--schema {}: {e}", path.display()),
-        ),
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::unreadable(format!("--schema {}", path.display()), &e, Exit::IoErr))?;
     let schema: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| Error::usage(format!("--schema {}: not JSON: {e}", path.display())))?;
     jsonschema::options_for::<TapeJson>()
@@ -219,7 +212,7 @@ pub async fn run(
     input: Receiver<Batch>,
     output: Sender<Batch>,
     ctx: Ctx,
-) -> Result<Stats> {
+) -> Result<Ended> {
     let meta = ctx.meta_field.clone();
     let workers = config.workers;
     workers::map_ordered(
@@ -272,7 +265,7 @@ impl Stage for Config {
         input: Receiver<Batch>,
         output: Sender<Batch>,
         ctx: Ctx,
-    ) -> BoxFuture<'static, Result<Stats>> {
+    ) -> BoxFuture<'static, Result<Ended>> {
         Box::pin(run(Arc::new(*self), input, output, ctx))
     }
 }

@@ -5,12 +5,13 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use tokio::sync::mpsc::{Receiver, Sender};
 use tokio::sync::watch;
 
 use crate::event::{Batch, Event, Reject};
 use crate::exit::{Error, Result};
-use crate::stage::{Ctx, Stats};
+use crate::stage::{Ctx, Ended};
 
 /// The result of working on one batch: the events to pass on, and the rejected ones.
 pub struct Worked {
@@ -46,19 +47,17 @@ pub async fn map_ordered<W>(
     workers: usize,
     runs: Runs,
     work: W,
-) -> Result<Stats>
+) -> Result<Ended>
 where
     W: Fn(Batch) -> Worked + Send + Sync + 'static,
 {
     let work = Arc::new(work);
-    let counters = crate::metrics::StageCounters::new(stage);
     let gauge = metrics::gauge!("ndpipe_stage_workers", "component" => stage);
     let latency = metrics::histogram!("ndpipe_batch_duration_seconds", "component" => stage);
     let mut live = ctx.workers.clone();
     let limit = |live: &Option<watch::Receiver<usize>>| {
         live.as_ref().map_or(workers, |w| *w.borrow()).max(1)
     };
-    let mut stats = Stats::default();
     // Batches started, oldest first: results leave in this order.
     let mut running: VecDeque<(u64, tokio::task::JoinHandle<Worked>)> = VecDeque::new();
     let mut open = true;
@@ -84,20 +83,8 @@ where
             biased;
             done = async { (&mut running.front_mut().expect("not empty").1).await }, if !running.is_empty() => {
                 let (n, _) = running.pop_front().expect("not empty");
-                let Worked { batch, rejects } = done
-                    .map_err(|e| Error::from(anyhow::anyhow!("{stage} worker panicked: {e}")))?;
-                stats.events_in += n;
-                let rejects_n = rejects.len() as u64;
-                stats.rejected += rejects_n;
-                for (mut event, reject) in rejects {
-                    ctx.dead.keep(stage, &batch.source, &mut event, &reject)?;
-                }
-                stats.events_out += batch.len() as u64;
-                counters.received.increment(n);
-                counters.rejected.increment(rejects_n);
-                counters.sent.increment(batch.len() as u64);
-                ctx.progress.inc(batch.len() as u64);
-                if !batch.is_empty() && output.send(batch).await.is_err() {
+                let worked = Error::joined(format_args!("{stage} worker"), done)?;
+                if !pass_on(stage, ctx, n, worked, &output).await? {
                     break; // Downstream is gone (say, `| head`): stop quietly.
                 }
             }
@@ -129,7 +116,73 @@ where
             () = changed, if has_live => {}
         }
     }
-    Ok(stats)
+    Ok(Ended::default())
+}
+
+/// The one counting step of both helpers: `n` events were worked on into `worked`; its
+/// rejects go to the dead-letter output (in order), its batch on. False when the output
+/// is closed.
+async fn pass_on(
+    stage: &'static str,
+    ctx: &Ctx,
+    n: u64,
+    worked: Worked,
+    output: &Sender<Batch>,
+) -> Result<bool> {
+    let Worked { batch, rejects } = worked;
+    ctx.tally.received(n);
+    ctx.tally.rejected(rejects.len() as u64);
+    for (mut event, reject) in rejects {
+        ctx.dead.keep(stage, &batch.source, &mut event, &reject)?;
+    }
+    ctx.tally.sent(batch.len() as u64);
+    Ok(batch.is_empty() || output.send(batch).await.is_ok())
+}
+
+/// Why [`map_sequential`]'s work failed, with the events it held: they are lost (their
+/// sources are told, with everything still queued), not handled.
+pub struct Failed {
+    pub error: Error,
+    pub held: Vec<Event>,
+}
+
+/// Runs `work` over every batch, one at a time and in order, on the task that called it:
+/// for a stateful filter (`tee`'s open files, a window of keys seen) whose work needs
+/// `&mut` state and may wait. It counts, keeps rejects and stops on a closed output
+/// exactly as [`map_ordered`] does.
+pub async fn map_sequential<S, W>(
+    stage: &'static str,
+    mut input: Receiver<Batch>,
+    output: Sender<Batch>,
+    ctx: &Ctx,
+    mut state: S,
+    mut work: W,
+) -> Result<Ended>
+where
+    W: for<'s> FnMut(&'s mut S, Batch) -> BoxFuture<'s, std::result::Result<Worked, Failed>>,
+{
+    let latency = metrics::histogram!("ndpipe_batch_duration_seconds", "component" => stage);
+    metrics::gauge!("ndpipe_stage_workers", "component" => stage).set(1.0);
+    while let Some(batch) = input.recv().await {
+        let n = batch.len() as u64;
+        let started = std::time::Instant::now();
+        let mut worked = match work(&mut state, batch).await {
+            Ok(worked) => worked,
+            Err(Failed { error, held }) => {
+                // What was not passed on is not handled: its sources must not count it.
+                crate::event::lose_queued(&mut input, held);
+                return Err(error);
+            }
+        };
+        latency.record(started.elapsed());
+        if ctx.measure_batches {
+            worked.batch.bytes = Some(worked.batch.size());
+        }
+        if !pass_on(stage, ctx, n, worked, &output).await? {
+            break; // Downstream is gone: stop quietly.
+        }
+    }
+    Ok(Ended::default())
 }
 
 /// Runs `work` on `batch`; if it panics, runs it again on each event alone (from a

@@ -14,11 +14,12 @@ use tokio::sync::mpsc::{Receiver, Sender};
 
 use crate::event::Batch;
 use crate::exit::{Error, Result};
-use crate::stage::{Ctx, Kind, Stage, Stats};
+use crate::stage::{Ctx, Ended, Kind, Stage};
 
 use super::Link;
 
-/// The sources of one hub; its stats are their sums.
+/// The sources of one hub. Each counts into its own tally; the hub's link has an unlisted
+/// one that counts nothing.
 pub struct Merge {
     pub sources: Vec<Link>,
 }
@@ -41,32 +42,25 @@ impl Stage for Merge {
         _input: Receiver<Batch>,
         output: Sender<Batch>,
         ctx: Ctx,
-    ) -> BoxFuture<'static, Result<Stats>> {
+    ) -> BoxFuture<'static, Result<Ended>> {
         Box::pin(async move {
             let names: Vec<&'static str> = self.sources.iter().map(|l| l.stage.name()).collect();
             // Stops the sources, and only them, when one fails (a signal stops them too).
             let stop = ctx.shutdown.child();
             let mut tasks = FuturesUnordered::new();
-            for (i, mut link) in self.sources.into_iter().enumerate() {
+            for (i, mut link) in self.sources.into_iter().map(Link::counted).enumerate() {
                 link.ctx.shutdown = stop.clone();
                 let run = link.stage.run(super::closed(), output.clone(), link.ctx);
                 let handle = tokio::spawn(run);
                 tasks.push(async move { (i, handle.await) });
             }
             drop(output);
-            let mut total = Stats::default();
+            let mut total = Ended::default();
             let mut failed: Option<Error> = None;
             while let Some((i, joined)) = tasks.next().await {
-                let ran = joined
-                    .map_err(|e| Error::from(anyhow::anyhow!("{} panicked: {e}", names[i])))
-                    .and_then(|r| r);
+                let ran = Error::joined(names[i], joined).and_then(|r| r);
                 match ran {
-                    Ok(s) => {
-                        total.events_in += s.events_in;
-                        total.events_out += s.events_out;
-                        total.rejected += s.rejected;
-                        total.stopped = total.stopped.take().or(s.stopped);
-                    }
+                    Ok(s) => total.stopped = total.stopped.take().or(s.stopped),
                     Err(e) => {
                         stop.trigger();
                         failed = Some(match failed {

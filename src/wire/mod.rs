@@ -25,7 +25,8 @@ use tokio::sync::mpsc;
 
 use crate::dead_letter::DeadLetters;
 use crate::exit::{Error, Result};
-use crate::stage::{Ctx, Kind, Stage, Stats};
+use crate::stage::{Ctx, Ended, Kind, Stage, Stats};
+use crate::tally::Tally;
 
 pub mod merge;
 pub mod relay;
@@ -39,8 +40,29 @@ pub struct Link {
     pub ctx: Ctx,
 }
 
+impl Link {
+    /// `stage` run with `ctx`, counting into a new tally of its own (listed for
+    /// `/metrics`): what the summaries and progress lines then read ([`Link::tally`]).
+    pub fn new(stage: Box<dyn Stage>, mut ctx: Ctx) -> Link {
+        ctx.tally = Tally::new(stage.name());
+        Link { stage, ctx }
+    }
+
+    /// Gives the link a tally of its own unless it has one.
+    fn counted(mut self) -> Link {
+        if self.ctx.tally.is_pending() {
+            self.ctx.tally = Tally::new(self.stage.name());
+        }
+        self
+    }
+
+    pub fn tally(&self) -> Tally {
+        self.ctx.tally.clone()
+    }
+}
+
 /// Runs `links` as a chain with channels of `capacity` batches between them; returns
-/// every stage's stats, in chain order.
+/// every stage's stats (its tally's counts and how it ended), in chain order.
 pub async fn chain(links: Vec<Link>, capacity: usize) -> Result<Vec<Stats>> {
     run(links, Channels::Batches(capacity)).await
 }
@@ -91,10 +113,12 @@ enum Channels {
 async fn run(links: Vec<Link>, channels: Channels) -> Result<Vec<Stats>> {
     let n = links.len();
     assert!(n > 0, "a chain has stages");
+    let links: Vec<Link> = links.into_iter().map(Link::counted).collect();
     let kinds: Vec<Kind> = links.iter().map(|l| l.stage.kind()).collect();
     let names: Vec<&'static str> = links.iter().map(|l| l.stage.name()).collect();
     let acknowledges = links[0].stage.acknowledges();
     let shutdown = links[0].ctx.shutdown.clone();
+    let tallies: Vec<Tally> = links.iter().map(Link::tally).collect();
 
     // The first stage's input is closed from the start; the last stage's output goes
     // nowhere (a sink that passes copies on finds it closed, and carries on).
@@ -119,6 +143,7 @@ async fn run(links: Vec<Link>, channels: Channels) -> Result<Vec<Stats>> {
                     names[i + 1],
                     fills[i].clone(),
                     dead.clone(),
+                    tallies[i + 1].clone(),
                 );
                 relays.push(tokio::spawn(relay));
                 (tx, rx)
@@ -132,28 +157,26 @@ async fn run(links: Vec<Link>, channels: Channels) -> Result<Vec<Stats>> {
     }
     drop(next_rx);
 
-    let mut stats: Vec<Option<Stats>> = vec![None; n];
+    let mut ended: Vec<Option<Ended>> = vec![None; n];
     // An output error of the last stage after a source: kept until the source has ended.
     let mut closed_output: Option<Error> = None;
     // A source's failure while it ran: kept until the rest of the chain has drained.
     let mut source_failed: Option<Error> = None;
     while let Some((i, joined)) = tasks.next().await {
-        let result = joined
-            .map_err(|e| Error::from(anyhow::anyhow!("{} panicked: {e}", names[i])))
-            .and_then(|r| r);
+        let result = Error::joined(names[i], joined).and_then(|r| r);
         match result {
-            Ok(s) => stats[i] = Some(s),
+            Ok(e) => ended[i] = Some(e),
             Err(e) if i == n - 1 && n > 1 => {
                 let upstream = &kinds[..i];
                 if e.is_broken_pipe() && upstream[1..].contains(&Kind::Sink) {
                     // A sink's output is only a copy: it loads all of its input.
-                    stats[i] = Some(Stats::default());
+                    ended[i] = Some(Ended::default());
                 } else if acknowledges {
                     // A server or consumer: stop taking input; it then reports what it
                     // had acknowledged but could not write.
                     shutdown.trigger();
                     closed_output = Some(e);
-                    stats[i] = Some(Stats::default());
+                    ended[i] = Some(Ended::default());
                 } else {
                     return Err(e);
                 }
@@ -162,7 +185,7 @@ async fn run(links: Vec<Link>, channels: Channels) -> Result<Vec<Stats>> {
                 // Its output is closed now: the next stages drain what it sent.
                 shutdown.trigger();
                 source_failed = Some(e);
-                stats[i] = Some(Stats::default());
+                ended[i] = Some(Ended::default());
             }
             Err(e) => return Err(e),
         }
@@ -172,10 +195,11 @@ async fn run(links: Vec<Link>, channels: Channels) -> Result<Vec<Stats>> {
     }
     // Every stage has ended, so every relay has handed on or dropped what it held.
     while let Some(relay) = relays.next().await {
-        relay.map_err(|e| Error::from(anyhow::anyhow!("a channel relay panicked: {e}")))??;
+        Error::joined("a channel relay", relay)??;
     }
-    Ok(stats
+    Ok(ended
         .into_iter()
-        .map(|s| s.expect("every stage ended"))
+        .zip(&tallies)
+        .map(|(e, t)| Stats::of(t.get(), e.expect("every stage ended")))
         .collect())
 }

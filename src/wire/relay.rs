@@ -12,7 +12,8 @@
 //! - `drop-newest`: events arriving into a full queue are dropped;
 //! - `drop-oldest`: the oldest queued events are dropped to make room (the seed's ring).
 //!
-//! A dropped event is handled: it is counted (`component_discarded_events_total`), kept
+//! A dropped event is handled: it is counted (in the tally of the stage the channel feeds,
+//! `component_discarded_events_total`), kept
 //! as a dead letter of kind `dropped` when there is a dead-letter output, and then
 //! released, so its source may acknowledge it. A batch may take the queue past its bounds
 //! by at most itself (one reader batch, about 256 KiB).
@@ -27,6 +28,7 @@ use tokio::sync::watch;
 use crate::dead_letter::DeadLetters;
 use crate::event::{Batch, Event, Reject};
 use crate::exit::Result;
+use crate::tally::Tally;
 
 /// What a full channel does with new events (`--when-full`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -63,7 +65,6 @@ pub struct Bounds {
 pub struct Fill {
     pub events: AtomicU64,
     pub bytes: AtomicU64,
-    pub dropped: AtomicU64,
 }
 
 /// Runs the relay in front of stage `into` until the stage before closes its output (then
@@ -75,13 +76,14 @@ pub async fn run(
     into: &'static str,
     fill: Arc<Fill>,
     dead: DeadLetters,
+    // The tally of the stage this channel feeds: drops count there.
+    tally: Tally,
 ) -> Result<()> {
     let labels = [("component", into)];
     let depth = metrics::gauge!("buffer_events", &labels);
     let size = metrics::gauge!("buffer_byte_size", &labels);
     let max_events = metrics::gauge!("buffer_max_event_size", &labels);
     let max_bytes = metrics::gauge!("buffer_max_byte_size", &labels);
-    let discarded = metrics::counter!("component_discarded_events_total", &labels);
 
     let mut queue = Queue::default();
     let mut open = true;
@@ -105,8 +107,7 @@ pub async fn run(
                     let dropped = queue.push(batch, &bounds);
                     if !dropped.is_empty() {
                         let n = dropped.iter().map(Batch::len).sum::<usize>() as u64;
-                        fill.dropped.fetch_add(n, Ordering::Relaxed);
-                        discarded.increment(n);
+                        tally.dropped(n);
                         keep_dropped(dropped, &bounds, into, &dead)?;
                     }
                 }

@@ -27,15 +27,9 @@ impl Config {
         let auth_token = match (&args.auth_token, &args.auth_token_file) {
             (Some(t), _) => Some(t.clone()),
             (None, Some(path)) => {
-                let t = std::fs::read_to_string(path).map_err(|e| match e.kind() {
-                    std::io::ErrorKind::NotFound => Error::no_input(format!(
-                        "--auth-token-file {}: no such file",
-                        path.display()
-                    )),
-                    _ => Error::new(
-                        Exit::IoErr,
-                        anyhow::anyhow!("--auth-token-file {}: {e}", path.display()),
-                    ),
+                let t = std::fs::read_to_string(path).map_err(|e| {
+                    let what = format!("--auth-token-file {}", path.display());
+                    Error::unreadable(what, &e, Exit::IoErr)
                 })?;
                 Some(t.trim().to_owned())
             }

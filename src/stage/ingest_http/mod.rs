@@ -40,8 +40,8 @@ use crate::cli::{parse_bytes, Common};
 use crate::event::{Ack, Batch, Event, Reject};
 use crate::exit::{Error, Exit, Result};
 use crate::json;
-use crate::metrics::StageCounters;
-use crate::stage::{Ctx, Kind, Stage, Stats};
+use crate::stage::{Ctx, Ended, Kind, Stage};
+use crate::tally::Tally;
 
 mod args;
 mod body;
@@ -100,7 +100,7 @@ pub async fn run(config: Config, output: mpsc::Sender<Batch>, ctx: Ctx) -> Resul
         events: Arc::new(Semaphore::new(config.queue_capacity as usize)),
         bytes: Arc::new(Semaphore::new(units(config.queue_bytes) as usize)),
         inflight: Arc::new(Semaphore::new(units(config.max_inflight_bytes) as usize)),
-        metrics: Metrics::new(config.queue_capacity),
+        metrics: Metrics::new(config.queue_capacity, ctx.tally.clone()),
         open: AtomicUsize::new(0),
         closing: AtomicBool::new(false),
         closing_at: std::sync::OnceLock::new(),
@@ -166,7 +166,7 @@ pub async fn run(config: Config, output: mpsc::Sender<Batch>, ctx: Ctx) -> Resul
                 crate::event::lose(&batch.events);
                 continue;
             }
-            hub.metrics.stage.sent.increment(n as u64);
+            hub.metrics.tally.sent(n as u64);
             since_trim += n;
             if since_trim >= TRIM_AFTER_EVENTS && rx.is_empty() {
                 since_trim = 0;
@@ -267,10 +267,10 @@ impl Stage for Config {
         _input: mpsc::Receiver<Batch>,
         output: mpsc::Sender<Batch>,
         ctx: Ctx,
-    ) -> BoxFuture<'static, Result<Stats>> {
+    ) -> BoxFuture<'static, Result<Ended>> {
         Box::pin(async move {
             run(*self, output, ctx).await?;
-            Ok(Stats::default())
+            Ok(Ended::default())
         })
     }
 }

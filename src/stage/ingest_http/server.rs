@@ -331,7 +331,8 @@ pub(super) async fn handle(
     if !sent {
         return Answer::busy("shutting down");
     }
-    hub.metrics.accepted(n.into());
+    // Consumed: the events taken, and the (inflated) body they came in.
+    hub.metrics.accepted(n.into(), text.len() as u64);
     match config.ack {
         AckMode::Queued => Answer {
             status: StatusCode::ACCEPTED,
@@ -544,7 +545,7 @@ pub(super) async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4"),
         )],
-        crate::metrics::handle().render(),
+        crate::metrics::render(),
     )
         .into_response()
 }

@@ -2,10 +2,10 @@
 
 use super::*;
 
-/// ingest-http's series (`ndpipe_http_…`), kept in the metrics facade with the
-/// component counters every stage reports.
+/// ingest-http's series (`ndpipe_http_…`), kept in the metrics facade, and the stage's
+/// tally (what it consumed, passed on and rejected).
 pub(super) struct Metrics {
-    pub(super) stage: StageCounters,
+    pub(super) tally: Tally,
     /// Handles made once: a request costs atomic adds, not a registry lookup.
     requests: Vec<(StatusCode, metrics::Counter)>,
     latency: metrics::Histogram,
@@ -16,7 +16,7 @@ pub(super) struct Metrics {
 }
 
 impl Metrics {
-    pub(super) fn new(capacity: u32) -> Metrics {
+    pub(super) fn new(capacity: u32, tally: Tally) -> Metrics {
         crate::metrics::handle();
         metrics::describe_counter!(
             "ndpipe_http_requests_total",
@@ -61,7 +61,7 @@ impl Metrics {
         // Every status the handler answers with.
         let statuses = [200, 202, 400, 401, 405, 408, 413, 415, 500, 503];
         Metrics {
-            stage: StageCounters::new("ingest-http"),
+            tally,
             requests: statuses
                 .into_iter()
                 .map(|code| {
@@ -93,14 +93,14 @@ impl Metrics {
         self.latency.record(seconds);
     }
 
-    pub(super) fn accepted(&self, n: u64) {
+    pub(super) fn accepted(&self, n: u64, bytes: u64) {
         self.accepted.increment(n);
-        self.stage.received.increment(n);
+        self.tally.consumed(n, bytes);
     }
 
     pub(super) fn rejected(&self, n: u64) {
         self.rejected.increment(n);
-        self.stage.rejected.increment(n);
+        self.tally.rejected(n);
     }
 
     pub(super) fn refused(&self, n: u64) {

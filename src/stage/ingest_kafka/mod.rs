@@ -47,7 +47,7 @@ use crate::event::{Ack, Batch, Event, Reject};
 use crate::exit::{Error, Exit, Result};
 use crate::json;
 use crate::postgres::{create_if_absent, message, offsets_ddl, ConnectSpec, Table};
-use crate::stage::{Ctx, Kind, Stage, Stats};
+use crate::stage::{Ctx, Ended, Kind, Stage};
 
 mod args;
 mod callbacks;
@@ -88,10 +88,10 @@ impl Stage for Config {
         _input: Receiver<Batch>,
         output: Sender<Batch>,
         ctx: Ctx,
-    ) -> BoxFuture<'static, Result<Stats>> {
+    ) -> BoxFuture<'static, Result<Ended>> {
         Box::pin(async move {
             run(*self, output, ctx).await?;
-            Ok(Stats::default())
+            Ok(Ended::default())
         })
     }
 }

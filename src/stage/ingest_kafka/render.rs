@@ -18,10 +18,10 @@ pub(super) fn render_batches(
     let extra = names.meta_key.len() + 2;
     // Offsets read and not yet handed to a sent batch's acknowledgement.
     let mut read = Positions::default();
-    let counters = crate::metrics::StageCounters::new("ingest-kafka");
     for raw in rx {
         read.merge(&raw.positions);
-        counters.received.increment(raw.msgs.len() as u64);
+        ctx.tally
+            .consumed(raw.msgs.len() as u64, raw.bytes.len() as u64);
         let mut text =
             String::with_capacity(raw.bytes.len() + raw.metas.len() + raw.msgs.len() * extra);
         let mut spans = Vec::with_capacity(raw.msgs.len());
@@ -41,7 +41,7 @@ pub(super) fn render_batches(
                         ),
                     );
                     ctx.dead.keep("ingest-kafka", &source, &mut ev, &r)?;
-                    counters.rejected.increment(1);
+                    ctx.tally.rejected(1);
                 }
             }
         }
@@ -49,7 +49,7 @@ pub(super) fn render_batches(
             continue; // all dead letters: the next batch stores their offsets
         }
         let ack = read.ack(consumer);
-        counters.sent.increment(spans.len() as u64);
+        ctx.tally.sent(spans.len() as u64);
         let chunk = crate::event::chunk(text);
         let events = spans
             .into_iter()

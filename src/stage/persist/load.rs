@@ -6,7 +6,8 @@ use super::*;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Counts the loaders keep, printed in the summary.
+/// How persist stored what it passed on, and the work it took: the breakdown its summary
+/// prints after "N out" (the events in, out and rejected are in its tally).
 #[derive(Debug, Default)]
 pub struct Counts {
     pub inserted: AtomicU64,
@@ -16,7 +17,6 @@ pub struct Counts {
     pub deleted: AtomicU64,
     /// Events that lost to a later (or newer) event of the same key inside their batch.
     pub superseded: AtomicU64,
-    pub rejected: AtomicU64,
     pub fenced: AtomicU64,
     pub retries: AtomicU64,
     pub batches: AtomicU64,
@@ -114,9 +114,8 @@ pub(super) struct Shared {
     pub(super) ctx: Ctx,
     pub(super) tracker: Mutex<Tracker>,
     pub(super) counts: Arc<Counts>,
+    /// The progress line, which shows the batches and retries so far.
     pub(super) progress: Progress,
-    /// The metrics facade's counters: received, sent (stored), rejected.
-    pub(super) counters: crate::metrics::StageCounters,
 }
 
 /// The way to one loader. A batch is handed over only once the loader is free (it holds
@@ -206,7 +205,7 @@ pub async fn run(
     output: Sender<Batch>,
     ctx: Ctx,
     counts: Arc<Counts>,
-) -> Result<Stats> {
+) -> Result<Ended> {
     let progress = ctx.progress.clone();
     let mut live = ctx.workers.clone();
     let shared = Arc::new(Shared {
@@ -215,14 +214,12 @@ pub async fn run(
         tracker: Mutex::new(Tracker::default()),
         counts,
         progress,
-        counters: crate::metrics::StageCounters::new("persist"),
     });
     assert!(!loaders.is_empty(), "at least one loader");
     let gauge = metrics::gauge!("ndpipe_stage_workers", "component" => "persist");
     gauge.set(loaders.len() as f64);
     let mut pool = Pool::start(&shared, loaders, &output);
 
-    let mut stats = Stats::default();
     let batch_size = shared.config.batch_size;
     let mut pending = empty_batches(pool.senders.len(), batch_size);
     let mut oldest: Option<Instant> = None;
@@ -254,8 +251,7 @@ pub async fn run(
             continue;
         };
         let n = pool.senders.len();
-        stats.events_in += batch.len() as u64;
-        shared.counters.received.increment(batch.len() as u64);
+        shared.ctx.tally.received(batch.len() as u64);
         let source = batch.source.clone();
         for mut event in batch.events {
             let pos = match event.decode() {
@@ -295,9 +291,7 @@ pub async fn run(
                     }
                 }
                 Err((mut event, reject)) => {
-                    stats.rejected += 1;
-                    Counts::add(&shared.counts.rejected, 1);
-                    shared.counters.rejected.increment(1);
+                    shared.ctx.tally.rejected(1);
                     shared
                         .ctx
                         .dead
@@ -319,12 +313,7 @@ pub async fn run(
     }
     // Offsets that became complete after the last batch (a final dead letter, say).
     commit_rows(&shared, &mut loaders[0], Vec::new(), None).await?;
-    stats.events_out = Counts::get(&shared.counts.inserted)
-        + Counts::get(&shared.counts.updated)
-        + Counts::get(&shared.counts.unchanged)
-        + Counts::get(&shared.counts.deleted)
-        + Counts::get(&shared.counts.superseded);
-    Ok(stats)
+    Ok(Ended::default())
 }
 
 /// The next connection count asked for, when there is a live one; else never.
@@ -482,7 +471,6 @@ pub(super) async fn commit_rows(
                     )?;
                     refused_idx.push(i);
                 }
-                Counts::add(&counts.rejected, refused_idx.len() as u64);
                 Counts::add(&counts.inserted, loaded.inserted);
                 Counts::add(&counts.updated, loaded.updated);
                 Counts::add(&counts.unchanged, loaded.unchanged);
@@ -505,16 +493,17 @@ pub(super) async fn commit_rows(
                         rows.len()
                     );
                 }
+                // Out: every event of the batch but the refused, superseded ones too (see
+                // [`Counts::summary`]).
                 let persisted = rows.len() - refused_idx.len();
-                shared.counters.sent.increment(persisted as u64);
-                shared.counters.rejected.increment(refused_idx.len() as u64);
+                shared.ctx.tally.rejected(refused_idx.len() as u64);
+                shared.ctx.tally.sent(persisted as u64);
                 if shared.progress.is_shown() {
-                    let extra = format!(
+                    shared.progress.note(&format!(
                         "{} batches · {} retries",
                         Counts::get(&counts.batches),
                         Counts::get(&counts.retries)
-                    );
-                    shared.progress.inc_with(persisted as u64, &extra);
+                    ));
                 }
                 let Some(out) = output else {
                     ROWS.put(rows);

@@ -44,7 +44,7 @@ use crate::exit::{Error, Exit, Result};
 use crate::json::{self, FieldPath};
 use crate::postgres::{is_ident, parse_ident, quote_ident, ConnectSpec, Table};
 use crate::progress::Progress;
-use crate::stage::{Ctx, Kind, Stage, Stats};
+use crate::stage::{Ctx, Ended, Kind, Stage};
 
 mod args;
 mod config;
@@ -107,7 +107,7 @@ impl Stage for Persist {
         input: Receiver<Batch>,
         output: Sender<Batch>,
         ctx: Ctx,
-    ) -> BoxFuture<'static, Result<Stats>> {
+    ) -> BoxFuture<'static, Result<Ended>> {
         let Persist {
             config,
             loaders,
