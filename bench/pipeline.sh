@@ -13,7 +13,8 @@
 #   bench/pipeline.sh
 #   EVENTS=500000 RUNS=1 SKIP_PG=1 bench/pipeline.sh
 #
-# PROFILE=release (default: the build users get) or PROFILE=dist picks the build measured.
+# PROFILE=release (default: the build users get) or PROFILE=dist picks the build measured;
+# BIN=DIR (with SKIP_BUILD=1) measures binaries built elsewhere (an older commit, say).
 # Exits 1 when a goal is missed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +26,7 @@ SCHEMA=ndpipe_bench_pipeline
 mkdir -p "$OUT"
 PROFILE=${PROFILE:-release}
 [ -n "${SKIP_BUILD:-}" ] || cargo build --profile "$PROFILE" --quiet --bins
-BIN=target/$PROFILE
+BIN=${BIN:-target/$PROFILE}
 IN="$OUT/events-$EVENTS.ndjson"
 [ -s "$IN" ] || python3 ../shared/tools/gen_events.py "$EVENTS" > "$IN"
 

@@ -14,7 +14,8 @@
 #
 # Prints events/s, the ratio to the goal or peer, and peak RSS of each command.
 # PROFILE=dist (default: fat LTO, as release artifacts are built) or PROFILE=release
-# (the profile `cargo install` and scripts/demo use) picks the build measured.
+# (the profile `cargo install` and scripts/demo use) picks the build measured; BIN=DIR
+# (with SKIP_BUILD=1) measures binaries built elsewhere (an older commit, say).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EVENTS=${EVENTS:-1000000}
@@ -23,7 +24,7 @@ OUT=bench/out
 mkdir -p "$OUT"
 PROFILE=${PROFILE:-dist}
 [ -n "${SKIP_BUILD:-}" ] || cargo build --profile "$PROFILE" --quiet --bins
-BIN=target/$PROFILE
+BIN=${BIN:-target/$PROFILE}
 IN="$OUT/events-$EVENTS.ndjson"
 [ -s "$IN" ] || python3 ../shared/tools/gen_events.py "$EVENTS" > "$IN"
 IN3="$OUT/events-${EVENTS}x3.ndjson"

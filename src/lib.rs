@@ -27,6 +27,8 @@
 //!   parsing, logging, the runtime and exit mapping.
 //! - [`ndjson`]: line framing (line numbers, BOM, CRLF, length limit, gzip and zstd) and
 //!   the writer (block-buffered, idle flush, closed-pipe aware).
+//! - [`operator`]: the operator endpoint (`/health`, `/ready` from named checks,
+//!   `/metrics`) that ingest-http and `pipeline` serve.
 //! - [`progress`], [`metrics`]: the progress line and log writer; the metrics facade every
 //!   stage reports into.
 //! - [`tally`]: counting once: each stage's events in, out, rejected and dropped, which
@@ -56,6 +58,7 @@ pub mod json;
 pub mod memory;
 pub mod metrics;
 pub mod ndjson;
+pub mod operator;
 pub mod pipeline;
 pub mod pool;
 pub mod position;

@@ -822,6 +822,87 @@ fn sighup_changes_persist_connections_mid_stream_without_losing_an_event() {
     );
 }
 
+/// /ready while a channel stays over 80 % full: a stdout nobody reads stalls the pipe, the
+/// channel into validate fills, and once it has been full for `--ready-window` /ready
+/// answers 503 naming that channel; once stdout is read again, 200.
+#[test]
+fn ready_names_a_channel_full_for_the_window_and_recovers() {
+    use std::io::{Read, Write};
+    let dir = Dir::new();
+    let port = free_port();
+    let mut child = std::process::Command::new(bin("pipeline"))
+        .current_dir(dir.root())
+        .args([
+            "-q",
+            "--metrics-listen",
+            &format!("127.0.0.1:{port}"),
+            "--ready-window",
+            "1s",
+            "--channel-capacity",
+            "1000",
+            "validate --require id",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    eventually("ready at start", || {
+        get(port, "/ready").is_some_and(|(s, _)| s == 200)
+    });
+    // More than stdout's pipe and every channel hold, written while nobody reads.
+    let feeding = std::thread::spawn(move || {
+        let line = format!("{{\"id\":\"x\",\"pad\":\"{}\"}}\n", "p".repeat(100));
+        for _ in 0..200_000 {
+            if stdin.write_all(line.as_bytes()).is_err() {
+                break;
+            }
+        }
+        stdin
+    });
+    let mut last = None;
+    eventually("503 naming the full channel", || {
+        last = get(port, "/ready");
+        last.as_ref().is_some_and(|(s, _)| *s == 503)
+    });
+    let (_, body) = last.unwrap();
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["status"], "not ready", "{body}");
+    assert_eq!(
+        body["failing"],
+        serde_json::json!(["channel validate"]),
+        "{body}"
+    );
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("the channel into validate has been over 80 % full for "),
+        "{body}"
+    );
+    // Read stdout again: the channels drain, and the pipe is ready while it runs on.
+    let mut stdout = child.stdout.take().unwrap();
+    let reading = std::thread::spawn(move || {
+        let mut n = 0u64;
+        let mut buf = vec![0; 1 << 16];
+        while let Ok(k) = stdout.read(&mut buf) {
+            if k == 0 {
+                break;
+            }
+            n += buf[..k].iter().filter(|&&b| b == b'\n').count() as u64;
+        }
+        n
+    });
+    let stdin = feeding.join().unwrap();
+    eventually("200 once drained", || {
+        get(port, "/ready").is_some_and(|(s, _)| s == 200)
+    });
+    drop(stdin);
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(reading.join().unwrap(), 200_000);
+}
+
 /// /ready while PostgreSQL is stopped mid-run: 503 meanwhile, 200 once it is back; and
 /// nothing is lost. /health stays 200; /metrics has the channel gauges.
 #[test]

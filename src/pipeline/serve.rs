@@ -1,30 +1,31 @@
-//! `--metrics-listen ADDR`: `GET /metrics` (Prometheus text), `GET /ready`, `GET /health`.
+//! `--metrics-listen ADDR`: the operator endpoint ([`crate::operator`]: `GET /metrics`,
+//! `GET /ready`, `GET /health`) with `pipeline`'s readiness checks.
 //!
-//! Ready means: no channel has been more than 80 % full (in events or bytes) for
-//! `--ready-window` without a break, and every PostgreSQL database a `persist` stage writes
-//! to answers `SELECT 1` (probed every second, each probe given [`PROBE_TIMEOUT`]). A
-//! load balancer then stops sending to an HTTP source that cannot keep up, and an
-//! orchestrator sees a database outage, while a short burst changes nothing.
+//! Ready means, one named check each: not shutting down (`shutdown`); no channel has
+//! been more than 80 % full (in events or bytes) for `--ready-window` without a break
+//! (`channel validate`, named after the stage it feeds); and every PostgreSQL database a
+//! `persist` stage writes to answers `SELECT 1` (`database …`; probed every second, each
+//! probe given [`PROBE_TIMEOUT`]). A load balancer then stops sending to an HTTP source
+//! that cannot keep up, and an orchestrator sees a database outage, while a short burst
+//! changes nothing.
 //!
-//! Series: every stage's `component_received_events_total`, `component_sent_events_total`,
-//! `component_rejected_events_total` and `ndpipe_batch_duration_seconds`; every channel's
-//! `buffer_events`, `buffer_byte_size`, `buffer_max_event_size`, `buffer_max_byte_size`
-//! and `component_discarded_events_total` (labelled with the stage it feeds); each
+//! Series: every stage's tally ([`crate::tally`]: `component_received_events_total`,
+//! `component_received_bytes_total`, `component_sent_events_total`,
+//! `component_rejected_events_total`, and `component_discarded_events_total` for what the
+//! channel in front of it dropped) and `ndpipe_batch_duration_seconds`; every channel's
+//! `buffer_events`, `buffer_byte_size`, `buffer_max_event_size` and
+//! `buffer_max_byte_size` (labelled with the stage it feeds); each
 //! stage's `ndpipe_stage_workers`; persist's `ndpipe_persist_rows_total{outcome}`,
 //! `ndpipe_persist_retries_total` and `ndpipe_persist_batches_total`; a Kafka source's
 //! `kafka_consumer_lag{topic_id,partition_id}`; an HTTP source's `ndpipe_http_*` series.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
-
 use crate::exit::{Error, Result};
+use crate::operator::Operator;
 use crate::postgres::ConnectSpec;
 use crate::shutdown::Shutdown;
 use crate::wire::relay::{Bounds, Fill};
@@ -48,46 +49,29 @@ pub struct Watch {
     pub sinks: Vec<(&'static str, Arc<dyn crate::commands::Outcomes>)>,
 }
 
-#[derive(Default)]
-struct State {
+/// What the sampler last saw, read by the readiness checks.
+struct Sampled {
     /// Since when each channel has been over [`FULL_SHARE`] without a break.
     full_since: Mutex<Vec<Option<Instant>>>,
-    why: Mutex<String>,
+    /// Whether each database answered its last probe (until the first: yes).
+    answers: Vec<AtomicBool>,
 }
 
 /// Binds `addr` (failing at once, exit 69, when it cannot) and serves until shutdown.
 pub async fn start(addr: SocketAddr, watch: Watch, shutdown: Shutdown) -> Result<()> {
-    crate::metrics::handle();
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| Error::unavailable(format!("--metrics-listen {addr}: {e}")))?;
-    let watch = Arc::new(watch);
-    let state = Arc::new(State {
+    let sampled = Arc::new(Sampled {
         full_since: Mutex::new(vec![None; watch.channels.len()]),
-        why: Mutex::new(String::new()),
+        answers: watch
+            .databases
+            .iter()
+            .map(|_| AtomicBool::new(true))
+            .collect(),
     });
-    tokio::spawn(sample(watch.clone(), state.clone(), shutdown.clone()));
-    let ready_state = state.clone();
-    let scrape = watch.clone();
-    let app = Router::new()
-        .route(
-            "/health",
-            get(|| async { (StatusCode::OK, "{\"status\":\"alive\"}") }),
-        )
-        .route(
-            "/ready",
-            get(move || {
-                let state = ready_state.clone();
-                async move { ready(&state) }
-            }),
-        )
-        .route(
-            "/metrics",
-            get(move || {
-                let watch = scrape.clone();
-                async move { metrics(&watch) }
-            }),
-        );
+    let app = operator(&watch, &sampled, &shutdown).routes();
+    tokio::spawn(sample(watch, sampled, shutdown.clone()));
     tokio::spawn(async move {
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.wait().await })
@@ -96,45 +80,57 @@ pub async fn start(addr: SocketAddr, watch: Watch, shutdown: Shutdown) -> Result
     Ok(())
 }
 
-fn metrics(watch: &Watch) -> Response {
-    for (component, outcomes) in &watch.sinks {
-        outcomes.export(component);
+/// The readiness checks (shutdown, each channel, each database) and the sinks' counts.
+fn operator(watch: &Watch, sampled: &Arc<Sampled>, shutdown: &Shutdown) -> Operator {
+    let stopping = shutdown.clone();
+    let mut op = Operator::new().check("shutdown", move || {
+        if stopping.is_triggered() {
+            Err("shutting down".into())
+        } else {
+            Ok(())
+        }
+    });
+    for (i, (into, _)) in watch.channels.iter().enumerate() {
+        let (sampled, window, into) = (sampled.clone(), watch.window, *into);
+        op = op.check(format!("channel {into}"), move || {
+            let since = sampled.full_since.lock().expect("not poisoned")[i];
+            match since.map(|s| s.elapsed()) {
+                Some(full) if full >= window => Err(format!(
+                    "the channel into {into} has been over 80 % full for {} s",
+                    full.as_secs()
+                )),
+                _ => Ok(()),
+            }
+        });
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4"),
-        )],
-        crate::metrics::render(),
-    )
-        .into_response()
+    for (i, spec) in watch.databases.iter().enumerate() {
+        let (sampled, shown) = (sampled.clone(), spec.display().to_owned());
+        op = op.check(format!("database {shown}"), move || {
+            if sampled.answers[i].load(Ordering::Relaxed) {
+                Ok(())
+            } else {
+                Err(format!("the database {shown} does not answer"))
+            }
+        });
+    }
+    let sinks = watch.sinks.clone();
+    op.on_scrape(move || {
+        for (component, outcomes) in &sinks {
+            outcomes.export(component);
+        }
+    })
 }
 
-fn ready(state: &State) -> Response {
-    let why = state.why.lock().expect("not poisoned").clone();
-    let (status, body) = if why.is_empty() {
-        (StatusCode::OK, "{\"status\":\"ready\"}".to_owned())
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            serde_json::json!({ "status": "not ready", "reason": why }).to_string(),
-        )
-    };
-    (status, body).into_response()
-}
-
-/// Samples the channels and probes the databases every [`TICK`]; keeps `why` (empty:
-/// ready) up to date.
-async fn sample(watch: Arc<Watch>, state: Arc<State>, shutdown: Shutdown) {
+/// Samples the channels and probes the databases every [`TICK`], until shutdown.
+async fn sample(watch: Watch, sampled: Arc<Sampled>, shutdown: Shutdown) {
     let mut clients: Vec<Option<tokio_postgres::Client>> =
         watch.databases.iter().map(|_| None).collect();
     loop {
         let now = Instant::now();
         let bounds = watch.bounds.borrow().clone();
-        let mut reasons = Vec::new();
         {
-            let mut since = state.full_since.lock().expect("not poisoned");
-            for (i, (into, fill)) in watch.channels.iter().enumerate() {
+            let mut since = sampled.full_since.lock().expect("not poisoned");
+            for (i, (_, fill)) in watch.channels.iter().enumerate() {
                 let events = fill.events.load(Ordering::Relaxed) as f64;
                 let bytes = fill.bytes.load(Ordering::Relaxed) as f64;
                 let full = events > FULL_SHARE * bounds.events as f64
@@ -144,28 +140,15 @@ async fn sample(watch: Arc<Watch>, state: Arc<State>, shutdown: Shutdown) {
                     (true, None) => Some(now),
                     (true, s) => s,
                 };
-                if let Some(s) = since[i] {
-                    if now - s >= watch.window {
-                        reasons.push(format!(
-                            "the channel into {into} has been over 80 % full for {} s",
-                            (now - s).as_secs()
-                        ));
-                    }
-                }
             }
         }
-        for (spec, client) in watch.databases.iter().zip(clients.iter_mut()) {
-            if !probe(spec, client).await {
-                reasons.push(format!("the database {} does not answer", spec.display()));
-            }
+        for (i, (spec, client)) in watch.databases.iter().zip(clients.iter_mut()).enumerate() {
+            let answers = probe(spec, client).await;
+            sampled.answers[i].store(answers, Ordering::Relaxed);
         }
-        *state.why.lock().expect("not poisoned") = reasons.join("; ");
         tokio::select! {
             () = tokio::time::sleep(TICK) => {}
-            () = shutdown.wait() => {
-                *state.why.lock().expect("not poisoned") = "shutting down".into();
-                return;
-            }
+            () = shutdown.wait() => return,
         }
     }
 }

@@ -30,7 +30,7 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::any;
 use axum::Router;
 use clap::{Parser, ValueEnum};
 use futures::future::BoxFuture;
@@ -40,6 +40,7 @@ use crate::cli::{parse_bytes, Common};
 use crate::event::{Ack, Batch, Event, Reject};
 use crate::exit::{Error, Exit, Result};
 use crate::json;
+use crate::operator::Operator;
 use crate::stage::{Ctx, Ended, Kind, Stage};
 use crate::tally::Tally;
 

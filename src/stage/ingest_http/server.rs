@@ -502,52 +502,45 @@ pub(super) fn media_type(headers: &HeaderMap) -> Option<&str> {
     })
 }
 
-pub(super) async fn health() -> Answer {
-    Answer {
-        status: StatusCode::OK,
-        body: "{\"status\":\"alive\"}".into(),
-        retry_after: false,
-    }
-}
-
-pub(super) async fn ready(State(hub): State<Arc<Hub>>) -> Answer {
-    let depth = hub.depth();
-    let cap = u64::from(hub.config.queue_capacity);
-    let bytes = hub.depth_bytes();
-    let full = depth * 5 > cap * 4 || bytes * 5 > hub.config.queue_bytes * 4;
-    let closing = hub.closing.load(Ordering::Relaxed);
-    let status = if full || closing {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::OK
-    };
-    let state = if closing {
-        "shutting down"
-    } else if full {
-        "queue above 80 %"
-    } else {
-        "ready"
-    };
-    Answer {
-        status,
-        body: format!(
-            "{{\"status\":\"{state}\",\"queued\":{depth},\"capacity\":{cap},\"queued_bytes\":{bytes}}}"
-        ),
-        retry_after: status == StatusCode::SERVICE_UNAVAILABLE,
-    }
-}
-
-pub(super) async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
-    metrics::gauge!("ndpipe_http_hub_depth_events").set(hub.depth() as f64);
-    metrics::gauge!("ndpipe_http_hub_depth_bytes").set(hub.depth_bytes() as f64);
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4"),
-        )],
-        crate::metrics::render(),
-    )
-        .into_response()
+/// The operator endpoint: ready unless shutting down or the hub is above 80 % full (in
+/// events or bytes), with the queue's figures in every `/ready` body; the depth gauges
+/// set at each scrape.
+fn operator(hub: &Arc<Hub>) -> Operator {
+    let (closing, full, figures, scraped) = (hub.clone(), hub.clone(), hub.clone(), hub.clone());
+    Operator::new()
+        .check("shutdown", move || {
+            if closing.closing.load(Ordering::Relaxed) {
+                Err("shutting down".into())
+            } else {
+                Ok(())
+            }
+        })
+        .check("hub", move || {
+            let (depth, bytes) = (full.depth(), full.depth_bytes());
+            let cap = u64::from(full.config.queue_capacity);
+            if depth * 5 > cap * 4 || bytes * 5 > full.config.queue_bytes * 4 {
+                Err(format!(
+                    "the queue is above 80 %: {depth} of {cap} events, {bytes} of {} bytes",
+                    full.config.queue_bytes
+                ))
+            } else {
+                Ok(())
+            }
+        })
+        .details(move || {
+            let mut m = serde_json::Map::new();
+            m.insert("queued".into(), figures.depth().into());
+            m.insert(
+                "capacity".into(),
+                u64::from(figures.config.queue_capacity).into(),
+            );
+            m.insert("queued_bytes".into(), figures.depth_bytes().into());
+            m
+        })
+        .on_scrape(move || {
+            metrics::gauge!("ndpipe_http_hub_depth_events").set(scraped.depth() as f64);
+            metrics::gauge!("ndpipe_http_hub_depth_bytes").set(scraped.depth_bytes() as f64);
+        })
 }
 
 pub(super) async fn not_allowed(method: Method) -> Response {
@@ -563,16 +556,15 @@ pub(super) async fn not_allowed(method: Method) -> Response {
 }
 
 pub(super) fn router(hub: Arc<Hub>) -> Router {
+    let operator = operator(&hub).routes();
     Router::new()
         .route(
             "/events",
             axum::routing::post(post_events).fallback(not_allowed),
         )
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
         .route("/", any(|| async { StatusCode::NOT_FOUND }))
         // Bodies are limited by the handler (it answers 413 itself).
         .layer(DefaultBodyLimit::disable())
         .with_state(hub)
+        .merge(operator)
 }
