@@ -10,6 +10,8 @@ use tokio_postgres::{Client, Config as PgConfig};
 
 use crate::exit::{Error, Result};
 
+use super::tls::{LazyTls, Verify};
+
 /// libpq's `sslmode`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SslMode {
@@ -45,17 +47,6 @@ impl SslMode {
             }
         })
     }
-}
-
-/// How certificates are checked, as resolved from the mode and the root certificates.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Verify {
-    /// Check the chain (against `roots`, else the system's).
-    pub chain: bool,
-    /// Check that the certificate names the host.
-    pub host_name: bool,
-    /// A PEM file of the only roots to trust.
-    pub roots: Option<PathBuf>,
 }
 
 /// How to reach the server.
@@ -246,7 +237,7 @@ impl ConnectSpec {
             tokio::spawn(conn); // The task ends when the connection closes.
             return Ok(client);
         }
-        let tls = super::tls::LazyTls::new(&self.verify).map_err(ConnectError::Tls)?;
+        let tls = LazyTls::new(&self.verify).map_err(ConnectError::Tls)?;
         let (client, conn) = self.config.connect(tls).await?;
         tokio::spawn(conn);
         Ok(client)

@@ -6,18 +6,31 @@
 //! built when the server agrees to TLS (a `prefer` connection to a server without it, the
 //! usual local set-up, never builds one), and kept for the next connection with the same
 //! checks (persist's connections, reconnects, `/ready` probes).
+//!
+//! What a connection checks ([`Verify`]) is resolved by [`super::connect`], which uses
+//! this module; nothing here knows how a connection is specified.
 
 use std::error::Error as StdError;
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Mutex;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 
-use super::connect::Verify;
-
 type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// How certificates are checked, as resolved from the mode and the root certificates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verify {
+    /// Check the chain (against `roots`, else the system's).
+    pub chain: bool,
+    /// Check that the certificate names the host.
+    pub host_name: bool,
+    /// A PEM file of the only roots to trust.
+    pub roots: Option<PathBuf>,
+}
 
 /// The connectors built so far, by the checks they make and the roots they trust, as read
 /// for the connection (a file changed since is read anew and gets its own connector). A

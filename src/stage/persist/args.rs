@@ -1,7 +1,16 @@
 //! persist's flags (clap), column maps and type names, and the examples its `--help`
 //! ends with.
 
-use super::*;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::cli::Common;
+use crate::json::FieldPath;
+use crate::postgres::{is_ident, parse_ident, Table};
+
+use super::version::VersionType;
 
 pub(super) const EXAMPLES: &str = "\
 Examples:

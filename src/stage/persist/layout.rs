@@ -1,7 +1,11 @@
 //! The table: the DDL of `--create-table`, and the layout resolved from the columns the
 //! table has (which the flags may fill).
 
-use super::*;
+use crate::exit::{Error, Result};
+use crate::postgres::{quote_ident, Table};
+
+use super::version::VersionType;
+use super::{OnConflict, Options};
 
 /// Which columns the target table has, resolved at start.
 #[derive(Clone, Debug)]

@@ -2,9 +2,26 @@
 //! that commit each batch (rows and source offsets in one transaction), retried until
 //! the database takes it; the counts the summary prints.
 
-use super::*;
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use tokio::sync::mpsc::{self, Receiver, Sender};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use crate::event::{Batch, Event, Reject};
+use crate::exit::{Error, Exit, Result};
+use crate::progress::Progress;
+use crate::stage::{Ctx, Ended};
+
+use super::offsets::{Commit, Position, StreamKey, Tracker};
+use super::sql_postgres::PostgresConnection;
+use super::sql_sqlite::SqliteConnection;
+use super::{Mapping, Options, Row};
 
 /// How persist stored what it passed on, and the work it took: the breakdown its summary
 /// prints after "N out" (the events in, out and rejected are in its tally).
@@ -79,12 +96,12 @@ pub enum LoadError {
 }
 
 /// A database connection that can load batches: PostgreSQL or SQLite.
-pub enum Loader {
-    Postgres(Box<postgres::Loader>),
-    Sqlite(sqlite::Loader),
+pub enum Connection {
+    Postgres(Box<PostgresConnection>),
+    Sqlite(SqliteConnection),
 }
 
-impl Loader {
+impl Connection {
     /// Writes `rows` (one per key) and `commits` in one transaction. Rows the database
     /// refuses are passed to `reject` (before the commit) and left out.
     pub(super) async fn load(
@@ -94,23 +111,44 @@ impl Loader {
         reject: &mut (dyn FnMut(usize, Reject) + Send),
     ) -> std::result::Result<Loaded, LoadError> {
         match self {
-            Loader::Postgres(l) => l.load(rows, commits, reject).await,
-            Loader::Sqlite(l) => l.load(rows, commits, reject).await,
+            Connection::Postgres(l) => l.load(rows, commits, reject).await,
+            Connection::Sqlite(l) => l.load(rows, commits, reject).await,
         }
     }
 
     /// One more connection like this one; `None` for SQLite, which has one writer.
-    pub(super) async fn another(&self) -> Option<Result<Loader>> {
+    pub(super) async fn another(&self) -> Option<Result<Connection>> {
         match self {
-            Loader::Postgres(l) => Some(l.another().await.map(|l| Loader::Postgres(Box::new(l)))),
-            Loader::Sqlite(_) => None,
+            Connection::Postgres(l) => {
+                Some(l.another().await.map(|l| Connection::Postgres(Box::new(l))))
+            }
+            Connection::Sqlite(_) => None,
+        }
+    }
+}
+
+/// How rows are batched, and whether stored events are passed on: the hot loop's own
+/// settings (see `--batch-size`, `--linger`, `--emit`).
+pub struct Batching {
+    pub batch_size: usize,
+    pub linger: Duration,
+    pub emit: bool,
+}
+
+impl Batching {
+    pub fn new(opts: &Options) -> Batching {
+        Batching {
+            batch_size: opts.batch_size as usize,
+            linger: opts.linger,
+            emit: opts.emit,
         }
     }
 }
 
 /// Shared between the router and the loaders.
 pub(super) struct Shared {
-    pub(super) config: Config,
+    pub(super) mapping: Mapping,
+    pub(super) batching: Batching,
     pub(super) ctx: Ctx,
     pub(super) tracker: Mutex<Tracker>,
     pub(super) counts: Arc<Counts>,
@@ -150,11 +188,11 @@ impl Handoff {
 /// The loaders at work: one task, and the handoff feeding it, per connection.
 struct Pool {
     senders: Vec<Handoff>,
-    tasks: Vec<tokio::task::JoinHandle<Result<Loader>>>,
+    tasks: Vec<tokio::task::JoinHandle<Result<Connection>>>,
 }
 
 impl Pool {
-    fn start(shared: &Arc<Shared>, loaders: Vec<Loader>, output: &Sender<Batch>) -> Pool {
+    fn start(shared: &Arc<Shared>, loaders: Vec<Connection>, output: &Sender<Batch>) -> Pool {
         let mut pool = Pool {
             senders: Vec::with_capacity(loaders.len()),
             tasks: Vec::with_capacity(loaders.len()),
@@ -173,7 +211,7 @@ impl Pool {
 
     /// Closes every channel and waits until each loader has committed what it was sent:
     /// the loaders back, in order, or the first error one of them stopped with.
-    async fn stop(self) -> Result<Vec<Loader>> {
+    async fn stop(self) -> Result<Vec<Connection>> {
         drop(self.senders);
         let mut loaders = Vec::with_capacity(self.tasks.len());
         let mut first_err = None;
@@ -199,8 +237,9 @@ impl Pool {
 /// passed on to `output` after commit when `--emit`. A live connection count
 /// ([`Ctx::workers`], `pipeline`'s reload) is followed: see [`rescale`].
 pub async fn run(
-    config: Config,
-    loaders: Vec<Loader>,
+    mapping: Mapping,
+    batching: Batching,
+    loaders: Vec<Connection>,
     mut input: Receiver<Batch>,
     output: Sender<Batch>,
     ctx: Ctx,
@@ -209,7 +248,8 @@ pub async fn run(
     let progress = ctx.progress.clone();
     let mut live = ctx.workers.clone();
     let shared = Arc::new(Shared {
-        config,
+        mapping,
+        batching,
         ctx,
         tracker: Mutex::new(Tracker::default()),
         counts,
@@ -220,7 +260,7 @@ pub async fn run(
     gauge.set(loaders.len() as f64);
     let mut pool = Pool::start(&shared, loaders, &output);
 
-    let batch_size = shared.config.batch_size;
+    let batch_size = shared.batching.batch_size;
     let mut pending = empty_batches(pool.senders.len(), batch_size);
     let mut oldest: Option<Instant> = None;
     let mut keys = crate::position::Keys::default();
@@ -230,7 +270,7 @@ pub async fn run(
     let meta_field = shared.ctx.meta_field.clone();
     let mut open = true;
     while open {
-        let deadline = oldest.map(|t| t + shared.config.linger);
+        let deadline = oldest.map(|t| t + shared.batching.linger);
         let got = tokio::select! {
             b = input.recv() => b,
             _ = sleep_until(deadline) => {
@@ -266,7 +306,7 @@ pub async fn run(
                 }
                 t.receive(p);
             }
-            match shared.config.row(event, &meta_field, &source, pos.clone()) {
+            match shared.mapping.row(event, &meta_field, &source, pos.clone()) {
                 Ok(row) => {
                     // Rows with source offsets all take the first connection: each of its
                     // transactions then holds a contiguous stretch of the input, so the
@@ -369,7 +409,7 @@ async fn rescale(
     if loaders.len() != had {
         tracing::info!("persist: connections {had} → {}", loaders.len());
     }
-    *pending = empty_batches(loaders.len(), shared.config.batch_size);
+    *pending = empty_batches(loaders.len(), shared.batching.batch_size);
     Ok(Pool::start(shared, loaders, output))
 }
 
@@ -410,14 +450,14 @@ pub(super) async fn flush_all(
 
 pub(super) async fn load_loop(
     shared: &Shared,
-    loader: &mut Loader,
+    loader: &mut Connection,
     mut rx: Receiver<(Vec<Row>, OwnedSemaphorePermit)>,
     output: Sender<Batch>,
 ) -> Result<()> {
     // The permit goes back when the batch is committed (and emitted): the router may
     // then hand over the next.
     while let Some((rows, _free)) = rx.recv().await {
-        let out = if shared.config.emit {
+        let out = if shared.batching.emit {
             Some(&output)
         } else {
             None
@@ -431,7 +471,7 @@ pub(super) async fn load_loop(
 /// until the database takes it.
 pub(super) async fn commit_rows(
     shared: &Shared,
-    loader: &mut Loader,
+    loader: &mut Connection,
     mut rows: Vec<Row>,
     output: Option<&Sender<Batch>>,
 ) -> Result<()> {
@@ -440,7 +480,7 @@ pub(super) async fn commit_rows(
     let mut waiting_since: Option<std::time::Instant> = None;
     let mut fence_rounds = 0;
     loop {
-        let winners = winners(&shared.config, &rows);
+        let winners = winners(&shared.mapping, &rows);
         let positions: Vec<&Position> = rows.iter().filter_map(|r| r.pos.as_deref()).collect();
         let commits = shared
             .tracker
@@ -569,7 +609,7 @@ pub(super) async fn commit_rows(
 }
 
 /// Indices of the rows to load, in input order: one per key.
-pub(super) fn winners(config: &Config, rows: &[Row]) -> Vec<usize> {
+pub(super) fn winners(mapping: &Mapping, rows: &[Row]) -> Vec<usize> {
     let mut best: HashMap<&str, usize, foldhash::fast::RandomState> =
         HashMap::with_capacity_and_hasher(rows.len(), Default::default());
     let mut dups = false;
@@ -580,7 +620,7 @@ pub(super) fn winners(config: &Config, rows: &[Row]) -> Vec<usize> {
             }
             Entry::Occupied(mut o) => {
                 dups = true;
-                if config.wins(row, &rows[*o.get()]) {
+                if mapping.wins(row, &rows[*o.get()]) {
                     o.insert(i);
                 }
             }

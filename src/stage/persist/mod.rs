@@ -18,63 +18,51 @@
 //!   the transaction is rolled back and redone without its events.
 //!
 //! Files, one concern each: `args` (flags), `options` (the flags' settings free of
-//! clap: what the rest is built from), `config` (event → row), `layout` (the
-//! table's DDL and columns), `target` (PostgreSQL or SQLite), `load` (the router, the
-//! loaders and their retries: the hot loop); [`postgres`] and [`sqlite`] hold each
-//! database's SQL; [`offsets`] decides which source offsets may be recorded; [`version`]
-//! parses and orders `--version-field` values; [`show`] is `--show`.
+//! clap: what the rest is built from), `mapping` (event → row), `layout` (the table's
+//! DDL and columns), `target` (PostgreSQL or SQLite), `load` (the router, the loaders
+//! and their retries: the hot loop, over a [`Connection`] to either database);
+//! [`sql_postgres`] and [`sql_sqlite`] hold each database's SQL and connection;
+//! [`offsets`] decides which source offsets may be recorded; [`version`] parses and
+//! orders `--version-field` values; [`show`] is `--show`.
 
-use std::borrow::Cow;
-use std::collections::hash_map::Entry;
-use std::collections::HashMap;
-use std::hash::BuildHasher;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
-use clap::{Parser, ValueEnum};
 use futures::future::BoxFuture;
-use tokio::sync::mpsc::{self, Receiver, Sender};
-use tokio::time::Instant;
+use tokio::sync::mpsc::{Receiver, Sender};
 
-use crate::cli::Common;
-use crate::event::{Batch, Event, Reject};
-use crate::exit::{Error, Exit, Result};
-use crate::json::{self, FieldPath};
-use crate::postgres::{is_ident, parse_ident, quote_ident, ConnectSpec, Table};
-use crate::progress::Progress;
+use crate::event::Batch;
+use crate::exit::Result;
 use crate::stage::{Ctx, Ended, Kind, Stage};
 
 mod args;
-mod config;
 mod layout;
 mod load;
+mod mapping;
 mod options;
 mod target;
 
 pub use args::{Args, ColumnMap, OnConflict, Tombstones};
-pub use config::{Config, Row};
 pub use layout::Layout;
-use layout::*;
-use load::*;
-pub use load::{Counts, LoadError, Loaded, Loader};
+pub use load::{Batching, Connection, Counts, LoadError, Loaded};
+pub use mapping::{Mapping, Row};
 pub use options::Options;
 pub use target::{open, Target};
 
 pub mod offsets;
-pub mod postgres;
 pub mod show;
-pub mod sqlite;
+pub mod sql_postgres;
+pub mod sql_sqlite;
 pub mod version;
 
-use offsets::{Commit, Position, StreamKey, Tracker};
-use version::{Version, VersionType};
+use load::run;
+use version::VersionType;
 
-/// The sink stage: a config, its open connections, and the counts it keeps.
+/// The sink stage: how events map onto rows, how they are batched, its open
+/// connections, and the counts it keeps.
 pub struct Persist {
-    pub config: Config,
-    pub loaders: Vec<Loader>,
+    pub mapping: Mapping,
+    pub batching: Batching,
+    pub connections: Vec<Connection>,
     pub counts: Arc<Counts>,
 }
 
@@ -82,11 +70,12 @@ impl Persist {
     /// Opens the target (connections, the table and its layout) and builds the stage; the
     /// counts are shared with the caller, for the summary and metrics.
     pub async fn open(opts: &Options) -> Result<(Persist, Arc<Counts>)> {
-        let (layout, loaders) = open(opts).await?;
+        let (layout, connections) = open(opts).await?;
         let counts = Arc::new(Counts::default());
         let stage = Persist {
-            config: Config::new(opts, &layout),
-            loaders,
+            mapping: Mapping::new(opts, &layout),
+            batching: Batching::new(opts),
+            connections,
             counts: counts.clone(),
         };
         Ok((stage, counts))
@@ -109,18 +98,27 @@ impl Stage for Persist {
         ctx: Ctx,
     ) -> BoxFuture<'static, Result<Ended>> {
         let Persist {
-            config,
-            loaders,
+            mapping,
+            batching,
+            connections,
             counts,
         } = *self;
-        Box::pin(run(config, loaders, input, output, ctx, counts))
+        Box::pin(run(
+            mapping,
+            batching,
+            connections,
+            input,
+            output,
+            ctx,
+            counts,
+        ))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::args::*;
-    use super::config::*;
+    use super::mapping::*;
 
     #[test]
     fn column_maps_and_types() {

@@ -1,7 +1,14 @@
 //! What persist is asked to do, free of clap: resolved once from the flags, so that
 //! anything (a command line, a `pipeline` stage) can open and run the sink.
 
-use super::*;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::json::FieldPath;
+use crate::postgres::Table;
+
+use super::version::VersionType;
+use super::{Args, ColumnMap, OnConflict, Tombstones};
 
 /// The settings of the flags of the same names in [`Args`] (see their `--help`).
 #[derive(Clone, Debug)]

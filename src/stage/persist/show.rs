@@ -8,10 +8,11 @@ use std::io::{BufWriter, Write};
 
 use futures::{pin_mut, TryStreamExt};
 
-use super::{Options, Target};
 use crate::exit::{Error, Exit, Result};
 use crate::json;
 use crate::postgres::{self, quote_ident, Table};
+
+use super::{Options, Target};
 
 /// Prints the table; the exit code is 0 (also when stdout closed early).
 pub async fn run(opts: &Options) -> Result<Exit> {

@@ -1,6 +1,11 @@
 //! Where rows go: PostgreSQL when one is configured, else the SQLite file.
 
-use super::*;
+use std::path::PathBuf;
+
+use crate::exit::{Error, Result};
+use crate::postgres::ConnectSpec;
+
+use super::{sql_postgres, sql_sqlite, Connection, Layout, Options};
 
 /// Where rows go: resolved from the flags and the environment.
 pub enum Target {
@@ -22,7 +27,7 @@ impl Target {
 }
 
 /// Opens the target, prepares the table and returns its layout and the loaders.
-pub async fn open(opts: &Options) -> Result<(Layout, Vec<Loader>)> {
+pub async fn open(opts: &Options) -> Result<(Layout, Vec<Connection>)> {
     if opts.create_table && opts.columns.iter().any(|c| c.ty.is_none()) {
         return Err(Error::usage(
             "--create-table with --column needs a type for every column (COL=FIELD:TYPE)",
@@ -30,12 +35,12 @@ pub async fn open(opts: &Options) -> Result<(Layout, Vec<Loader>)> {
     }
     match Target::from_options(opts)? {
         Target::Postgres(spec) => {
-            let (layout, loaders) = postgres::open(&spec, opts).await?;
+            let (layout, loaders) = sql_postgres::open(&spec, opts).await?;
             Ok((
                 layout,
                 loaders
                     .into_iter()
-                    .map(|l| Loader::Postgres(Box::new(l)))
+                    .map(|l| Connection::Postgres(Box::new(l)))
                     .collect(),
             ))
         }
@@ -47,8 +52,8 @@ pub async fn open(opts: &Options) -> Result<(Layout, Vec<Loader>)> {
                     path.display()
                 ));
             }
-            let (layout, loader) = sqlite::open(&path, opts).await?;
-            Ok((layout, vec![Loader::Sqlite(loader)]))
+            let (layout, loader) = sql_sqlite::open(&path, opts).await?;
+            Ok((layout, vec![Connection::Sqlite(loader)]))
         }
     }
 }

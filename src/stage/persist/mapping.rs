@@ -1,7 +1,15 @@
-//! What persist runs with, and how an event becomes a row: key, version, payload,
-//! typed columns, tombstones, and the source position it carries.
+//! How an event becomes a row of the table: key, version, payload, typed columns,
+//! tombstones, and the source position it carries.
 
-use super::*;
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use crate::event::{Event, Reject};
+use crate::json::{self, FieldPath};
+
+use super::offsets::Position;
+use super::version::{Version, VersionType};
+use super::{ColumnMap, Layout, OnConflict, Options, Tombstones};
 
 /// One event ready to load.
 pub struct Row {
@@ -29,8 +37,9 @@ impl Row {
     }
 }
 
-/// The stage's settings, fixed before the first event.
-pub struct Config {
+/// How events map onto the table's rows, fixed (against its layout) before the first
+/// event.
+pub struct Mapping {
     pub key: FieldPath,
     pub keep_meta: bool,
     pub columns: Vec<ColumnMap>,
@@ -42,14 +51,11 @@ pub struct Config {
     /// `META.tombstone` and `META.key`: where a tombstone says so, and its key.
     pub(super) tombstone_flag: FieldPath,
     pub(super) tombstone_key: FieldPath,
-    pub batch_size: usize,
-    pub linger: Duration,
-    pub emit: bool,
 }
 
-impl Config {
-    pub fn new(opts: &Options, layout: &Layout) -> Config {
-        Config {
+impl Mapping {
+    pub fn new(opts: &Options, layout: &Layout) -> Mapping {
+        Mapping {
             key: opts.key.clone(),
             keep_meta: opts.keep_meta,
             columns: opts.columns.clone(),
@@ -68,9 +74,6 @@ impl Config {
                 .expect("a field name and a plain segment"),
             tombstone_key: FieldPath::parse(&format!("{}.key", opts.meta_field))
                 .expect("a field name and a plain segment"),
-            batch_size: opts.batch_size as usize,
-            linger: opts.linger,
-            emit: opts.emit,
         }
     }
 

@@ -16,14 +16,16 @@ use bytes::{BufMut, BytesMut};
 use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use tokio_postgres::{Client, Statement};
 
-use super::offsets::{Commit, StreamKey};
-use super::{Layout, LoadError, Loaded, OnConflict, Options, Row};
 use crate::event::Reject;
 use crate::exit::{Error, Exit, Result};
-use crate::postgres::{create_if_absent, message, offsets_ddl, ConnectSpec, Table};
+use crate::postgres::{create_if_absent, message, offsets_ddl, quote_ident, ConnectSpec, Table};
+
+use super::layout::{create_table_sql, resolve_layout};
+use super::offsets::{Commit, StreamKey};
+use super::{Layout, LoadError, Loaded, OnConflict, Options, Row};
 
 /// Connects `--connections` times, creates and checks the table, prepares statements.
-pub async fn open(spec: &ConnectSpec, opts: &Options) -> Result<(Layout, Vec<Loader>)> {
+pub async fn open(spec: &ConnectSpec, opts: &Options) -> Result<(Layout, Vec<PostgresConnection>)> {
     let client = spec
         .connect()
         .await
@@ -33,12 +35,12 @@ pub async fn open(spec: &ConnectSpec, opts: &Options) -> Result<(Layout, Vec<Loa
         if let Some(schema) = &opts.table.schema {
             create_if_absent(
                 &client,
-                &format!("CREATE SCHEMA IF NOT EXISTS {}", super::quote_ident(schema)),
+                &format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(schema)),
             )
             .await
             .map_err(|e| setup_error(&opts.table, "cannot create the schema of", e))?;
         }
-        let sql = super::create_table_sql(
+        let sql = create_table_sql(
             opts,
             "text",
             "jsonb",
@@ -70,8 +72,8 @@ pub async fn open(spec: &ConnectSpec, opts: &Options) -> Result<(Layout, Vec<Loa
         .await
         .map_err(|e| setup_error(&opts.table, "cannot read", e))?
         .get(0);
-    let layout = super::resolve_layout(opts, &columns, unique, spec.display())?;
-    let mut loaders = vec![Loader::new(spec.clone(), client, &layout).await?];
+    let layout = resolve_layout(opts, &columns, unique, spec.display())?;
+    let mut loaders = vec![PostgresConnection::new(spec.clone(), client, &layout).await?];
     for _ in 1..opts.connections {
         loaders.push(loaders[0].another().await?);
     }
@@ -119,7 +121,7 @@ impl ToSql for Jsonb<'_> {
 }
 
 /// One connection and its statements.
-pub struct Loader {
+pub struct PostgresConnection {
     spec: ConnectSpec,
     client: Option<Client>,
     load_sql: String,
@@ -130,9 +132,9 @@ pub struct Loader {
     layout: Layout,
 }
 
-impl Loader {
-    async fn new(spec: ConnectSpec, client: Client, layout: &Layout) -> Result<Loader> {
-        let mut l = Loader {
+impl PostgresConnection {
+    async fn new(spec: ConnectSpec, client: Client, layout: &Layout) -> Result<PostgresConnection> {
+        let mut l = PostgresConnection {
             spec,
             client: Some(client),
             load_sql: load_sql(layout),
@@ -155,13 +157,13 @@ impl Loader {
 
     /// One more connection to the same table, its statements prepared (at start, and
     /// when `--connections` is raised while `pipeline` runs).
-    pub async fn another(&self) -> Result<Loader> {
+    pub async fn another(&self) -> Result<PostgresConnection> {
         let client = self
             .spec
             .connect()
             .await
             .map_err(|e| Error::unavailable(self.spec.failure(&e)))?;
-        Loader::new(self.spec.clone(), client, &self.layout).await
+        PostgresConnection::new(self.spec.clone(), client, &self.layout).await
     }
 
     async fn prepare(&mut self) -> std::result::Result<(), LoadError> {
@@ -294,7 +296,7 @@ async fn delete(
     l: &Layout,
     rows: &[&Row],
 ) -> std::result::Result<u64, LoadError> {
-    let q = super::quote_ident;
+    let q = quote_ident;
     let keys: Vec<&str> = rows.iter().map(|r| r.key.as_str()).collect();
     let sql = match l.version {
         None => format!(
@@ -408,7 +410,7 @@ async fn write_offsets(
 }
 
 fn load_sql(l: &Layout) -> String {
-    let q = super::quote_ident;
+    let q = quote_ident;
     // Per column: its quoted name, the parameter's array type, a cast of the value.
     let mut spec: Vec<(String, &str, String)> = vec![(q(&l.key_column), "text[]", String::new())];
     if l.payload {

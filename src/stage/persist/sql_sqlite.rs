@@ -16,13 +16,16 @@ use std::time::Duration;
 use rusqlite::types::Value;
 use rusqlite::{params_from_iter, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
-use super::offsets::{Commit, StreamKey};
-use super::{Layout, LoadError, Loaded, OnConflict, Options, Row, Table};
 use crate::event::Reject;
 use crate::exit::{Error, Exit, Result};
+use crate::postgres::{quote_ident, Table};
+
+use super::layout::{create_table_sql, resolve_layout};
+use super::offsets::{Commit, StreamKey};
+use super::{Layout, LoadError, Loaded, OnConflict, Options, Row};
 
 /// The SQLite connection and its statements' text.
-pub struct Loader {
+pub struct SqliteConnection {
     conn: Arc<Mutex<Connection>>,
     sql: Arc<Sql>,
 }
@@ -98,7 +101,7 @@ fn open_error(path: &Path, e: impl std::fmt::Display) -> Error {
 }
 
 /// Opens (creating) the file, creates and checks the table.
-pub async fn open(path: &Path, opts: &Options) -> Result<(Layout, Loader)> {
+pub async fn open(path: &Path, opts: &Options) -> Result<(Layout, SqliteConnection)> {
     if opts.table.schema.as_deref().is_some_and(|s| s != "main") {
         return Err(Error::usage(format!(
             "--table {}: SQLite has no schemas (use a plain name, or main.NAME)",
@@ -112,7 +115,7 @@ pub async fn open(path: &Path, opts: &Options) -> Result<(Layout, Loader)> {
         .map_err(|e| Error::from(anyhow::anyhow!("SQLite setup panicked: {e}")))?
 }
 
-fn open_blocking(path: &Path, opts: &Options) -> Result<(Layout, Loader)> {
+fn open_blocking(path: &Path, opts: &Options) -> Result<(Layout, SqliteConnection)> {
     let conn = Connection::open(path).map_err(|e| open_error(path, e))?;
     conn.busy_timeout(Duration::from_secs(30))
         .map_err(|e| open_error(path, e))?;
@@ -124,7 +127,7 @@ fn open_blocking(path: &Path, opts: &Options) -> Result<(Layout, Loader)> {
             super::VersionType::Numeric => "NUMERIC",
             super::VersionType::Timestamptz => "TEXT",
         };
-        let sql = super::create_table_sql(opts, "TEXT", "TEXT", version, "TEXT");
+        let sql = create_table_sql(opts, "TEXT", "TEXT", version, "TEXT");
         conn.execute_batch(&sql)
             .map_err(|e| open_error(path, format!("creating table {}: {e}", opts.table)))?;
     }
@@ -132,7 +135,7 @@ fn open_blocking(path: &Path, opts: &Options) -> Result<(Layout, Loader)> {
     let unique =
         has_unique_index(&conn, &opts.table, &opts.key_column).map_err(|e| open_error(path, e))?;
     let shown = format!("SQLite file {}", path.display());
-    let layout = super::resolve_layout(opts, &columns, unique, &shown)?;
+    let layout = resolve_layout(opts, &columns, unique, &shown)?;
     let sql = Arc::new(statements(&layout));
     // Prepare once now, so a statement SQLite refuses is an error at start.
     conn.prepare(&sql.insert)
@@ -143,7 +146,7 @@ fn open_blocking(path: &Path, opts: &Options) -> Result<(Layout, Loader)> {
     }
     Ok((
         layout,
-        Loader {
+        SqliteConnection {
             conn: Arc::new(Mutex::new(conn)),
             sql,
         },
@@ -168,7 +171,7 @@ fn has_unique_index(conn: &Connection, table: &Table, column: &str) -> rusqlite:
 }
 
 fn statements(l: &Layout) -> Sql {
-    let q = super::quote_ident;
+    let q = quote_ident;
     // Parameters: ?1 key, then payload, meta, version, typed columns, and last the time.
     let mut cols = vec![q(&l.key_column)];
     let mut compared = Vec::new();
@@ -260,7 +263,7 @@ fn statements(l: &Layout) -> Sql {
     }
 }
 
-impl Loader {
+impl SqliteConnection {
     pub async fn load(
         &mut self,
         rows: &[&Row],
