@@ -1,6 +1,11 @@
 //! ingest-kafka's flags (clap), start positions, and the examples its `--help` ends with.
 
-use super::*;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::cli::Common;
+use crate::postgres::Table;
 
 pub(super) const EXAMPLES: &str = "\
 Examples:

@@ -2,7 +2,19 @@
 //! errors (quiet until connected), and what the poller and renderer share about the
 //! assignment.
 
-use super::*;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::ClientContext;
+
+use super::offsets_db::{committed_offsets, OffsetsDb};
+use super::Start;
 
 /// Per-partition state the consumer thread and the rebalance callback share.
 #[derive(Default)]

@@ -1,7 +1,12 @@
 //! What ingest-kafka runs with: a plain config resolved from its flags once, so that
 //! anything (a command line, a `pipeline` stage) can build the source.
 
-use super::*;
+use std::time::Duration;
+
+use crate::exit::{Error, Result};
+use crate::postgres::Table;
+
+use super::{Args, Format, Start};
 
 /// Settings fixed at start (see the flags of the same names in [`Args`]).
 #[derive(Clone, Debug)]

@@ -1,7 +1,28 @@
 //! The polling thread: messages into raw batches (payload and metadata copied once),
 //! where each partition ends, and the offsets read.
 
-use super::*;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use tokio::sync::mpsc::Sender;
+
+use crate::event::{Ack, Batch};
+use crate::exit::{Error, Exit, Result};
+use crate::json;
+use crate::stage::Ctx;
+
+use super::callbacks::{Assigned, Callbacks};
+use super::offsets_db::OffsetsDb;
+use super::render::{kcat_line, push_meta, render_batches, Names};
+use super::{Config, Format, Start};
 
 /// Events per batch sent on, at most; a batch also goes out after 50 ms.
 pub(super) const BATCH: usize = 1000;

@@ -24,29 +24,11 @@
 //! rebalance, log and error callbacks), `consume` (the polling thread), `render` (the
 //! rendering thread), `offsets_db` (the exactly-once bookkeeping in PostgreSQL).
 
-use std::collections::HashMap;
-use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-use base64::Engine as _;
-use clap::{Parser, ValueEnum};
 use futures::future::BoxFuture;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::types::RDKafkaRespErr;
-use rdkafka::ClientContext;
 use tokio::sync::mpsc::{Receiver, Sender};
 
-use crate::cli::Common;
-use crate::event::{Ack, Batch, Event, Reject};
-use crate::exit::{Error, Exit, Result};
-use crate::json;
-use crate::postgres::{create_if_absent, message, offsets_ddl, ConnectSpec, Table};
+use crate::event::Batch;
+use crate::exit::{Error, Result};
 use crate::stage::{Ctx, Ended, Kind, Stage};
 
 mod args;
@@ -57,17 +39,14 @@ mod offsets_db;
 mod render;
 
 pub use args::{Args, Format, Start};
-use callbacks::*;
 pub use config::Config;
-use consume::*;
-use offsets_db::*;
-use render::*;
+
+use consume::consume;
 
 /// The source: consumes until shutdown, `--exit-at-end` or `--max-messages`.
 pub async fn run(config: Config, output: Sender<Batch>, ctx: Ctx) -> Result<()> {
-    tokio::task::spawn_blocking(move || consume(config, output, ctx))
-        .await
-        .map_err(|e| Error::from(anyhow::anyhow!("consumer panicked: {e}")))?
+    let consumed = tokio::task::spawn_blocking(move || consume(config, output, ctx)).await;
+    Error::joined("consumer", consumed)?
 }
 
 impl Stage for Config {

@@ -1,7 +1,16 @@
 //! Exactly-once bookkeeping in PostgreSQL (`--offsets-from`): claiming partitions with
 //! a new epoch inside the rebalance callback, and reading the committed next offsets.
 
-use super::*;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::topic_partition_list::TopicPartitionList;
+
+use crate::exit::{Error, Exit, Result};
+use crate::postgres::{create_if_absent, message, offsets_ddl, ConnectSpec, Table};
+
+use super::callbacks::Callbacks;
 
 /// Exactly-once bookkeeping: the offsets table, reached from the consumer thread.
 pub(super) struct OffsetsDb {

@@ -2,7 +2,21 @@
 //! envelope), dead letters for payloads that are not objects, acknowledgements that
 //! store offsets once lines are written.
 
-use super::*;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use rdkafka::consumer::BaseConsumer;
+use rdkafka::message::{Headers, Message};
+use tokio::sync::mpsc::Sender;
+
+use crate::event::{Batch, Event, Reject};
+use crate::exit::Result;
+use crate::json;
+use crate::stage::Ctx;
+
+use super::callbacks::Callbacks;
+use super::consume::{Positions, RawBatch};
+use super::{Config, Format};
 
 /// Turns the polled batches into events, in order, and sends them on; rejects become dead
 /// letters. Each batch's lines share one buffer.

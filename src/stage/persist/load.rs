@@ -216,13 +216,10 @@ impl Pool {
         let mut loaders = Vec::with_capacity(self.tasks.len());
         let mut first_err = None;
         for t in self.tasks {
-            match t.await {
-                Ok(Ok(loader)) => loaders.push(loader),
-                Ok(Err(e)) => {
-                    first_err.get_or_insert(e);
-                }
+            match Error::joined("loader", t.await).and_then(|r| r) {
+                Ok(loader) => loaders.push(loader),
                 Err(e) => {
-                    first_err.get_or_insert(Error::from(anyhow::anyhow!("loader panicked: {e}")));
+                    first_err.get_or_insert(e);
                 }
             }
         }

@@ -53,9 +53,8 @@ pub async fn run(opts: &Options) -> Result<Exit> {
                 )));
             }
             let t = opts.table.clone();
-            tokio::task::spawn_blocking(move || sqlite_rows(&path, &t, &table, &key))
-                .await
-                .map_err(|e| Error::from(anyhow::anyhow!("--show panicked: {e}")))??
+            let read = tokio::task::spawn_blocking(move || sqlite_rows(&path, &t, &table, &key));
+            Error::joined("--show", read.await)??
         }
     };
     match written {

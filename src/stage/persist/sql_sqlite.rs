@@ -110,9 +110,8 @@ pub async fn open(path: &Path, opts: &Options) -> Result<(Layout, SqliteConnecti
     }
     let path: PathBuf = path.to_owned();
     let opts = opts.clone();
-    tokio::task::spawn_blocking(move || open_blocking(&path, &opts))
-        .await
-        .map_err(|e| Error::from(anyhow::anyhow!("SQLite setup panicked: {e}")))?
+    let opened = tokio::task::spawn_blocking(move || open_blocking(&path, &opts)).await;
+    Error::joined("SQLite setup", opened)?
 }
 
 fn open_blocking(path: &Path, opts: &Options) -> Result<(Layout, SqliteConnection)> {
