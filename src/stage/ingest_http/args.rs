@@ -1,6 +1,12 @@
 //! ingest-http's flags (clap), and the examples its `--help` ends with.
 
-use super::*;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::cli::{parse_bytes, Common};
 
 pub(super) const EXAMPLES: &str = "\
 Examples:

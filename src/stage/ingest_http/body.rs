@@ -1,7 +1,13 @@
 //! Request bodies into events: gzip inflating with a cap, JSON object, array or NDJSON
 //! (framed as files are), and the summary answered to the client.
 
-use super::*;
+use std::io::Read;
+
+use crate::event::{Event, Reject};
+use crate::json;
+
+use super::room::NoRoom;
+use super::server::Answer;
 
 /// Bytes inflated at a time, taking in-flight room for each step first.
 pub(super) const INFLATE_STEP: usize = 256 * 1024;

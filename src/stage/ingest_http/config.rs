@@ -1,6 +1,12 @@
 //! What ingest-http runs with, resolved from its flags: limits, TLS, tokens.
 
-use super::*;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::exit::{Error, Exit, Result};
+
+use super::{AckMode, Args};
 
 /// Settings fixed at start.
 pub struct Config {

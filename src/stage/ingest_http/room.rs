@@ -1,7 +1,13 @@
 //! The in-flight budget: requests hold room for their bytes as they arrive, inflate
 //! and become events, so memory stays bounded however much is offered.
 
-use super::*;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::server::{acquire, too_large, Answer, Hub};
+use super::Config;
 
 /// Byte budgets are counted in KiB so they fit a semaphore's u32 permits.
 pub(super) const UNIT: u64 = 1024;

@@ -1,7 +1,28 @@
 //! The HTTP side: routes, the POST /events handler, reading bodies within their
 //! limits, and the answers.
 
-use super::*;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::Router;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+
+use crate::event::{Ack, Batch, Event, Reject};
+use crate::json;
+use crate::operator::Operator;
+use crate::stage::Ctx;
+
+use super::body::{inflate, split_events, summary_json, Inflate, Malformed, Parsed, Refused};
+use super::room::{units, NoRoom, Room, EVENT_OVERHEAD, UNIT};
+use super::telemetry::Metrics;
+use super::{AckMode, Config};
 
 /// A body has this long before --min-body-rate applies (a client's first bytes may be
 /// slow to come: TLS, a cold connection).
@@ -114,56 +135,118 @@ pub(super) async fn post_events(
     answer.into_response()
 }
 
+/// Answers one `POST /events`: each step either passes the request on or is the answer.
 pub(super) async fn handle(
     hub: &Hub,
     remote: SocketAddr,
     headers: &HeaderMap,
     body: axum::body::Body,
 ) -> Answer {
+    match take(hub, remote, headers, body).await {
+        Ok(answer) | Err(answer) => answer,
+    }
+}
+
+/// The steps of [`handle`]; `Err` is an answer given before the request was taken.
+async fn take(
+    hub: &Hub,
+    remote: SocketAddr,
+    headers: &HeaderMap,
+    body: axum::body::Body,
+) -> std::result::Result<Answer, Answer> {
     let config = &hub.config;
-    if let Some(token) = &config.auth_token {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
-        let ok = given.is_some_and(|g| {
-            use subtle::ConstantTimeEq;
-            bool::from(g.ct_eq(token.as_bytes()))
-        });
-        if !ok {
-            let mut a = Answer::error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-            a.body = a
-                .body
-                .replace('}', ",\"hint\":\"Authorization: Bearer TOKEN\"}");
-            return a;
-        }
-    }
+    authorize(config, headers)?;
     if hub.closing.load(Ordering::Relaxed) {
-        return Answer::busy("shutting down");
+        return Err(Answer::busy("shutting down"));
     }
-    let ndjson = match media_type(headers) {
-        Some("application/json") | None => false,
-        Some("application/x-ndjson" | "application/ndjson" | "application/jsonl") => true,
-        Some(_) => {
-            return Answer::error(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "Content-Type must be application/json or application/x-ndjson",
-            )
-        }
+    let (ndjson, gzip) = (is_ndjson(headers)?, is_gzip(headers)?);
+    // Room for the request is taken as its bytes arrive and grow (see `Room`).
+    let mut room = Room::new(hub);
+    let bytes = body_bytes(config, headers, body, gzip, &mut room).await?;
+    let Ok(text) = std::str::from_utf8(&bytes) else {
+        return Err(Answer::error(
+            StatusCode::BAD_REQUEST,
+            "the body is not UTF-8",
+        ));
     };
-    let gzip = match headers
+    let request_id = request_id(hub, headers);
+    let meta = format!(
+        "{{\"source\":\"http\",\"received_at\":\"{}\",\"request_id\":{},\"remote_addr\":\"{remote}\"}}",
+        crate::human::timestamp_now(),
+        json::quote(&request_id)
+    );
+    let Parsed { events, mut errors } = parse(hub, text, ndjson, &meta, &mut room)?;
+    refuse_malformed(hub, &events, &errors, ndjson)?;
+    let n = events.len() as u32;
+    let permits = reserve(hub, &events).await?;
+    // The request is taken.
+    let source: Arc<str> = Arc::from(format!("http:{request_id}"));
+    keep_dead_letters(hub, &source, &mut errors)?;
+    hub.metrics.rejected(errors.len() as u64);
+    let written = enqueue(hub, source, events, permits)?;
+    // Consumed: the events taken, and the (inflated) body they came in.
+    hub.metrics.accepted(n.into(), text.len() as u64);
+    Ok(answer(config.ack, n as usize, &errors, ndjson, written).await)
+}
+
+/// `--auth-token`: the bearer token, compared in constant time.
+fn authorize(config: &Config, headers: &HeaderMap) -> std::result::Result<(), Answer> {
+    let Some(token) = &config.auth_token else {
+        return Ok(());
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+    let ok = given.is_some_and(|g| {
+        use subtle::ConstantTimeEq;
+        bool::from(g.ct_eq(token.as_bytes()))
+    });
+    if ok {
+        return Ok(());
+    }
+    let mut a = Answer::error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    a.body = a
+        .body
+        .replace('}', ",\"hint\":\"Authorization: Bearer TOKEN\"}");
+    Err(a)
+}
+
+/// Whether the body is NDJSON (else one JSON object or an array), from Content-Type.
+fn is_ndjson(headers: &HeaderMap) -> std::result::Result<bool, Answer> {
+    match media_type(headers) {
+        Some("application/json") | None => Ok(false),
+        Some("application/x-ndjson" | "application/ndjson" | "application/jsonl") => Ok(true),
+        Some(_) => Err(Answer::error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/json or application/x-ndjson",
+        )),
+    }
+}
+
+/// Whether the body is gzipped, from Content-Encoding.
+fn is_gzip(headers: &HeaderMap) -> std::result::Result<bool, Answer> {
+    match headers
         .get(header::CONTENT_ENCODING)
         .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase())
     {
-        None => false,
-        Some(e) if e == "identity" => false,
-        Some(e) if e == "gzip" || e == "x-gzip" => true,
-        Some(_) => {
-            return Answer::error(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "Content-Encoding must be gzip or identity",
-            )
-        }
-    };
+        None => Ok(false),
+        Some(e) if e == "identity" => Ok(false),
+        Some(e) if e == "gzip" || e == "x-gzip" => Ok(true),
+        Some(_) => Err(Answer::error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Encoding must be gzip or identity",
+        )),
+    }
+}
+
+/// The body, read within its limits and inflated when gzipped, its room taken in `room`.
+async fn body_bytes(
+    config: &Config,
+    headers: &HeaderMap,
+    body: axum::body::Body,
+    gzip: bool,
+    room: &mut Room,
+) -> std::result::Result<Bytes, Answer> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -171,42 +254,39 @@ pub(super) async fn handle(
     if declared.is_some_and(|n| n > config.max_body_bytes as u64) {
         // Read and drop what the client sends, so that it gets to read the answer.
         drain(body).await;
-        return too_large(config.max_body_bytes, "request body");
+        return Err(too_large(config.max_body_bytes, "request body"));
     }
-    // Room for the request is taken as its bytes arrive and grow (see `Room`).
-    let mut room = Room::new(hub);
-    let raw = match read_body(body, config, &mut room).await {
+    let raw = match read_body(body, config, room).await {
         Ok(b) => b,
-        Err(BodyError::TooLarge) => return too_large(config.max_body_bytes, "request body"),
-        Err(BodyError::NoRoom(r)) => return r.answer(config),
-        Err(BodyError::Slow(why)) => return Answer::error(StatusCode::REQUEST_TIMEOUT, &why),
+        Err(BodyError::TooLarge) => return Err(too_large(config.max_body_bytes, "request body")),
+        Err(BodyError::NoRoom(r)) => return Err(r.answer(config)),
+        Err(BodyError::Slow(why)) => return Err(Answer::error(StatusCode::REQUEST_TIMEOUT, &why)),
         Err(BodyError::Read(e)) => {
-            return Answer::error(
+            return Err(Answer::error(
                 StatusCode::BAD_REQUEST,
                 &format!("cannot read the body: {e}"),
-            )
+            ))
         }
     };
-    let text: Bytes = if gzip {
-        let base = raw.len() as u64;
-        let mut reserve = |bytes: u64| room.try_grow_to(base + bytes);
-        match inflate(&raw, config.max_decompressed_bytes, &mut reserve) {
-            Ok(t) => t.into(),
-            Err(Inflate::TooLarge) => {
-                return too_large(config.max_decompressed_bytes, "inflated body")
-            }
-            Err(Inflate::NoRoom(r)) => return r.answer(config),
-            Err(Inflate::Bad(e)) => {
-                return Answer::error(StatusCode::BAD_REQUEST, &format!("bad gzip body: {e}"))
-            }
-        }
-    } else {
-        raw
-    };
-    let Ok(text) = std::str::from_utf8(&text) else {
-        return Answer::error(StatusCode::BAD_REQUEST, "the body is not UTF-8");
-    };
-    let request_id = headers
+    if !gzip {
+        return Ok(raw);
+    }
+    let base = raw.len() as u64;
+    let mut reserve = |bytes: u64| room.try_grow_to(base + bytes);
+    match inflate(&raw, config.max_decompressed_bytes, &mut reserve) {
+        Ok(t) => Ok(t.into()),
+        Err(Inflate::TooLarge) => Err(too_large(config.max_decompressed_bytes, "inflated body")),
+        Err(Inflate::NoRoom(r)) => Err(r.answer(config)),
+        Err(Inflate::Bad(e)) => Err(Answer::error(
+            StatusCode::BAD_REQUEST,
+            &format!("bad gzip body: {e}"),
+        )),
+    }
+}
+
+/// The client's `X-Request-Id` (up to 128 bytes), else one of ours.
+fn request_id(hub: &Hub, headers: &HeaderMap) -> String {
+    headers
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128)
@@ -217,13 +297,19 @@ pub(super) async fn handle(
                 hub.id_prefix,
                 hub.next_id.fetch_add(1, Ordering::Relaxed)
             )
-        });
-    let meta = format!(
-        "{{\"source\":\"http\",\"received_at\":\"{}\",\"request_id\":{},\"remote_addr\":\"{remote}\"}}",
-        crate::human::timestamp_now(),
-        json::quote(&request_id)
-    );
-    // Before any event is made: no more events than the queue holds, and room for them.
+        })
+}
+
+/// The body's events with `meta`, and its malformed ones. Before any event is made: no
+/// more events than the queue holds, and room for them.
+fn parse(
+    hub: &Hub,
+    text: &str,
+    ndjson: bool,
+    meta: &str,
+    room: &mut Room,
+) -> std::result::Result<Parsed, Answer> {
+    let config = &hub.config;
     let held = room.units as u64 * UNIT;
     let per_event = EVENT_OVERHEAD + meta.len() as u64 + 16;
     let mut admit = |count: usize| -> std::result::Result<(), Answer> {
@@ -239,34 +325,54 @@ pub(super) async fn handle(
         ndjson,
         config.max_line_bytes,
         &hub.ctx.meta_field,
-        &meta,
+        meta,
         &mut admit,
     );
-    let Parsed { events, mut errors } = match parsed {
-        Ok(p) => p,
-        Err(Refused::Bad(reason)) => return Answer::error(StatusCode::BAD_REQUEST, &reason),
-        Err(Refused::Answer(a)) => return a,
-    };
-    let source: Arc<str> = Arc::from(format!("http:{request_id}"));
+    match parsed {
+        Ok(p) => Ok(p),
+        Err(Refused::Bad(reason)) => Err(Answer::error(StatusCode::BAD_REQUEST, &reason)),
+        Err(Refused::Answer(a)) => Err(a),
+    }
+}
+
+/// 400 for a request with no valid event, or with a malformed one under
+/// `--all-or-nothing`.
+fn refuse_malformed(
+    hub: &Hub,
+    events: &[Event],
+    errors: &[Malformed],
+    ndjson: bool,
+) -> std::result::Result<(), Answer> {
     let rejected = errors.len();
-    if rejected > 0 && (config.all_or_nothing || events.is_empty()) {
+    if rejected > 0 && (hub.config.all_or_nothing || events.is_empty()) {
         hub.metrics.rejected(rejected as u64);
         let why = if events.is_empty() {
             "no valid event in the request"
         } else {
             "the request holds malformed events (--all-or-nothing)"
         };
-        return Answer {
+        return Err(Answer {
             status: StatusCode::BAD_REQUEST,
-            body: summary_json(0, &errors, ndjson, Some(why)),
+            body: summary_json(0, errors, ndjson, Some(why)),
             retry_after: false,
-        };
+        });
     }
     if events.is_empty() {
-        return Answer::error(StatusCode::BAD_REQUEST, "no event in the request");
+        return Err(Answer::error(
+            StatusCode::BAD_REQUEST,
+            "no event in the request",
+        ));
     }
+    Ok(())
+}
 
-    // Reserve room for every event before queueing any.
+/// Room in the hub for every event of the request, taken before any is queued (413 when
+/// it could never fit, 503 when none comes within --enqueue-timeout).
+async fn reserve(
+    hub: &Hub,
+    events: &[Event],
+) -> std::result::Result<(OwnedSemaphorePermit, OwnedSemaphorePermit), Answer> {
+    let config = &hub.config;
     let n = events.len() as u32;
     let size: u64 = events
         .iter()
@@ -274,36 +380,55 @@ pub(super) async fn handle(
         .sum();
     if n > config.queue_capacity || units(size) > units(config.queue_bytes) {
         hub.metrics.refused(u64::from(n));
-        return too_large_for_queue(n, size, config);
+        return Err(too_large_for_queue(n, size, config));
     }
     let deadline = tokio::time::Instant::now() + config.enqueue_timeout;
     let Some(event_permits) = acquire_until(&hub.events, n, deadline).await else {
         hub.metrics.refused(u64::from(n));
-        return Answer::busy("the queue is full; retry later");
+        return Err(Answer::busy("the queue is full; retry later"));
     };
     let Some(byte_permits) = acquire_until(&hub.bytes, units(size), deadline).await else {
         hub.metrics.refused(u64::from(n));
-        return Answer::busy("the queue is full; retry later");
+        return Err(Answer::busy("the queue is full; retry later"));
     };
-    // The request is taken: dead letters for its malformed events (a request refused
-    // with 413 or 503 is the client's to resend, and leaves none). One that cannot be
-    // written fails the whole request, with nothing queued: a 202 would claim it is kept.
-    for m in &mut errors {
+    Ok((event_permits, byte_permits))
+}
+
+/// Dead letters for a taken request's malformed events (a request refused with 413 or
+/// 503 is the client's to resend, and leaves none). One that cannot be written fails the
+/// whole request, with nothing queued: a 202 would claim it is kept.
+fn keep_dead_letters(
+    hub: &Hub,
+    source: &Arc<str>,
+    errors: &mut [Malformed],
+) -> std::result::Result<(), Answer> {
+    for m in errors {
         let reject = Reject::new(m.kind, m.reason.clone());
         if let Err(e) = hub
             .ctx
             .dead
-            .write("ingest-http", &source, &mut m.event, &reject)
+            .write("ingest-http", source, &mut m.event, &reject)
         {
             tracing::error!("cannot write a dead letter, refusing the request: {e}");
             hub.dead_letters_failed.store(true, Ordering::Relaxed);
-            return Answer::error(
+            return Err(Answer::error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "the request's malformed events cannot be kept (dead-letter output failed); nothing was queued",
-            );
+            ));
         }
     }
-    hub.metrics.rejected(rejected as u64);
+    Ok(())
+}
+
+/// Queues the events, each holding an acknowledgement that gives the room back once
+/// every one is written (and fires the returned channel) or counts them lost.
+fn enqueue(
+    hub: &Hub,
+    source: Arc<str>,
+    mut events: Vec<Event>,
+    (event_permits, byte_permits): (OwnedSemaphorePermit, OwnedSemaphorePermit),
+) -> std::result::Result<oneshot::Receiver<()>, Answer> {
+    let n = events.len() as u64;
     let (written_tx, written_rx) = oneshot::channel();
     let lost = hub.lost.clone();
     let ack = Ack::with_loss(
@@ -313,10 +438,9 @@ pub(super) async fn handle(
             let _ = written_tx.send(());
         },
         move || {
-            lost.fetch_add(n.into(), Ordering::Relaxed);
+            lost.fetch_add(n, Ordering::Relaxed);
         },
     );
-    let mut events = events;
     for e in &mut events {
         e.ack = Some(ack.clone());
     }
@@ -328,21 +452,32 @@ pub(super) async fn handle(
             None => false,
         }
     };
-    if !sent {
-        return Answer::busy("shutting down");
+    if sent {
+        Ok(written_rx)
+    } else {
+        Err(Answer::busy("shutting down"))
     }
-    // Consumed: the events taken, and the (inflated) body they came in.
-    hub.metrics.accepted(n.into(), text.len() as u64);
-    match config.ack {
+}
+
+/// 202 once queued, or (`--ack written`) 200 once written, with what was accepted and
+/// rejected.
+async fn answer(
+    ack: AckMode,
+    n: usize,
+    errors: &[Malformed],
+    ndjson: bool,
+    written: oneshot::Receiver<()>,
+) -> Answer {
+    match ack {
         AckMode::Queued => Answer {
             status: StatusCode::ACCEPTED,
-            body: summary_json(n as usize, &errors, ndjson, None),
+            body: summary_json(n, errors, ndjson, None),
             retry_after: false,
         },
-        AckMode::Written => match written_rx.await {
+        AckMode::Written => match written.await {
             Ok(()) => Answer {
                 status: StatusCode::OK,
-                body: summary_json(n as usize, &errors, ndjson, None),
+                body: summary_json(n, errors, ndjson, None),
                 retry_after: false,
             },
             Err(_) => Answer::error(

@@ -1,6 +1,8 @@
 //! ingest-http's Prometheus series, kept in the metrics facade.
 
-use super::*;
+use axum::http::StatusCode;
+
+use crate::tally::Tally;
 
 /// ingest-http's series (`ndpipe_http_…`), kept in the metrics facade, and the stage's
 /// tally (what it consumed, passed on and rejected).
