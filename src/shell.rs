@@ -4,7 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use crate::cli::Common;
 use crate::dead_letter::DeadLetters;
 use crate::exit::{Error, Exit, Result};
 use crate::human;
@@ -37,19 +36,6 @@ pub struct Options {
     pub quiet: bool,
     /// How long the first signal may take to end the run.
     pub shutdown_timeout: Duration,
-}
-
-impl From<&Common> for Options {
-    fn from(c: &Common) -> Options {
-        Options {
-            dead_letter: c.dead_letter.clone(),
-            max_line_bytes: c.max_line_bytes,
-            meta_field: c.meta_field.clone(),
-            progress: c.progress,
-            quiet: c.quiet,
-            shutdown_timeout: c.shutdown_timeout,
-        }
-    }
 }
 
 /// Runs `stage` as a shell command: NDJSON from `inputs` (opened files, or stdin; none

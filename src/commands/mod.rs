@@ -223,3 +223,17 @@ pub async fn run(
     let shutdown = Shutdown::on_signals();
     shell::run(stage, &options, inputs, detail, shutdown).await
 }
+
+/// The common flags' settings, free of clap, as the shell form and `pipeline` run with.
+impl From<&Common> for shell::Options {
+    fn from(c: &Common) -> shell::Options {
+        shell::Options {
+            dead_letter: c.dead_letter.clone(),
+            max_line_bytes: c.max_line_bytes,
+            meta_field: c.meta_field.clone(),
+            progress: c.progress,
+            quiet: c.quiet,
+            shutdown_timeout: c.shutdown_timeout,
+        }
+    }
+}

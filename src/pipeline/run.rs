@@ -21,7 +21,8 @@ use crate::wire::relay::{Bounds, Fill};
 use crate::wire::{self, Link};
 
 use super::plan::{Plan, Planned};
-use super::reload::Running;
+use super::reload::{Live, Running};
+use super::serve::Watch;
 
 /// What the summary says about one stage after the run.
 struct Line {
@@ -174,7 +175,7 @@ pub async fn run(
     links.push(writer);
 
     if let Some((addr, window)) = serve {
-        let watch = crate::pipeline::serve::Watch {
+        let watch = Watch {
             channels: links[1..]
                 .iter()
                 .map(|l| l.stage.name())
@@ -189,29 +190,17 @@ pub async fn run(
                 .filter_map(|l| l.detail.clone().map(|c| (l.name, c)))
                 .collect(),
         };
-        crate::pipeline::serve::start(addr, watch, shutdown.clone()).await?;
+        super::serve::start(addr, watch, shutdown.clone()).await?;
     }
-    if let Some(Reload {
-        path,
-        text,
-        hup,
-        common,
-    }) = reload
-    {
+    if let Some(reload) = reload {
         let mut running = hub.running;
         running.extend(stages.running);
-        super::reload::start(
-            path,
-            text,
-            hup,
-            super::reload::Live {
-                stages: running,
-                base,
-                bounds: limits_tx,
-            },
-            common,
-            shutdown.clone(),
-        );
+        let live = Live {
+            stages: running,
+            base,
+            bounds: limits_tx,
+        };
+        start_reload(reload, live, shutdown.clone());
     }
     let ran = wire::chain_bounded(links, limits, fills, dead.clone()).await;
     progress.finish();
@@ -235,6 +224,17 @@ pub async fn run(
         }
         _ => exit,
     })
+}
+
+/// Watches `--file` for a new text (and SIGHUP), to apply what may change live.
+fn start_reload(reload: Reload, live: Live, shutdown: Shutdown) {
+    let Reload {
+        path,
+        text,
+        hup,
+        common,
+    } = reload;
+    super::reload::start(path, text, hup, live, common, shutdown);
 }
 
 /// Opens the source stages and the input files into one hub link (several sources feed
