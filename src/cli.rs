@@ -165,8 +165,6 @@ pub fn run(
     }
 }
 
-pub use crate::memory::{reuse_malloc, sink_malloc, tame_malloc};
-
 /// Whether log lines may use colour: on a terminal, unless `NO_COLOR` is set to anything
 /// but the empty string (<https://no-color.org>).
 pub fn colour() -> bool {

@@ -1,5 +1,6 @@
-//! glibc allocator tuning: each command picks what suits how it holds events (called
-//! first thing in `main`, before other threads start): filters ([`reuse_malloc`]),
+//! glibc allocator tuning: each command picks what suits how it holds events (its row of
+//! [`crate::commands::ALL`] says which; called first thing in `main`, before other
+//! threads start): filters ([`reuse_malloc`]),
 //! `persist` ([`sink_malloc`]), servers and `pipeline` with a sink ([`tame_malloc`]); and
 //! a server gives memory back after a burst.
 

@@ -122,10 +122,11 @@ fn settled_metrics(port: u16, settled: impl Fn(&str) -> bool) -> String {
     }
 }
 
-/// `validate | persist` as a shell pipe, and as `pipeline` scraped at its end: the same
-/// events in, out and rejected in the shell's two summaries, `pipeline`'s stage lines and
-/// /metrics; persist's breakdown, batches and retries the same in `pipeline`'s line and
-/// on /metrics; the reader's lines on /metrics too.
+/// `validate | persist` as a shell pipe, and as `pipeline` (with a `tee` between) scraped
+/// at its end: the same events in, out and rejected in the shell's two summaries,
+/// `pipeline`'s stage lines and /metrics; persist's breakdown, batches and retries the
+/// same in `pipeline`'s line and on /metrics; tee, the reader and the writer on /metrics
+/// too.
 #[test]
 fn the_shell_summaries_pipelines_summary_and_metrics_say_the_same() {
     let dir = Dir::new();
@@ -154,7 +155,7 @@ fn the_shell_summaries_pipelines_summary_and_metrics_say_the_same() {
         &dir,
         port,
         &["--dead-letter", "dead.pl"],
-        &format!("{validate} | persist --sqlite pl.db --create-table"),
+        &format!("{validate} | tee copy.pl | persist --sqlite pl.db --create-table"),
     );
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(dir.read("ev.ndjson").as_bytes()).unwrap();
@@ -190,7 +191,12 @@ fn the_shell_summaries_pipelines_summary_and_metrics_say_the_same() {
     let mut breakdown = pl_persist[2..7].to_vec();
     breakdown.extend(&pl_persist[8..11]);
     assert_eq!(persist_outcomes(&metrics), breakdown, "{metrics}");
-    // The NDJSON reader and writer count too.
+    // tee, the NDJSON reader and the writer count too.
+    assert_eq!(
+        component(&metrics, "tee"),
+        vec![valid, valid, 0],
+        "{metrics}"
+    );
     assert_eq!(component(&metrics, "reader"), vec![n, n, 0], "{metrics}");
     assert_eq!(
         metric(

@@ -1,8 +1,5 @@
 //! `ingest-http`: see `ndpipe::stage::ingest_http` and `ingest-http --help`.
 
-use ndpipe::{cli, commands};
-
 fn main() -> std::process::ExitCode {
-    cli::tame_malloc();
-    commands::main("ingest-http")
+    ndpipe::commands::main("ingest-http")
 }

@@ -17,6 +17,7 @@ pub static COMMAND: Command = Command {
     kind: Kind::Source,
     binary: true,
     holds_events: true,
+    memory: Some(crate::memory::tame_malloc),
     knob: None,
     cli: ingest_http::Args::command,
     parse,

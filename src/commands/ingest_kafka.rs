@@ -18,6 +18,9 @@ pub static COMMAND: Command = Command {
     kind: Kind::Source,
     binary: true,
     holds_events: true,
+    // Not tame_malloc: librdkafka reads whole fetch responses (megabytes) into fresh
+    // buffers, and mapping each one anew cost a page fault per 4 KiB.
+    memory: None,
     knob: None,
     cli: ingest_kafka::Args::command,
     parse,

@@ -68,6 +68,8 @@ pub struct Command {
     /// Whether its stage holds many events in flight across threads (a server source, a
     /// sink), so that `pipeline` tunes the allocator for that ([`crate::memory`]).
     pub holds_events: bool,
+    /// How its binary tunes the allocator, first thing in `main` ([`crate::memory`]).
+    pub memory: Option<fn()>,
     /// The flag live scaling may change while `pipeline --file` runs (`--workers`,
     /// `--connections`); its value is [`Parsed::knob`].
     pub knob: Option<&'static str>,
@@ -190,6 +192,9 @@ pub trait Outcomes: Send + Sync {
 /// then its shell form ([`run`]) on the runtime, and the exit code.
 pub fn main(name: &str) -> ExitCode {
     let command = find(name).expect("every binary is a row of the table");
+    if let Some(tune) = command.memory {
+        tune(); // Before any other thread starts.
+    }
     let matches = cli::parse_matches((command.cli)());
     let parsed = Common::from_arg_matches(&matches)
         .and_then(|common| Ok(((command.parse)(&matches, &common)?, common)));

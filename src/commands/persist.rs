@@ -20,6 +20,7 @@ pub static COMMAND: Command = Command {
     kind: Kind::Sink,
     binary: true,
     holds_events: true,
+    memory: Some(crate::memory::sink_malloc),
     knob: Some("--connections"),
     cli: persist::Args::command,
     parse,

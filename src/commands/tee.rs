@@ -16,6 +16,8 @@ pub static COMMAND: Command = Command {
     kind: Kind::Filter,
     binary: false,
     holds_events: false,
+    // No binary of its own.
+    memory: None,
     knob: None,
     cli: tee::Args::command,
     parse,

@@ -16,6 +16,7 @@ pub static COMMAND: Command = Command {
     kind: Kind::Filter,
     binary: true,
     holds_events: false,
+    memory: Some(crate::memory::reuse_malloc),
     knob: Some("--workers"),
     cli: validate::Args::command,
     parse,
