@@ -149,7 +149,8 @@ pub fn render(out: &mut String) {
         sum.rejected += c.rejected;
         sum.dropped += c.dropped;
     }
-    let series: [(&str, fn(&Counted) -> u64); 5] = [
+    type Series = (&'static str, fn(&Counted) -> u64);
+    let series: [Series; 5] = [
         ("component_received_events_total", |c| c.received),
         ("component_received_bytes_total", |c| c.received_bytes),
         ("component_sent_events_total", |c| c.sent),

@@ -78,8 +78,11 @@ pub struct Command {
     /// Its words parsed: from clap's matches, with `common` the common flags as they
     /// apply to it (a binary's own; in a pipe text, `pipeline`'s with the stage's
     /// `--dead-letter`).
-    pub parse: fn(&ArgMatches, &Common) -> std::result::Result<Box<dyn Parsed>, clap::Error>,
+    pub parse: ParseWords,
 }
+
+/// See [`Command::parse`].
+pub type ParseWords = fn(&ArgMatches, &Common) -> std::result::Result<Box<dyn Parsed>, clap::Error>;
 
 impl Command {
     /// Whether it takes the common flags ([`Common`]).
