@@ -2,11 +2,11 @@
 //!
 //! Every command is a *stage* behind one contract ([`stage::Stage`]): built from a plain
 //! config, run over bounded channels of [`event::Batch`]es with a context (dead letters,
-//! shutdown, metadata field, progress), returning the same [`stage::Stats`]. The binaries
-//! in `src/bin` only call [`commands::main`] (or [`pipeline::main`]), which parses flags
-//! through the command's row of the one table ([`commands::ALL`]); the shell form of a
-//! command is the chain `[reader, stage, writer]` run by [`wire`], which `pipeline` uses
-//! for `[source, stage, …, sink]`.
+//! shutdown, metadata field, progress line, and the tally it counts into), returning how
+//! it ended ([`stage::Ended`]). The binaries in `src/bin` only call [`commands::main`]
+//! with their row of the one table ([`commands::ALL`]), or [`pipeline::main`]; the shell
+//! form of a command is the chain `[reader, stage, writer]` run by [`wire`], which
+//! `pipeline` uses for `[source, stage, …, sink]`.
 //!
 //! Module map (dependencies point down the list, never up):
 //!

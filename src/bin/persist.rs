@@ -1,5 +1,5 @@
 //! `persist`: see `ndpipe::stage::persist` and `persist --help`.
 
 fn main() -> std::process::ExitCode {
-    ndpipe::commands::main("persist")
+    ndpipe::commands::main(&ndpipe::commands::persist::COMMAND)
 }

@@ -1,5 +1,5 @@
 //! `validate`: see `ndpipe::stage::validate` and `validate --help`.
 
 fn main() -> std::process::ExitCode {
-    ndpipe::commands::main("validate")
+    ndpipe::commands::main(&ndpipe::commands::validate::COMMAND)
 }

@@ -14,7 +14,7 @@ use crate::progress::{self, Progress};
 use crate::shell;
 use crate::shutdown::Shutdown;
 use crate::stage::stdio::{Reader, Writer};
-use crate::stage::{Ctx, Stats};
+use crate::stage::{Ctx, Ended, Stats};
 use crate::tally::Tally;
 use crate::wire::merge::Merge;
 use crate::wire::relay::{Bounds, Fill};
@@ -397,18 +397,14 @@ fn summary(
             || has_sink
             || progress::draws(common.progress, common.quiet));
     if show {
-        // What each source consumed: Kafka messages, lines of HTTP bodies.
-        for (l, t) in sources {
-            let c = t.get();
-            progress::eprint_line(&format!(
-                "pipeline: {}: {} in, {} out, {} rejected",
-                l.name,
-                human::count(c.received),
-                human::count(c.sent),
-                human::count(c.rejected),
-            ));
-        }
-        for (l, s) in lines.iter().zip(stage_stats) {
+        // What each source consumed (Kafka messages, lines of HTTP bodies), then what
+        // each stage did.
+        let consumed: Vec<Stats> = sources
+            .iter()
+            .map(|(_, t)| Stats::of(t.get(), Ended::default()))
+            .collect();
+        let every = sources.iter().map(|(l, _)| l).chain(lines);
+        for (l, s) in every.zip(consumed.iter().chain(stage_stats)) {
             let (breakdown, work) = l.detail.as_ref().map(|c| c.summary()).unwrap_or_default();
             progress::eprint_line(&format!(
                 "pipeline: {}: {} in, {} out{breakdown}, {} rejected{work}",
