@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Instruction counts (callgrind, all threads) of validate, enrich and
+# Instruction counts (callgrind, all threads) of validate (quick rules, and --schema), enrich and
 # `pipeline 'validate | enrich'` on the same generated events, for two builds side by
 # side: what settles a difference of a few per cent that wall time on this machine
 # cannot (its speed drifts by 10-50 % within minutes). Exits 1 when the new build takes
@@ -52,6 +52,7 @@ compare() { # name bin args...
 }
 echo "$EVENTS events ($IN), lowest of $RUNS runs; instructions of every thread"
 compare "validate" "${V[@]}"
+compare "validate --schema" validate --schema bench/event.schema.json
 compare "enrich" "${E[@]}"
 compare "pipeline 'validate | enrich'" pipeline "${V[*]@Q} | ${E[*]@Q}"
 [ "$fail" = 0 ] && echo "no command takes more than $MAX_PCT % more" || echo "MORE INSTRUCTIONS"
