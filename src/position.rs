@@ -1,10 +1,13 @@
 //! Source positions: where an event came from, in a source that can resume there. Owned
-//! by neither the sources that stamp them nor the sink that commits them.
+//! by neither the sources that stamp them nor the sink that commits them: sources write
+//! them ([`push_generic`]), `persist` reads them ([`from_meta`]).
 //!
 //! A position is (source kind, stream, partition, offset), with the epoch of the owner
 //! that read it and, when one input became several events, how many. Kafka fills it with
-//! its consumer group (the scope), topic (the stream), partition and offset; a file
-//! source would fill it with its name, the file's identity and a byte offset. `persist`
+//! its consumer group (the scope), topic (the stream), partition and offset; `ingest-file`
+//! with its `--positions-name`, the file's identity, partition 0 and the offset of the
+//! line's last byte (its newline), so that the next offset committed is where the next
+//! line starts. `persist`
 //! commits, in the rows' transaction, the next offset of every (scope, stream, partition)
 //! it stores events of, without knowing what kind of source that is.
 //!
@@ -56,6 +59,36 @@ impl Keys {
         self.0.insert(key, k.clone());
         k
     }
+}
+
+/// Appends the generic form, `"position":{…}` (a member of the metadata object), for
+/// a source of kind `source` (not `kafka`, whose coordinates are written its own way):
+/// `scope` is the reader's name without the kind (`from_meta` prefixes it).
+pub fn push_generic(
+    out: &mut String,
+    source: &str,
+    scope: &str,
+    stream: &str,
+    partition: i32,
+    offset: i64,
+    epoch: Option<i64>,
+) {
+    let mut num = itoa::Buffer::new();
+    out.push_str("\"position\":{\"source\":");
+    crate::json::push_quoted(out, source);
+    out.push_str(",\"scope\":");
+    crate::json::push_quoted(out, scope);
+    out.push_str(",\"stream\":");
+    crate::json::push_quoted(out, stream);
+    out.push_str(",\"partition\":");
+    out.push_str(num.format(partition));
+    out.push_str(",\"offset\":");
+    out.push_str(num.format(offset));
+    if let Some(e) = epoch {
+        out.push_str(",\"epoch\":");
+        out.push_str(num.format(e));
+    }
+    out.push('}');
 }
 
 /// The position in the metadata field's text `meta`, when it holds a whole one.
@@ -150,6 +183,20 @@ mod tests {
         )
         .unwrap();
         assert!(Arc::ptr_eq(&k.key, &again.key));
+        // What push_generic writes is read back.
+        let mut written = String::from("{\"source\":\"file\",");
+        push_generic(&mut written, "file", "loader", "1:2:3:abc", 0, 99, Some(4));
+        written.push('}');
+        let w = from_meta(Some(&written), &mut keys).unwrap();
+        assert_eq!(
+            (
+                w.key.scope.as_str(),
+                w.key.stream.as_str(),
+                w.offset,
+                w.epoch
+            ),
+            ("file:loader", "1:2:3:abc", 99, Some(4))
+        );
         // No position, or half of one: none.
         assert!(from_meta(Some(r#"{"source":"http"}"#), &mut keys).is_none());
         assert!(from_meta(Some(r#"{"topic":"t","offset":1}"#), &mut keys).is_none());

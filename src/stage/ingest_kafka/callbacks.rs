@@ -13,7 +13,9 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientContext;
 
-use super::offsets_db::{committed_offsets, OffsetsDb};
+use crate::postgres::Claims;
+
+use super::committed::committed_offsets;
 use super::Start;
 
 /// Per-partition state the consumer thread and the rebalance callback share.
@@ -32,7 +34,9 @@ pub(super) struct PartState {
 /// The consumer's context: resolves start positions inside the rebalance callback.
 pub(super) struct Callbacks {
     pub(super) start: Start,
-    pub(super) db: Option<OffsetsDb>,
+    /// Exactly-once mode: the offsets table, and the scope claimed in it (the group or
+    /// offsets name).
+    pub(super) db: Option<(Claims, String)>,
     pub(super) assigned: Arc<Mutex<Assigned>>,
     /// Bumped whenever the assignment changes.
     pub(super) generation: AtomicU64,
@@ -155,7 +159,7 @@ impl Callbacks {
         let mut assigned = self.assigned.lock().expect("not poisoned");
         for (topic, parts) in by_topic {
             let claimed = match &self.db {
-                Some(db) => db.claim(&topic, &parts).map_err(|e| e.to_string())?,
+                Some((db, scope)) => db.claim(scope, &topic, &parts).map_err(|e| e.to_string())?,
                 None => parts.iter().map(|_| (None, 0)).collect(),
             };
             // Kafka's committed offsets, for --offset stored: where it starts, so that

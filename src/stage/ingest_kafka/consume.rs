@@ -17,10 +17,10 @@ use tokio::sync::mpsc::Sender;
 use crate::event::{Ack, Batch};
 use crate::exit::{Error, Exit, Result};
 use crate::json;
+use crate::postgres::Claims;
 use crate::stage::Ctx;
 
 use super::callbacks::{Assigned, Callbacks};
-use super::offsets_db::OffsetsDb;
 use super::render::{kcat_line, push_meta, render_batches, Names};
 use super::{Config, Format, Start};
 
@@ -45,12 +45,16 @@ pub(super) fn consume(config: Config, output: Sender<Batch>, ctx: Ctx) -> Result
     });
     let name = cfg.group.clone().or_else(|| cfg.offsets_name.clone());
     let db = match &cfg.offsets_from {
-        Some(url) => Some(OffsetsDb::connect(
-            url,
-            &cfg.offsets_table,
+        Some(url) => Some((
+            Claims::connect(
+                url,
+                &cfg.offsets_table,
+                "--offsets-from",
+                "ndpipe ingest-kafka",
+                cfg.connect_timeout,
+            )?,
             name.clone().expect("checked"),
-            cfg.connect_timeout,
-        )?),
+        )),
         None => None,
     };
     let exactly_once = db.is_some();

@@ -22,7 +22,8 @@
 //!
 //! Files, one concern each: `args` (flags), `config`, `callbacks` (librdkafka's
 //! rebalance, log and error callbacks), `consume` (the polling thread), `render` (the
-//! rendering thread), `offsets_db` (the exactly-once bookkeeping in PostgreSQL).
+//! rendering thread), `committed` (Kafka's committed offsets, asked patiently). The
+//! exactly-once claims are [`crate::postgres::Claims`], shared with ingest-file.
 
 use futures::future::BoxFuture;
 use tokio::sync::mpsc::{Receiver, Sender};
@@ -33,9 +34,9 @@ use crate::stage::{Ctx, Ended, Kind, Stage};
 
 mod args;
 mod callbacks;
+mod committed;
 mod config;
 mod consume;
-mod offsets_db;
 mod render;
 
 pub use args::{Args, Format, Start};
