@@ -54,7 +54,10 @@ pub async fn run(
     let kind = stage.kind();
     let dead = DeadLetters::open(common.dead_letter.as_deref(), &common.meta_field)
         .map_err(|e| Error::new(Exit::IoErr, e))?;
-    let (size, compression) = measure(&inputs);
+    let (mut size, compression) = measure(&inputs);
+    if let Some(own) = stage.input_size() {
+        size = own;
+    }
     let ctx = Ctx::new(dead.clone(), shutdown.clone(), &common.meta_field);
     let mut links = Vec::with_capacity(3);
     if kind != Kind::Source {
@@ -176,7 +179,12 @@ pub fn finish(
         && (kept > 0 || detail.is_some() || progress::draws(common.progress, common.quiet));
     if show {
         let whereto = dead_letters_at(common, kept);
-        let (breakdown, work) = detail.map(|d| d()).unwrap_or_default();
+        let (breakdown, mut work) = detail.map(|d| d()).unwrap_or_default();
+        for (figure, value) in &stats.figures {
+            if let Some(word) = figure.summary {
+                work.push_str(&format!(", {} {word}", human::count(*value)));
+            }
+        }
         progress::eprint_line(&format!(
             "{name}: {} events in, {} out{breakdown}, {} rejected{whereto}{work} · {}",
             human::count(stats.events_in),

@@ -16,6 +16,9 @@
 //!   the channel in front of the stage.
 //!
 //! Stages that share a name (`pipeline 'validate | validate'`) share a series: the sum.
+//!
+//! A stage may count [`Figure`]s of its own besides (ingest-file's files open, rotations
+//! and truncations): a series each, labelled the same way, and a word in its summary.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,11 +30,37 @@ pub struct Tally(Arc<Inner>);
 
 struct Inner {
     component: &'static str,
+    figures: Mutex<Vec<(&'static Figure, Arc<AtomicU64>)>>,
     received: AtomicU64,
     received_bytes: AtomicU64,
     sent: AtomicU64,
     rejected: AtomicU64,
     dropped: AtomicU64,
+}
+
+/// A figure a stage counts besides events and bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Figure {
+    /// Its Prometheus series, labelled `component`.
+    pub series: &'static str,
+    pub kind: FigureKind,
+    /// The word after its value in the stage's summary (`rotations`); none: not shown.
+    pub summary: Option<&'static str>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FigureKind {
+    Counter,
+    Gauge,
+}
+
+impl FigureKind {
+    fn word(self) -> &'static str {
+        match self {
+            FigureKind::Counter => "counter",
+            FigureKind::Gauge => "gauge",
+        }
+    }
 }
 
 /// What a tally holds at one moment.
@@ -61,6 +90,7 @@ impl Tally {
     pub fn unlisted(component: &'static str) -> Tally {
         Tally(Arc::new(Inner {
             component,
+            figures: Mutex::new(Vec::new()),
             received: AtomicU64::new(0),
             received_bytes: AtomicU64::new(0),
             sent: AtomicU64::new(0),
@@ -107,6 +137,26 @@ impl Tally {
     /// `n` events dropped in front of this stage (`--when-full drop-*`).
     pub fn dropped(&self, n: u64) {
         self.0.dropped.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The counter of `figure` (made at first use): add to it, or set a gauge.
+    pub fn figure(&self, figure: &'static Figure) -> Arc<AtomicU64> {
+        let mut figures = self.0.figures.lock().expect("not poisoned");
+        if let Some((_, v)) = figures.iter().find(|(f, _)| std::ptr::eq(*f, figure)) {
+            return v.clone();
+        }
+        let v = Arc::new(AtomicU64::new(0));
+        figures.push((figure, v.clone()));
+        v
+    }
+
+    /// The figures counted, with their values, in the order first counted.
+    pub fn figures(&self) -> Vec<(&'static Figure, u64)> {
+        let figures = self.0.figures.lock().expect("not poisoned");
+        figures
+            .iter()
+            .map(|(f, v)| (*f, v.load(Ordering::Relaxed)))
+            .collect()
     }
 
     /// The events passed on so far (what a progress line shows).
@@ -163,6 +213,30 @@ pub fn render(out: &mut String) {
             let _ = writeln!(out, "{name}{{component=\"{component}\"}} {}", value(c));
         }
     }
+    // Figures: one series each, summed by component like the counts.
+    let mut figures: Vec<(&'static Figure, Vec<(&'static str, u64)>)> = Vec::new();
+    for tally in &listed {
+        for (figure, v) in tally.figures() {
+            let at = match figures.iter().position(|(f, _)| f.series == figure.series) {
+                Some(at) => at,
+                None => {
+                    figures.push((figure, Vec::new()));
+                    figures.len() - 1
+                }
+            };
+            let values = &mut figures[at].1;
+            match values.iter_mut().find(|(c, _)| *c == tally.component()) {
+                Some((_, sum)) => *sum += v,
+                None => values.push((tally.component(), v)),
+            }
+        }
+    }
+    for (figure, values) in figures {
+        let _ = writeln!(out, "# TYPE {} {}", figure.series, figure.kind.word());
+        for (component, v) in values {
+            let _ = writeln!(out, "{}{{component=\"{component}\"}} {v}", figure.series);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -192,6 +266,21 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
         }
         assert!(!text.contains("tally-test-hidden"), "{text}");
+        static OPEN: Figure = Figure {
+            series: "tally_test_open",
+            kind: FigureKind::Gauge,
+            summary: None,
+        };
+        a.figure(&OPEN).fetch_add(2, Ordering::Relaxed);
+        a2.figure(&OPEN).fetch_add(1, Ordering::Relaxed);
+        let mut text = String::new();
+        render(&mut text);
+        assert!(
+            text.contains(
+                "# TYPE tally_test_open gauge\ntally_test_open{component=\"tally-test-a\"} 3\n"
+            ),
+            "{text}"
+        );
         assert_eq!(a.get().received, 3);
     }
 }

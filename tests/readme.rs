@@ -85,7 +85,8 @@ fn free_port() -> u16 {
 fn serves(command: &str) -> bool {
     !command.contains("--explain")
         && (command.contains("ingest-http")
-            || (command.contains("ingest-kafka") && !command.contains("--exit-at-end")))
+            || (command.contains("ingest-kafka") && !command.contains("--exit-at-end"))
+            || (command.contains("ingest-file") && command.contains("--follow")))
 }
 
 struct Shell {
@@ -197,6 +198,33 @@ pub fn fixtures(dir: &Dir) {
     );
     dir.create("etl.pipe", etl_pipe());
     dir.create("token.txt", "change-me\n");
+    // ingest-file's logs: the events that are JSON objects, as they are written, half in
+    // logs/app-1.ndjson, half in logs/archive/app-0.ndjson.
+    let lines: Vec<&str> = events
+        .lines()
+        .filter(|l| serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| v.is_object()))
+        .collect();
+    let half = lines.len() / 2;
+    std::fs::create_dir_all(dir.path("logs/archive")).unwrap();
+    dir.create("logs/archive/app-0.ndjson", lines[half..].join("\n") + "\n");
+    dir.create("logs/app-1.ndjson", lines[..half].join("\n") + "\n");
+}
+
+/// The events of the files under `logs/` that `glob_all` says (all of them, or only
+/// logs/*.ndjson), and the bytes of those files.
+fn logs(dir: &Path, glob_all: bool) -> (Vec<serde_json::Value>, u64) {
+    let mut files = vec![dir.join("logs/app-1.ndjson")];
+    if glob_all {
+        files.push(dir.join("logs/archive/app-0.ndjson"));
+    }
+    let mut events = Vec::new();
+    let mut bytes = 0;
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        bytes += text.len() as u64;
+        events.extend(values(&text));
+    }
+    (events, bytes)
 }
 
 /// The `etl.pipe` the README shows: its first ```text block.
@@ -503,6 +531,20 @@ fn every_readme_example_runs_as_written() {
             let orders = lines_json(&read("orders.ndjson"));
             assert_eq!(orders.len(), 50);
             assert!(orders.iter().all(|o| o["_meta"]["source"] == "kafka"));
+        } else if c("persist --table file_events") {
+            let (logged, _) = logs(&dir_path, true);
+            let n = distinct_ids(&logged, |v| v.get("id").is_some());
+            assert_eq!(count(&pg, "SELECT count(*) FROM file_events"), n);
+        } else if c("--positions-name loader") {
+            let (logged, bytes) = logs(&dir_path, false);
+            let n = distinct_ids(&logged, |v| v.get("id").is_some());
+            assert_eq!(count(&pg, "SELECT count(*) FROM followed"), n);
+            assert_eq!(
+                pg.sql(
+                    "SELECT sum(next_offset) FROM ndpipe_offsets WHERE \"group\" = 'file:loader'"
+                ),
+                bytes.to_string()
+            );
         } else if c("--group loader --offsets-from") {
             assert_eq!(
                 count(&pg, "SELECT count(*) FROM orders WHERE key LIKE 'o-%'"),
@@ -590,6 +632,7 @@ fn every_help_example_runs_as_written() {
         "validate",
         "enrich",
         "persist",
+        "ingest-file",
         "ingest-http",
         "ingest-kafka",
         "pipeline",
@@ -678,6 +721,33 @@ fn every_help_example_runs_as_written() {
                 }
                 "persist" => {
                     let n = distinct_ids(&events, |v| v["id"].is_string() || v["id"].is_u64());
+                    assert_eq!(sqlite_rows("events"), n);
+                }
+                "ingest-file" if c("--positions-from") => {
+                    let (logged, bytes) = logs(&dir_path, false);
+                    let n = distinct_ids(&logged, |v| v.get("id").is_some());
+                    assert_eq!(count(&pg, "SELECT count(*) FROM orders"), n);
+                    // The position committed with the rows: the file's size.
+                    assert_eq!(
+                        pg.sql(
+                            "SELECT sum(next_offset) FROM ndpipe_offsets \
+                             WHERE \"group\" = 'file:orders-loader'"
+                        ),
+                        bytes.to_string()
+                    );
+                }
+                "ingest-file" if c("--positions positions.json") => {
+                    let (logged, bytes) = logs(&dir_path, false);
+                    let followed = lines_json(&read("followed.ndjson"));
+                    assert_eq!(followed.len(), logged.len());
+                    assert!(followed.iter().all(|v| v["_meta"]["source"] == "file"));
+                    let pos: serde_json::Value =
+                        serde_json::from_str(&read("positions.json")).unwrap();
+                    assert_eq!(pos["files"][0]["offset"], bytes);
+                }
+                "ingest-file" => {
+                    let (logged, _) = logs(&dir_path, true);
+                    let n = distinct_ids(&logged, |v| v.get("id").is_some());
                     assert_eq!(sqlite_rows("events"), n);
                 }
                 "ingest-http" if c("> received.ndjson") => {

@@ -7,6 +7,9 @@
 //! - `validate`: schemas (draft 2020-12 and 7), quick rules, the metadata field, order
 //!   with several workers.
 //! - `enrich`: --set, --timestamp, --id, --lookup, --jq and its split stamps, order.
+//! - `ingest_file`: files read once and followed: appends, partial lines, rotation,
+//!   copytruncate, truncation, inode reuse, equal first lines, new and growing files,
+//!   compressed files, bad input, the checkpoint file across kill -9.
 //! - `ingest_http`: the HTTP server: body forms, status codes, back-pressure with a stalled
 //!   stdout, `--ack written`, shutdown under load.
 //! - `ingest_kafka`: Apache Kafka (`scripts/kafka-test-broker`): round trip with
@@ -38,6 +41,7 @@ mod docs;
 mod enrich;
 mod faults;
 mod framing;
+mod ingest_file;
 mod ingest_http;
 mod ingest_kafka;
 mod persist;

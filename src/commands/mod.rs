@@ -37,6 +37,7 @@ use crate::shutdown::Shutdown;
 use crate::stage::{Kind, Stage};
 
 pub mod enrich;
+pub mod ingest_file;
 pub mod ingest_http;
 pub mod ingest_kafka;
 pub mod persist;
@@ -44,7 +45,8 @@ pub mod tee;
 pub mod validate;
 
 /// Every command, sources first (the order `pipeline`'s "known:" list gives).
-pub static ALL: [&Command; 6] = [
+pub static ALL: [&Command; 7] = [
+    &ingest_file::COMMAND,
     &ingest_http::COMMAND,
     &ingest_kafka::COMMAND,
     &validate::COMMAND,

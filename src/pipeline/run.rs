@@ -401,7 +401,7 @@ fn summary(
         // each stage did.
         let consumed: Vec<Stats> = sources
             .iter()
-            .map(|(_, t)| Stats::of(t.get(), Ended::default()))
+            .map(|(_, t)| Stats::of(t.get(), t.figures(), Ended::default()))
             .collect();
         let every = sources.iter().map(|(l, _)| l).chain(lines);
         for (l, s) in every.zip(consumed.iter().chain(stage_stats)) {

@@ -16,6 +16,7 @@
 //! `pipeline` chains `[source, stage, …, sink]` with the same wiring.
 //!
 //! - [`stdio`]: the NDJSON reader (files, stdin) and writer (stdout) as stages.
+//! - [`ingest_file`]: the file source: files read once, or followed as they grow and rotate.
 //! - [`ingest_http`]: the HTTP source: POST /events into a bounded hub, with back-pressure.
 //! - [`ingest_kafka`]: the Kafka source, with exactly-once offsets shared with persist.
 //! - [`validate`]: JSON Schema and quick field rules.
@@ -33,11 +34,12 @@ use tokio::sync::watch;
 use crate::dead_letter::DeadLetters;
 use crate::event::Batch;
 use crate::exit::Result;
-use crate::progress::Progress;
+use crate::progress::{InputSize, Progress};
 use crate::shutdown::Shutdown;
-use crate::tally::{Counted, Tally};
+use crate::tally::{Counted, Figure, Tally};
 
 pub mod enrich;
+pub mod ingest_file;
 pub mod ingest_http;
 pub mod ingest_kafka;
 pub mod persist;
@@ -59,6 +61,12 @@ pub trait Stage: Send + 'static {
     /// says what it had acknowledged but could not pass on, rather than being abandoned.
     fn acknowledges(&self) -> bool {
         false
+    }
+
+    /// A source's input size, when it can say (`ingest-file` reading files to their end):
+    /// the shell form's progress line then shows a bar with %, bytes and ETA.
+    fn input_size(&self) -> Option<InputSize> {
+        None
     }
 
     /// Runs the stage to its end. Sources get a closed `input`.
@@ -156,16 +164,19 @@ pub struct Stats {
     pub rejected: u64,
     /// Events `--when-full drop-*` dropped in front of this stage.
     pub dropped: u64,
+    /// The stage's own figures ([`crate::tally::Figure`]) at the end.
+    pub figures: Vec<(&'static Figure, u64)>,
     pub stopped: Option<Stopped>,
 }
 
 impl Stats {
-    pub fn of(counted: Counted, ended: Ended) -> Stats {
+    pub fn of(counted: Counted, figures: Vec<(&'static Figure, u64)>, ended: Ended) -> Stats {
         Stats {
             events_in: counted.received,
             events_out: counted.sent,
             rejected: counted.rejected,
             dropped: counted.dropped,
+            figures,
             stopped: ended.stopped,
         }
     }

@@ -200,6 +200,6 @@ async fn run(links: Vec<Link>, channels: Channels) -> Result<Vec<Stats>> {
     Ok(ended
         .into_iter()
         .zip(&tallies)
-        .map(|(e, t)| Stats::of(t.get(), e.expect("every stage ended")))
+        .map(|(e, t)| Stats::of(t.get(), t.figures(), e.expect("every stage ended")))
         .collect())
 }
