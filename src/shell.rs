@@ -12,6 +12,7 @@ use crate::progress::{self, InputSize, Progress};
 use crate::shutdown::Shutdown;
 use crate::stage::stdio::{Reader, Writer};
 use crate::stage::{Ctx, Kind, Stage, Stats};
+use crate::tally::Figure;
 use crate::wire::{self, Link};
 
 /// Batches a channel holds between two stages. With ~256 KiB batches this bounds the
@@ -157,6 +158,17 @@ pub fn dead_letters_at(common: &Options, rejected: u64) -> String {
     }
 }
 
+/// A stage's own figures as its summary says them (", 3 files, 1 rotations").
+pub fn figure_words(figures: &[(&'static Figure, u64)]) -> String {
+    let mut words = String::new();
+    for (figure, value) in figures {
+        if let Some(word) = figure.summary {
+            words.push_str(&format!(", {} {word}", human::count(*value)));
+        }
+    }
+    words
+}
+
 /// Prints the summary and decides the exit code: 65 when rejects had nowhere to go.
 ///
 /// Every command's summary has the same words: events *in* (read from its input),
@@ -180,11 +192,7 @@ pub fn finish(
     if show {
         let whereto = dead_letters_at(common, kept);
         let (breakdown, mut work) = detail.map(|d| d()).unwrap_or_default();
-        for (figure, value) in &stats.figures {
-            if let Some(word) = figure.summary {
-                work.push_str(&format!(", {} {word}", human::count(*value)));
-            }
-        }
+        work.push_str(&figure_words(&stats.figures));
         progress::eprint_line(&format!(
             "{name}: {} events in, {} out{breakdown}, {} rejected{whereto}{work} · {}",
             human::count(stats.events_in),

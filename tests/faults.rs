@@ -1,6 +1,7 @@
 //! The standing fault suite: the promises of "nothing acknowledged is ever lost", held
 //! under faults injected for real — a signal to a whole pipe's process group, a closed or
-//! stalled stdout, a database stopped mid-run. Every new source, stage or sink joins it.
+//! stalled stdout, a database stopped mid-run, kill -9 of either end of an exactly-once
+//! pipe while files are written and rotated. Every new source, stage or sink joins it.
 
 use std::collections::HashSet;
 use std::os::unix::process::CommandExt;
@@ -884,4 +885,293 @@ fn ack_written_unwritten_at_the_timeout_are_said_not_acknowledged() {
     // The requests those events came in were not answered 200.
     assert!(answers.iter().any(|&s| s != 200), "{answers:?}");
     drop(server.stdout.take());
+}
+
+/// Files written and rotated while an exactly-once reader runs: `logs/app.ndjson` gets
+/// the events of `text` appended in chunks, and is renamed to `app.ndjson.K` (still
+/// matched by the glob `logs/app.ndjson*`) every `rotate_every` lines, as logrotate's
+/// `create` mode does. Returns when everything is written.
+fn write_rotating(dir: &std::path::Path, text: &str, rotate_every: usize) {
+    use std::io::Write;
+    let live = dir.join("logs/app.ndjson");
+    let open = || {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&live)
+            .unwrap()
+    };
+    let mut w = open();
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, chunk) in lines.chunks(300).enumerate() {
+        let mut bytes = chunk.join("\n");
+        bytes.push('\n');
+        w.write_all(bytes.as_bytes()).unwrap();
+        if (i + 1) * 300 % rotate_every == 0 {
+            let k = (i + 1) * 300 / rotate_every;
+            std::fs::rename(&live, dir.join(format!("logs/app.ndjson.{k}"))).unwrap();
+            w = open();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The exactly-once file pipe as a bash script in the test's directory, with its pids
+/// and logs under `{name}`: `ingest-file --follow --positions-from | tee -a emitted |
+/// validate | persist --version-field meta.seq`, or the same as one `pipeline` (its pid
+/// as both). `idle` ends it once the files are quiet that long.
+fn file_pipe(pg: &Pg, name: &str, one_process: bool, idle: Option<&str>) -> String {
+    let url = pg.url();
+    let idle = idle.map_or(String::new(), |i| format!("--exit-when-idle {i}"));
+    let ingest = format!(
+        "ingest-file --follow {idle} --rotate-wait 1s --positions-from '{url}' \
+         --positions-name eo 'logs/app.ndjson*'"
+    );
+    let persist = format!(
+        "persist --database-url '{url}' --create-table --version-field meta.seq \
+         --batch-size 2000 --linger-ms 20"
+    );
+    if one_process {
+        return format!(
+            "{pipeline} -q \"{ingest} | tee {name}emitted.ndjson | validate --require id | {persist}\" \
+               2>> {name}persist.log &
+             echo $! > {name}ingest.pid; echo $! > {name}persist.pid
+             wait $! || {{ tail -n 5 {name}persist.log >&2; false; }}",
+            pipeline = bin("pipeline"),
+        );
+    }
+    format!(
+        "rm -f {name}fifo; mkfifo {name}fifo
+         {bins}/{ingest} > {name}fifo 2>> {name}ingest.log &
+         echo $! > {name}ingest.pid; ingest=$!
+         tee -a {name}emitted.ndjson < {name}fifo | {bins}/validate -q --require id \
+           | {bins}/{persist} 2>> {name}persist.log &
+         echo $! > {name}persist.pid; persist=$!
+         wait $ingest; a=$?; wait $persist; b=$?
+         [ $a = 0 ] && [ $b = 0 ] || {{ tail -n 5 {name}ingest.log {name}persist.log >&2; false; }}",
+        bins = std::path::Path::new(&bin("persist")).parent().unwrap().display(),
+    )
+}
+
+/// Committed next offsets of the file reader `eo`, by file identity.
+fn file_positions(pg: &Pg) -> std::collections::BTreeMap<String, u64> {
+    if pg.sql("SELECT count(*) FROM information_schema.tables WHERE table_name = 'ndpipe_offsets' AND table_schema = current_schema()") != "1" {
+        return Default::default();
+    }
+    pg.sql("SELECT topic, greatest(next_offset, 0) FROM ndpipe_offsets WHERE \"group\" = 'file:eo'")
+        .lines()
+        .map(|l| {
+            let (id, o) = l.split_once('\t').unwrap();
+            (id.to_owned(), o.parse().unwrap())
+        })
+        .collect()
+}
+
+/// The offset of the first line of each file in an emitted NDJSON text (whose last line
+/// may be torn by a kill).
+fn first_file_offsets(text: &str) -> std::collections::BTreeMap<String, u64> {
+    let mut first = std::collections::BTreeMap::new();
+    for v in text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    {
+        let m = &v["_meta"];
+        first
+            .entry(m["file_id"].as_str().unwrap().to_owned())
+            .or_insert(m["offset"].as_u64().unwrap());
+    }
+    first
+}
+
+fn file_rows(pg: &Pg) -> u64 {
+    let exists = pg.sql(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'events' \
+         AND table_schema = current_schema()",
+    );
+    if exists == "1" {
+        pg.sql("SELECT count(*) FROM events").parse().unwrap()
+    } else {
+        0
+    }
+}
+
+/// The sizes of the files under `logs/` that hold something, by inode (an empty file
+/// has no position: there is nothing to identify it by yet).
+fn log_sizes(dir: &Dir) -> std::collections::BTreeMap<u64, u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir(dir.path("logs"))
+        .unwrap()
+        .map(|e| {
+            let m = e.unwrap().metadata().unwrap();
+            (m.ino(), m.len())
+        })
+        .filter(|&(_, len)| len > 0)
+        .collect()
+}
+
+/// Files appended and rotated while the file pipe runs; `victim` ("ingest", "persist",
+/// or the one `pipeline`) SIGKILLed twice; then a last run until the files are quiet.
+/// Every run resumes where the committed rows end; at the end rows = distinct keys, each
+/// holding its last event, and each file's stored position is its size.
+fn files_exactly_once_with_kills(victim: &str, one_process: bool, name: &str) {
+    let dir = Dir::new();
+    std::fs::create_dir_all(dir.path("logs")).unwrap();
+    let pg = Pg::new(name);
+    let n = 60_000;
+    let text =
+        std::fs::read_to_string(gen_events(&dir, "all.ndjson", n, &["--dups", "0.05"])).unwrap();
+    let writer = {
+        let (root, text) = (dir.root().to_owned(), text.clone());
+        std::thread::spawn(move || write_rotating(&root, &text, 15_000))
+    };
+    for (i, at_least) in [8_000, 20_000].into_iter().enumerate() {
+        let run = format!("run{i}-");
+        let resume = file_positions(&pg);
+        let mut child = Std::new("bash")
+            .args(["-c", &file_pipe(&pg, &run, one_process, None)])
+            .current_dir(dir.root())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        crate::ingest_kafka::wait_until(
+            &format!("{at_least} rows"),
+            Duration::from_secs(120),
+            || file_rows(&pg) >= at_least,
+        );
+        let pid = dir.read(&format!("{run}{victim}.pid"));
+        let _ = Std::new("kill").args(["-KILL", pid.trim()]).status();
+        std::thread::sleep(Duration::from_millis(500));
+        for other in ["ingest", "persist"] {
+            let pid = dir.read(&format!("{run}{other}.pid"));
+            let _ = Std::new("kill").args(["-KILL", pid.trim()]).status();
+        }
+        child.wait().unwrap();
+        for (id, first) in first_file_offsets(&dir.read(&format!("{run}emitted.ndjson"))) {
+            assert_eq!(
+                first,
+                resume.get(&id).copied().unwrap_or(0),
+                "run {i}, file {id}"
+            );
+        }
+    }
+    writer.join().unwrap();
+    let resume = file_positions(&pg);
+    let o = Std::new("bash")
+        .args(["-c", &file_pipe(&pg, "last-", one_process, Some("2s"))])
+        .current_dir(dir.root())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    for (id, first) in first_file_offsets(&dir.read("last-emitted.ndjson")) {
+        assert_eq!(
+            first,
+            resume.get(&id).copied().unwrap_or(0),
+            "last run, file {id}"
+        );
+    }
+    let expected = last_by_id(&text);
+    assert_eq!(file_rows(&pg), expected.len() as u64);
+    assert!(
+        stored_payloads(&pg) == expected,
+        "stored rows differ from the last event per key"
+    );
+    // Each file's committed position is its size: every line is in, none is pending.
+    let sizes = log_sizes(&dir);
+    let stored = file_positions(&pg);
+    assert_eq!(stored.len(), sizes.len(), "{stored:?}");
+    for (id, next) in stored {
+        let ino: u64 = id.split(':').nth(1).unwrap().parse().unwrap();
+        assert_eq!(Some(&next), sizes.get(&ino), "file {id}");
+    }
+}
+
+#[test]
+fn files_exactly_once_when_ingest_file_is_killed_twice() {
+    files_exactly_once_with_kills("ingest", false, "file_eo_ingest");
+}
+
+#[test]
+fn files_exactly_once_when_persist_is_killed_twice() {
+    files_exactly_once_with_kills("persist", false, "file_eo_persist");
+}
+
+#[test]
+fn files_exactly_once_when_one_pipeline_is_killed_twice() {
+    files_exactly_once_with_kills("persist", true, "file_eo_pipeline");
+}
+
+/// SIGTERM to the whole pipe's process group while a writer appends: every command exits
+/// 0, and every line before each file's stored position is in the table.
+#[test]
+fn sigterm_to_a_file_pipe_keeps_every_line_up_to_the_stored_positions() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = Dir::new();
+    std::fs::create_dir_all(dir.path("logs")).unwrap();
+    let pg = Pg::new("file_sigterm");
+    let text = std::fs::read_to_string(gen_events(&dir, "all.ndjson", 40_000, &[])).unwrap();
+    let writer = {
+        let (root, text) = (dir.root().to_owned(), text.clone());
+        std::thread::spawn(move || write_rotating(&root, &text, 12_000))
+    };
+    // The trap keeps bash itself alive until the pipe has ended (its children get the
+    // default action back).
+    let script = format!(
+        "trap true TERM; set -o pipefail
+         {ingest} --follow --positions-from '{url}' --positions-name eo 'logs/app.ndjson*' \
+           | {validate} -q --require id \
+           | {persist} -q --database-url '{url}' --create-table --version-field meta.seq \
+               --batch-size 500",
+        ingest = bin("ingest-file"),
+        validate = bin("validate"),
+        persist = bin("persist"),
+        url = pg.url(),
+    );
+    let mut pipe = Std::new("bash")
+        .args(["-c", &script])
+        .current_dir(dir.root())
+        .process_group(0)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    crate::ingest_kafka::wait_until("5,000 rows", Duration::from_secs(120), || {
+        file_rows(&pg) >= 5_000
+    });
+    kill("-TERM", &format!("-{}", pipe.id()));
+    let status = wait_exit(&mut pipe, Duration::from_secs(60));
+    assert!(status.success(), "{status:?}: {}", stderr_of(&mut pipe));
+    writer.join().unwrap();
+    let stored = file_positions(&pg);
+    let in_table: HashSet<String> = pg
+        .sql("SELECT key FROM events")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert!(!stored.is_empty());
+    let mut checked = 0;
+    for entry in std::fs::read_dir(dir.path("logs")).unwrap() {
+        let path = entry.unwrap().path();
+        let ino = std::fs::metadata(&path).unwrap().ino();
+        let Some((_, &next)) = stored
+            .iter()
+            .find(|(id, _)| id.split(':').nth(1) == Some(ino.to_string().as_str()))
+        else {
+            continue;
+        };
+        let bytes = std::fs::read(&path).unwrap();
+        let before = std::str::from_utf8(&bytes[..next as usize]).unwrap();
+        assert!(
+            before.is_empty() || before.ends_with('\n'),
+            "a position inside a line"
+        );
+        for v in values(before) {
+            let id = v["id"].as_str().unwrap();
+            assert!(
+                in_table.contains(id),
+                "{id} of {} is before its position",
+                path.display()
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 5_000, "{checked}");
 }

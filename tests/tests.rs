@@ -27,7 +27,8 @@
 //!   `/metrics` say the same numbers, with rejects, drops and persist's outcomes; the
 //!   sources count what they consumed.
 //! - `faults`: the standing fault suite: signals to a whole pipe, a closed or stalled
-//!   stdout, a database stopped mid-run; nothing acknowledged may be lost.
+//!   stdout, a database stopped mid-run, ingest-file's exactly-once pipe (and pipeline)
+//!   killed while files rotate; nothing acknowledged may be lost.
 //! - `terminal`: what a terminal shows (captured with `script`): one progress line per
 //!   pipe, summaries, `NO_COLOR`.
 //! - `readme`: every shell block of README.md, run as written; `scripts/demo`.

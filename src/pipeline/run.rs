@@ -405,7 +405,8 @@ fn summary(
             .collect();
         let every = sources.iter().map(|(l, _)| l).chain(lines);
         for (l, s) in every.zip(consumed.iter().chain(stage_stats)) {
-            let (breakdown, work) = l.detail.as_ref().map(|c| c.summary()).unwrap_or_default();
+            let (breakdown, mut work) = l.detail.as_ref().map(|c| c.summary()).unwrap_or_default();
+            work.push_str(&shell::figure_words(&s.figures));
             progress::eprint_line(&format!(
                 "pipeline: {}: {} in, {} out{breakdown}, {} rejected{work}",
                 l.name,

@@ -143,8 +143,8 @@ impl Reader {
             }
             let idle = self.cfg.exit_when_idle;
             if let Some(idle) = idle {
-                if got == 0 && last_change.elapsed() >= idle && self.waiting.is_empty() {
-                    return Ok(Ended::default());
+                if got == 0 && last_change.elapsed() >= idle {
+                    return self.read_waiting_and_end();
                 }
             }
             // More to read: only look for changes of names (no wait).
@@ -170,6 +170,19 @@ impl Reader {
             }
             self.let_go();
         }
+    }
+
+    /// `--exit-when-idle` ran out: files still too short to identify are identified by
+    /// what they hold (nothing more came for that long) and read, then the run ends. A
+    /// last line without its newline stays unread, as while following.
+    fn read_waiting_and_end(&mut self) -> Result<Ended> {
+        for w in std::mem::take(&mut self.waiting) {
+            if let Some(t) = self.identify(w.path, w.file, w.size, w.start, true)? {
+                self.files.push(t);
+            }
+        }
+        while !self.closed && !self.ctx.shutdown.is_triggered() && self.read_round()? > 0 {}
+        Ok(Ended::default())
     }
 
     /// Not following: each file in order, to its end, its last line even without a
@@ -482,6 +495,7 @@ impl Reader {
             if size != w.size {
                 w.size = size;
                 w.changed = Instant::now();
+                changed = true; // growing: not idle
             }
             let quiet = w.size > 0 && w.changed.elapsed() >= wait;
             if w.size >= self.cfg.fingerprint_bytes || quiet {
