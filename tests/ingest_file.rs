@@ -590,3 +590,160 @@ fn a_checkpoint_file_survives_kill_9_with_every_line_at_least_once_and_no_gap() 
     );
     assert_eq!(stored(&dir), Some(std::fs::metadata(&log).unwrap().len()));
 }
+
+/// `pipeline 'ingest-file --follow … & ingest-http … | validate | persist'`: both sources
+/// feed one hub into SQLite; /metrics and the summary say ingest-file's lines, bytes,
+/// files, rotations and truncations; SIGTERM ends it with everything stored.
+#[test]
+fn in_pipeline_files_and_http_feed_one_hub_and_metrics_count_rotations_and_truncations() {
+    use crate::pipeline::{eventually, free_port, get};
+    let dir = Dir::new();
+    std::fs::create_dir_all(dir.path("logs")).unwrap();
+    let log = dir.create("logs/app.ndjson", "");
+    let with_ids = |r: std::ops::Range<u64>| -> String {
+        r.map(|n| format!("{{\"id\":\"f-{n}\",\"n\":{n}}}\n"))
+            .collect()
+    };
+    append(&log, &with_ids(0..100));
+    let (http, metrics) = (free_port(), free_port());
+    let text = format!(
+        "ingest-file --follow --rotate-wait 500ms --fingerprint-bytes 16 'logs/app.ndjson*' \
+         & ingest-http --listen 127.0.0.1:{http} | validate --require id | persist --create-table"
+    );
+    let mut child = Std::new(bin("pipeline"))
+        .args(["--metrics-listen", &format!("127.0.0.1:{metrics}"), &text])
+        .current_dir(dir.root())
+        .env_remove("NDPIPE_LOG")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rows = || crate::persist::sqlite_rows(&dir.path("ndpipe.db"), "events").len();
+    eventually("the file's 100 rows", || {
+        dir.path("ndpipe.db").exists() && rows() >= 100
+    });
+    // A rotation (renamed, still matched), then more lines in a new file, then a
+    // truncation of that file and new content.
+    std::fs::rename(&log, dir.path("logs/app.ndjson.1")).unwrap();
+    append(&log, &with_ids(100..150));
+    eventually("150 rows", || rows() >= 150);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&log)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    append(&log, &with_ids(150..160));
+    let agent = crate::ingest_http::agent();
+    let body: String = (0..40).map(|n| format!("{{\"id\":\"h-{n}\"}}\n")).collect();
+    let r = crate::ingest_http::post(
+        &agent,
+        &format!("http://127.0.0.1:{http}/events"),
+        &[("content-type", "application/x-ndjson")],
+        body.as_bytes(),
+    );
+    assert!(r.status < 300, "{}", r.body);
+    eventually("200 rows", || rows() >= 200);
+    let (_, text) = get(metrics, "/metrics").unwrap();
+    let value = |series: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(
+        value("component_received_events_total{component=\"ingest-file\"}"),
+        160
+    );
+    let bytes: u64 = std::fs::read_dir(dir.path("logs"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum::<u64>()
+        + with_ids(100..150).len() as u64; // truncated away, but read
+    assert_eq!(
+        value("component_received_bytes_total{component=\"ingest-file\"}"),
+        bytes
+    );
+    assert_eq!(
+        value("ndpipe_file_rotations_total{component=\"ingest-file\"}"),
+        1
+    );
+    assert_eq!(
+        value("ndpipe_file_truncations_total{component=\"ingest-file\"}"),
+        1
+    );
+    assert_eq!(
+        value("ndpipe_files_opened_total{component=\"ingest-file\"}"),
+        3
+    );
+    assert_eq!(value("ndpipe_files_open{component=\"ingest-file\"}"), 2);
+    let _ = Std::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{stderr}");
+    assert_eq!(rows(), 200);
+    assert!(
+        stderr.contains("pipeline: ingest-file: 160 in, 160 out, 0 rejected, 3 files, 1 rotations, 1 truncations"),
+        "{stderr}"
+    );
+}
+
+/// In `pipeline`, `--positions FILE` advances only once the sink has committed: while
+/// another session locks the table, ingest-file has read every line but the checkpoint
+/// stays put; once the lock goes, the rows commit and the checkpoint reaches the end.
+#[test]
+fn in_pipeline_the_checkpoint_waits_for_the_sinks_commit() {
+    let dir = Dir::new();
+    let pg = Pg::new("file_ack");
+    let log = dir.create("app.ndjson", "{\"id\":\"first\"}\n");
+    let setup = dir
+        .cmd("persist")
+        .args(["--database-url", &pg.url(), "--create-table", "app.ndjson"])
+        .output()
+        .unwrap();
+    assert!(setup.status.success(), "{}", err(&setup));
+    let size = |p: &std::path::Path| std::fs::metadata(p).unwrap().len();
+    let stored = || -> Option<u64> {
+        let text = std::fs::read_to_string(dir.path("pos.json")).ok()?;
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()["files"][0]["offset"].as_u64()
+    };
+    // Another session holds the table for 4 s.
+    let mut locker = Std::new("psql")
+        .args(["-X", "-q", &pg.base, "-c"])
+        .arg("BEGIN; LOCK TABLE events IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(4); COMMIT;")
+        .env("PGOPTIONS", format!("-c search_path={}", pg.schema))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    append(
+        &log,
+        &(0..1000)
+            .map(|n| format!("{{\"id\":\"e-{n}\"}}\n"))
+            .collect::<String>(),
+    );
+    let text = format!(
+        "ingest-file --follow --positions pos.json app.ndjson | persist --database-url '{}'",
+        pg.url()
+    );
+    let mut child = Std::new(bin("pipeline"))
+        .arg(&text)
+        .current_dir(dir.root())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    // Everything is read (the channels hold it), nothing is committed: no position yet.
+    assert_eq!(stored(), None, "the checkpoint moved before the commit");
+    locker.wait().unwrap();
+    crate::pipeline::eventually("the checkpoint at the end", || stored() == Some(size(&log)));
+    assert_eq!(pg.sql("SELECT count(*) FROM events"), "1001");
+    let _ = Std::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+}

@@ -126,6 +126,35 @@ fn a_file_of_known_size_shows_percent_bytes_and_eta() {
     );
 }
 
+/// ingest-file's backfill: a bar over the bytes of every file it matched.
+#[test]
+fn an_ingest_file_backfill_shows_a_bar_over_the_files_bytes() {
+    let dir = Dir::new();
+    std::fs::create_dir_all(dir.path("logs")).unwrap();
+    gen_events(&dir, "logs/a.ndjson", 300_000, &[]);
+    gen_events(&dir, "logs/b.ndjson", 100_000, &[]);
+    let screen = on_terminal(&dir, &[], "ingest-file 'logs/*.ndjson' > out.ndjson");
+    let frames = frames(&screen);
+    let progress: Vec<&String> = frames.iter().filter(|f| f.contains(" events (")).collect();
+    assert!(!progress.is_empty(), "no progress drawn: {screen:?}");
+    for f in &progress {
+        assert!(
+            matches(
+                r"^. ingest-file: [0-9,]+ events \(([0-9,]+|–)/s\) \[[=> ]{10}\] [0-9]+% of [0-9.]+ [KMG]iB · ETA [0-9]+s$",
+                f
+            ),
+            "frame {f:?}"
+        );
+    }
+    assert!(
+        matches(
+            r"^ingest-file: 400,000 events in, 400,000 out, 0 rejected, 2 files · [0-9]+\.[0-9] s$",
+            frames.last().unwrap()
+        ),
+        "{frames:#?}"
+    );
+}
+
 #[test]
 fn log_lines_have_no_colour_under_no_color() {
     let dir = Dir::new();
