@@ -5,6 +5,7 @@
 
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command as Std, Stdio};
 use std::time::{Duration, Instant};
 
@@ -746,4 +747,71 @@ fn in_pipeline_the_checkpoint_waits_for_the_sinks_commit() {
         .args(["-TERM", &child.id().to_string()])
         .status();
     assert!(child.wait().unwrap().success());
+}
+
+/// A second reader of the same `--positions-name` claims each file with a newer epoch:
+/// the first one's later lines are fenced by persist, the second one's stored, and the
+/// stored position is the file's size.
+#[test]
+fn a_second_reader_of_the_same_name_fences_the_first() {
+    let dir = Dir::new();
+    let pg = Pg::new("file_fence");
+    let log = dir.create("app.ndjson", "");
+    let ids = |r: std::ops::Range<u64>| -> String {
+        r.map(|n| format!("{{\"id\":\"e-{n}\",\"n\":{n}}}\n"))
+            .collect()
+    };
+    append(&log, &ids(0..100));
+    let reader = |name: &str| {
+        let script = format!(
+            "trap true TERM; {ingest} --follow --positions-from '{url}' --positions-name x \
+               app.ndjson | {persist} --database-url '{url}' --create-table 2> {name}.err",
+            ingest = bin("ingest-file"),
+            persist = bin("persist"),
+            url = pg.url(),
+        );
+        Std::new("bash")
+            .args(["-c", &script])
+            .current_dir(dir.root())
+            .process_group(0)
+            .spawn()
+            .unwrap()
+    };
+    let rows = || -> u64 {
+        let exists = pg.sql(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'events' \
+             AND table_schema = current_schema()",
+        );
+        if exists == "1" {
+            pg.sql("SELECT count(*) FROM events").parse().unwrap()
+        } else {
+            0
+        }
+    };
+    let mut first = reader("first");
+    crate::pipeline::eventually("100 rows", || rows() == 100);
+    let mut second = reader("second");
+    // The second one has claimed the file (epoch 2) once it is connected and reading.
+    crate::pipeline::eventually("the second claim", || {
+        pg.sql("SELECT max(epoch) FROM ndpipe_offsets WHERE \"group\" = 'file:x'") == "2"
+    });
+    append(&log, &ids(100..200));
+    crate::pipeline::eventually("200 rows", || rows() == 200);
+    let size = std::fs::metadata(&log).unwrap().len();
+    crate::pipeline::eventually("the position at the end", || {
+        pg.sql("SELECT next_offset FROM ndpipe_offsets WHERE \"group\" = 'file:x'")
+            == size.to_string()
+    });
+    for child in [&mut first, &mut second] {
+        let _ = Std::new("kill")
+            .args(["-TERM", "--", &format!("-{}", child.id())])
+            .status();
+        child.wait().unwrap();
+    }
+    let fenced = |name: &str| -> u64 {
+        let err = dir.read(&format!("{name}.err"));
+        crate::persist::summary_count(&err, "fenced")
+    };
+    assert_eq!(fenced("first"), 100, "{}", dir.read("first.err"));
+    assert_eq!(fenced("second"), 0, "{}", dir.read("second.err"));
 }

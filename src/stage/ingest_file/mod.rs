@@ -72,6 +72,13 @@ pub static TRUNCATIONS: Figure = Figure {
     summary: Some("truncations"),
 };
 
+/// Files or directories that could not be read (each counted once; exit 74 at the end).
+pub static UNREADABLE: Figure = Figure {
+    series: "ndpipe_file_unreadable_total",
+    kind: FigureKind::Counter,
+    summary: Some("unreadable"),
+};
+
 /// The source: reads until the end of its files, or (`--follow`) until shutdown or
 /// `--exit-when-idle`.
 pub async fn run(config: Config, output: Sender<Batch>, ctx: Ctx) -> Result<Ended> {

@@ -25,7 +25,7 @@ use super::render::{dead_letter, push_meta, render, FileText, Names};
 use super::store::{entry, Store};
 use super::tail::{count_lines, Got, Line, Tailed, READ_CHUNK};
 use super::watch::Waker;
-use super::{From, FILES, FILES_OPEN, ROTATIONS, TRUNCATIONS};
+use super::{From, FILES, FILES_OPEN, ROTATIONS, TRUNCATIONS, UNREADABLE};
 
 /// Reads of one file in a row while following, before the other files get theirs: a
 /// file written fast does not starve the others (16 × 256 KiB = 4 MiB).
@@ -703,6 +703,10 @@ impl Reader {
         if self.refused.insert(path.to_owned()) {
             tracing::error!("ingest-file: {}: {e}; skipped", path.display());
             self.unreadable += 1;
+            self.ctx
+                .tally
+                .figure(&UNREADABLE)
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
 }
