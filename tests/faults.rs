@@ -983,18 +983,6 @@ fn first_file_offsets(text: &str) -> std::collections::BTreeMap<String, u64> {
     first
 }
 
-fn file_rows(pg: &Pg) -> u64 {
-    let exists = pg.sql(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'events' \
-         AND table_schema = current_schema()",
-    );
-    if exists == "1" {
-        pg.sql("SELECT count(*) FROM events").parse().unwrap()
-    } else {
-        0
-    }
-}
-
 /// The sizes of the files under `logs/` that hold something, by inode (an empty file
 /// has no position: there is nothing to identify it by yet).
 fn log_sizes(dir: &Dir) -> std::collections::BTreeMap<u64, u64> {
@@ -1036,7 +1024,7 @@ fn files_exactly_once_with_kills(victim: &str, one_process: bool, name: &str) {
         crate::ingest_kafka::wait_until(
             &format!("{at_least} rows"),
             Duration::from_secs(120),
-            || file_rows(&pg) >= at_least,
+            || crate::ingest_kafka::rows(&pg) >= at_least,
         );
         let pid = dir.read(&format!("{run}{victim}.pid"));
         let _ = Std::new("kill").args(["-KILL", pid.trim()]).status();
@@ -1070,7 +1058,7 @@ fn files_exactly_once_with_kills(victim: &str, one_process: bool, name: &str) {
         );
     }
     let expected = last_by_id(&text);
-    assert_eq!(file_rows(&pg), expected.len() as u64);
+    assert_eq!(crate::ingest_kafka::rows(&pg), expected.len() as u64);
     assert!(
         stored_payloads(&pg) == expected,
         "stored rows differ from the last event per key"
@@ -1134,7 +1122,7 @@ fn sigterm_to_a_file_pipe_keeps_every_line_up_to_the_stored_positions() {
         .spawn()
         .unwrap();
     crate::ingest_kafka::wait_until("5,000 rows", Duration::from_secs(120), || {
-        file_rows(&pg) >= 5_000
+        crate::ingest_kafka::rows(&pg) >= 5_000
     });
     kill("-TERM", &format!("-{}", pipe.id()));
     let status = wait_exit(&mut pipe, Duration::from_secs(60));

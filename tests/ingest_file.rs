@@ -777,17 +777,7 @@ fn a_second_reader_of_the_same_name_fences_the_first() {
             .spawn()
             .unwrap()
     };
-    let rows = || -> u64 {
-        let exists = pg.sql(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'events' \
-             AND table_schema = current_schema()",
-        );
-        if exists == "1" {
-            pg.sql("SELECT count(*) FROM events").parse().unwrap()
-        } else {
-            0
-        }
-    };
+    let rows = || crate::ingest_kafka::rows(&pg);
     let mut first = reader("first");
     crate::pipeline::eventually("100 rows", || rows() == 100);
     let mut second = reader("second");

@@ -195,7 +195,7 @@ fn bad_pipe_texts_exit_64_naming_the_stage() {
     let dir = Dir::new();
     dir.create("ev.ndjson", "{\"id\":\"a\"}\n");
     for (text, says) in [
-        ("validate | enrch --id k", "stage 2 of 2: unknown command \"enrch\"; known: ingest-http, ingest-kafka, validate, enrich, persist, tee"),
+        ("validate | enrch --id k", "stage 2 of 2: unknown command \"enrch\"; known: ingest-file, ingest-http, ingest-kafka, validate, enrich, persist, tee"),
         ("tee t.ndjson | validate --frobnicate", "stage 2 of 2 (validate): unexpected argument '--frobnicate' found"),
         ("tee t.ndjson | validate | ingest-kafka --brokers b --topic t", "stage 3 of 3 (ingest-kafka): a source must come first"),
         ("tee t.ndjson | persist --create-table | validate", "stage 2 of 3 (persist): persist passes nothing on without --emit"),
