@@ -16,13 +16,14 @@
 //!   `Args → Config` step, what it explains and connects to) and the shell form.
 //! - [`shell`]: the shell form: `[reader, stage, writer]`, summary and exit code.
 //! - [`wire`]: runs a chain of stages over bounded channels, and decides how it ends.
-//! - [`stage`]: the contract and the stages — sources ([`stage::ingest_http`],
-//!   [`stage::ingest_kafka`], the NDJSON reader in [`stage::stdio`]), filters
+//! - [`stage`]: the contract and the stages — sources ([`stage::ingest_file`],
+//!   [`stage::ingest_http`], [`stage::ingest_kafka`], the NDJSON reader in
+//!   [`stage::stdio`]), filters
 //!   ([`stage::validate`], [`stage::enrich`]) and sinks ([`stage::persist`], the NDJSON
 //!   writer) — and the ordered worker pool they share.
 //! - [`postgres`]: reaching PostgreSQL as libpq does (URL, `PG*` variables, password
-//!   file, TLS modes), identifiers and shared statements; used by persist and
-//!   ingest-kafka.
+//!   file, TLS modes), identifiers and shared statements, the resuming sources' claims
+//!   on the offsets table; used by persist, ingest-kafka and ingest-file.
 //! - [`cli`]: flags shared by every command (flattened into each stage's `Args`), argument
 //!   parsing, logging, the runtime and exit mapping.
 //! - [`ndjson`]: line framing (line numbers, BOM, CRLF, length limit, gzip and zstd) and
@@ -31,10 +32,12 @@
 //!   `/metrics`) that ingest-http and `pipeline` serve.
 //! - [`progress`], [`metrics`]: the progress line and log writer; the metrics facade every
 //!   stage reports into.
-//! - [`tally`]: counting once: each stage's events in, out, rejected and dropped, which
-//!   the summaries, progress lines and `/metrics` all read.
-//! - [`position`]: source positions (kind, stream, partition, offset, epoch), read from
-//!   the metadata field; made by sources, committed by sinks, owned by neither.
+//! - [`tally`]: counting once: each stage's events in, out, rejected and dropped (and
+//!   its own figures, such as ingest-file's rotations), which the summaries, progress
+//!   lines and `/metrics` all read.
+//! - [`position`]: source positions (kind, stream, partition, offset, epoch), written
+//!   into and read from the metadata field; made by sources, committed by sinks, owned by
+//!   neither.
 //! - [`dead_letter`]: the dead-letter record format and its `O_APPEND` writer.
 //! - [`redact`]: passwords and tokens masked wherever words are echoed.
 //! - [`jq`]: jq programs, run in helper processes that a runaway program cannot take

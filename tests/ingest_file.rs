@@ -494,7 +494,15 @@ fn from_end_exit_when_idle_and_poll() {
             "app.log",
         ],
     );
-    std::thread::sleep(Duration::from_millis(400));
+    // Appended only once ingest-file holds the file open (it has found it at start, so
+    // --from end applies), however slow the machine.
+    let fds = format!("/proc/{}/fd", f.child.id());
+    crate::pipeline::eventually("app.log open", || {
+        std::fs::read_dir(&fds).is_ok_and(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .any(|target| target == log)
+        })
+    });
     append(&log, &lines_n(5..7));
     let mut child = f.child;
     let start = Instant::now();
