@@ -5,11 +5,12 @@
 //! Redacted, wherever they stand in a text:
 //! - the password of a URL's user information: `postgres://app:s3cret@db/x` →
 //!   `postgres://app:***@db/x`;
-//! - the value of any `…password=` or `…secret=` setting: a libpq keyword/value string
-//!   (`host=db password='a b'`), a URL query (`?password=x&sslmode=…`), a librdkafka
-//!   setting (`-X sasl.password=p`);
+//! - the value of any `…password=`, `…secret=`, `…token=` or `…api_key=` setting: a libpq
+//!   keyword/value string (`host=db password='a b'`), a URL query (`?api_key=x&q=…`), a
+//!   librdkafka setting (`-X sasl.password=p`);
 //! - in a command's words, the value of a flag that is a secret itself
-//!   ([`SECRET_FLAGS`]).
+//!   ([`SECRET_FLAGS`]), and of a `--header 'Authorization: Bearer …'` whose name
+//!   [`secret_header`] says carries a credential.
 
 use std::borrow::Cow;
 
@@ -20,8 +21,42 @@ pub const MASK: &str = "***";
 pub const SECRET_FLAGS: [&str; 1] = ["--auth-token"];
 
 /// Setting names whose value is a secret: a key ending in one of these (ASCII case
-/// ignored), `password` also covering `sslpassword` and `sasl.password`.
-const SECRET_KEYS: [&str; 2] = ["password", "secret"];
+/// ignored), `password` also covering `sslpassword` and `sasl.password`. Not plain `key`:
+/// `persist --key=id` names a field.
+const SECRET_KEYS: [&str; 7] = [
+    "password",
+    "secret",
+    "token",
+    "api_key",
+    "apikey",
+    "api-key",
+    "access_key",
+];
+
+/// Flags whose value is an HTTP header, `Name: value`: the value is masked when the name
+/// is a [`secret_header`].
+const HEADER_FLAGS: [&str; 1] = ["--header"];
+
+/// Whether an HTTP header (or query parameter) of this name carries a credential:
+/// `Authorization`, `Cookie`, or any name with `key`, `token`, `secret`, `password` or
+/// `auth` in it (`X-Api-Key`, `X-Auth-Token`).
+pub fn secret_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    matches!(
+        name.as_str(),
+        "authorization" | "proxy-authorization" | "cookie"
+    ) || ["key", "token", "secret", "password", "auth"]
+        .iter()
+        .any(|w| name.contains(w))
+}
+
+/// A header `Name: value` with the value masked if the name is a [`secret_header`].
+fn header(word: &str) -> String {
+    match word.split_once(':') {
+        Some((name, _)) if secret_header(name.trim()) => format!("{name}: {MASK}"),
+        _ => text(word).into_owned(),
+    }
+}
 
 /// `text` with every secret in it masked.
 pub fn text(text: &str) -> Cow<'_, str> {
@@ -32,14 +67,30 @@ pub fn text(text: &str) -> Cow<'_, str> {
     }
 }
 
-/// A command's words with every secret masked, also the values of [`SECRET_FLAGS`].
+/// A command's words with every secret masked, also the values of [`SECRET_FLAGS`] and
+/// credentials in [`HEADER_FLAGS`].
 pub fn words(words: &[String]) -> Vec<String> {
     let mut out = Vec::with_capacity(words.len());
     let mut secret_next = false;
+    let mut header_next = false;
     for w in words {
         if std::mem::take(&mut secret_next) {
             out.push(MASK.to_owned());
             continue;
+        }
+        if std::mem::take(&mut header_next) {
+            out.push(header(w));
+            continue;
+        }
+        if let Some(flag) = HEADER_FLAGS.iter().find(|f| w.starts_with(*f)) {
+            match &w[flag.len()..] {
+                "" => header_next = true,
+                rest if rest.starts_with('=') => {
+                    out.push(format!("{flag}={}", header(&rest[1..])));
+                    continue;
+                }
+                _ => {}
+            }
         }
         if let Some(flag) = SECRET_FLAGS.iter().find(|f| w.starts_with(*f)) {
             match &w[flag.len()..] {
@@ -182,6 +233,10 @@ mod tests {
             "unknown command \"password=***\""
         );
         assert_eq!(text("user=app dbname=x"), "user=app dbname=x");
+        assert_eq!(
+            text("https://svc/u/{id}?api_key=abc&q=1&access_token=t"),
+            "https://svc/u/{id}?api_key=***&q=1&access_token=***"
+        );
     }
 
     #[test]
@@ -198,6 +253,24 @@ mod tests {
         assert_eq!(
             words(&w(&["persist", "--database-url", "postgres://u:p@h/d"])),
             w(&["persist", "--database-url", "postgres://u:***@h/d"])
+        );
+        assert_eq!(
+            words(&w(&[
+                "enrich",
+                "--header",
+                "Authorization: Bearer t",
+                "--header=X-Trace: 1"
+            ])),
+            w(&[
+                "enrich",
+                "--header",
+                "Authorization: ***",
+                "--header=X-Trace: 1"
+            ])
+        );
+        assert_eq!(
+            words(&w(&["enrich", "--header=X-Api-Key: k", "--key=id"])),
+            w(&["enrich", "--header=X-Api-Key: ***", "--key=id"])
         );
         // Masked text is left as it is.
         assert_eq!(text("postgres://u:***@h"), "postgres://u:***@h");
