@@ -43,6 +43,9 @@ struct Inner {
 pub struct Figure {
     /// Its Prometheus series, labelled `component`.
     pub series: &'static str,
+    /// A label of its own besides `component` (`outcome="ok"`): figures of one series
+    /// told apart.
+    pub label: Option<(&'static str, &'static str)>,
     pub kind: FigureKind,
     /// The word after its value in the stage's summary (`rotations`); none: not shown.
     pub summary: Option<&'static str>,
@@ -213,8 +216,10 @@ pub fn render(out: &mut String) {
             let _ = writeln!(out, "{name}{{component=\"{component}\"}} {}", value(c));
         }
     }
-    // Figures: one series each, summed by component like the counts.
-    let mut figures: Vec<(&'static Figure, Vec<(&'static str, u64)>)> = Vec::new();
+    // Figures: one series each (figures with labels share theirs), summed by component
+    // like the counts.
+    type Values = Vec<(&'static str, Option<(&'static str, &'static str)>, u64)>;
+    let mut figures: Vec<(&'static Figure, Values)> = Vec::new();
     for tally in &listed {
         for (figure, v) in tally.figures() {
             let at = match figures.iter().position(|(f, _)| f.series == figure.series) {
@@ -225,16 +230,24 @@ pub fn render(out: &mut String) {
                 }
             };
             let values = &mut figures[at].1;
-            match values.iter_mut().find(|(c, _)| *c == tally.component()) {
-                Some((_, sum)) => *sum += v,
-                None => values.push((tally.component(), v)),
+            match values
+                .iter_mut()
+                .find(|(c, l, _)| *c == tally.component() && *l == figure.label)
+            {
+                Some((_, _, sum)) => *sum += v,
+                None => values.push((tally.component(), figure.label, v)),
             }
         }
     }
     for (figure, values) in figures {
         let _ = writeln!(out, "# TYPE {} {}", figure.series, figure.kind.word());
-        for (component, v) in values {
-            let _ = writeln!(out, "{}{{component=\"{component}\"}} {v}", figure.series);
+        for (component, label, v) in values {
+            let label = label.map_or(String::new(), |(k, v)| format!(",{k}=\"{v}\""));
+            let _ = writeln!(
+                out,
+                "{}{{component=\"{component}\"{label}}} {v}",
+                figure.series
+            );
         }
     }
 }
@@ -268,6 +281,7 @@ mod tests {
         assert!(!text.contains("tally-test-hidden"), "{text}");
         static OPEN: Figure = Figure {
             series: "tally_test_open",
+            label: None,
             kind: FigureKind::Gauge,
             summary: None,
         };
@@ -278,6 +292,30 @@ mod tests {
         assert!(
             text.contains(
                 "# TYPE tally_test_open gauge\ntally_test_open{component=\"tally-test-a\"} 3\n"
+            ),
+            "{text}"
+        );
+        static OK: Figure = Figure {
+            series: "tally_test_calls_total",
+            label: Some(("outcome", "ok")),
+            kind: FigureKind::Counter,
+            summary: None,
+        };
+        static FAILED: Figure = Figure {
+            series: "tally_test_calls_total",
+            label: Some(("outcome", "failed")),
+            kind: FigureKind::Counter,
+            summary: None,
+        };
+        a.figure(&OK).fetch_add(4, Ordering::Relaxed);
+        a2.figure(&FAILED).fetch_add(1, Ordering::Relaxed);
+        let mut text = String::new();
+        render(&mut text);
+        assert!(
+            text.contains(
+                "# TYPE tally_test_calls_total counter\n\
+                 tally_test_calls_total{component=\"tally-test-a\",outcome=\"ok\"} 4\n\
+                 tally_test_calls_total{component=\"tally-test-a\",outcome=\"failed\"} 1\n"
             ),
             "{text}"
         );

@@ -47,6 +47,7 @@ pub use config::{Config, Positions};
 /// Files being read now.
 pub static FILES_OPEN: Figure = Figure {
     series: "ndpipe_files_open",
+    label: None,
     kind: FigureKind::Gauge,
     summary: None,
 };
@@ -54,6 +55,7 @@ pub static FILES_OPEN: Figure = Figure {
 /// Files opened and identified since the start.
 pub static FILES: Figure = Figure {
     series: "ndpipe_files_opened_total",
+    label: None,
     kind: FigureKind::Counter,
     summary: Some("files"),
 };
@@ -61,6 +63,7 @@ pub static FILES: Figure = Figure {
 /// Files renamed while being read (rotation).
 pub static ROTATIONS: Figure = Figure {
     series: "ndpipe_file_rotations_total",
+    label: None,
     kind: FigureKind::Counter,
     summary: Some("rotations"),
 };
@@ -68,6 +71,7 @@ pub static ROTATIONS: Figure = Figure {
 /// Files found shorter than what was read of them, or rewritten from the start.
 pub static TRUNCATIONS: Figure = Figure {
     series: "ndpipe_file_truncations_total",
+    label: None,
     kind: FigureKind::Counter,
     summary: Some("truncations"),
 };
@@ -75,6 +79,7 @@ pub static TRUNCATIONS: Figure = Figure {
 /// Files or directories that could not be read (each counted once; exit 74 at the end).
 pub static UNREADABLE: Figure = Figure {
     series: "ndpipe_file_unreadable_total",
+    label: None,
     kind: FigureKind::Counter,
     summary: Some("unreadable"),
 };
