@@ -22,6 +22,10 @@ use serde_json::{Map, Value};
 /// A readiness check: `Ok` when ready, else why not.
 type Probe = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
 
+/// A readiness check a stage offers (enrich's open circuit breakers), with its name: the
+/// command serving the endpoint adds it to its own.
+pub type Check = (String, Arc<dyn Fn() -> Result<(), String> + Send + Sync>);
+
 /// What a command serves to operators. Built once, then turned into routes.
 #[derive(Default)]
 pub struct Operator {
@@ -42,6 +46,14 @@ impl Operator {
         probe: impl Fn() -> Result<(), String> + Send + Sync + 'static,
     ) -> Operator {
         self.checks.push((name.into(), Box::new(probe)));
+        self
+    }
+
+    /// Adds the checks the stages offer.
+    pub fn checks(mut self, checks: Vec<Check>) -> Operator {
+        for (name, probe) in checks {
+            self = self.check(name, move || probe());
+        }
         self
     }
 
@@ -133,6 +145,37 @@ impl Operator {
         )
             .into_response()
     }
+}
+
+/// Serves `operator` on `addr` until `shutdown`, with a `shutdown` check first (not ready
+/// once the run is ending): a command's `--metrics-listen`. Binding fails at once, exit
+/// 69.
+pub async fn serve(
+    addr: std::net::SocketAddr,
+    operator: Operator,
+    shutdown: crate::shutdown::Shutdown,
+) -> crate::exit::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| crate::exit::Error::unavailable(format!("--metrics-listen {addr}: {e}")))?;
+    let stopping = shutdown.clone();
+    let mut op = Operator::new().check("shutdown", move || {
+        if stopping.is_triggered() {
+            Err("shutting down".into())
+        } else {
+            Ok(())
+        }
+    });
+    op.checks.extend(operator.checks);
+    op.details = operator.details;
+    op.on_scrape = operator.on_scrape;
+    let app = op.routes();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.wait().await })
+            .await;
+    });
+    Ok(())
 }
 
 fn json(status: StatusCode, body: String) -> Response {

@@ -121,6 +121,12 @@ pub trait Parsed: Send {
         None
     }
 
+    /// `--metrics-listen`: where the shell form serves the operator endpoint
+    /// ([`crate::operator`]), if the command has the flag and it was given.
+    fn metrics_listen(&self) -> Option<std::net::SocketAddr> {
+        None
+    }
+
     /// What the shell form runs instead of a stage (`persist --show`), if anything.
     fn alone(&self) -> Option<LocalBoxFuture<'static, Result<Exit>>> {
         None
@@ -139,6 +145,11 @@ pub trait Configured: Send {
     /// The PostgreSQL databases its stage writes to, which `pipeline --metrics-listen`
     /// probes for `/ready`.
     fn databases(&self) -> Vec<ConnectSpec> {
+        Vec::new()
+    }
+
+    /// Readiness checks of its own, for `/ready` (enrich's circuit breakers).
+    fn checks(&self) -> Vec<crate::operator::Check> {
         Vec::new()
     }
 
@@ -226,14 +237,20 @@ pub async fn run(
         return alone.await;
     }
     let paths = parsed.inputs().to_vec();
-    let configured = parsed.configure()?;
+    let listen = parsed.metrics_listen();
+    let mut configured = parsed.configure()?;
     let inputs = match command.kind {
         Kind::Source => Vec::new(),
         Kind::Filter | Kind::Sink => ndjson::open_inputs(&paths)?,
     };
+    let shutdown = Shutdown::on_signals();
+    if let Some(addr) = listen {
+        configured.serve_metrics();
+        let operator = crate::operator::Operator::new().checks(configured.checks());
+        crate::operator::serve(addr, operator, shutdown.clone()).await?;
+    }
     let Opened { stage, outcomes } = configured.open().await?;
     let detail: Option<Detail> = outcomes.map(|o| Box::new(move || o.summary()) as Detail);
-    let shutdown = Shutdown::on_signals();
     shell::run(stage, &options, inputs, detail, shutdown).await
 }
 

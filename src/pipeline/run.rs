@@ -102,6 +102,7 @@ struct Stages {
     lines: Vec<Line>,
     running: Vec<Running>,
     databases: Vec<crate::postgres::ConnectSpec>,
+    checks: Vec<crate::operator::Check>,
 }
 
 /// Runs `plan` until it ends or `shutdown`; `common` holds the flags given to `pipeline`
@@ -184,6 +185,7 @@ pub async fn run(
             bounds: limits.clone(),
             window,
             databases: stages.databases,
+            checks: stages.checks,
             sinks: stages
                 .lines
                 .iter()
@@ -305,6 +307,7 @@ async fn open_stages(
         lines: Vec::new(),
         running: Vec::new(),
         databases: Vec::new(),
+        checks: Vec::new(),
     };
     // Whether each stage looks inside events (tee, like the writer after the last stage,
     // only copies their bytes): a stage keeps indexes when one after it does.
@@ -316,6 +319,7 @@ async fn open_stages(
         let mut ctx = run.ctx_for(&p)?;
         ctx.keep_index = looks[i + 1..].iter().any(|&l| l);
         stages.databases.extend(p.config.databases());
+        stages.checks.extend(p.config.checks());
         let Opened {
             stage,
             outcomes: detail,

@@ -5,7 +5,8 @@
 //! been more than 80 % full (in events or bytes) for `--ready-window` without a break
 //! (`channel validate`, named after the stage it feeds); and every PostgreSQL database a
 //! `persist` stage writes to answers `SELECT 1` (`database …`; probed every second, each
-//! probe given [`PROBE_TIMEOUT`]). A load balancer then stops sending to an HTTP source
+//! probe given [`PROBE_TIMEOUT`]); and the stages' own checks (`breaker`: no circuit
+//! breaker of an enrich lookup is open). A load balancer then stops sending to an HTTP source
 //! that cannot keep up, and an orchestrator sees a database outage, while a short burst
 //! changes nothing.
 //!
@@ -25,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::exit::{Error, Result};
-use crate::operator::Operator;
+use crate::operator::{Check, Operator};
 use crate::postgres::ConnectSpec;
 use crate::shutdown::Shutdown;
 use crate::wire::relay::{Bounds, Fill};
@@ -45,6 +46,8 @@ pub struct Watch {
     pub window: Duration,
     /// The PostgreSQL databases persist stages write to.
     pub databases: Vec<ConnectSpec>,
+    /// The stages' own readiness checks (enrich's circuit breakers).
+    pub checks: Vec<Check>,
     /// persist's counts, exported when scraped.
     pub sinks: Vec<(&'static str, Arc<dyn crate::commands::Outcomes>)>,
 }
@@ -113,6 +116,7 @@ fn operator(watch: &Watch, sampled: &Arc<Sampled>, shutdown: &Shutdown) -> Opera
             }
         });
     }
+    op = op.checks(watch.checks.clone());
     let sinks = watch.sinks.clone();
     op.on_scrape(move || {
         for (component, outcomes) in &sinks {
