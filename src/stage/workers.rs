@@ -1,6 +1,8 @@
 //! Worker machinery for filters: [`map_ordered`] runs a pure per-batch function on up to
-//! N batches at once and sends results on in input order; [`isolated`] retries a batch
-//! that panicked event by event; [`default_workers`] is the default N.
+//! N batches at once and sends results on in input order; [`map_ordered_async`] does the
+//! same for work that waits on other services; [`map_sequential`] runs stateful work one
+//! batch at a time; [`isolated`] retries a batch that panicked event by event;
+//! [`default_workers`] is the default N.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -119,7 +121,62 @@ where
     Ok(Ended::default())
 }
 
-/// The one counting step of both helpers: `n` events were worked on into `worked`; its
+/// Runs the async `work` over every batch, as many batches at once as hold up to
+/// `max_events` events between them (at least one batch), and sends the results on in
+/// input order, as [`map_ordered`] does: for work that waits on other services (enrich's
+/// lookups), whose own limits, not a count of batches, bound what is done at once. Its
+/// batches are tasks of the runtime; a panic in one ends the run.
+pub async fn map_ordered_async<W, F>(
+    stage: &'static str,
+    mut input: Receiver<Batch>,
+    output: Sender<Batch>,
+    ctx: &Ctx,
+    max_events: usize,
+    work: W,
+) -> Result<Ended>
+where
+    W: Fn(Batch) -> F,
+    F: std::future::Future<Output = Worked> + Send + 'static,
+{
+    let latency = metrics::histogram!("ndpipe_batch_duration_seconds", "component" => stage);
+    let mut running: VecDeque<(u64, tokio::task::JoinHandle<Worked>)> = VecDeque::new();
+    let mut holding = 0u64;
+    let mut open = true;
+    while open || !running.is_empty() {
+        let may_start = open && (running.is_empty() || holding < max_events as u64);
+        tokio::select! {
+            biased;
+            done = async { (&mut running.front_mut().expect("not empty").1).await }, if !running.is_empty() => {
+                let (n, _) = running.pop_front().expect("not empty");
+                holding -= n;
+                let worked = Error::joined(format_args!("{stage} worker"), done)?;
+                if !pass_on(stage, ctx, n, worked, &output).await? {
+                    break; // Downstream is gone (say, `| head`): stop quietly.
+                }
+            }
+            batch = input.recv(), if may_start => match batch {
+                Some(batch) => {
+                    let n = batch.len() as u64;
+                    holding += n;
+                    let (job, latency, measure) = (work(batch), latency.clone(), ctx.measure_batches);
+                    running.push_back((n, tokio::spawn(async move {
+                        let started = std::time::Instant::now();
+                        let mut worked = job.await;
+                        latency.record(started.elapsed());
+                        if measure {
+                            worked.batch.bytes = Some(worked.batch.size());
+                        }
+                        worked
+                    })));
+                }
+                None => open = false,
+            },
+        }
+    }
+    Ok(Ended::default())
+}
+
+/// The one counting step of every helper: `n` events were worked on into `worked`; its
 /// rejects go to the dead-letter output (in order), its batch on. False when the output
 /// is closed.
 async fn pass_on(
