@@ -1,15 +1,18 @@
 //! `enrich`'s row: its flags ([`enrich::Args`]) to its stage ([`enrich::Config`]).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::{ArgMatches, CommandFactory, FromArgMatches};
 use futures::future::BoxFuture;
 
 use crate::cli::Common;
 use crate::exit::Result;
+use crate::operator::Check;
+use crate::stage::enrich::remote::Remote;
 use crate::stage::{self, enrich, Kind};
 
-use super::{Command, Configured, Opened, Parsed};
+use super::{Command, Configured, Opened, Outcomes, Parsed};
 
 pub static COMMAND: Command = Command {
     name: "enrich",
@@ -37,6 +40,10 @@ impl Parsed for enrich::Args {
         Some(self.workers.unwrap_or_else(stage::workers::default_workers))
     }
 
+    fn metrics_listen(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_listen
+    }
+
     fn configure(self: Box<Self>) -> Result<Box<dyn Configured>> {
         Ok(Box::new(enrich::Config::from_args(&self)?))
     }
@@ -44,10 +51,49 @@ impl Parsed for enrich::Args {
 
 impl Configured for enrich::Config {
     fn explain(&self) -> Vec<String> {
-        vec![format!("workers {}", self.workers)]
+        match &self.remote {
+            // With a lookup the calls' limits, not workers, say how much is done at once.
+            Some(remote) => remote.explain(),
+            None => vec![format!("workers {}", self.workers)],
+        }
+    }
+
+    fn checks(&self) -> Vec<Check> {
+        let Some(remote) = self.remote.clone() else {
+            return Vec::new();
+        };
+        let probe = move || match remote.open_breakers().as_slice() {
+            [] => Ok(()),
+            open => Err(format!(
+                "the circuit breaker of {} is open: enrich makes no calls to it",
+                open.join(", ")
+            )),
+        };
+        vec![("breaker".to_owned(), Arc::new(probe))]
     }
 
     fn open(self: Box<Self>) -> BoxFuture<'static, Result<Opened>> {
-        Box::pin(async move { Ok(Opened::stage(*self)) })
+        Box::pin(async move {
+            let outcomes = self
+                .remote
+                .clone()
+                .map(|remote| Arc::new(Lookups(remote)) as Arc<dyn Outcomes>);
+            Ok(Opened {
+                stage: Box::new(*self),
+                outcomes,
+            })
+        })
     }
+}
+
+/// What a lookup stage's summary adds: the concurrency it ran at. (Its calls, hits and
+/// breaker openings are figures of its tally, shown with the others.)
+struct Lookups(Arc<Remote>);
+
+impl Outcomes for Lookups {
+    fn summary(&self) -> (String, String) {
+        (String::new(), format!(", {}", self.0.concurrency_words()))
+    }
+
+    fn export(&self, _component: &'static str) {}
 }

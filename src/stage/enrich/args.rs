@@ -7,6 +7,8 @@ use clap::Parser;
 use crate::cli::Common;
 use crate::json::FieldPath;
 
+use super::remote::RemoteArgs;
+
 pub(super) const EXAMPLES: &str = "\
 Examples:
   Stamp, tag and give every event a stable id:
@@ -18,6 +20,11 @@ Examples:
     enrich --lookup users.csv --on user_id --prefix user. \\
       --dead-letter rejects.ndjson < events.ndjson
 
+  Look each user up in a service, 64 calls at most, answers kept 5 minutes:
+    enrich --http 'http://127.0.0.1:8081/users/{user_id}' --into user \\
+      --concurrency 64 --cache-size 10000 --cache-ttl 5m \\
+      --dead-letter rejects.ndjson < events.ndjson
+
   Reshape with jq; an event may give several, or none:
     enrich --jq 'select(.type == \"payment\")
       | {id, cents: (.amount * 100 | floor)}' \\
@@ -27,8 +34,8 @@ Examples:
 
 /// Add or change fields of NDJSON events, join reference data, or transform with jq.
 ///
-/// Per event, in this order: --lookup, --jq, --set, --id, --timestamp (so --jq sees the
-/// joined fields). Unchanged bytes
+/// Per event, in this order: --http, --lookup, --jq, --set, --id, --timestamp (so --jq
+/// sees the joined fields; --http and --jq go in two stages). Unchanged bytes
 /// are passed through as they came; the metadata field is kept and never shown to jq.
 /// Events a step cannot handle (jq error, a parent on a path that is not an object, a
 /// missing --id-from field) go to the dead-letter output. Field names are dotted paths
@@ -97,6 +104,14 @@ pub struct Args {
     /// on in order].
     #[arg(long, value_name = "N", value_parser = crate::cli::parse_count)]
     pub workers: Option<usize>,
+
+    /// Serve GET /metrics (Prometheus text), /ready (503 naming an open circuit breaker)
+    /// and /health on ADDR (such as 127.0.0.1:9598).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+
+    #[command(flatten)]
+    pub remote: RemoteArgs,
 
     #[command(flatten)]
     pub common: Common,

@@ -3,6 +3,8 @@
 
 use std::borrow::Cow;
 
+use std::sync::Arc;
+
 use smallvec::SmallVec;
 
 use crate::event::{Event, Reject};
@@ -13,12 +15,15 @@ use crate::stage::workers;
 
 use super::id::{compute_id, ID_LEN};
 use super::lookup::{load_lookup, Lookup};
+use super::remote::{Looked, Remote};
 use super::reshape::with_meta;
 use super::splice::{splice, Spliced};
 use super::{Args, SetField, TextArena};
 
 /// What `enrich` does to each event.
 pub struct Config {
+    /// `--http`: the lookup in an external service, first of the steps.
+    pub remote: Option<Arc<Remote>>,
     pub(super) jq: Option<jq::Sandbox>,
     pub(super) lookup: Option<Lookup>,
     pub(super) set: Vec<SetField>,
@@ -63,7 +68,18 @@ impl Config {
             .as_deref()
             .map(|code| jq::Sandbox::new(code, limits))
             .transpose()?;
+        let remote = Remote::from_args(&args.remote, meta)?.map(Arc::new);
+        if remote.is_some() && jq.is_some() {
+            return Err(Error::usage(
+                "--jq with --http: run them as two stages, the lookup first \
+                 (enrich --http … | enrich --jq …, or the same in one pipeline)",
+            ));
+        }
+        if let Some(into) = remote.as_ref().map(|r| &r.into) {
+            json::set_fits(into.segments(), "\"\"").map_err(Error::usage)?;
+        }
         Ok(Config {
+            remote,
             jq,
             lookup,
             set: args.set.clone(),
@@ -80,16 +96,19 @@ impl Config {
         let id = self.id.as_ref().map_or(0, |(f, _)| key(f) + ID_LEN);
         let ts = self.timestamp.as_ref().map_or(0, |f| key(f) + now.len());
         let lookup = if self.lookup.is_some() { 128 } else { 0 };
-        set + id + ts + lookup + 16
+        let remote = self.remote.as_ref().map_or(0, |r| key(&r.into) + 128);
+        set + id + ts + lookup + remote + 16
     }
 
     /// Enriches one event into zero or more events; `now` is the processing time as JSON
     /// text; `jq` is what the jq program gave for it (see [`Config::run_jq`]), when there
-    /// is one.
+    /// is one; `looked` what its lookup in an external service came to (`--http`).
+    #[allow(clippy::too_many_arguments)]
     pub fn apply(
         &self,
         mut event: Event,
         jq: Option<jq::Outputs>,
+        looked: Option<&Looked>,
         now: &str,
         meta: &str,
         out: &mut Vec<Event>,
@@ -106,7 +125,7 @@ impl Config {
             None => out.push(event),
         }
         for i in start..out.len() {
-            match self.edit(&mut out[i], now, meta, arena) {
+            match self.edit(&mut out[i], looked, now, meta, arena) {
                 Ok(Some(span)) => arena.spans.push((i, span)),
                 Ok(None) => {}
                 Err(r) => {
@@ -127,12 +146,24 @@ impl Config {
     pub(super) fn edit(
         &self,
         event: &mut Event,
+        looked: Option<&Looked>,
         now: &str,
         meta: &str,
         arena: &mut TextArena,
     ) -> std::result::Result<Option<Spliced>, Reject> {
         let id: [u8; ID_LEN];
+        let failed_at: [String; 2];
         let mut values: SmallVec<[(&[String], Cow<str>); 8]> = SmallVec::new();
+        match (looked, &self.remote) {
+            (Some(Looked::Set(answer)), Some(remote)) => {
+                values.push((remote.into.segments(), Cow::Borrowed(answer)));
+            }
+            (Some(Looked::Failed(why)), Some(_)) => {
+                failed_at = [meta.to_owned(), "enrich_failed".to_owned()];
+                values.push((&failed_at, Cow::Owned(json::quote(why))));
+            }
+            _ => {}
+        }
         // With a jq program the join ran before it (see `run_jq`): jq reshapes joined events.
         if self.jq.is_none() {
             if let Some(row) = self.lookup_row(event, meta) {

@@ -1,8 +1,9 @@
 //! `enrich`: add and change fields — constants, processing time, deterministic ids,
 //! joins against a reference table — and arbitrary jq transforms (jaq).
 //!
-//! Per event, in this order: `--lookup`, `--jq`, `--set`, `--id`, `--timestamp` (a join
-//! then a reshape: the jq program sees the joined fields). All
+//! Per event, in this order: `--http` (a lookup in an external service, see [`remote`]),
+//! `--lookup`, `--jq`, `--set`, `--id`, `--timestamp` (a join then a reshape: the jq
+//! program sees the joined fields; `--http` and `--jq` are two stages). All
 //! field changes of one event are spliced into its text in one pass; every byte the
 //! stage did not change is passed through as it came. The metadata field is never
 //! changed by these flags and is invisible to the jq program; after jq it is re-attached
@@ -10,8 +11,9 @@
 //! `"split":{"index":i,"count":n}` inside the metadata field.
 //!
 //! Files, one concern each: `args` (flags), `config` (what to do, and the edit of one
-//! event), `lookup` (`--lookup`), `reshape` (`--jq`), `id` (`--id`), `splice` (new
-//! values into the text, one buffer per batch).
+//! event), `lookup` (`--lookup`), `remote` (`--http`: calls, cache, breaker,
+//! concurrency), `reshape` (`--jq`), `id` (`--id`), `splice` (new values into the text,
+//! one buffer per batch).
 
 use std::sync::Arc;
 
@@ -28,6 +30,7 @@ mod args;
 mod config;
 mod id;
 mod lookup;
+pub mod remote;
 mod reshape;
 mod splice;
 
@@ -43,6 +46,9 @@ pub async fn run(
     output: Sender<Batch>,
     ctx: Ctx,
 ) -> Result<Ended> {
+    if config.remote.is_some() {
+        return run_looking_up(config, input, output, ctx).await;
+    }
     let meta = ctx.meta_field.clone();
     let workers = config.workers;
     let shutdown = ctx.shutdown.clone();
@@ -71,7 +77,9 @@ pub async fn run(
                 .map(Vec::into_iter);
             for event in batch.events {
                 let jq = jq.as_mut().and_then(Iterator::next).flatten();
-                if let Err(rejected) = config.apply(event, jq, &now, &meta, &mut kept, &mut arena) {
+                if let Err(rejected) =
+                    config.apply(event, jq, None, &now, &meta, &mut kept, &mut arena)
+                {
                     rejects.push(rejected);
                 }
             }
@@ -79,6 +87,67 @@ pub async fn run(
             let mut batch = Batch::new(batch.source, kept);
             batch.pack();
             Worked { batch, rejects }
+        },
+    )
+    .await
+}
+
+/// The stage with `--http`: each batch's lookups made (many at once, across batches),
+/// then its events edited as without; output order kept.
+async fn run_looking_up(
+    config: Arc<Config>,
+    input: Receiver<Batch>,
+    output: Sender<Batch>,
+    ctx: Ctx,
+) -> Result<Ended> {
+    let remote = config.remote.clone().expect("a lookup");
+    let counts = Arc::new(remote::Counts::new(&ctx.tally));
+    // Events taken in while calls are out: four times the most calls that may be out,
+    // so that the limit on calls, not this one, bounds the work (an answer for a late
+    // batch is not held up by an early one), and memory stays bounded.
+    let max_events = 4 * remote.limiter.ceiling();
+    let (meta, shutdown, indexed) = (ctx.meta_field.clone(), ctx.shutdown.clone(), ctx.keep_index);
+    workers::map_ordered_async(
+        "enrich",
+        input,
+        output,
+        &ctx,
+        max_events,
+        move |mut batch| {
+            let (config, remote, counts) = (config.clone(), remote.clone(), counts.clone());
+            let (meta, shutdown) = (meta.clone(), shutdown.clone());
+            async move {
+                let looked = remote
+                    .look_up(&mut batch.events, &meta, &counts, &shutdown)
+                    .await;
+                let now = json::quote(&crate::human::timestamp_now());
+                let mut kept = Vec::with_capacity(batch.len());
+                let mut rejects = Vec::new();
+                let growth = config.growth(&now);
+                let bytes: usize = batch.events.iter().map(|e| e.bytes().len() + growth).sum();
+                let mut arena = TextArena::with_capacity(bytes, batch.len(), indexed);
+                for (event, looked) in batch.events.into_iter().zip(looked) {
+                    let applied = match looked {
+                        Ok(looked) => config.apply(
+                            event,
+                            None,
+                            Some(&looked),
+                            &now,
+                            &meta,
+                            &mut kept,
+                            &mut arena,
+                        ),
+                        Err(reject) => Err((event, reject)),
+                    };
+                    if let Err(rejected) = applied {
+                        rejects.push(rejected);
+                    }
+                }
+                arena.hand_out(&mut kept);
+                let mut batch = Batch::new(batch.source, kept);
+                batch.pack();
+                Worked { batch, rejects }
+            }
         },
     )
     .await

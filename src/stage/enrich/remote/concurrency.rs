@@ -1,0 +1,392 @@
+//! How many calls are in flight across the stage: `--concurrency N`, or `auto`, which
+//! adapts the limit to the service (AIMD, as TCP's congestion control and Vector's
+//! adaptive request concurrency do).
+//!
+//! `auto` measures the calls' round-trip times in windows of about one round trip (at
+//! least as many answers as the limit). A window whose mean time stays within
+//! [`RISE`] (plus [`SLACK`]) of the baseline, the service's unloaded time, and that
+//! used the whole limit, raises the limit: doubling until the first decrease (slow
+//! start), then by one per window. A window whose mean rose past that, or that saw a
+//! 429 or 503, halves the limit. After a halving the limit climbs back in one step to
+//! nine tenths of where it was halved (the last level the service bore), then probes
+//! upwards by one again, so that most of the time is spent near what the service bears
+//! rather than sliding through the sawtooth between half and all of it (CUBIC's lesson).
+//! Answers to calls sent before a change do not judge the new limit.
+//!
+//! Waiting callers are served in the order they came (tokio's semaphore is fair), so
+//! the events of older batches are not overtaken by newer ones: output keeps input
+//! order, and the oldest batch is the one the stage waits on.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+// Tokio's clock (the system's, unless a test pauses it to simulate round trips).
+use tokio::time::Instant;
+
+/// The most calls `auto` lets out at once: beyond that a service is better served by
+/// batching than by more connections (and each call in flight holds a socket).
+pub const AUTO_MAX: usize = 512;
+/// A window's mean round trip this much over the baseline means the service is queueing.
+const RISE: f64 = 1.2;
+/// ... plus this much, so that a service answering in 1 ms is not judged by the
+/// scheduler's jitter.
+const SLACK: Duration = Duration::from_micros(500);
+/// How fast the baseline follows the round trips seen (an exponential average): slowly,
+/// so that a lasting change in the service's own time is learnt over some twenty
+/// windows while a queue building up shows at once.
+const BASELINE_WEIGHT: f64 = 0.05;
+
+/// `--concurrency`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Setting {
+    Fixed(usize),
+    Auto,
+}
+
+impl std::str::FromStr for Setting {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Setting, String> {
+        if s == "auto" {
+            return Ok(Setting::Auto);
+        }
+        match s.parse::<usize>() {
+            Ok(n) if n >= 1 => Ok(Setting::Fixed(n)),
+            _ => Err(format!("{s:?}: expected auto or a count of 1 or more")),
+        }
+    }
+}
+
+impl std::fmt::Display for Setting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Setting::Fixed(n) => write!(f, "{n}"),
+            Setting::Auto => f.write_str("auto"),
+        }
+    }
+}
+
+pub struct Limiter {
+    semaphore: Arc<Semaphore>,
+    auto: Option<Mutex<Aimd>>,
+    /// The current limit.
+    limit: AtomicUsize,
+    /// Permits to take out of circulation as calls end (a decrease below what is out).
+    owed: AtomicUsize,
+}
+
+/// `auto`'s state.
+struct Aimd {
+    baseline: Option<f64>,
+    slow_start: bool,
+    /// Where to climb back to at once after a halving.
+    recover_to: usize,
+    window_started: Instant,
+    /// Answers in this window: their count and summed round trips (seconds).
+    answers: usize,
+    rtt_sum: f64,
+    overloaded: bool,
+    /// The most calls out at once in this window.
+    most_out: usize,
+    /// When the limit last changed: answers to calls sent earlier are not counted.
+    changed_at: Instant,
+    /// The limit's time-weighted sum since the first halving, and that time: the limit
+    /// it settled at.
+    settled: (f64, Duration),
+    last_seen: Instant,
+}
+
+/// One call's right to be in flight.
+pub struct Permit {
+    limiter: Arc<Limiter>,
+    permit: Option<OwnedSemaphorePermit>,
+    pub sent: Instant,
+}
+
+impl Limiter {
+    pub fn new(setting: Setting) -> Arc<Limiter> {
+        let start = match setting {
+            Setting::Fixed(n) => n,
+            // One call, then doubling per round trip: a service is never hit with a
+            // burst it did not show it bears.
+            Setting::Auto => 1,
+        };
+        let now = Instant::now();
+        Arc::new(Limiter {
+            semaphore: Arc::new(Semaphore::new(start)),
+            auto: (setting == Setting::Auto).then(|| {
+                Mutex::new(Aimd {
+                    baseline: None,
+                    slow_start: true,
+                    recover_to: 0,
+                    window_started: now,
+                    answers: 0,
+                    rtt_sum: 0.0,
+                    overloaded: false,
+                    most_out: 0,
+                    changed_at: now,
+                    settled: (0.0, Duration::ZERO),
+                    last_seen: now,
+                })
+            }),
+            limit: AtomicUsize::new(start),
+            owed: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    /// The most calls it may ever let out.
+    pub fn ceiling(&self) -> usize {
+        match self.auto {
+            Some(_) => AUTO_MAX,
+            None => self.limit(),
+        }
+    }
+
+    /// The limit `auto` settled at: its time-weighted mean since it first halved (before
+    /// that, the limit itself). For a fixed setting, the setting.
+    pub fn settled(&self) -> usize {
+        let Some(auto) = &self.auto else {
+            return self.limit();
+        };
+        let aimd = auto.lock().expect("not poisoned");
+        let (sum, time) = aimd.settled;
+        if time.is_zero() {
+            self.limit()
+        } else {
+            (sum / time.as_secs_f64()).round() as usize
+        }
+    }
+
+    /// Waits for room for one more call.
+    pub async fn acquire(self: &Arc<Self>) -> Permit {
+        let permit = self
+            .semaphore
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        if let Some(auto) = &self.auto {
+            let out = self
+                .limit()
+                .saturating_sub(self.semaphore.available_permits());
+            let mut aimd = auto.lock().expect("not poisoned");
+            aimd.most_out = aimd.most_out.max(out);
+        }
+        Permit {
+            limiter: self.clone(),
+            permit: Some(permit),
+            sent: Instant::now(),
+        }
+    }
+
+    fn set_limit(&self, aimd: &mut Aimd, to: usize, now: Instant) {
+        let from = self.limit();
+        if to == from {
+            return;
+        }
+        aimd.tick(from, now);
+        self.limit.store(to, Ordering::Relaxed);
+        if to > from {
+            let mut more = to - from;
+            // Permits still owed from a decrease are forgiven first.
+            while more > 0 {
+                let owed = self.owed.load(Ordering::Relaxed);
+                if owed == 0 {
+                    break;
+                }
+                let take = owed.min(more);
+                if self
+                    .owed
+                    .compare_exchange(owed, owed - take, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    more -= take;
+                }
+            }
+            self.semaphore.add_permits(more);
+        } else {
+            let fewer = from - to;
+            let gone = self.semaphore.forget_permits(fewer);
+            self.owed.fetch_add(fewer - gone, Ordering::Relaxed);
+        }
+        aimd.changed_at = now;
+        aimd.reset(now);
+    }
+
+    /// A call ended: `overloaded` when the service said so (429, 503). `timed` is false
+    /// for calls whose time says nothing of the service (refused connections).
+    fn answered(&self, sent: Instant, overloaded: bool, timed: bool) {
+        let Some(auto) = &self.auto else { return };
+        let now = Instant::now();
+        let mut aimd = auto.lock().expect("not poisoned");
+        if sent < aimd.changed_at {
+            return;
+        }
+        let rtt = now.duration_since(sent).as_secs_f64();
+        if timed {
+            aimd.answers += 1;
+            aimd.rtt_sum += rtt;
+        }
+        aimd.overloaded |= overloaded;
+        let limit = self.limit();
+        let enough = aimd.answers >= limit.max(4);
+        if !(aimd.overloaded || enough) {
+            return;
+        }
+        let mean = if aimd.answers > 0 {
+            aimd.rtt_sum / aimd.answers as f64
+        } else {
+            rtt
+        };
+        let baseline = *aimd.baseline.get_or_insert(mean);
+        let rose = mean > baseline * RISE + SLACK.as_secs_f64();
+        if aimd.overloaded || rose {
+            aimd.recover_to = limit * 9 / 10;
+            aimd.slow_start = false;
+            aimd.baseline = Some(baseline + BASELINE_WEIGHT * (mean - baseline));
+            self.set_limit(&mut aimd, (limit / 2).max(1), now);
+            return;
+        }
+        aimd.baseline = Some(if mean < baseline {
+            mean
+        } else {
+            baseline + BASELINE_WEIGHT * (mean - baseline)
+        });
+        if aimd.most_out >= limit {
+            let to = if aimd.slow_start {
+                limit * 2
+            } else if limit < aimd.recover_to {
+                aimd.recover_to
+            } else {
+                limit + 1
+            };
+            self.set_limit(&mut aimd, to.min(AUTO_MAX), now);
+        } else {
+            aimd.reset(now);
+        }
+    }
+}
+
+impl Aimd {
+    fn reset(&mut self, now: Instant) {
+        self.window_started = now;
+        self.answers = 0;
+        self.rtt_sum = 0.0;
+        self.overloaded = false;
+        self.most_out = 0;
+    }
+
+    /// Adds the time the limit was `limit` to the settled mean (once it first halved).
+    fn tick(&mut self, limit: usize, now: Instant) {
+        let spent = now.duration_since(self.last_seen);
+        self.last_seen = now;
+        if !self.slow_start {
+            self.settled.0 += limit as f64 * spent.as_secs_f64();
+            self.settled.1 += spent;
+        }
+    }
+}
+
+impl Permit {
+    /// The call was answered (or failed) `overloaded` or not; `timed` as in
+    /// [`Limiter::answered`].
+    pub fn done(mut self, overloaded: bool, timed: bool) {
+        self.limiter.answered(self.sent, overloaded, timed);
+        self.release();
+    }
+
+    fn release(&mut self) {
+        let Some(permit) = self.permit.take() else {
+            return;
+        };
+        // Owed permits (a decrease below what was out) are taken out as calls end.
+        let owed = &self.limiter.owed;
+        let mut n = owed.load(Ordering::Relaxed);
+        while n > 0 {
+            match owed.compare_exchange(n, n - 1, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => {
+                    permit.forget();
+                    return;
+                }
+                Err(now) => n = now,
+            }
+        }
+        drop(permit);
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A simulated service that bears 32 calls at once: beyond, they queue for its
+    /// 32 slots, so each takes (out / 32) × its own time.
+    #[tokio::test(start_paused = true)]
+    async fn auto_settles_near_what_the_service_bears() {
+        let limiter = Limiter::new(Setting::Auto);
+        let out = Arc::new(AtomicUsize::new(0));
+        let mut calls = tokio::task::JoinSet::new();
+        let until = Instant::now() + Duration::from_secs(20);
+        for _ in 0..200 {
+            let (limiter, out) = (limiter.clone(), out.clone());
+            calls.spawn(async move {
+                while Instant::now() < until {
+                    let permit = limiter.acquire().await;
+                    let n = out.fetch_add(1, Ordering::SeqCst) + 1;
+                    let slots = (n as f64 / 32.0).max(1.0);
+                    tokio::time::sleep(Duration::from_secs_f64(0.010 * slots)).await;
+                    out.fetch_sub(1, Ordering::SeqCst);
+                    permit.done(false, true);
+                }
+            });
+        }
+        while calls.join_next().await.is_some() {}
+        let settled = limiter.settled();
+        assert!((24..=40).contains(&settled), "settled at {settled}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_start_doubles_and_overload_halves_and_fixed_stays() {
+        let limiter = Limiter::new(Setting::Auto);
+        let mut seen = vec![limiter.limit()];
+        // Rounds of as many calls as the limit lets out, each answered in 5 ms.
+        for _ in 0..40 {
+            let permits: Vec<Permit> =
+                futures::future::join_all((0..limiter.limit()).map(|_| limiter.acquire())).await;
+            tokio::time::advance(Duration::from_millis(5)).await;
+            permits.into_iter().for_each(|p| p.done(false, true));
+            if seen.last() != Some(&limiter.limit()) {
+                seen.push(limiter.limit());
+            }
+            if limiter.limit() >= 64 {
+                break;
+            }
+        }
+        assert_eq!(
+            seen[..6],
+            [1, 2, 4, 8, 16, 32],
+            "slow start doubles: {seen:?}"
+        );
+        let before = limiter.limit();
+        tokio::time::advance(Duration::from_millis(1)).await;
+        let p = limiter.acquire().await;
+        p.done(true, true);
+        assert_eq!(limiter.limit(), before / 2, "a 429 halves");
+
+        let fixed = Limiter::new(Setting::Fixed(3));
+        let p = fixed.acquire().await;
+        p.done(true, true);
+        assert_eq!(fixed.limit(), 3);
+    }
+}
