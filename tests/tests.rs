@@ -7,6 +7,9 @@
 //! - `validate`: schemas (draft 2020-12 and 7), quick rules, the metadata field, order
 //!   with several workers.
 //! - `enrich`: --set, --timestamp, --id, --lookup, --jq and its split stamps, order.
+//! - `enrich_http`: `enrich --http` against a service the test starts: answers in order
+//!   with 64 calls out, templates, timeouts and the circuit breaker, retries, failure
+//!   modes, the cache and single flight, adaptive concurrency, `/metrics` and `/ready`.
 //! - `ingest_file`: files read once and followed: appends, partial lines, rotation,
 //!   copytruncate, truncation, inode reuse, equal first lines, new and growing files,
 //!   compressed files, bad input, the checkpoint file across kill -9.
@@ -40,6 +43,7 @@ mod chain;
 mod counts;
 mod docs;
 mod enrich;
+mod enrich_http;
 mod faults;
 mod framing;
 mod ingest_file;

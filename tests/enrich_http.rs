@@ -1,0 +1,810 @@
+//! `enrich --http`: lookups in a real HTTP service, started by each test on 127.0.0.1:0.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+
+use crate::util::*;
+
+/// A test service. Paths:
+/// - `/users/{id}`: `{"id":…,"name":"user …"}` (the id percent-decoded), after `delay_ms`.
+/// - `/status/{code}/{key}?fails=N`: `code` for the first N calls of `key`, then as
+///   `/users/{key}`; a 429 or 503 says `Retry-After: 1`.
+/// - `/echo`: the request's body, as JSON, under `got`, and its Authorization header.
+/// - `/slots/{id}`: 32 slots of 20 ms each; calls beyond 32 queue for one.
+///
+/// While `hang` is set, every call waits forever (until the client gives up).
+pub struct Service {
+    pub port: u16,
+    pub s: Arc<Seen>,
+}
+
+#[derive(Default)]
+pub struct Seen {
+    pub calls: AtomicUsize,
+    pub out: AtomicUsize,
+    pub most_out: AtomicUsize,
+    pub hang: AtomicBool,
+    pub delay_ms: AtomicU64,
+    /// Each call's path and query, and when it came.
+    pub log: Mutex<Vec<(Instant, String)>>,
+    by_key: Mutex<HashMap<String, u32>>,
+    slots: Slots,
+}
+
+/// `/slots/`' 32 slots.
+struct Slots(tokio::sync::Semaphore);
+
+impl Default for Slots {
+    fn default() -> Slots {
+        Slots(tokio::sync::Semaphore::new(32))
+    }
+}
+
+impl Service {
+    pub fn start() -> Service {
+        let seen = Arc::new(Seen::default());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = seen.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let app = axum::Router::new().fallback(answer).with_state(state);
+                axum::serve(listener, app).await.unwrap();
+            });
+        });
+        Service {
+            port: port_ready(port),
+            s: seen,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn calls(&self) -> usize {
+        self.s.calls.load(Ordering::SeqCst)
+    }
+}
+
+fn port_ready(port: u16) -> u16 {
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("the test service did not start");
+}
+
+struct Out<'a>(&'a Seen);
+
+impl Drop for Out<'_> {
+    fn drop(&mut self) {
+        self.0.out.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn answer(
+    State(s): State<Arc<Seen>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    s.calls.fetch_add(1, Ordering::SeqCst);
+    let out = s.out.fetch_add(1, Ordering::SeqCst) + 1;
+    let _out = Out(&s);
+    s.most_out.fetch_max(out, Ordering::SeqCst);
+    let path = uri.path().to_owned();
+    let shown = uri.path_and_query().map_or(path.clone(), |p| p.to_string());
+    s.log.lock().unwrap().push((Instant::now(), shown));
+    if s.hang.load(Ordering::SeqCst) {
+        std::future::pending::<()>().await;
+    }
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let json = |code: StatusCode, body: String| {
+        (code, [("content-type", "application/json")], body).into_response()
+    };
+    let user = |id: &str| {
+        let id = percent_decode(id);
+        json(
+            StatusCode::OK,
+            serde_json::json!({"id": id, "name": format!("user {id}")}).to_string(),
+        )
+    };
+    match segs.as_slice() {
+        ["users", id] => {
+            let delay = s.delay_ms.load(Ordering::SeqCst);
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
+            user(id)
+        }
+        ["status", code, key] => {
+            let fails: u32 = uri
+                .query()
+                .and_then(|q| q.strip_prefix("fails="))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(u32::MAX);
+            let seen = {
+                let mut by_key = s.by_key.lock().unwrap();
+                let n = by_key.entry(key.to_string()).or_default();
+                *n += 1;
+                *n
+            };
+            if seen > fails {
+                return user(key);
+            }
+            let code = StatusCode::from_u16(code.parse().unwrap()).unwrap();
+            let mut r = json(
+                code,
+                format!("{{\"error\":\"told to answer {}\"}}", code.as_u16()),
+            );
+            if matches!(code.as_u16(), 429 | 503) {
+                r.headers_mut().insert("retry-after", "1".parse().unwrap());
+            }
+            r
+        }
+        ["echo"] => {
+            let got: serde_json::Value =
+                serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+            let auth = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            json(
+                StatusCode::OK,
+                // Pretty-printed, keys out of order: enrich compacts it, order kept.
+                format!(
+                    "{{\n  \"z\": 1,\n  \"method\": \"{method}\",\n  \"got\": {got},\n  \"auth\": \"{auth}\"\n}}\n"
+                ),
+            )
+        }
+        ["slots", id] => {
+            let _slot = s.slots.0.acquire().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            user(id)
+        }
+        _ => json(StatusCode::NOT_FOUND, "{}".into()),
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let mut out = Vec::new();
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'%' {
+            let hex = [bytes.next().unwrap(), bytes.next().unwrap()];
+            out.push(u8::from_str_radix(std::str::from_utf8(&hex).unwrap(), 16).unwrap());
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// `enrich ARGS` with its stdin and stdout piped, stderr kept.
+fn spawn_enrich(dir: &Dir, args: &[&str]) -> Child {
+    std::process::Command::new(bin("enrich"))
+        .args(args)
+        .current_dir(dir.root())
+        .env_remove("NDPIPE_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The dead letters' kinds and reasons.
+fn dead_letters(dir: &Dir, name: &str) -> Vec<(String, String)> {
+    values(&dir.read(name))
+        .iter()
+        .map(|d| {
+            (
+                d["kind"].as_str().unwrap_or_default().to_owned(),
+                d["reason"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < until, "waited too long for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn answers_are_set_in_input_order_with_64_calls_out_and_fields_percent_encoded() {
+    let dir = Dir::new();
+    let service = Service::start();
+    service.s.delay_ms.store(5, Ordering::SeqCst);
+    // Names needing encoding: a space, a slash, a question mark, non-ASCII.
+    let input: String = (0..2000)
+        .map(|i| format!("{{\"n\":{i}, \"who\":\"u {i}/?é\"}}\n"))
+        .collect();
+    let url = service.url("/users/{who}");
+    let o = dir
+        .cmd("enrich")
+        .args(["--http", &url, "--into", "user", "--concurrency", "64"])
+        .write_stdin(input)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    let stdout = out(&o);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2000);
+    for (i, line) in lines.iter().enumerate() {
+        // The event's own bytes kept (the space after the comma too), the answer added.
+        let expected = format!(
+            "{{\"n\":{i}, \"who\":\"u {i}/?é\",\"user\":{{\"id\":\"u {i}/?é\",\"name\":\"user u {i}/?é\"}}}}"
+        );
+        assert_eq!(*line, expected);
+    }
+    assert_eq!(
+        service.s.most_out.load(Ordering::SeqCst),
+        64,
+        "64 calls at once"
+    );
+    assert_eq!(service.calls(), 2000);
+    let first = service.s.log.lock().unwrap()[0].1.clone();
+    assert!(first.starts_with("/users/u%20"), "{first}");
+    assert!(first.contains("%2F%3F%C3%A9"), "{first}");
+}
+
+#[test]
+fn a_post_body_template_headers_from_the_environment_and_a_selected_part() {
+    let dir = Dir::new();
+    let service = Service::start();
+    let url = service.url("/echo");
+    let o = dir
+        .cmd("enrich")
+        .env("SVC_TOKEN", "t0ken")
+        .args([
+            "--http",
+            &url,
+            "--http-method",
+            "POST",
+            "--http-body",
+            r#"{"ids": [{id}], "who": {user}}"#,
+            "--header",
+            "Authorization: Bearer $SVC_TOKEN",
+            "--into",
+            "x.echo",
+        ])
+        .write_stdin("{\"id\":7,\"user\":{\"a\":\"b\"}}\n")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(
+        out(&o),
+        "{\"id\":7,\"user\":{\"a\":\"b\"},\"x\":{\"echo\":{\"z\":1,\"method\":\"POST\",\"got\":{\"ids\":[7],\"who\":{\"a\":\"b\"}},\"auth\":\"Bearer t0ken\"}}}\n"
+    );
+    let o = dir
+        .cmd("enrich")
+        .args([
+            "--http",
+            &url,
+            "--http-method",
+            "POST",
+            "--http-body",
+            "{\"k\":{id}}",
+        ])
+        .args(["--http-select", "got.k", "--into", "k2"])
+        .write_stdin("{\"id\":\"a\"}\n{\"nope\":1}\n")
+        .args(["--dead-letter", "dl.ndjson"])
+        .output()
+        .unwrap();
+    assert_eq!(out(&o), "{\"id\":\"a\",\"k2\":\"a\"}\n");
+    assert_eq!(
+        dead_letters(&dir, "dl.ndjson"),
+        [(
+            "missing_field".to_owned(),
+            "no field id for the lookup".to_owned()
+        )]
+    );
+}
+
+#[test]
+fn a_hanging_service_times_out_opens_the_breaker_and_one_probe_closes_it() {
+    let dir = Dir::new();
+    let service = Service::start();
+    service.s.hang.store(true, Ordering::SeqCst);
+    let url = service.url("/users/{id}");
+    let mut child = spawn_enrich(
+        &dir,
+        &[
+            "--http",
+            &url,
+            "--into",
+            "user",
+            "--concurrency",
+            "1",
+            "--timeout",
+            "200ms",
+            "--retries",
+            "0",
+            "--breaker-failures",
+            "5",
+            "--breaker-cooldown",
+            "2s",
+            "--dead-letter",
+            "dl.ndjson",
+        ],
+    );
+    let mut stdin = child.stdin.take().unwrap();
+    for id in 0..10 {
+        writeln!(stdin, "{{\"id\":{id}}}").unwrap();
+    }
+    stdin.flush().unwrap();
+    wait_for("10 dead letters", || {
+        std::fs::read_to_string(dir.path("dl.ndjson")).is_ok_and(|t| t.lines().count() == 10)
+    });
+    let dl = dead_letters(&dir, "dl.ndjson");
+    assert!(
+        dl[..5]
+            .iter()
+            .all(|(k, r)| k == "enrich_http" && r.ends_with("timed out after 200ms")),
+        "{dl:?}"
+    );
+    assert!(
+        dl[5..]
+            .iter()
+            .all(|(k, r)| k == "circuit_open" && r.contains("is open")),
+        "{dl:?}"
+    );
+    assert_eq!(service.calls(), 5, "no call while open");
+
+    // The service recovers; within the cooldown the breaker stays open.
+    service.s.hang.store(false, Ordering::SeqCst);
+    writeln!(stdin, "{{\"id\":10}}").unwrap();
+    stdin.flush().unwrap();
+    wait_for("11 dead letters", || {
+        dir.read("dl.ndjson").lines().count() == 11
+    });
+    assert_eq!(service.calls(), 5);
+    std::thread::sleep(Duration::from_millis(2100));
+    for id in 11..16 {
+        writeln!(stdin, "{{\"id\":{id}}}").unwrap();
+    }
+    drop(stdin);
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    let ids: Vec<i64> = values(&out(&o))
+        .iter()
+        .map(|v| v["user"]["id"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(ids, [11, 12, 13, 14, 15], "the probe's event and the rest");
+    assert_eq!(service.calls(), 10, "one probe, then the rest");
+    for said in ["is open: no calls", "is half-open", "is closed again"] {
+        assert_eq!(stderr.matches(said).count(), 1, "{said} once in: {stderr}");
+    }
+    assert!(stderr.contains("1 breaker openings"), "{stderr}");
+}
+
+#[test]
+fn server_errors_and_429_are_retried_honouring_retry_after_and_other_4xx_are_not() {
+    let dir = Dir::new();
+    let service = Service::start();
+    let url = service.url("/status/{code}/{key}?fails={fails}");
+    let input = "{\"code\":503,\"key\":\"a\",\"fails\":2}\n{\"code\":429,\"key\":\"b\",\"fails\":1}\n{\"code\":400,\"key\":\"c\",\"fails\":1}\n{\"code\":500,\"key\":\"d\",\"fails\":9}\n";
+    let o = dir
+        .cmd("enrich")
+        .args([
+            "--http",
+            &url,
+            "--into",
+            "u",
+            "--retries",
+            "2",
+            "--concurrency",
+            "1",
+        ])
+        .args(["--dead-letter", "dl.ndjson"])
+        .write_stdin(input)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    let got: Vec<String> = values(&out(&o))
+        .iter()
+        .map(|v| v["u"]["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(got, ["a", "b"]);
+    let dl = dead_letters(&dir, "dl.ndjson");
+    assert_eq!(dl.len(), 2, "{dl:?}");
+    assert!(
+        dl[0].0 == "enrich_http" && dl[0].1.contains("400 Bad Request"),
+        "{dl:?}"
+    );
+    assert!(dl[1].1.contains("500 Internal Server Error"), "{dl:?}");
+    let log = service.s.log.lock().unwrap().clone();
+    let calls = |key: &str| -> Vec<Instant> {
+        log.iter()
+            .filter(|(_, p)| p.contains(&format!("/{key}?")))
+            .map(|(t, _)| *t)
+            .collect()
+    };
+    assert_eq!(calls("a").len(), 3, "503 twice, then answered");
+    assert_eq!(calls("c").len(), 1, "a 400 is not retried");
+    assert_eq!(calls("d").len(), 3, "--retries 2");
+    let b = calls("b");
+    assert_eq!(b.len(), 2);
+    assert!(
+        b[1] - b[0] >= Duration::from_millis(950),
+        "Retry-After: 1 honoured: {:?}",
+        b[1] - b[0]
+    );
+}
+
+#[test]
+fn on_failure_pass_marks_the_event_and_block_waits_for_the_service() {
+    let dir = Dir::new();
+    let service = Service::start();
+    let url = service.url("/status/500/{k}?fails=99");
+    let o = dir
+        .cmd("enrich")
+        .args([
+            "--http",
+            &url,
+            "--into",
+            "u",
+            "--retries",
+            "0",
+            "--on-failure",
+            "pass",
+        ])
+        .write_stdin("{\"k\":\"x\",\"_meta\":{\"line\":1}}\n")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    let v = &values(&out(&o))[0];
+    assert!(v.get("u").is_none(), "{v}");
+    assert_eq!(v["_meta"]["line"], 1);
+    let why = v["_meta"]["enrich_failed"].as_str().unwrap();
+    assert!(
+        why.contains("/status/500/x") && why.contains("500 Internal Server Error"),
+        "{why}"
+    );
+
+    // block: the service hangs for a while; no event is lost or dead, all wait.
+    service.s.hang.store(true, Ordering::SeqCst);
+    let url = service.url("/users/{id}");
+    let mut child = spawn_enrich(
+        &dir,
+        &[
+            "--http",
+            &url,
+            "--into",
+            "u",
+            "--timeout",
+            "100ms",
+            "--on-failure",
+            "block",
+            "--breaker-cooldown",
+            "300ms",
+            "--dead-letter",
+            "block-dl.ndjson",
+        ],
+    );
+    let mut stdin = child.stdin.take().unwrap();
+    for id in 0..20 {
+        writeln!(stdin, "{{\"id\":{id}}}").unwrap();
+    }
+    drop(stdin);
+    wait_for("the breaker to open", || service.calls() >= 5);
+    std::thread::sleep(Duration::from_millis(1500));
+    service.s.hang.store(false, Ordering::SeqCst);
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    let ids: Vec<String> = values(&out(&o))
+        .iter()
+        .map(|v| v["u"]["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, (0..20).map(|i| i.to_string()).collect::<Vec<_>>());
+    assert!(!dir.path("block-dl.ndjson").exists() || dir.read("block-dl.ndjson").is_empty());
+}
+
+#[test]
+fn a_hot_key_is_called_once_kept_answers_expire_and_404_maps_to_null() {
+    let dir = Dir::new();
+    let service = Service::start();
+    service.s.delay_ms.store(100, Ordering::SeqCst);
+    let url = service.url("/users/{u}");
+    // Single flight: 100 events of one user at once, nothing kept: one call.
+    let o = dir
+        .cmd("enrich")
+        .args([
+            "--http",
+            &url,
+            "--into",
+            "x",
+            "--concurrency",
+            "64",
+            "--progress",
+        ])
+        .write_stdin("{\"u\":\"hot\"}\n".repeat(100))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(out(&o).lines().count(), 100);
+    assert_eq!(service.calls(), 1, "single flight");
+    assert!(err(&o).contains("99 shared calls"), "{}", err(&o));
+
+    // A cache of 100: 1,000 events over 10 users, 10 calls; the rest hits or shared.
+    service.s.delay_ms.store(0, Ordering::SeqCst);
+    let input: String = (0..1000)
+        .map(|i| format!("{{\"u\":\"u{}\"}}\n", i % 10))
+        .collect();
+    let o = dir
+        .cmd("enrich")
+        .args([
+            "--http",
+            &url,
+            "--into",
+            "x",
+            "--cache-size",
+            "100",
+            "--progress",
+        ])
+        .write_stdin(input)
+        .output()
+        .unwrap();
+    assert_eq!(service.calls(), 11);
+    let summary = err(&o);
+    let said = |word: &str| -> u64 {
+        summary
+            .split(" · ")
+            .next()
+            .unwrap()
+            .split(", ")
+            .find_map(|p| {
+                p.strip_suffix(word)
+                    .map(|n| n.trim().replace(',', "").parse().unwrap())
+            })
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        said(" cache hits") + said(" shared calls"),
+        990,
+        "{summary}"
+    );
+    assert_eq!(said(" calls answered"), 10, "{summary}");
+
+    // TTL: kept 300 ms; a second wave after 500 ms calls again.
+    let mut child = spawn_enrich(
+        &dir,
+        &[
+            "--http",
+            &url,
+            "--into",
+            "x",
+            "--cache-size",
+            "10",
+            "--cache-ttl",
+            "300ms",
+        ],
+    );
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let before = service.calls();
+    let mut line = String::new();
+    for _ in 0..3 {
+        writeln!(stdin, "{{\"u\":\"t\"}}").unwrap();
+        stdin.flush().unwrap();
+        line.clear();
+        stdout.read_line(&mut line).unwrap();
+    }
+    assert_eq!(service.calls() - before, 1, "kept");
+    std::thread::sleep(Duration::from_millis(500));
+    writeln!(stdin, "{{\"u\":\"t\"}}").unwrap();
+    drop(stdin);
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(service.calls() - before, 2, "expired");
+    child.wait().unwrap();
+
+    // 404: a dead letter by default, null when told.
+    let missing = service.url("/nowhere/{u}");
+    let o = dir
+        .cmd("enrich")
+        .args(["--http", &missing, "--into", "x", "--not-found", "null"])
+        .write_stdin("{\"u\":1}\n")
+        .output()
+        .unwrap();
+    assert_eq!(out(&o), "{\"u\":1,\"x\":null}\n");
+    let o = dir
+        .cmd("enrich")
+        .args([
+            "--http",
+            &missing,
+            "--into",
+            "x",
+            "--dead-letter",
+            "nf.ndjson",
+        ])
+        .write_stdin("{\"u\":1}\n")
+        .output()
+        .unwrap();
+    assert_eq!(out(&o), "");
+    let dl = dead_letters(&dir, "nf.ndjson");
+    assert!(
+        dl[0].0 == "enrich_http" && dl[0].1.ends_with("404 Not Found"),
+        "{dl:?}"
+    );
+}
+
+#[test]
+fn auto_concurrency_settles_near_what_the_service_bears() {
+    let dir = Dir::new();
+    let service = Service::start();
+    let url = service.url("/slots/{n}");
+    // 32 slots of 20 ms: 1,600 calls/s at most; 8,000 events take 5 s or more.
+    let input: String = (0..8000).map(|n| format!("{{\"n\":{n}}}\n")).collect();
+    let o = dir
+        .cmd("enrich")
+        .args(["--http", &url, "--into", "x", "--progress"])
+        .write_stdin(input)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(out(&o).lines().count(), 8000);
+    let summary = err(&o);
+    let settled: u64 = summary
+        .split("settled at ")
+        .nth(1)
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no settled concurrency in {summary}"));
+    assert!(
+        (24..=40).contains(&settled),
+        "settled at {settled} (32 ± 25 %): {summary}"
+    );
+}
+
+#[test]
+fn metrics_and_ready_name_an_open_breaker_and_explain_hides_credentials() {
+    let dir = Dir::new();
+    let service = Service::start();
+    service.s.hang.store(true, Ordering::SeqCst);
+    let port = crate::pipeline::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let url = service.url("/users/{id}");
+    let mut child = spawn_enrich(
+        &dir,
+        &[
+            "--http",
+            &url,
+            "--into",
+            "u",
+            "--timeout",
+            "100ms",
+            "--retries",
+            "0",
+            "--breaker-failures",
+            "3",
+            "--breaker-cooldown",
+            "1h",
+            "--metrics-listen",
+            &listen,
+            "--dead-letter",
+            "dl.ndjson",
+        ],
+    );
+    let mut stdin = child.stdin.take().unwrap();
+    wait_for("/ready", || {
+        crate::pipeline::get(port, "/ready").is_some_and(|(c, _)| c == 200)
+    });
+    for id in 0..5 {
+        writeln!(stdin, "{{\"id\":{id}}}").unwrap();
+    }
+    stdin.flush().unwrap();
+    wait_for("5 dead letters", || {
+        std::fs::read_to_string(dir.path("dl.ndjson")).is_ok_and(|t| t.lines().count() == 5)
+    });
+    let (code, body) = crate::pipeline::get(port, "/ready").unwrap();
+    assert_eq!(code, 503, "{body}");
+    let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ready["failing"], serde_json::json!(["breaker"]));
+    let reason = ready["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(&format!("127.0.0.1:{}", service.port)),
+        "{reason}"
+    );
+    let (_, metrics) = crate::pipeline::get(port, "/metrics").unwrap();
+    for line in [
+        "ndpipe_enrich_calls_total{component=\"enrich\",outcome=\"timeout\"} 3".to_owned(),
+        "ndpipe_enrich_short_circuited_total{component=\"enrich\"} 2".to_owned(),
+        "ndpipe_enrich_breaker_opened_total{component=\"enrich\"} 1".to_owned(),
+        "component_rejected_events_total{component=\"enrich\"} 5".to_owned(),
+        format!(
+            "ndpipe_enrich_breaker_state{{component=\"enrich\",service=\"127.0.0.1:{}\"}} 2",
+            service.port
+        ),
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
+    assert!(
+        metrics.contains("ndpipe_enrich_call_duration_seconds_bucket{component=\"enrich\""),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ndpipe_enrich_concurrency{component=\"enrich\"}"),
+        "{metrics}"
+    );
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+
+    let o = dir
+        .cmd("pipeline")
+        .env("TOKEN", "hunter2")
+        .args(["--explain", &format!(
+            "enrich --http '{}?api_key=k3y&q={{id}}' --into u --header 'Authorization: Bearer $TOKEN' --cache-size 100"
+            , service.url("/users/{id}"))])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    let explained = out(&o) + &err(&o);
+    assert!(
+        explained.contains("header authorization: ***"),
+        "{explained}"
+    );
+    assert!(explained.contains("api_key=***"), "{explained}");
+    assert!(
+        !explained.contains("hunter2") && !explained.contains("k3y"),
+        "{explained}"
+    );
+    assert!(explained.contains("concurrency auto"), "{explained}");
+}
+
+#[test]
+fn in_a_pipeline_lookups_feed_persist() {
+    let dir = Dir::new();
+    let service = Service::start();
+    let input: String = (0..500)
+        .map(|i| format!("{{\"id\":\"e{i}\",\"user\":\"u{}\"}}\n", i % 50))
+        .collect();
+    dir.create("ev.ndjson", input);
+    let text = format!(
+        "validate --require id,user | enrich --http '{}' --into profile --cache-size 1000 | persist --key id --table t --create-table --sqlite out.db",
+        service.url("/users/{user}")
+    );
+    let o = dir
+        .cmd("pipeline")
+        .args([&text, "ev.ndjson"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    let rows = crate::persist::sqlite_rows(&dir.path("out.db"), "t");
+    assert_eq!(rows.len(), 500);
+    let names: std::collections::BTreeSet<&str> = rows
+        .values()
+        .map(|v| v["profile"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 50, "{names:?}");
+    assert_eq!(
+        rows["e7"]["profile"],
+        serde_json::json!({"id": "u7", "name": "user u7"})
+    );
+    assert!(service.calls() <= 500 && service.calls() >= 50);
+}
