@@ -1163,3 +1163,108 @@ fn sigterm_to_a_file_pipe_keeps_every_line_up_to_the_stored_positions() {
     }
     assert!(checked >= 5_000, "{checked}");
 }
+
+/// `validate | enrich --http | persist` while the service never answers: 64 lookups hang,
+/// then one SIGTERM reaches the whole pipe. The calls out time out, the breaker opens, no
+/// call is retried, and every event enrich read is stored or a dead letter: none dropped,
+/// none twice, exactly the lines validate says it passed on.
+#[test]
+fn sigterm_while_64_lookups_hang_drops_nothing_read() {
+    let dir = Dir::new();
+    let service = crate::enrich_http::Service::start();
+    service.s.hang.store(true, Ordering::SeqCst);
+    // More than the pipe holds between validate's reading and enrich's calls (batches of
+    // 256 KiB in channels of four): validate is still reading when the signal comes.
+    let input: String = (0..1_000_000)
+        .map(|i| format!("{{\"id\":\"e{i}\",\"user\":{i}}}\n"))
+        .collect();
+    dir.create("in.ndjson", input);
+    let script = format!(
+        "trap true TERM
+         {validate} --require id in.ndjson \
+           | {enrich} --http '{url}' --into profile --concurrency 64 --timeout 2s --retries 3 \
+               --dead-letter dl.ndjson \
+           | {persist} -q --key id --table t --create-table --sqlite out.db
+         echo \"exits ${{PIPESTATUS[*]}}\" >&2",
+        validate = bin("validate"),
+        enrich = bin("enrich"),
+        persist = bin("persist"),
+        url = service.url("/users/{user}"),
+    );
+    let mut pipe = Std::new("bash")
+        .args(["-c", &script])
+        .current_dir(dir.root())
+        .env_remove("NDPIPE_LOG")
+        .process_group(0)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    crate::ingest_kafka::wait_until("64 calls out", Duration::from_secs(30), || {
+        service.s.out.load(Ordering::SeqCst) == 64
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        service.s.most_out.load(Ordering::SeqCst),
+        64,
+        "--concurrency 64"
+    );
+    let calls_at_signal = service.calls();
+    let signalled = Instant::now();
+    kill("-TERM", &format!("-{}", pipe.id()));
+    let status = wait_exit(&mut pipe, Duration::from_secs(60));
+    let took = signalled.elapsed();
+    let stderr = stderr_of(&mut pipe);
+    assert!(status.success(), "{status:?}: {stderr}");
+    assert!(
+        stderr.contains("exits 143 0 0"),
+        "validate stopped early, the rest ended: {stderr}"
+    );
+    // The 64 calls out were given their timeout, not cut short, nor waited for longer.
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(12),
+        "{took:?}"
+    );
+    // The breaker opens after 5 failures in a row: at most 4 more calls, none retried.
+    let after = service.calls() - calls_at_signal;
+    assert!(after <= 4, "{after} calls after the signal: {stderr}");
+
+    let passed: usize = stderr
+        .split("stopped after line ")
+        .nth(1)
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("validate says where it stopped: {stderr}"));
+    let stored = crate::persist::sqlite_rows(&dir.path("out.db"), "t");
+    let dead = values(&dir.read("dl.ndjson"));
+    let mut seen = HashSet::new();
+    for id in stored.keys().cloned().chain(dead.iter().map(|d| {
+        let raw: serde_json::Value = serde_json::from_str(d["raw"].as_str().unwrap()).unwrap();
+        raw["id"].as_str().unwrap().to_owned()
+    })) {
+        assert!(seen.insert(id.clone()), "{id} twice");
+    }
+    let expected: HashSet<String> = (0..passed).map(|i| format!("e{i}")).collect();
+    assert_eq!(seen.len(), passed, "{stderr}");
+    assert_eq!(
+        seen, expected,
+        "stored or dead: exactly what validate passed on"
+    );
+    assert!(passed > 64, "{stderr}");
+    assert!(stored.is_empty(), "the service never answered");
+    let timeouts = dead
+        .iter()
+        .filter(|d| {
+            d["reason"]
+                .as_str()
+                .unwrap()
+                .ends_with("timed out after 2s")
+        })
+        .count();
+    let open = dead.iter().filter(|d| d["kind"] == "circuit_open").count();
+    assert!((64..=68).contains(&timeouts), "{timeouts} timed out");
+    assert_eq!(
+        timeouts + open,
+        passed,
+        "every dead letter is a timeout or circuit_open"
+    );
+}

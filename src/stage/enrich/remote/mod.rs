@@ -479,12 +479,14 @@ impl Remote {
                 Ok(_) => (false, true),
                 Err(f) => (f.overloaded(), !matches!(f, Failure::Connect(_))),
             };
-            permit.done(overloaded, timed);
             let healthy = result
                 .as_ref()
                 .map_or_else(|f| !f.against_service(), |_| true);
+            // The breaker learns of the outcome before the room is given back: a call
+            // waiting for room then sees the breaker this failure may have opened.
             let change = breaker.record(admitted, healthy);
             counts.breaker(breaker, change);
+            permit.done(overloaded, timed);
             counts.call(&result, took);
             let failure = match result {
                 Ok(answer) => return Ok(answer),
