@@ -9,6 +9,30 @@ complete -c enrich -l jq -d 'A jq program (jaq dialect) run on each event withou
 complete -c enrich -l jq-timeout -d 'The longest the jq program may run on one event; past it the event is a dead letter (kind jq). Programs run in helper processes, so a runaway one (or one that recurses too deep) costs its event only' -r
 complete -c enrich -l jq-max-outputs -d 'The most outputs the jq program may give for one event; past it the event is a dead letter (kind jq)' -r
 complete -c enrich -l workers -d 'Batches enriched at once, in parallel on one thread per core (with --jq, on threads of their own, which wait for jq); output order is kept [default: twice the number of cores, so that a core always has a batch to work on while others wait to be sent on in order]' -r
+complete -c enrich -l metrics-listen -d 'Serve GET /metrics (Prometheus text), /ready (503 naming an open circuit breaker) and /health on ADDR (such as 127.0.0.1:9598)' -r
+complete -c enrich -l http -d 'For each event, call URL and set --into to the JSON answer. `{path}` is replaced by the event\'s field, percent-encoded (https://svc/users/{user_id}); an event without the field is a dead letter (kind missing_field)' -r
+complete -c enrich -l into -d 'Where the answer goes: a field path, set as --set sets (the rest of the event keeps its bytes)' -r
+complete -c enrich -l http-method -d 'The method of the call' -r
+complete -c enrich -l http-body -d 'A JSON body to send (Content-Type: application/json); `{path}` is replaced by the field\'s JSON value: \'{"ids": [{user_id}]}\'' -r
+complete -c enrich -l header -d 'A header sent with every call, \'Name: value\'; $VAR and ${VAR} are taken from the environment (\'Authorization: Bearer $TOKEN\'). Repeatable. Credentials never show in --explain or logs' -r
+complete -c enrich -l http-select -d 'Keep only this part of the answer (a field path into it; null when absent)' -r
+complete -c enrich -l http-ca -d 'PEM certificates to trust for HTTPS besides the system\'s' -r -F
+complete -c enrich -l not-found -d 'What a 404 does: dlq (a dead letter, kind enrich_http), or null (the field is set to null)' -r -f -a "dlq\t'The event is a dead letter'
+null\t'The field is set to null'"
+complete -c enrich -l on-failure -d 'What a failed lookup (after its retries) does: dlq, pass, or block' -r -f -a "dlq\t'The event is a dead letter (kind enrich_http, or circuit_open while the breaker is open), with the status or error'
+pass\t'The event goes on without the field; `_meta.enrich_failed` says why'
+block\t'The event waits for the service, retried without end: back-pressure instead of loss. A 4xx other than 429 still makes a dead letter (asking again will not help), and after a shutdown signal a failure does too, so that the run can end'"
+complete -c enrich -l concurrency -d 'Calls in flight at once across the stage, or auto: grown while the service\'s latency holds, halved when it rises or the service answers 429 or 503' -r
+complete -c enrich -l timeout -d 'The longest one call may take, from connecting to the last byte of its answer' -r
+complete -c enrich -l retries -d 'Calls again after no connection, a timeout, a 5xx or a 429 (a 429\'s or 503\'s Retry-After is honoured), waiting 100 ms, 200 ms, … up to 5 s, each wait jittered. Other 4xx answers are not retried' -r
+complete -c enrich -l breaker-failures -d 'Consecutive failed calls that open the circuit breaker of a service (per host): while open, no call is made' -r
+complete -c enrich -l breaker-rate -d 'The share of failed calls (0 to 1) over --breaker-window that opens the breaker too (counted once 20 calls were made in the window)' -r
+complete -c enrich -l breaker-window -d 'The window of --breaker-rate' -r
+complete -c enrich -l breaker-cooldown -d 'How long an open breaker makes no call; then one probe call is made (half-open), and its success closes the breaker' -r
+complete -c enrich -l cache-size -d 'Keep up to N answers (least recently used out first); 0 keeps none. Calls for the same request are shared while out, kept or not' -r
+complete -c enrich -l cache-ttl -d 'How long a kept answer is used' -r
+complete -c enrich -l negative-ttl -d 'How long a kept not-found answer is used' -r
+complete -c enrich -l rate-limit -d 'At most N calls per second across the stage (N/s, or N/m), a token bucket that lets a burst of one second\'s calls through' -r
 complete -c enrich -l dead-letter -d 'Append rejected records to PATH as NDJSON, one record per reject, with the stage, reason, line, source, the raw input (first 8 KiB) and the metadata field. `-` means stderr. Several stages may share one file. Without it, rejects are counted, summarised on stderr, and the exit code is 65' -r
 complete -c enrich -l max-line-bytes -d 'Longest accepted input line, without its line ending. Longer lines become dead letters; they are never held in memory whole. Accepts K, M, G suffixes (powers of 1024)' -r
 complete -c enrich -l meta-field -d 'Name of the reserved top-level field holding origin metadata (source, topic, partition, offset, ...). Stages pass it through untouched; validation and jq never see it' -r

@@ -14,8 +14,9 @@
 //! pipeline with either) runs in the background, in a process group of its own, while the
 //! rest of its block runs ("in another terminal"); then the whole group gets SIGTERM, as
 //! Ctrl-C would give it, and must exit 0. The liberties taken: `127.0.0.1:8080` becomes a
-//! free port, `127.0.0.1:9092` the test broker, the topic `orders` one of the test's own,
-//! and an exported `DATABASE_URL` or `KAFKA_BROKERS` the test's servers.
+//! free port, `127.0.0.1:9092` the test broker, `127.0.0.1:8081` a users service the test
+//! starts (`GET /users/ID` answers `{"id":"ID","name":"user ID"}`), the topic `orders` one
+//! of the test's own, and an exported `DATABASE_URL` or `KAFKA_BROKERS` the test's servers.
 //!
 //! The set-up block is checked apart: `scripts/demo` runs twice with the binaries under
 //! test (`NDPIPE_BIN_DIR`), the second run storing nothing new, and `.ci/run` calls
@@ -94,6 +95,8 @@ struct Shell {
     env: HashMap<String, String>,
     /// The test's topic, standing for `orders`.
     topic: String,
+    /// The test's users service (`/users/{id}`), standing for `127.0.0.1:8081`.
+    users: String,
 }
 
 impl Shell {
@@ -103,6 +106,7 @@ impl Shell {
         command
             .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"))
             .replace("127.0.0.1:9092", broker)
+            .replace("127.0.0.1:8081", &self.users)
             .replace("--topic orders", &format!("--topic {}", self.topic))
     }
 
@@ -242,6 +246,8 @@ struct Setting {
     pg: Pg,
     broker: Broker,
     shell: Shell,
+    /// Kept for `shell.users`: serves until dropped.
+    _users: crate::enrich_http::Service,
 }
 
 impl Setting {
@@ -260,7 +266,9 @@ impl Setting {
         produce_lines(&p, &topic, &orders);
         rdkafka::producer::Producer::flush(&p, Duration::from_secs(60)).unwrap();
         let bins = Path::new(&bin("validate")).parent().unwrap().to_owned();
+        let users = crate::enrich_http::Service::start();
         let shell = Shell {
+            users: format!("127.0.0.1:{}", users.port),
             dir: dir.root().to_owned(),
             env: HashMap::from([(
                 "PATH".to_owned(),
@@ -273,6 +281,7 @@ impl Setting {
             pg,
             broker,
             shell,
+            _users: users,
         }
     }
 
@@ -444,6 +453,12 @@ fn every_readme_example_runs_as_written() {
             assert!(stamped.iter().all(|v| v["env"] == "prod"
                 && v["processed_at"].is_string()
                 && v["key"].is_string()));
+        } else if c("> with_users.ndjson") {
+            let out = lines_json(&read("with_users.ndjson"));
+            assert_eq!(out.len(), events.len(), "each event looked up");
+            assert!(out
+                .iter()
+                .all(|v| v["user"]["name"] == format!("user {}", v["user_id"]).as_str()));
         } else if c("--jq '.tags[] as $t | {id, user, tag: $t}'") {
             let out = lines_json(stdout);
             assert_eq!(out.len(), 3);
@@ -687,6 +702,13 @@ fn every_help_example_runs_as_written() {
                             .count()
                             > 900
                     );
+                }
+                "enrich" if c("--http") => {
+                    let out = lines_json(stdout);
+                    assert_eq!(out.len(), events.len(), "each looked up");
+                    assert!(out
+                        .iter()
+                        .all(|v| v["user"]["name"] == format!("user {}", v["user_id"]).as_str()));
                 }
                 "enrich" if c("payment") => {
                     let out = lines_json(stdout);

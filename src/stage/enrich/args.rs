@@ -20,9 +20,10 @@ Examples:
     enrich --lookup users.csv --on user_id --prefix user. \\
       --dead-letter rejects.ndjson < events.ndjson
 
-  Look each user up in a service, 64 calls at most, answers kept 5 minutes:
-    enrich --http 'http://127.0.0.1:8081/users/{user_id}' --into user \\
-      --concurrency 64 --cache-size 10000 --cache-ttl 5m \\
+  Look users up in a service, answers kept 5 minutes:
+    enrich --http 'http://127.0.0.1:8081/users/{user_id}' \\
+      --into user --concurrency 64 \\
+      --cache-size 10000 --cache-ttl 5m \\
       --dead-letter rejects.ndjson < events.ndjson
 
   Reshape with jq; an event may give several, or none:

@@ -126,7 +126,7 @@ pub struct RemoteArgs {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration, requires = "http")]
     pub breaker_cooldown: Duration,
 
-    /// Keep up to N answers (least recently used out first) [default: 0, none kept].
+    /// Keep up to N answers (least recently used out first); 0 keeps none.
     /// Calls for the same request are shared while out, kept or not.
     #[arg(long, value_name = "N", default_value_t = 0, requires = "http")]
     pub cache_size: usize,
