@@ -74,6 +74,9 @@ impl Configured for enrich::Config {
 
     fn open(self: Box<Self>) -> BoxFuture<'static, Result<Opened>> {
         Box::pin(async move {
+            if let Some(remote) = &self.remote {
+                remote.check().await?;
+            }
             let outcomes = self
                 .remote
                 .clone()

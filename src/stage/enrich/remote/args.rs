@@ -14,8 +14,8 @@ use super::concurrency::Setting;
 /// What a lookup that failed does to its event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum OnFailure {
-    /// The event is a dead letter (kind enrich_http, or circuit_open while the breaker is
-    /// open), with the status or error.
+    /// The event is a dead letter (kind enrich_http or enrich_sql, or circuit_open while
+    /// the breaker is open), with the status or error.
     Dlq,
     /// The event goes on without the field; `_meta.enrich_failed` says why.
     Pass,
@@ -25,7 +25,7 @@ pub enum OnFailure {
     Block,
 }
 
-/// What a not-found answer (HTTP 404) does.
+/// What a not-found answer (HTTP 404, no row) does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum NotFound {
     /// The event is a dead letter.
@@ -35,17 +35,50 @@ pub enum NotFound {
 }
 
 #[derive(Args, Clone, Debug)]
-#[command(next_help_heading = "Lookups in an HTTP service")]
+#[command(next_help_heading = "Lookups in an HTTP service or PostgreSQL")]
 pub struct RemoteArgs {
     /// For each event, call URL and set --into to the JSON answer. `{path}` is replaced by
     /// the event's field, percent-encoded (https://svc/users/{user_id}); an event
     /// without the field is a dead letter (kind missing_field).
-    #[arg(long, value_name = "URL", requires = "into")]
+    #[arg(long, value_name = "URL", group = "remote", requires = "into")]
     pub http: Option<String>,
+
+    /// For each event, run QUERY in PostgreSQL as a prepared statement, `$1`, `$2`, … being
+    /// the --sql-args fields, and set --into to its first row as an object (--sql-rows
+    /// all: every row, in an array). No row is not found (--not-found). The database:
+    /// --database-url, DATABASE_URL or the PG* variables, as persist takes them.
+    #[arg(long, value_name = "QUERY", group = "remote", requires = "into")]
+    pub sql: Option<String>,
+
+    /// The event fields bound to $1, $2, … of --sql, comma-separated, in order; each in
+    /// text form, read as the type the query gives it (a JSON null is NULL). An event
+    /// without one is a dead letter (kind missing_field).
+    #[arg(
+        long,
+        value_name = "F1,F2,...",
+        value_delimiter = ',',
+        requires = "sql"
+    )]
+    pub sql_args: Vec<FieldPath>,
+
+    /// Which rows of --sql make the answer.
+    #[arg(
+        long,
+        value_name = "WHICH",
+        value_enum,
+        default_value = "first",
+        requires = "sql"
+    )]
+    pub sql_rows: super::sql::Rows,
+
+    /// The PostgreSQL of --sql: a URL (postgres://user:pass@host:port/db?sslmode=require)
+    /// or libpq key=value pairs.
+    #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    pub database_url: Option<String>,
 
     /// Where the answer goes: a field path, set as --set sets (the rest of the event
     /// keeps its bytes).
-    #[arg(long, value_name = "FIELD", requires = "http")]
+    #[arg(long, value_name = "FIELD", requires = "remote")]
     pub into: Option<FieldPath>,
 
     /// The method of the call.
@@ -71,14 +104,14 @@ pub struct RemoteArgs {
     #[arg(long, value_name = "FILE", requires = "http")]
     pub http_ca: Option<PathBuf>,
 
-    /// What a 404 does: dlq (a dead letter, kind enrich_http), or null (the field is set
-    /// to null).
+    /// What a not-found answer (an HTTP 404, no row for --sql) does: dlq (a dead letter,
+    /// kind enrich_http or enrich_sql), or null (the field is set to null).
     #[arg(
         long,
         value_name = "WHAT",
         value_enum,
         default_value = "dlq",
-        requires = "http"
+        requires = "remote"
     )]
     pub not_found: NotFound,
 
@@ -88,60 +121,66 @@ pub struct RemoteArgs {
         value_name = "WHAT",
         value_enum,
         default_value = "dlq",
-        requires = "http"
+        requires = "remote"
     )]
     pub on_failure: OnFailure,
 
     /// Calls in flight at once across the stage, or auto: grown while the service's
     /// latency holds, halved when it rises or the service answers 429 or 503.
-    #[arg(long, value_name = "N|auto", default_value = "auto", requires = "http")]
+    #[arg(
+        long,
+        value_name = "N|auto",
+        default_value = "auto",
+        requires = "remote"
+    )]
     pub concurrency: Setting,
 
     /// The longest one call may take, from connecting to the last byte of its answer.
-    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration, requires = "http")]
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration, requires = "remote")]
     pub timeout: Duration,
 
     /// Calls again after no connection, a timeout, a 5xx or a 429 (a 429's or 503's
-    /// Retry-After is honoured), waiting 100 ms, 200 ms, … up to 5 s, each wait
-    /// jittered. Other 4xx answers are not retried.
-    #[arg(long, value_name = "N", default_value_t = 2, requires = "http")]
+    /// Retry-After is honoured), or a database shutting down or overloaded, waiting
+    /// 100 ms, 200 ms, … up to 5 s, each wait jittered. Other 4xx answers and other SQL
+    /// errors are not retried.
+    #[arg(long, value_name = "N", default_value_t = 2, requires = "remote")]
     pub retries: u32,
 
-    /// Consecutive failed calls that open the circuit breaker of a service (per host):
-    /// while open, no call is made.
-    #[arg(long, value_name = "N", default_value_t = 5, value_parser = parse_count, requires = "http")]
+    /// Consecutive failed calls that open the circuit breaker of a service (per host, or
+    /// the database): while open, no call is made.
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = parse_count, requires = "remote")]
     pub breaker_failures: usize,
 
     /// The share of failed calls (0 to 1) over --breaker-window that opens the breaker
     /// too (counted once 20 calls were made in the window).
-    #[arg(long, value_name = "SHARE", default_value_t = 0.5, value_parser = parse_share, requires = "http")]
+    #[arg(long, value_name = "SHARE", default_value_t = 0.5, value_parser = parse_share, requires = "remote")]
     pub breaker_rate: f64,
 
     /// The window of --breaker-rate.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration, requires = "http")]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration, requires = "remote")]
     pub breaker_window: Duration,
 
     /// How long an open breaker makes no call; then one probe call is made (half-open),
     /// and its success closes the breaker.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration, requires = "http")]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration, requires = "remote")]
     pub breaker_cooldown: Duration,
 
     /// Keep up to N answers (least recently used out first); 0 keeps none.
     /// Calls for the same request are shared while out, kept or not.
-    #[arg(long, value_name = "N", default_value_t = 0, requires = "http")]
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "remote")]
     pub cache_size: usize,
 
     /// How long a kept answer is used.
-    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration, requires = "http")]
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration, requires = "remote")]
     pub cache_ttl: Duration,
 
     /// How long a kept not-found answer is used.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration, requires = "http")]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration, requires = "remote")]
     pub negative_ttl: Duration,
 
     /// At most N calls per second across the stage (N/s, or N/m), a token bucket that
     /// lets a burst of one second's calls through.
-    #[arg(long, value_name = "N/s", value_parser = parse_rate, requires = "http")]
+    #[arg(long, value_name = "N/s", value_parser = parse_rate, requires = "remote")]
     pub rate_limit: Option<Rate>,
 }
 

@@ -4,7 +4,8 @@
 //! Series (labelled `component`):
 //! - `ndpipe_enrich_calls_total{outcome}`: calls made, by outcome: `ok`, `not_found`,
 //!   `client_error` (4xx), `server_error` (5xx), `throttled` (429), `timeout`,
-//!   `connect_error`, `transport_error`, `bad_answer`.
+//!   `connect_error`, `transport_error`, `bad_answer`, `query_error` (PostgreSQL refused
+//!   the query).
 //! - `ndpipe_enrich_retries_total`; `ndpipe_enrich_short_circuited_total` (lookups failed
 //!   at once by an open breaker, no call made).
 //! - `ndpipe_enrich_cache_hits_total` (answers kept), `ndpipe_enrich_cache_misses_total`
@@ -101,6 +102,13 @@ figure!(
     Some("bad answers")
 );
 figure!(
+    QUERY_ERROR,
+    "ndpipe_enrich_calls_total",
+    Counter,
+    Some(("outcome", "query_error")),
+    Some("query errors")
+);
+figure!(
     RETRIES,
     "ndpipe_enrich_retries_total",
     Counter,
@@ -175,7 +183,7 @@ impl Lazy {
 pub struct Counts {
     tally: Tally,
     component: &'static str,
-    figures: [Lazy; 17],
+    figures: [Lazy; 18],
     duration: metrics::Histogram,
 }
 
@@ -191,6 +199,7 @@ enum Of {
     ConnectError,
     TransportError,
     BadAnswer,
+    QueryError,
     Retries,
     ShortCircuited,
     Hits,
@@ -221,6 +230,7 @@ impl Counts {
                 Lazy::new(&CONNECT_ERROR),
                 Lazy::new(&TRANSPORT_ERROR),
                 Lazy::new(&BAD_ANSWER),
+                Lazy::new(&QUERY_ERROR),
                 Lazy::new(&RETRIES),
                 Lazy::new(&SHORT_CIRCUITED),
                 Lazy::new(&HITS),
@@ -257,6 +267,7 @@ impl Counts {
             Err(Failure::Transport(_)) => Of::TransportError,
             Err(Failure::BadAnswer(_)) => Of::BadAnswer,
             Err(Failure::Open(_)) => Of::ShortCircuited,
+            Err(Failure::Query { .. }) => Of::QueryError,
         };
         self.add(of, 1);
     }

@@ -1,15 +1,18 @@
-//! Lookups in an external service: `enrich --http URL --into FIELD`.
+//! Lookups in an external service: `enrich --http URL --into FIELD`, or in PostgreSQL,
+//! `enrich --sql QUERY --sql-args F1,F2 --into FIELD`.
 //!
-//! Every event's request is built from its fields ([`template`]); the answer is set at
+//! Every event's request is built from its fields ([`template`], or the `--sql-args`
+//! values); the answer is set at
 //! `--into` by the same splice as `--set`. Calls are async, many at once across the
 //! stage ([`concurrency`]: a fixed count or AIMD), and on their way out each passes, in
 //! this order: the answers kept and the calls already out for the same request
 //! ([`cache`]), the service's circuit breaker ([`breaker`]), the rate limit (a token
 //! bucket, `governor`), the concurrency limit; then the call itself ([`http`]) with its
 //! timeout, retried with capped, jittered exponential backoff (`backon`) while the
-//! failure may pass. What a failed lookup does is `--on-failure`'s choice.
+//! failure may pass. What a failed lookup does is `--on-failure`'s choice. The two
+//! backends ([`http`], [`sql`]) share everything but the call.
 //!
-//! Files: `args` (flags), `template`, `http` (the call), `cache`, `breaker`,
+//! Files: `args` (flags), `template`, `http` and `sql` (the call), `cache`, `breaker`,
 //! `concurrency`, `counts` (what the stage counts and logs); this file builds the lookup
 //! from the flags and runs one batch's lookups.
 
@@ -32,6 +35,7 @@ pub mod cache;
 pub mod concurrency;
 pub mod counts;
 pub mod http;
+pub mod sql;
 pub mod template;
 
 pub use args::{NotFound, OnFailure, Rate, RemoteArgs};
@@ -41,6 +45,7 @@ use breaker::Breaker;
 use cache::Cache;
 use concurrency::{Limiter, Setting};
 use http::Http;
+use sql::Sql;
 use template::{Fill, Template};
 
 /// The first wait before a retry; doubled each time, up to [`RETRY_MAX_WAIT`], each
@@ -77,6 +82,12 @@ pub enum Failure {
     BadAnswer(String),
     /// The service's breaker is open: no call was made.
     Open(String),
+    /// PostgreSQL refused the query (with its SQLSTATE); `retryable` for a server
+    /// shutting down, out of resources, or a serialization failure.
+    Query {
+        reason: String,
+        retryable: bool,
+    },
 }
 
 impl Failure {
@@ -86,6 +97,7 @@ impl Failure {
             Failure::Status { code, .. } => *code >= 500 || *code == 429,
             Failure::Timeout | Failure::Connect(_) | Failure::Transport(_) => true,
             Failure::BadAnswer(_) | Failure::Open(_) => false,
+            Failure::Query { retryable, .. } => *retryable,
         }
     }
 
@@ -112,11 +124,11 @@ impl Failure {
         }
     }
 
-    /// The dead letter's kind.
-    fn kind(&self) -> &'static str {
+    /// The dead letter's kind, `lookup` being the backend's (`enrich_http`, `enrich_sql`).
+    fn kind(&self, lookup: &'static str) -> &'static str {
         match self {
             Failure::Open(_) => "circuit_open",
-            _ => "enrich_http",
+            _ => lookup,
         }
     }
 
@@ -128,6 +140,7 @@ impl Failure {
             Failure::Transport(e) => e.clone(),
             Failure::BadAnswer(e) => e.clone(),
             Failure::Open(service) => format!("the circuit breaker of {service} is open"),
+            Failure::Query { reason, .. } => reason.clone(),
         }
     }
 }
@@ -143,18 +156,43 @@ pub enum Looked {
 
 /// One event's request.
 struct Request {
+    /// What the cache and single-flight know it by.
     key: Arc<str>,
-    url: String,
-    body: Option<String>,
+    call: Call,
     breaker: Arc<Breaker>,
+}
+
+enum Call {
+    Http {
+        url: String,
+        body: Option<String>,
+    },
+    /// The `--sql-args` values, in text form (`None`: NULL).
+    Sql {
+        params: Vec<Option<String>>,
+    },
+}
+
+/// Where the calls go.
+enum Backend {
+    Http {
+        http: Http,
+        url: Template,
+        body: Option<Template>,
+    },
+    Sql {
+        /// Boxed: its connection settings are most of its size, and one is made per stage.
+        sql: Box<Sql>,
+        args: Vec<FieldPath>,
+    },
 }
 
 /// The lookup, as built from the flags.
 pub struct Remote {
     pub into: FieldPath,
-    url: Template,
-    body: Option<Template>,
-    http: Http,
+    backend: Backend,
+    /// The dead letters' kind: `enrich_http` or `enrich_sql`.
+    kind: &'static str,
     on_failure: OnFailure,
     not_found: NotFound,
     timeout: Duration,
@@ -171,44 +209,21 @@ pub struct Remote {
 }
 
 impl Remote {
-    /// `None` without `--http`.
+    /// `None` without `--http` or `--sql`.
     pub fn from_args(args: &RemoteArgs, meta: &str) -> Result<Option<Remote>> {
-        let (Some(url), Some(into)) = (&args.http, &args.into) else {
+        let Some(into) = &args.into else {
             return Ok(None);
         };
-        let template = |flag: &str, text: &str| {
-            Template::parse(text).map_err(|e| Error::usage(format!("{flag}: {e}")))
-        };
-        let url = template("--http", url)?;
-        if !url.prefix().starts_with("http://") && !url.prefix().starts_with("https://") {
-            return Err(Error::usage(format!(
-                "--http {url}: the URL must start with http:// or https://"
-            )));
-        }
-        for field in url.fields() {
-            if field.first() == meta {
-                return Err(Error::usage(format!(
-                    "--http: {field} is in the metadata field, which lookups do not read"
-                )));
-            }
-        }
         if into.first() == meta {
             return Err(Error::usage(format!(
                 "--into {into}: the metadata field {meta} is not changed by enrich"
             )));
         }
-        let body = args
-            .http_body
-            .as_deref()
-            .map(|b| template("--http-body", b))
-            .transpose()?;
-        let http = Http::new(
-            &args.http_method,
-            &args.headers,
-            args.http_select.clone(),
-            args.timeout,
-            args.http_ca.as_deref(),
-        )?;
+        let (backend, kind) = match (&args.http, &args.sql) {
+            (Some(url), _) => (Self::http(args, url, meta)?, "enrich_http"),
+            (None, Some(query)) => (Self::sql(args, query, meta)?, "enrich_sql"),
+            (None, None) => return Ok(None),
+        };
         let rate = args.rate_limit.map(|rate| {
             let calls = NonZeroU32::new(rate.calls).expect("parsed as 1 or more");
             let quota = if rate.per == Duration::from_secs(60) {
@@ -220,9 +235,8 @@ impl Remote {
         });
         Ok(Some(Remote {
             into: into.clone(),
-            url,
-            body,
-            http,
+            backend,
+            kind,
             on_failure: args.on_failure,
             not_found: args.not_found,
             timeout: args.timeout,
@@ -243,21 +257,113 @@ impl Remote {
         }))
     }
 
+    fn http(args: &RemoteArgs, url: &str, meta: &str) -> Result<Backend> {
+        let template = |flag: &str, text: &str| {
+            Template::parse(text).map_err(|e| Error::usage(format!("{flag}: {e}")))
+        };
+        let url = template("--http", url)?;
+        if !url.prefix().starts_with("http://") && !url.prefix().starts_with("https://") {
+            return Err(Error::usage(format!(
+                "--http {url}: the URL must start with http:// or https://"
+            )));
+        }
+        for field in url.fields() {
+            if field.first() == meta {
+                return Err(Error::usage(format!(
+                    "--http: {field} is in the metadata field, which lookups do not read"
+                )));
+            }
+        }
+        let body = args
+            .http_body
+            .as_deref()
+            .map(|b| template("--http-body", b))
+            .transpose()?;
+        let http = Http::new(
+            &args.http_method,
+            &args.headers,
+            args.http_select.clone(),
+            args.timeout,
+            args.http_ca.as_deref(),
+        )?;
+        Ok(Backend::Http { http, url, body })
+    }
+
+    fn sql(args: &RemoteArgs, query: &str, meta: &str) -> Result<Backend> {
+        for field in &args.sql_args {
+            if field.first() == meta {
+                return Err(Error::usage(format!(
+                    "--sql-args: {field} is in the metadata field, which lookups do not read"
+                )));
+            }
+        }
+        // Connecting is bounded by the call's timeout too; this is the driver's own.
+        let spec = crate::postgres::ConnectSpec::from_env(
+            args.database_url.as_deref(),
+            args.timeout,
+            "ndpipe enrich",
+        )?
+        .ok_or_else(|| {
+            Error::usage(
+                "--sql needs a PostgreSQL database: --database-url, DATABASE_URL or the PG* variables",
+            )
+        })?;
+        Ok(Backend::Sql {
+            sql: Box::new(Sql::new(spec, query, args.sql_rows)?),
+            args: args.sql_args.clone(),
+        })
+    }
+
+    /// What has to hold before the run: the SQL query is one the server takes, with as
+    /// many parameters as `--sql-args` gives.
+    pub async fn check(&self) -> Result<()> {
+        match &self.backend {
+            Backend::Http { .. } => Ok(()),
+            Backend::Sql { sql, args } => sql.check(args.len()).await,
+        }
+    }
+
     /// Its settings, a line each, as `--explain` prints them (credentials redacted).
     pub fn explain(&self) -> Vec<String> {
-        let body = self
-            .body
-            .as_ref()
-            .map_or(String::new(), |b| format!(" with body {b}"));
-        let mut lines = vec![format!(
-            "http {} {}{body} into {}",
-            self.http.method,
-            crate::redact::text(&self.url.to_string()).into_owned(),
-            self.into
-        )];
-        for header in self.http.shown_headers() {
-            lines.push(format!("header {header}"));
-        }
+        let mut lines = Vec::new();
+        let per = match &self.backend {
+            Backend::Http { http, url, body } => {
+                let body = body
+                    .as_ref()
+                    .map_or(String::new(), |b| format!(" with body {b}"));
+                lines.push(format!(
+                    "http {} {}{body} into {}",
+                    http.method,
+                    crate::redact::text(&url.to_string()),
+                    self.into
+                ));
+                for header in http.shown_headers() {
+                    lines.push(format!("header {header}"));
+                }
+                "host"
+            }
+            Backend::Sql { sql, args } => {
+                let args: Vec<String> = args
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| format!("${}={a}", i + 1))
+                    .collect();
+                lines.push(format!(
+                    "sql {:?} with {} into {} ({} row{})",
+                    sql.query,
+                    if args.is_empty() {
+                        "no arguments".to_owned()
+                    } else {
+                        args.join(", ")
+                    },
+                    self.into,
+                    word(sql.rows),
+                    if sql.rows == sql::Rows::All { "s" } else { "" }
+                ));
+                lines.push(format!("database {}", sql.service()));
+                "database"
+            }
+        };
         let concurrency = match self.setting {
             Setting::Auto => format!("concurrency auto (1 to {})", concurrency::AUTO_MAX),
             Setting::Fixed(n) => format!("concurrency {n}"),
@@ -269,7 +375,7 @@ impl Remote {
         ));
         let b = &self.breaker;
         lines.push(format!(
-            "breaker per host: {} failures in a row or over {} % of {} calls or more in {}, cooldown {}",
+            "breaker per {per}: {} failures in a row or over {} % of {} calls or more in {}, cooldown {}",
             b.failures,
             b.rate * 100.0,
             breaker::MIN_CALLS,
@@ -349,38 +455,62 @@ impl Remote {
     }
 
     fn request(&self, event: &mut Event, meta: &str) -> std::result::Result<Request, Reject> {
-        let mut url = String::with_capacity(self.url.prefix().len() + 32);
-        self.url.render(event, meta, Fill::Url, &mut url)?;
-        let body = match &self.body {
-            Some(t) => {
-                let mut body = String::new();
-                t.render(event, meta, Fill::Json, &mut body)?;
-                Some(body)
+        let (key, call, breaker): (Arc<str>, Call, Arc<Breaker>) = match &self.backend {
+            Backend::Http { http, url, body } => {
+                let mut rendered = String::with_capacity(url.prefix().len() + 32);
+                url.render(event, meta, Fill::Url, &mut rendered)?;
+                let body = match body {
+                    Some(t) => {
+                        let mut b = String::new();
+                        t.render(event, meta, Fill::Json, &mut b)?;
+                        Some(b)
+                    }
+                    None => None,
+                };
+                let key = match &body {
+                    Some(b) => format!("{} {rendered}\n{b}", http.method).into(),
+                    None => format!("{} {rendered}", http.method).into(),
+                };
+                let breaker = self.breaker_of(authority(&rendered));
+                (
+                    key,
+                    Call::Http {
+                        url: rendered,
+                        body,
+                    },
+                    breaker,
+                )
             }
-            None => None,
-        };
-        let key: Arc<str> = match &body {
-            Some(b) => format!("{} {url}\n{b}", self.http.method).into(),
-            None => format!("{} {url}", self.http.method).into(),
-        };
-        let service = authority(&url);
-        let breaker = {
-            let mut breakers = self.breakers.lock().expect("not poisoned");
-            match breakers.get(service) {
-                Some(b) => b.clone(),
-                None => {
-                    let b = Arc::new(Breaker::new(service.to_owned(), self.breaker));
-                    breakers.insert(service.to_owned(), b.clone());
-                    b
+            Backend::Sql { sql, args } => {
+                let mut params = Vec::with_capacity(args.len());
+                for path in args {
+                    let Some(raw) = event.get(path, meta) else {
+                        return Err(Reject::new(
+                            "missing_field",
+                            format!("no field {path} for the lookup"),
+                        ));
+                    };
+                    params.push(sql::param(raw));
                 }
+                // The values as a JSON array: distinct for distinct arguments.
+                let key = serde_json::to_string(&params).expect("strings").into();
+                (key, Call::Sql { params }, self.breaker_of(sql.service()))
             }
         };
-        Ok(Request {
-            key,
-            url,
-            body,
-            breaker,
-        })
+        Ok(Request { key, call, breaker })
+    }
+
+    /// The breaker of `service`, made at its first call.
+    fn breaker_of(&self, service: &str) -> Arc<Breaker> {
+        let mut breakers = self.breakers.lock().expect("not poisoned");
+        match breakers.get(service) {
+            Some(b) => b.clone(),
+            None => {
+                let b = Arc::new(Breaker::new(service.to_owned(), self.breaker));
+                breakers.insert(service.to_owned(), b.clone());
+                b
+            }
+        }
     }
 
     /// What an outcome does to its event.
@@ -399,10 +529,14 @@ impl Remote {
             Ok(Answer::NotFound) => match self.not_found {
                 NotFound::Null => return Ok(Looked::Set("null".into())),
                 NotFound::Dlq => {
+                    let what = match self.backend {
+                        Backend::Http { .. } => "404 Not Found",
+                        Backend::Sql { .. } => "no row",
+                    };
                     return Err(Reject::new(
-                        "enrich_http",
-                        format!("{}: 404 Not Found", self.shown(request)),
-                    ))
+                        self.kind,
+                        format!("{}: {what}", self.shown(request)),
+                    ));
                 }
             },
             Err(failure) => failure,
@@ -414,13 +548,47 @@ impl Remote {
         let why = format!("{}: {}", self.shown(request), failure.reason(self.timeout));
         match self.on_failure {
             OnFailure::Pass => Ok(Looked::Failed(why)),
-            OnFailure::Dlq | OnFailure::Block => Err(Reject::new(failure.kind(), why)),
+            OnFailure::Dlq | OnFailure::Block => Err(Reject::new(failure.kind(self.kind), why)),
         }
     }
 
     /// A request as messages show it.
     fn shown(&self, request: &Request) -> String {
-        format!("{} {}", self.http.method, crate::redact::text(&request.url))
+        match (&self.backend, &request.call) {
+            (Backend::Http { http, .. }, Call::Http { url, .. }) => {
+                format!("{} {}", http.method, crate::redact::text(url))
+            }
+            (_, Call::Sql { params }) => {
+                let args: Vec<String> = params
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| match p {
+                        Some(v) => format!("${}={v:?}", i + 1),
+                        None => format!("${}=NULL", i + 1),
+                    })
+                    .collect();
+                format!("query with {}", args.join(", "))
+            }
+            (Backend::Sql { .. }, Call::Http { .. }) => {
+                unreachable!("an HTTP call of a SQL lookup")
+            }
+        }
+    }
+
+    /// One call to the backend.
+    async fn call_once(&self, call: &Call) -> std::result::Result<Answer, Failure> {
+        match (&self.backend, call) {
+            (Backend::Http { http, .. }, Call::Http { url, body }) => {
+                http.call(url, body.as_deref()).await
+            }
+            (Backend::Sql { sql, .. }, Call::Sql { params }) => {
+                // The driver has no timeout of its own for a query.
+                tokio::time::timeout(self.timeout, sql.call(params))
+                    .await
+                    .unwrap_or(Err(Failure::Timeout))
+            }
+            _ => unreachable!("a request is built by its backend"),
+        }
     }
 
     /// One request's call: through the breaker, the rate limit and the concurrency
@@ -473,7 +641,7 @@ impl Remote {
                 bucket.until_ready().await;
             }
             let sent = Instant::now();
-            let result = self.http.call(&request.url, request.body.as_deref()).await;
+            let result = self.call_once(&request.call).await;
             let took = sent.elapsed();
             let (overloaded, timed) = match &result {
                 Ok(_) => (false, true),
