@@ -11,21 +11,26 @@ complete -c enrich -l jq-max-outputs -d 'The most outputs the jq program may giv
 complete -c enrich -l workers -d 'Batches enriched at once, in parallel on one thread per core (with --jq, on threads of their own, which wait for jq); output order is kept [default: twice the number of cores, so that a core always has a batch to work on while others wait to be sent on in order]' -r
 complete -c enrich -l metrics-listen -d 'Serve GET /metrics (Prometheus text), /ready (503 naming an open circuit breaker) and /health on ADDR (such as 127.0.0.1:9598)' -r
 complete -c enrich -l http -d 'For each event, call URL and set --into to the JSON answer. `{path}` is replaced by the event\'s field, percent-encoded (https://svc/users/{user_id}); an event without the field is a dead letter (kind missing_field)' -r
+complete -c enrich -l sql -d 'For each event, run QUERY in PostgreSQL as a prepared statement, `$1`, `$2`, … being the --sql-args fields, and set --into to its first row as an object (--sql-rows all: every row, in an array). No row is not found (--not-found). The database: --database-url, DATABASE_URL or the PG* variables, as persist takes them' -r
+complete -c enrich -l sql-args -d 'The event fields bound to $1, $2, … of --sql, comma-separated, in order; each in text form, read as the type the query gives it (a JSON null is NULL). An event without one is a dead letter (kind missing_field)' -r
+complete -c enrich -l sql-rows -d 'Which rows of --sql make the answer' -r -f -a "first\t'The first row, as an object'
+all\t'Every row, as an array of objects'"
+complete -c enrich -l database-url -d 'The PostgreSQL of --sql: a URL (postgres://user:pass@host:port/db?sslmode=require) or libpq key=value pairs' -r
 complete -c enrich -l into -d 'Where the answer goes: a field path, set as --set sets (the rest of the event keeps its bytes)' -r
 complete -c enrich -l http-method -d 'The method of the call' -r
 complete -c enrich -l http-body -d 'A JSON body to send (Content-Type: application/json); `{path}` is replaced by the field\'s JSON value: \'{"ids": [{user_id}]}\'' -r
 complete -c enrich -l header -d 'A header sent with every call, \'Name: value\'; $VAR and ${VAR} are taken from the environment (\'Authorization: Bearer $TOKEN\'). Repeatable. Credentials never show in --explain or logs' -r
 complete -c enrich -l http-select -d 'Keep only this part of the answer (a field path into it; null when absent)' -r
 complete -c enrich -l http-ca -d 'PEM certificates to trust for HTTPS besides the system\'s' -r -F
-complete -c enrich -l not-found -d 'What a 404 does: dlq (a dead letter, kind enrich_http), or null (the field is set to null)' -r -f -a "dlq\t'The event is a dead letter'
+complete -c enrich -l not-found -d 'What a not-found answer (an HTTP 404, no row for --sql) does: dlq (a dead letter, kind enrich_http or enrich_sql), or null (the field is set to null)' -r -f -a "dlq\t'The event is a dead letter'
 null\t'The field is set to null'"
-complete -c enrich -l on-failure -d 'What a failed lookup (after its retries) does: dlq, pass, or block' -r -f -a "dlq\t'The event is a dead letter (kind enrich_http, or circuit_open while the breaker is open), with the status or error'
+complete -c enrich -l on-failure -d 'What a failed lookup (after its retries) does: dlq, pass, or block' -r -f -a "dlq\t'The event is a dead letter (kind enrich_http or enrich_sql, or circuit_open while the breaker is open), with the status or error'
 pass\t'The event goes on without the field; `_meta.enrich_failed` says why'
 block\t'The event waits for the service, retried without end: back-pressure instead of loss. A 4xx other than 429 still makes a dead letter (asking again will not help), and after a shutdown signal a failure does too, so that the run can end'"
 complete -c enrich -l concurrency -d 'Calls in flight at once across the stage, or auto: grown while the service\'s latency holds, halved when it rises or the service answers 429 or 503' -r
 complete -c enrich -l timeout -d 'The longest one call may take, from connecting to the last byte of its answer' -r
-complete -c enrich -l retries -d 'Calls again after no connection, a timeout, a 5xx or a 429 (a 429\'s or 503\'s Retry-After is honoured), waiting 100 ms, 200 ms, … up to 5 s, each wait jittered. Other 4xx answers are not retried' -r
-complete -c enrich -l breaker-failures -d 'Consecutive failed calls that open the circuit breaker of a service (per host): while open, no call is made' -r
+complete -c enrich -l retries -d 'Calls again after no connection, a timeout, a 5xx or a 429 (a 429\'s or 503\'s Retry-After is honoured), or a database shutting down or overloaded, waiting 100 ms, 200 ms, … up to 5 s, each wait jittered. Other 4xx answers and other SQL errors are not retried' -r
+complete -c enrich -l breaker-failures -d 'Consecutive failed calls that open the circuit breaker of a service (per host, or the database): while open, no call is made' -r
 complete -c enrich -l breaker-rate -d 'The share of failed calls (0 to 1) over --breaker-window that opens the breaker too (counted once 20 calls were made in the window)' -r
 complete -c enrich -l breaker-window -d 'The window of --breaker-rate' -r
 complete -c enrich -l breaker-cooldown -d 'How long an open breaker makes no call; then one probe call is made (half-open), and its success closes the breaker' -r

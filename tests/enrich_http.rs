@@ -201,7 +201,7 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// `enrich ARGS` with its stdin and stdout piped, stderr kept.
-fn spawn_enrich(dir: &Dir, args: &[&str]) -> Child {
+pub(crate) fn spawn_enrich(dir: &Dir, args: &[&str]) -> Child {
     std::process::Command::new(bin("enrich"))
         .args(args)
         .current_dir(dir.root())
@@ -214,7 +214,7 @@ fn spawn_enrich(dir: &Dir, args: &[&str]) -> Child {
 }
 
 /// The dead letters' kinds and reasons.
-fn dead_letters(dir: &Dir, name: &str) -> Vec<(String, String)> {
+pub(crate) fn dead_letters(dir: &Dir, name: &str) -> Vec<(String, String)> {
     values(&dir.read(name))
         .iter()
         .map(|d| {

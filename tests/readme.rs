@@ -459,6 +459,23 @@ fn every_readme_example_runs_as_written() {
             assert!(out
                 .iter()
                 .all(|v| v["user"]["name"] == format!("user {}", v["user_id"]).as_str()));
+        } else if c("> with_rows.ndjson") {
+            let out = lines_json(&read("with_rows.ndjson"));
+            assert_eq!(out.len(), events.iter().filter(|v| with_id(v)).count());
+            let stored = pg.sql("SELECT key FROM events");
+            let stored: BTreeSet<&str> = stored.lines().collect();
+            for v in &out {
+                let key = match &v["id"] {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                if stored.contains(key.as_str()) {
+                    assert!(v["stored"]["first_seen"].is_string(), "{v}");
+                } else {
+                    assert!(v["stored"].is_null(), "{v}");
+                }
+            }
+            assert!(out.iter().filter(|v| v["stored"].is_object()).count() > 900);
         } else if c("--jq '.tags[] as $t | {id, user, tag: $t}'") {
             let out = lines_json(stdout);
             assert_eq!(out.len(), 3);

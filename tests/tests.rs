@@ -10,6 +10,8 @@
 //! - `enrich_http`: `enrich --http` against a service the test starts: answers in order
 //!   with 64 calls out, templates, timeouts and the circuit breaker, retries, failure
 //!   modes, the cache and single flight, adaptive concurrency, `/metrics` and `/ready`.
+//! - `enrich_sql`: `enrich --sql` against PostgreSQL: rows as JSON, not found, refused
+//!   queries, `--explain`, a database restart mid-run with `--on-failure block`.
 //! - `ingest_file`: files read once and followed: appends, partial lines, rotation,
 //!   copytruncate, truncation, inode reuse, equal first lines, new and growing files,
 //!   compressed files, bad input, the checkpoint file across kill -9.
@@ -44,6 +46,7 @@ mod counts;
 mod docs;
 mod enrich;
 mod enrich_http;
+mod enrich_sql;
 mod faults;
 mod framing;
 mod ingest_file;
