@@ -1,11 +1,7 @@
-//! `enrich --sql`: lookups in the tests' PostgreSQL, and in a cluster of the test's own
-//! that is stopped and started again mid-run.
+//! `enrich --sql`: lookups in the tests' PostgreSQL. (A database restart mid-run is in
+//! the fault suite.)
 
-use std::io::Write;
-use std::time::{Duration, Instant};
-
-use crate::enrich_http::{dead_letters, spawn_enrich};
-use crate::persist::Cluster;
+use crate::enrich_http::dead_letters;
 use crate::util::*;
 
 const USERS: &str = "CREATE TABLE users (id int PRIMARY KEY, name text, tier text, tags text[], since timestamptz);
@@ -182,83 +178,4 @@ fn explain_shows_the_query_and_hides_the_password() {
         explained.contains("breaker per database: 5 failures in a row"),
         "{explained}"
     );
-}
-
-/// The database is stopped mid-run and started again 3 s later. With `--on-failure
-/// block` every event waits for it: all come out enriched, in order, and no dead letter
-/// is written. The breaker opened while it was down, and closed again.
-#[test]
-fn a_database_restart_mid_run_with_block_loses_nothing() {
-    let dir = Dir::new();
-    let cluster = Cluster::new();
-    let psql = |sql: &str| {
-        let o = std::process::Command::new("psql")
-            .args([&cluster.url(), "-qAtc", sql])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", err(&o));
-    };
-    psql("CREATE TABLE users AS SELECT i AS id, 'user ' || i AS name FROM generate_series(0, 999) AS i");
-    let mut child = spawn_enrich(
-        &dir,
-        &[
-            "--database-url",
-            &cluster.url(),
-            "--sql",
-            "SELECT name FROM users WHERE id = $1",
-            "--sql-args",
-            "n",
-            "--into",
-            "user",
-            "--on-failure",
-            "block",
-            "--timeout",
-            "1s",
-            "--breaker-cooldown",
-            "500ms",
-            "--dead-letter",
-            "dl.ndjson",
-        ],
-    );
-    let mut stdin = child.stdin.take().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut { stdout }, &mut text).unwrap();
-        text
-    });
-    let started = Instant::now();
-    for n in 0..1000 {
-        writeln!(stdin, "{{\"id\":\"e{n}\",\"n\":{n}}}").unwrap();
-        if n == 300 {
-            stdin.flush().unwrap();
-            std::thread::sleep(Duration::from_millis(300));
-            cluster.stop_immediate();
-        }
-        if n == 600 {
-            stdin.flush().unwrap();
-            std::thread::sleep(Duration::from_secs(3));
-            cluster.start();
-        }
-    }
-    drop(stdin);
-    let status = child.wait().unwrap();
-    let text = reader.join().unwrap();
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert!(status.success(), "{stderr}");
-    let got = values(&text);
-    assert_eq!(got.len(), 1000, "{stderr}");
-    for (n, v) in got.iter().enumerate() {
-        assert_eq!(v["id"], format!("e{n}").as_str());
-        assert_eq!(v["user"], serde_json::json!({"name": format!("user {n}")}));
-    }
-    assert!(
-        !dir.path("dl.ndjson").exists() || dir.read("dl.ndjson").is_empty(),
-        "{}",
-        dir.read("dl.ndjson")
-    );
-    assert!(stderr.contains("is open: no calls"), "{stderr}");
-    assert!(stderr.contains("is closed again"), "{stderr}");
-    assert!(started.elapsed() >= Duration::from_secs(3));
 }

@@ -11,7 +11,7 @@
 //!   with 64 calls out, templates, timeouts and the circuit breaker, retries, failure
 //!   modes, the cache and single flight, adaptive concurrency, `/metrics` and `/ready`.
 //! - `enrich_sql`: `enrich --sql` against PostgreSQL: rows as JSON, not found, refused
-//!   queries, `--explain`, a database restart mid-run with `--on-failure block`.
+//!   queries, `--explain`.
 //! - `ingest_file`: files read once and followed: appends, partial lines, rotation,
 //!   copytruncate, truncation, inode reuse, equal first lines, new and growing files,
 //!   compressed files, bad input, the checkpoint file across kill -9.
@@ -33,7 +33,8 @@
 //!   sources count what they consumed.
 //! - `faults`: the standing fault suite: signals to a whole pipe, a closed or stalled
 //!   stdout, a database stopped mid-run, ingest-file's exactly-once pipe (and pipeline)
-//!   killed while files rotate; nothing acknowledged may be lost.
+//!   killed while files rotate, SIGTERM while 64 lookups hang, enrich --sql's database
+//!   restarted; nothing acknowledged may be lost.
 //! - `terminal`: what a terminal shows (captured with `script`): one progress line per
 //!   pipe, summaries, `NO_COLOR`.
 //! - `readme`: every shell block of README.md, run as written; `scripts/demo`.
