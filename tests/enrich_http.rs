@@ -808,3 +808,111 @@ fn in_a_pipeline_lookups_feed_persist() {
     );
     assert!(service.calls() <= 500 && service.calls() >= 50);
 }
+
+/// HTTPS with rustls, trusting the service's own certificate with --http-ca. The service
+/// is our ingest-http with TLS and a token: each lookup POSTs the event's id, ingest-http
+/// prints it, and the part of its answer selected (how many it accepted) is set.
+#[test]
+fn https_with_a_ca_file_and_a_token_from_the_environment() {
+    let dir = Dir::new();
+    let o = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .args(["-keyout", "key.pem", "-out", "cert.pem"])
+        .current_dir(dir.root())
+        .output()
+        .expect("openssl runs");
+    assert!(o.status.success(), "{}", err(&o));
+    let received = std::fs::File::create(dir.path("received.ndjson")).unwrap();
+    let server = crate::ingest_http::Server::start(
+        &dir,
+        &[
+            "--tls-cert",
+            "cert.pem",
+            "--tls-key",
+            "key.pem",
+            "--auth-token",
+            "t0k",
+        ],
+        Stdio::from(received),
+    );
+    let url = server.events_url();
+    assert!(url.starts_with("https://"), "{url}");
+    let lookup = |extra: &[&str]| {
+        dir.cmd("enrich")
+            .env("TOKEN", "t0k")
+            .args(["--http", &url, "--http-method", "POST"])
+            .args(["--http-body", r#"{"id": {id}, "from": "enrich"}"#])
+            .args(["--header", "Authorization: Bearer $TOKEN", "--retries", "0"])
+            .args(["--into", "ack", "--http-select", "accepted"])
+            .args(extra)
+            .write_stdin("{\"id\":\"a\"}\n{\"id\":\"b\"}\n")
+            .output()
+            .unwrap()
+    };
+    let o = lookup(&["--http-ca", "cert.pem"]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(
+        out(&o),
+        "{\"id\":\"a\",\"ack\":1}\n{\"id\":\"b\",\"ack\":1}\n"
+    );
+    // Without it the certificate is not trusted: no lookup succeeds, none is received.
+    let o = lookup(&["--dead-letter", "dl.ndjson"]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(out(&o), "");
+    let dl = dead_letters(&dir, "dl.ndjson");
+    assert!(
+        dl.len() == 2
+            && dl
+                .iter()
+                .all(|(k, r)| k == "enrich_http" && r.contains("certificate")),
+        "{dl:?}"
+    );
+    let (code, e) = server.stop();
+    assert_eq!(code, 0, "{e}");
+    let got = values(&dir.read("received.ndjson"));
+    let ids: Vec<&str> = got.iter().map(|v| v["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["a", "b"]);
+    assert!(got.iter().all(|v| v["from"] == "enrich"));
+}
+
+/// `--rate-limit 10/s`: a burst of one second's calls, then one every 100 ms, however
+/// many calls the concurrency limit would let out.
+#[test]
+fn the_rate_limit_spaces_calls_out() {
+    let dir = Dir::new();
+    let service = Service::start();
+    let input: String = (0..30).map(|i| format!("{{\"id\":{i}}}\n")).collect();
+    let o = dir
+        .cmd("enrich")
+        .args(["--http", &service.url("/users/{id}"), "--into", "u"])
+        .args(["--rate-limit", "10/s", "--concurrency", "64"])
+        .write_stdin(input)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(values(&out(&o)).len(), 30);
+    let log = service.s.log.lock().unwrap().clone();
+    let first = log[0].0;
+    let span = log.last().unwrap().0 - first;
+    assert!(
+        span >= Duration::from_millis(1800) && span < Duration::from_secs(4),
+        "30 calls at 10/s after a burst of 10 took {span:?}"
+    );
+    let early = log
+        .iter()
+        .filter(|(t, _)| *t - first < Duration::from_millis(500))
+        .count();
+    assert!(
+        (10..=15).contains(&early),
+        "{early} calls in the first 500 ms"
+    );
+}

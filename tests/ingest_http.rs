@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::util::*;
 
 /// A running server; its stderr is collected in the background.
-struct Server {
+pub(crate) struct Server {
     child: Child,
     url: String,
     stderr: Arc<Mutex<String>>,
@@ -21,7 +21,7 @@ struct Server {
 
 impl Server {
     /// Starts `ingest-http --listen 127.0.0.1:0 ARGS` with stdout going to `stdout`.
-    fn start(dir: &Dir, args: &[&str], stdout: Stdio) -> Server {
+    pub(crate) fn start(dir: &Dir, args: &[&str], stdout: Stdio) -> Server {
         let mut child = Std::new(bin("ingest-http"))
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
@@ -55,7 +55,7 @@ impl Server {
         Server { child, url, stderr }
     }
 
-    fn events_url(&self) -> String {
+    pub(crate) fn events_url(&self) -> String {
         format!("{}/events", self.url)
     }
 
@@ -68,7 +68,7 @@ impl Server {
     }
 
     /// SIGTERM, then the exit code.
-    fn stop(mut self) -> (i32, String) {
+    pub(crate) fn stop(mut self) -> (i32, String) {
         self.signal("-TERM");
         let code = wait_for(&mut self.child, Duration::from_secs(30));
         std::thread::sleep(Duration::from_millis(100));
