@@ -23,7 +23,7 @@ _pipeline() {
 
     case "${cmd}" in
         pipeline)
-            opts="-f -q -h -V --file --explain --channel-capacity --channel-bytes --when-full --metrics-listen --ready-window --dead-letter --max-line-bytes --meta-field --progress --quiet --shutdown-timeout --log-format --help --version"
+            opts="-f -q -h -V --file --explain --channel-capacity --channel-bytes --when-full --ready-window --dead-letter --max-line-bytes --meta-field --progress --quiet --shutdown-timeout --metrics-listen --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -49,10 +49,6 @@ _pipeline() {
                     COMPREPLY=($(compgen -W "block drop-oldest drop-newest" -- "${cur}"))
                     return 0
                     ;;
-                --metrics-listen)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --ready-window)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -70,6 +66,10 @@ _pipeline() {
                     return 0
                     ;;
                 --shutdown-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metrics-listen)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

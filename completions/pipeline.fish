@@ -4,12 +4,12 @@ complete -c pipeline -l channel-bytes -d 'Bytes each channel may hold, whatever 
 complete -c pipeline -l when-full -d 'What a full channel does: wait (back-pressure up to the source: Kafka stops fetching, HTTP answers 503, files stop being read), or drop events, counted and kept as dead letters of kind `dropped`' -r -f -a "block\t'Wait for room: back-pressure all the way to the source'
 drop-oldest\t'Drop the oldest queued events to make room for new ones'
 drop-newest\t'Drop new events while the channel is full'"
-complete -c pipeline -l metrics-listen -d 'Serve GET /metrics (Prometheus text), /ready and /health on ADDR (such as 127.0.0.1:9598)' -r
 complete -c pipeline -l ready-window -d '/ready answers 503 once a channel has been more than 80 % full this long without a break (or at once while a database does not answer)' -r
 complete -c pipeline -l dead-letter -d 'Append rejected records to PATH as NDJSON, one record per reject, with the stage, reason, line, source, the raw input (first 8 KiB) and the metadata field. `-` means stderr. Several stages may share one file. Without it, rejects are counted, summarised on stderr, and the exit code is 65' -r
 complete -c pipeline -l max-line-bytes -d 'Longest accepted input line, without its line ending. Longer lines become dead letters; they are never held in memory whole. Accepts K, M, G suffixes (powers of 1024)' -r
 complete -c pipeline -l meta-field -d 'Name of the reserved top-level field holding origin metadata (source, topic, partition, offset, ...). Stages pass it through untouched; validation and jq never see it' -r
 complete -c pipeline -l shutdown-timeout -d 'How long the first SIGINT/SIGTERM may take to end the run. A command reading a pipe reads on to its end within this time (the command before it in the pipe got the signal too, and is writing out what it holds); ingest-http writes out what it has queued. What is still unwritten or unread then is reported (exit 74 for events a source had acknowledged). A second signal exits at once (130)' -r
+complete -c pipeline -l metrics-listen -d 'Serve GET /metrics (Prometheus text), /ready and /health on ADDR (such as 127.0.0.1:9598), with the same names in a command and in `pipeline`. /ready is 503 while shutting down, while a database written to does not answer, or while an enrich lookup\'s circuit breaker is open. Off by default' -r
 complete -c pipeline -l log-format -d 'Format of log lines on stderr. The level is set with NDPIPE_LOG (default: info)' -r -f -a "text\t''
 json\t''"
 complete -c pipeline -l explain -d 'Print the stages with their effective settings (workers, channels, batch sizes, database, acknowledgements) and exit, touching no input, database or broker'

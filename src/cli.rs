@@ -45,6 +45,13 @@ pub struct Common {
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: std::time::Duration,
 
+    /// Serve GET /metrics (Prometheus text), /ready and /health on ADDR (such as
+    /// 127.0.0.1:9598), with the same names in a command and in `pipeline`. /ready is 503
+    /// while shutting down, while a database written to does not answer, or while an enrich
+    /// lookup's circuit breaker is open. Off by default.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+
     /// Format of log lines on stderr. The level is set with NDPIPE_LOG (default: info).
     #[arg(long, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -29,7 +29,8 @@
 //! - [`ndjson`]: line framing (line numbers, BOM, CRLF, length limit, gzip and zstd) and
 //!   the writer (block-buffered, idle flush, closed-pipe aware).
 //! - [`operator`]: the operator endpoint (`/health`, `/ready` from named checks,
-//!   `/metrics`) that ingest-http and `pipeline` serve.
+//!   `/metrics`) that ingest-http serves, and `--metrics-listen` of every command and of
+//!   `pipeline` ([`operator::watch`]: channels, databases and the stages' checks).
 //! - [`progress`], [`metrics`]: the progress line and log writer; the metrics facade every
 //!   stage reports into.
 //! - [`tally`]: counting once: each stage's events in, out, rejected and dropped (and

@@ -37,6 +37,8 @@ pub struct Options {
     pub quiet: bool,
     /// How long the first signal may take to end the run.
     pub shutdown_timeout: Duration,
+    /// Where the operator endpoint is served, if anywhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Runs `stage` as a shell command: NDJSON from `inputs` (opened files, or stdin; none

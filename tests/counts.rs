@@ -440,3 +440,119 @@ fn ingest_kafka_counts_the_messages_it_consumed() {
         "{summary}"
     );
 }
+
+/// The series of a scrape that belong to `component`, by name and label names (values
+/// left out): `component_sent_events_total{component}`.
+fn names(text: &str, component: &str) -> std::collections::BTreeSet<String> {
+    let tag = format!("component=\"{component}\"");
+    text.lines()
+        .filter(|l| !l.starts_with('#') && l.contains(&tag))
+        .map(|l| {
+            let (name, rest) = l.split_once('{').unwrap();
+            let labels: Vec<&str> = rest
+                .split_once('}')
+                .unwrap()
+                .0
+                .split(',')
+                .map(|kv| kv.split_once('=').unwrap().0)
+                .collect();
+            format!("{name}{{{}}}", labels.join(","))
+        })
+        .collect()
+}
+
+/// `validate --metrics-listen A | persist --metrics-listen B` in the shell and the same
+/// stages in `pipeline`: each command serves the series `pipeline` serves for its stage,
+/// with the run's numbers.
+#[test]
+fn a_shell_commands_metrics_are_pipelines_names_and_numbers() {
+    let dir = Dir::new();
+    let n = 20_000;
+    gen_events(&dir, "ev.ndjson", n, &["--bad", "0.05", "--dups", "0.1"]);
+    let validate = "validate --require id,type --type amount=number";
+    let (pv, pp) = (free_port(), free_port());
+    let mut shell = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -o pipefail; {v} {rules} --dead-letter dead.sh --metrics-listen 127.0.0.1:{pv} \
+             | {p} --sqlite sh.db --create-table --dead-letter dead.sh --metrics-listen 127.0.0.1:{pp}",
+            v = bin("validate"),
+            rules = &validate["validate ".len()..],
+            p = bin("persist"),
+        ))
+        .current_dir(dir.root())
+        .env_remove("NDPIPE_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = shell.stdin.take().unwrap();
+    stdin.write_all(dir.read("ev.ndjson").as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    let shell_validate = settled_metrics(pv, |m| component(m, "validate")[0] == n);
+    let valid = component(&shell_validate, "validate")[1];
+    let shell_persist = settled_metrics(pp, |m| component(m, "persist")[0] == valid);
+    for (port, ready) in [(pv, "validate"), (pp, "persist")] {
+        let (code, body) = get(port, "/ready").unwrap();
+        assert_eq!(code, 200, "{ready}: {body}");
+        assert_eq!(get(port, "/health").unwrap().0, 200);
+    }
+    drop(stdin);
+    let status = shell.wait().unwrap();
+    let mut stderr = String::new();
+    shell
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(status.success(), "{stderr}");
+    let summary_validate = numbers(&stderr, "validate: ");
+    assert_eq!(component(&shell_validate, "validate"), summary_validate);
+    let rows = persist_outcomes(&shell_persist);
+    // inserted, updated, unchanged, deleted, superseded: every event stored has one.
+    assert_eq!(rows[..5].iter().sum::<u64>(), valid, "{shell_persist}");
+
+    let port = free_port();
+    let mut child = serving_pipeline(
+        &dir,
+        port,
+        &["--dead-letter", "dead.pl"],
+        &format!("{validate} | persist --sqlite pl.db --create-table"),
+    );
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(dir.read("ev.ndjson").as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    let pipeline = settled_metrics(port, |m| component(m, "persist")[0] == valid);
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+
+    // The same names: what a command serves, pipeline serves for its stage.
+    for (text, stage) in [(&shell_validate, "validate"), (&shell_persist, "persist")] {
+        let alone = names(text, stage);
+        let within = names(&pipeline, stage);
+        assert!(alone.len() >= 4, "{alone:?}");
+        let missing: Vec<_> = alone.difference(&within).collect();
+        assert!(
+            missing.is_empty(),
+            "{stage}: {missing:?} not in pipeline's {within:?}"
+        );
+    }
+    assert!(
+        names(&shell_persist, "persist").contains("ndpipe_persist_rows_total{component,outcome}")
+    );
+    // And the same numbers: events, and rows by outcome (batching may differ).
+    assert_eq!(
+        component(&shell_validate, "validate"),
+        component(&pipeline, "validate")
+    );
+    assert_eq!(
+        component(&shell_persist, "persist"),
+        component(&pipeline, "persist")
+    );
+    assert_eq!(
+        persist_outcomes(&shell_persist)[..6],
+        persist_outcomes(&pipeline)[..6]
+    );
+}

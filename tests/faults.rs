@@ -1349,3 +1349,63 @@ fn a_database_restart_mid_run_with_block_loses_nothing() {
     assert!(stderr.contains("is closed again"), "{stderr}");
     assert!(started.elapsed() >= Duration::from_secs(3));
 }
+
+/// `persist --metrics-listen` on its own while its database is stopped: `/ready` says 503
+/// naming the database, then 200 once it is back; every event is stored.
+#[test]
+fn persist_alone_is_not_ready_while_its_database_is_down() {
+    let dir = Dir::new();
+    let cluster = Cluster::new();
+    let port = free_port();
+    let mut persist = Std::new(bin("persist"))
+        .args(["-q", "--database-url", &cluster.url(), "--create-table"])
+        .args(["--metrics-listen", &format!("127.0.0.1:{port}")])
+        .current_dir(dir.root())
+        .env_remove("NDPIPE_LOG")
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = persist.stdin.take().unwrap();
+    let ready = || crate::pipeline::get(port, "/ready");
+    crate::ingest_kafka::wait_until("/ready 200", Duration::from_secs(30), || {
+        ready().is_some_and(|(c, _)| c == 200)
+    });
+    for i in 0..1000 {
+        writeln!(stdin, "{{\"id\":\"a{i}\"}}").unwrap();
+    }
+    stdin.flush().unwrap();
+    crate::ingest_kafka::wait_until("1,000 rows", Duration::from_secs(30), || {
+        cluster.count() == 1000
+    });
+    cluster.stop_immediate();
+    crate::ingest_kafka::wait_until("/ready 503", Duration::from_secs(30), || {
+        ready().is_some_and(|(c, _)| c == 503)
+    });
+    let (_, body) = ready().unwrap();
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let failing = body["failing"][0].as_str().unwrap();
+    assert!(
+        failing.starts_with("database postgres@127.0.0.1:"),
+        "{body}"
+    );
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap()
+            .ends_with("does not answer"),
+        "{body}"
+    );
+    for i in 0..1000 {
+        writeln!(stdin, "{{\"id\":\"b{i}\"}}").unwrap();
+    }
+    stdin.flush().unwrap();
+    cluster.start();
+    crate::ingest_kafka::wait_until("/ready 200 again", Duration::from_secs(60), || {
+        ready().is_some_and(|(c, _)| c == 200)
+    });
+    drop(stdin);
+    let status = wait_exit(&mut persist, Duration::from_secs(60));
+    assert!(status.success(), "{status:?}: {}", stderr_of(&mut persist));
+    assert_eq!(cluster.count(), 2000);
+}

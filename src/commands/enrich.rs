@@ -40,10 +40,6 @@ impl Parsed for enrich::Args {
         Some(self.workers.unwrap_or_else(stage::workers::default_workers))
     }
 
-    fn metrics_listen(&self) -> Option<std::net::SocketAddr> {
-        self.metrics_listen
-    }
-
     fn configure(self: Box<Self>) -> Result<Box<dyn Configured>> {
         Ok(Box::new(enrich::Config::from_args(&self)?))
     }

@@ -24,6 +24,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{ArgMatches, FromArgMatches};
 use futures::future::{BoxFuture, LocalBoxFuture};
@@ -31,6 +32,7 @@ use futures::future::{BoxFuture, LocalBoxFuture};
 use crate::cli::{self, Common};
 use crate::exit::{Exit, Result};
 use crate::ndjson;
+use crate::operator::watch::Watch;
 use crate::postgres::ConnectSpec;
 use crate::shell::{self, Detail};
 use crate::shutdown::Shutdown;
@@ -118,12 +120,6 @@ pub trait Parsed: Send {
 
     /// The value of [`Command::knob`], as live scaling reads it.
     fn knob(&self) -> Option<usize> {
-        None
-    }
-
-    /// `--metrics-listen`: where the shell form serves the operator endpoint
-    /// ([`crate::operator`]), if the command has the flag and it was given.
-    fn metrics_listen(&self) -> Option<std::net::SocketAddr> {
         None
     }
 
@@ -237,19 +233,29 @@ pub async fn run(
         return alone.await;
     }
     let paths = parsed.inputs().to_vec();
-    let listen = parsed.metrics_listen();
     let mut configured = parsed.configure()?;
     let inputs = match command.kind {
         Kind::Source => Vec::new(),
         Kind::Filter | Kind::Sink => ndjson::open_inputs(&paths)?,
     };
     let shutdown = Shutdown::on_signals();
-    if let Some(addr) = listen {
+    if options.metrics_listen.is_some() {
         configured.serve_metrics();
-        let operator = crate::operator::Operator::new().checks(configured.checks());
-        crate::operator::serve(addr, operator, shutdown.clone()).await?;
     }
+    let (databases, checks) = (configured.databases(), configured.checks());
     let Opened { stage, outcomes } = configured.open().await?;
+    if let Some(addr) = options.metrics_listen {
+        // The same endpoint as `pipeline`'s, for a pipe of one stage.
+        let watch = Watch {
+            channels: Vec::new(),
+            bounds: None,
+            window: Duration::ZERO,
+            databases,
+            checks,
+            sinks: outcomes.iter().map(|o| (command.name, o.clone())).collect(),
+        };
+        crate::operator::watch::start(addr, watch, shutdown.clone()).await?;
+    }
     let detail: Option<Detail> = outcomes.map(|o| Box::new(move || o.summary()) as Detail);
     shell::run(stage, &options, inputs, detail, shutdown).await
 }
@@ -264,6 +270,7 @@ impl From<&Common> for shell::Options {
             progress: c.progress,
             quiet: c.quiet,
             shutdown_timeout: c.shutdown_timeout,
+            metrics_listen: c.metrics_listen,
         }
     }
 }

@@ -122,11 +122,6 @@ pub struct Args {
     #[command(flatten)]
     pub channels: Channels,
 
-    /// Serve GET /metrics (Prometheus text), /ready and /health on ADDR (such as
-    /// 127.0.0.1:9598).
-    #[arg(long, value_name = "ADDR")]
-    pub metrics_listen: Option<std::net::SocketAddr>,
-
     /// /ready answers 503 once a channel has been more than 80 % full this long without a
     /// break (or at once while a database does not answer).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = crate::cli::parse_duration)]

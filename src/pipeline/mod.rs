@@ -11,7 +11,6 @@
 //! - [`plan`]: stages, their shape, their configs; every usage error before anything runs.
 //! - [`explain`]: what `--explain` prints.
 //! - [`run`]: building the stages (databases opened now), the run and its summary.
-//! - [`serve`]: `--metrics-listen`: /metrics, /ready, /health.
 //! - [`reload`]: live scaling: `--file` re-read on SIGHUP or when it changes.
 
 pub mod args;
@@ -19,7 +18,6 @@ pub mod explain;
 pub mod plan;
 pub mod reload;
 pub mod run;
-pub mod serve;
 pub mod text;
 
 pub use args::Args;
@@ -102,7 +100,10 @@ pub async fn run_text(args: Args) -> Result<Exit> {
     let options = run::Options {
         base,
         bounds,
-        serve: args.metrics_listen.map(|addr| (addr, args.ready_window)),
+        serve: args
+            .common
+            .metrics_listen
+            .map(|addr| (addr, args.ready_window)),
         reload: args.file.clone().map(|path| run::Reload {
             path,
             text: text.clone(),

@@ -22,7 +22,7 @@ use crate::wire::{self, Link};
 
 use super::plan::{Plan, Planned};
 use super::reload::{Live, Running};
-use super::serve::Watch;
+use crate::operator::watch::Watch;
 
 /// What the summary says about one stage after the run.
 struct Line {
@@ -182,7 +182,7 @@ pub async fn run(
                 .map(|l| l.stage.name())
                 .zip(fills.iter().cloned())
                 .collect(),
-            bounds: limits.clone(),
+            bounds: Some(limits.clone()),
             window,
             databases: stages.databases,
             checks: stages.checks,
@@ -192,7 +192,7 @@ pub async fn run(
                 .filter_map(|l| l.detail.clone().map(|c| (l.name, c)))
                 .collect(),
         };
-        super::serve::start(addr, watch, shutdown.clone()).await?;
+        crate::operator::watch::start(addr, watch, shutdown.clone()).await?;
     }
     if let Some(reload) = reload {
         let mut running = hub.running;

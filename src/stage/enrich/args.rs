@@ -106,11 +106,6 @@ pub struct Args {
     #[arg(long, value_name = "N", value_parser = crate::cli::parse_count)]
     pub workers: Option<usize>,
 
-    /// Serve GET /metrics (Prometheus text), /ready (503 naming an open circuit breaker)
-    /// and /health on ADDR (such as 127.0.0.1:9598).
-    #[arg(long, value_name = "ADDR")]
-    pub metrics_listen: Option<std::net::SocketAddr>,
-
     #[command(flatten)]
     pub remote: RemoteArgs,
 

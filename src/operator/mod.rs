@@ -1,5 +1,6 @@
 //! The operator endpoint, one for every command that serves one (ingest-http beside its
-//! `POST /events`, `pipeline --metrics-listen` on its own):
+//! `POST /events`; any command's or `pipeline`'s `--metrics-listen` on its own, with the
+//! checks of [`watch`]):
 //!
 //! - `GET /health`: 200 `{"status":"alive"}` while the process runs.
 //! - `GET /ready`: the named readiness checks the command registered, asked at each
@@ -12,6 +13,8 @@
 //!   outcome counters).
 
 use std::sync::Arc;
+
+pub mod watch;
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -145,37 +148,6 @@ impl Operator {
         )
             .into_response()
     }
-}
-
-/// Serves `operator` on `addr` until `shutdown`, with a `shutdown` check first (not ready
-/// once the run is ending): a command's `--metrics-listen`. Binding fails at once, exit
-/// 69.
-pub async fn serve(
-    addr: std::net::SocketAddr,
-    operator: Operator,
-    shutdown: crate::shutdown::Shutdown,
-) -> crate::exit::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| crate::exit::Error::unavailable(format!("--metrics-listen {addr}: {e}")))?;
-    let stopping = shutdown.clone();
-    let mut op = Operator::new().check("shutdown", move || {
-        if stopping.is_triggered() {
-            Err("shutting down".into())
-        } else {
-            Ok(())
-        }
-    });
-    op.checks.extend(operator.checks);
-    op.details = operator.details;
-    op.on_scrape = operator.on_scrape;
-    let app = op.routes();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.wait().await })
-            .await;
-    });
-    Ok(())
 }
 
 fn json(status: StatusCode, body: String) -> Response {

@@ -1,9 +1,11 @@
-//! `--metrics-listen ADDR`: the operator endpoint ([`crate::operator`]: `GET /metrics`,
-//! `GET /ready`, `GET /health`) with `pipeline`'s readiness checks.
+//! `--metrics-listen ADDR`, of every command and of `pipeline`: the operator endpoint
+//! ([`crate::operator`]: `GET /metrics`, `GET /ready`, `GET /health`) with the readiness
+//! checks of what runs. The shell form of a command and `pipeline` serve the same names,
+//! so that one dashboard reads both.
 //!
-//! Ready means, one named check each: not shutting down (`shutdown`); no channel has
-//! been more than 80 % full (in events or bytes) for `--ready-window` without a break
-//! (`channel validate`, named after the stage it feeds); and every PostgreSQL database a
+//! Ready means, one named check each: not shutting down (`shutdown`); in `pipeline`, no
+//! channel has been more than 80 % full (in events or bytes) for `--ready-window` without
+//! a break (`channel validate`, named after the stage it feeds); and every PostgreSQL database a
 //! `persist` stage writes to answers `SELECT 1` (`database …`; probed every second, each
 //! probe given [`PROBE_TIMEOUT`]); and the stages' own checks (`breaker`: no circuit
 //! breaker of an enrich lookup is open). A load balancer then stops sending to an HTTP source
@@ -15,7 +17,7 @@
 //! `component_rejected_events_total`, and `component_discarded_events_total` for what the
 //! channel in front of it dropped) and `ndpipe_batch_duration_seconds`; every channel's
 //! `buffer_events`, `buffer_byte_size`, `buffer_max_event_size` and
-//! `buffer_max_byte_size` (labelled with the stage it feeds); each
+//! `buffer_max_byte_size` (labelled with the stage it feeds; `pipeline` only); each
 //! stage's `ndpipe_stage_workers`; persist's `ndpipe_persist_rows_total{outcome}`,
 //! `ndpipe_persist_retries_total` and `ndpipe_persist_batches_total`; a Kafka source's
 //! `kafka_consumer_lag{topic_id,partition_id}`; an HTTP source's `ndpipe_http_*` series.
@@ -40,9 +42,10 @@ const FULL_SHARE: f64 = 0.8;
 
 /// What `/ready` looks at.
 pub struct Watch {
-    /// Every channel, with the name of the stage it feeds.
+    /// Every channel, with the name of the stage it feeds, and their bounds (`pipeline`'s
+    /// hub; a shell command's own channels are a few batches, not watched).
     pub channels: Vec<(&'static str, Arc<Fill>)>,
-    pub bounds: tokio::sync::watch::Receiver<Bounds>,
+    pub bounds: Option<tokio::sync::watch::Receiver<Bounds>>,
     pub window: Duration,
     /// The PostgreSQL databases persist stages write to.
     pub databases: Vec<ConnectSpec>,
@@ -131,8 +134,7 @@ async fn sample(watch: Watch, sampled: Arc<Sampled>, shutdown: Shutdown) {
         watch.databases.iter().map(|_| None).collect();
     loop {
         let now = Instant::now();
-        let bounds = watch.bounds.borrow().clone();
-        {
+        if let Some(bounds) = watch.bounds.as_ref().map(|b| b.borrow().clone()) {
             let mut since = sampled.full_since.lock().expect("not poisoned");
             for (i, (_, fill)) in watch.channels.iter().enumerate() {
                 let events = fill.events.load(Ordering::Relaxed) as f64;
