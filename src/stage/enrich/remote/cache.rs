@@ -52,23 +52,28 @@ impl Cache {
         }
     }
 
+    /// The answer kept for `key`, if one is and is still fresh.
+    pub fn kept(&self, key: &str) -> Option<Answer> {
+        let mut kept = self.kept.as_ref()?.lock().expect("not poisoned");
+        match kept.get(key) {
+            Some((answer, until)) if *until > Instant::now() => Some(answer.clone()),
+            Some(_) => {
+                kept.pop(key);
+                None
+            }
+            None => None,
+        }
+    }
+
     /// The answer to `key`: kept, shared with a call out, or from `call`.
+
     pub async fn get<F, Fut>(&self, key: &Arc<str>, call: F) -> (Outcome, Source)
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Outcome>,
     {
-        if let Some(kept) = &self.kept {
-            let mut kept = kept.lock().expect("not poisoned");
-            match kept.get(key) {
-                Some((answer, until)) if *until > Instant::now() => {
-                    return (Ok(answer.clone()), Source::Hit)
-                }
-                Some(_) => {
-                    kept.pop(key);
-                }
-                None => {}
-            }
+        if let Some(answer) = self.kept(key) {
+            return (Ok(answer), Source::Hit);
         }
         let (cell, first) = {
             let mut out = self.out.lock().expect("not poisoned");

@@ -280,7 +280,15 @@ impl Counts {
         self.add(Of::ShortCircuited, 1);
     }
 
+    /// Lookups answered from the cache without a future of their own.
+    pub fn hits(&self, n: u64) {
+        if n > 0 {
+            self.add(Of::Hits, n);
+        }
+    }
+
     /// Where a lookup's answer came from.
+
     pub fn looked_up(&self, source: Source) {
         self.add(
             match source {

@@ -159,12 +159,11 @@ struct Request {
     /// What the cache and single-flight know it by.
     key: Arc<str>,
     call: Call,
-    breaker: Arc<Breaker>,
 }
 
 enum Call {
     Http {
-        url: String,
+        url: Arc<str>,
         body: Option<String>,
     },
     /// The `--sql-args` values, in text form (`None`: NULL).
@@ -440,23 +439,53 @@ impl Remote {
                 self.request(event, meta)
             })
             .collect();
-        let lookups = requests.into_iter().map(|request| async move {
-            let request = request?;
+        // Answers kept are set at once; only the other lookups become futures (with a
+        // hot cache, most events of a batch never wait).
+        let mut looked: Vec<Option<std::result::Result<Looked, Reject>>> =
+            Vec::with_capacity(requests.len());
+        let mut waiting = Vec::new();
+        let mut hits = 0;
+        for (i, request) in requests.into_iter().enumerate() {
+            let request = match request {
+                Ok(r) => r,
+                Err(reject) => {
+                    looked.push(Some(Err(reject)));
+                    continue;
+                }
+            };
+            match self.cache.kept(&request.key) {
+                Some(answer) => {
+                    hits += 1;
+                    looked.push(Some(self.judge(Ok(answer), &request)));
+                }
+                None => {
+                    looked.push(None);
+                    waiting.push((i, request));
+                }
+            }
+        }
+        counts.hits(hits);
+        let lookups = waiting.into_iter().map(|(i, request)| async move {
             let (outcome, source) = self
                 .cache
                 .get(&request.key, || self.call(&request, counts, shutdown))
                 .await;
             counts.looked_up(source);
-            self.judge(outcome, &request)
+            (i, self.judge(outcome, &request))
         });
-        let looked = futures::future::join_all(lookups).await;
+        for (i, result) in futures::future::join_all(lookups).await {
+            looked[i] = Some(result);
+        }
         counts.concurrency(self.limiter.limit(), self.limiter.settled());
         looked
+            .into_iter()
+            .map(|l| l.expect("every lookup answered"))
+            .collect()
     }
 
     fn request(&self, event: &mut Event, meta: &str) -> std::result::Result<Request, Reject> {
-        let (key, call, breaker): (Arc<str>, Call, Arc<Breaker>) = match &self.backend {
-            Backend::Http { http, url, body } => {
+        let (key, call): (Arc<str>, Call) = match &self.backend {
+            Backend::Http { url, body, .. } => {
                 let mut rendered = String::with_capacity(url.prefix().len() + 32);
                 url.render(event, meta, Fill::Url, &mut rendered)?;
                 let body = match body {
@@ -467,21 +496,15 @@ impl Remote {
                     }
                     None => None,
                 };
+                // The method is the stage's: the URL (and body) tell requests apart.
+                let url: Arc<str> = rendered.into();
                 let key = match &body {
-                    Some(b) => format!("{} {rendered}\n{b}", http.method).into(),
-                    None => format!("{} {rendered}", http.method).into(),
+                    Some(b) => format!("{url}\n{b}").into(),
+                    None => url.clone(),
                 };
-                let breaker = self.breaker_of(authority(&rendered));
-                (
-                    key,
-                    Call::Http {
-                        url: rendered,
-                        body,
-                    },
-                    breaker,
-                )
+                (key, Call::Http { url, body })
             }
-            Backend::Sql { sql, args } => {
+            Backend::Sql { args, .. } => {
                 let mut params = Vec::with_capacity(args.len());
                 for path in args {
                     let Some(raw) = event.get(path, meta) else {
@@ -494,10 +517,10 @@ impl Remote {
                 }
                 // The values as a JSON array: distinct for distinct arguments.
                 let key = serde_json::to_string(&params).expect("strings").into();
-                (key, Call::Sql { params }, self.breaker_of(sql.service()))
+                (key, Call::Sql { params })
             }
         };
-        Ok(Request { key, call, breaker })
+        Ok(Request { key, call })
     }
 
     /// The breaker of `service`, made at its first call.
@@ -520,12 +543,8 @@ impl Remote {
         request: &Request,
     ) -> std::result::Result<Looked, Reject> {
         let failure = match outcome {
-            Ok(Answer::Found(text)) => {
-                return match json::set_fits(self.into.segments(), &text) {
-                    Ok(()) => Ok(Looked::Set(text)),
-                    Err(e) => self.failed(Failure::BadAnswer(e), request),
-                }
-            }
+            // Found answers were checked to fit once, when called.
+            Ok(Answer::Found(text)) => return Ok(Looked::Set(text)),
             Ok(Answer::NotFound) => match self.not_found {
                 NotFound::Null => return Ok(Looked::Set("null".into())),
                 NotFound::Dlq => {
@@ -575,9 +594,10 @@ impl Remote {
         }
     }
 
-    /// One call to the backend.
+    /// One call to the backend; an answer that cannot be set at `--into` (too deep) is a
+    /// bad answer.
     async fn call_once(&self, call: &Call) -> std::result::Result<Answer, Failure> {
-        match (&self.backend, call) {
+        let answer = match (&self.backend, call) {
             (Backend::Http { http, .. }, Call::Http { url, body }) => {
                 http.call(url, body.as_deref()).await
             }
@@ -588,6 +608,21 @@ impl Remote {
                     .unwrap_or(Err(Failure::Timeout))
             }
             _ => unreachable!("a request is built by its backend"),
+        }?;
+        if let Answer::Found(text) = &answer {
+            json::set_fits(self.into.segments(), text).map_err(Failure::BadAnswer)?;
+        }
+        Ok(answer)
+    }
+
+    /// The breaker of the service a call goes to: its host and port, or its database.
+    fn breaker_for(&self, call: &Call) -> Arc<Breaker> {
+        match (&self.backend, call) {
+            (Backend::Sql { sql, .. }, _) => self.breaker_of(sql.service()),
+            (Backend::Http { .. }, Call::Http { url, .. }) => self.breaker_of(authority(url)),
+            (Backend::Http { .. }, Call::Sql { .. }) => {
+                unreachable!("a SQL call of an HTTP lookup")
+            }
         }
     }
 
@@ -600,7 +635,7 @@ impl Remote {
         counts: &Counts,
         shutdown: &Shutdown,
     ) -> cache::Outcome {
-        let breaker = &request.breaker;
+        let breaker = &self.breaker_for(&request.call);
         let block = self.on_failure == OnFailure::Block;
         let backoff = ExponentialBuilder::default()
             .with_min_delay(RETRY_FIRST_WAIT)
