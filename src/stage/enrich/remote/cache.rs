@@ -66,7 +66,6 @@ impl Cache {
     }
 
     /// The answer to `key`: kept, shared with a call out, or from `call`.
-
     pub async fn get<F, Fut>(&self, key: &Arc<str>, call: F) -> (Outcome, Source)
     where
         F: FnOnce() -> Fut,

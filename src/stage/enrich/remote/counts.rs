@@ -288,7 +288,6 @@ impl Counts {
     }
 
     /// Where a lookup's answer came from.
-
     pub fn looked_up(&self, source: Source) {
         self.add(
             match source {
