@@ -37,6 +37,8 @@
 //!   restarted; nothing acknowledged may be lost.
 //! - `terminal`: what a terminal shows (captured with `script`): one progress line per
 //!   pipe, summaries, `NO_COLOR`.
+//! - `prometheus`: a real Prometheus scrapes a running `pipeline`; every query of the
+//!   shipped Grafana dashboard returns data.
 //! - `readme`: every shell block of README.md, run as written; `scripts/demo`.
 //! - `docs`: `--help` everywhere; committed man pages and completions are current.
 
@@ -55,6 +57,7 @@ mod ingest_http;
 mod ingest_kafka;
 mod persist;
 mod pipeline;
+mod prometheus;
 mod readme;
 mod terminal;
 mod validate;

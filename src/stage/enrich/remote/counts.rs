@@ -309,6 +309,12 @@ impl Counts {
             .store(settled as u64, Ordering::Relaxed);
     }
 
+    /// A new breaker: its gauge, closed, so that a dashboard shows every service.
+    pub fn breaker_made(&self, breaker: &Breaker) {
+        metrics::gauge!("ndpipe_enrich_breaker_state", "component" => self.component, "service" => breaker.service.clone())
+            .set(State::Closed.gauge());
+    }
+
     /// A breaker's change of state, if any: logged once, counted, and its gauge set.
     pub fn breaker(&self, breaker: &Breaker, change: Option<Change>) {
         let Some(Change { to }) = change else { return };

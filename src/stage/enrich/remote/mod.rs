@@ -523,15 +523,15 @@ impl Remote {
         Ok(Request { key, call })
     }
 
-    /// The breaker of `service`, made at its first call.
-    fn breaker_of(&self, service: &str) -> Arc<Breaker> {
+    /// The breaker of `service`, made at its first call (then true).
+    fn breaker_of(&self, service: &str) -> (Arc<Breaker>, bool) {
         let mut breakers = self.breakers.lock().expect("not poisoned");
         match breakers.get(service) {
-            Some(b) => b.clone(),
+            Some(b) => (b.clone(), false),
             None => {
                 let b = Arc::new(Breaker::new(service.to_owned(), self.breaker));
                 breakers.insert(service.to_owned(), b.clone());
-                b
+                (b, true)
             }
         }
     }
@@ -615,8 +615,9 @@ impl Remote {
         Ok(answer)
     }
 
-    /// The breaker of the service a call goes to: its host and port, or its database.
-    fn breaker_for(&self, call: &Call) -> Arc<Breaker> {
+    /// The breaker of the service a call goes to: its host and port, or its database;
+    /// true when it was made now.
+    fn breaker_for(&self, call: &Call) -> (Arc<Breaker>, bool) {
         match (&self.backend, call) {
             (Backend::Sql { sql, .. }, _) => self.breaker_of(sql.service()),
             (Backend::Http { .. }, Call::Http { url, .. }) => self.breaker_of(authority(url)),
@@ -635,7 +636,11 @@ impl Remote {
         counts: &Counts,
         shutdown: &Shutdown,
     ) -> cache::Outcome {
-        let breaker = &self.breaker_for(&request.call);
+        let (breaker, made) = self.breaker_for(&request.call);
+        if made {
+            counts.breaker_made(&breaker);
+        }
+        let breaker = &breaker;
         let block = self.on_failure == OnFailure::Block;
         let backoff = ExponentialBuilder::default()
             .with_min_delay(RETRY_FIRST_WAIT)
