@@ -20,7 +20,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use tokio::sync::mpsc::{Receiver, Sender};
 
-use crate::event::Batch;
+use crate::event::{Batch, Event, Reject};
 use crate::exit::Result;
 use crate::json;
 use crate::stage::workers::{self, Worked};
@@ -83,10 +83,7 @@ pub async fn run(
                     rejects.push(rejected);
                 }
             }
-            arena.hand_out(&mut kept);
-            let mut batch = Batch::new(batch.source, kept);
-            batch.pack();
-            Worked { batch, rejects }
+            worked(batch.source, kept, arena, rejects)
         },
     )
     .await
@@ -143,14 +140,24 @@ async fn run_looking_up(
                         rejects.push(rejected);
                     }
                 }
-                arena.hand_out(&mut kept);
-                let mut batch = Batch::new(batch.source, kept);
-                batch.pack();
-                Worked { batch, rejects }
+                worked(batch.source, kept, arena, rejects)
             }
         },
     )
     .await
+}
+
+/// A batch's work: the events kept, with their new texts handed out, and the rejects.
+fn worked(
+    source: Arc<str>,
+    mut kept: Vec<Event>,
+    arena: TextArena,
+    rejects: Vec<(Event, Reject)>,
+) -> Worked {
+    arena.hand_out(&mut kept);
+    let mut batch = Batch::new(source, kept);
+    batch.pack();
+    Worked { batch, rejects }
 }
 
 impl Stage for Config {
