@@ -18,6 +18,7 @@
 # (with SKIP_BUILD=1) measures binaries built elsewhere (an older commit, say).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 EVENTS=${EVENTS:-1000000}
 RUNS=${RUNS:-3}
 OUT=bench/out
@@ -37,9 +38,6 @@ JQ_FILTER='select(type == "object" and has("id") and has("type") and has("amount
   and ((has("currency") | not) or (.currency as $c | ["USD","EUR","GBP","JPY","CHF"] | index($c)) != null)
   and ((has("user_id") | not) or ((.user_id | type) == "number" and .user_id == (.user_id | floor))))'
 ENRICH_ARGS=(--set 'env="prod"' --timestamp processed_at --id key --id-from id,ts)
-
-calc() { awk "BEGIN { print $1 }"; }
-holds() { awk "BEGIN { exit !($1) }"; }
 
 # best_of CMD...: runs a shell command RUNS times; sets SECS (best wall time) and RSS_KB (its peak RSS).
 best_of() {
@@ -92,20 +90,9 @@ best_of "$PIPE"; report "validate | enrich (shell pipe)" 1000000; PIPE_RATE=$RAT
 
 # Same-job peers (no goal of this issue; the pipeline issue sets them).
 if command -v go >/dev/null; then
-  BENTHOS_VERSION=v4.60.0
-  BENTHOS_DIR=${NDPIPE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ndpipe}/benthos-$BENTHOS_VERSION
-  if [ ! -x "$BENTHOS_DIR/benthos" ]; then
-    echo "building Benthos $BENTHOS_VERSION into $BENTHOS_DIR (once)" >&2
-    # In a throw-away module, with the version pinned by go get: the module proxy here
-    # serves pinned versions but not version lists, which `go install pkg@v` asks for.
-    mod=$(mktemp -d)
-    mkdir -p "$BENTHOS_DIR"
-    (cd "$mod" && go mod init ndpipe-bench-benthos >/dev/null 2>&1 \
-      && go get "github.com/redpanda-data/benthos/v4/cmd/benthos@$BENTHOS_VERSION" \
-      && go build -o "$BENTHOS_DIR/benthos" github.com/redpanda-data/benthos/v4/cmd/benthos)
-    rm -rf "$mod"
-  fi
-  B="$BENTHOS_DIR/benthos -c bench/benthos.yaml"
+  # Built once into ~/.cache/ndpipe/benthos-v4.60.0 (bench/lib.sh).
+  benthos_build || { echo "building Benthos $BENTHOS_VERSION failed" >&2; exit 2; }
+  B="$BENTHOS -c bench/benthos.yaml"
   b_lines=$($B < "$IN" | wc -l)
   p_lines=$(bash -c "$PIPE" | wc -l)
   [ "$b_lines" = "$p_lines" ] || { echo "Benthos passes $b_lines events, validate | enrich $p_lines: configs differ" >&2; exit 2; }

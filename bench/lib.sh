@@ -1,0 +1,30 @@
+# Shell helpers shared by the bench scripts (sourced; bash).
+#
+# calc EXPR / holds COND: floating-point arithmetic and tests, with awk.
+# free_port / wait_port PORT: a free loopback port; wait until something listens on it.
+# benthos_build: builds Benthos $BENTHOS_VERSION (MIT core, cmd/benthos) once with go and
+#   sets BENTHOS to its path (returns 1 without go or when the build fails).
+
+calc() { awk "BEGIN { print $1 }"; }
+holds() { awk "BEGIN { exit !($1) }"; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+
+BENTHOS_VERSION=${BENTHOS_VERSION:-v4.60.0}
+BENTHOS_DIR=${NDPIPE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ndpipe}/benthos-$BENTHOS_VERSION
+benthos_build() {
+  command -v go >/dev/null || return 1
+  if [ ! -x "$BENTHOS_DIR/benthos" ]; then
+    echo "building Benthos $BENTHOS_VERSION into $BENTHOS_DIR (once)" >&2
+    # In a throw-away module, with the version pinned by go get: the module proxy here
+    # serves pinned versions but not version lists, which `go install pkg@v` asks for.
+    local mod
+    mod=$(mktemp -d)
+    mkdir -p "$BENTHOS_DIR"
+    (cd "$mod" && go mod init ndpipe-bench-benthos >/dev/null 2>&1 \
+      && go get "github.com/redpanda-data/benthos/v4/cmd/benthos@$BENTHOS_VERSION" \
+      && go build -o "$BENTHOS_DIR/benthos" github.com/redpanda-data/benthos/v4/cmd/benthos) || { rm -rf "$mod"; return 1; }
+    rm -rf "$mod"
+  fi
+  BENTHOS=$BENTHOS_DIR/benthos
+}
