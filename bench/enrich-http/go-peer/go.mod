@@ -1,0 +1,3 @@
+module ndpipe-bench-enrich-http-go-peer
+
+go 1.22

@@ -1,0 +1,3 @@
+module ndpipe-bench-enrich-http-service
+
+go 1.22
