@@ -179,3 +179,31 @@ fn explain_shows_the_query_and_hides_the_password() {
         "{explained}"
     );
 }
+
+/// The same lookup inside `pipeline`, between validate and persist: each stored row has
+/// its user.
+#[test]
+fn in_a_pipeline_sql_lookups_feed_persist() {
+    let dir = Dir::new();
+    let pg = Pg::new("enrich_sql_pipeline");
+    pg.sql(USERS);
+    let text = format!(
+        "validate --require id,u | enrich --database-url '{}' --sql 'SELECT name FROM users WHERE id = $1' --sql-args u --into user --not-found null | persist --key id --table t --create-table --sqlite out.db",
+        pg.url()
+    );
+    let input: String = (0..300)
+        .map(|i| format!("{{\"id\":\"e{i}\",\"u\":{}}}\n", i % 4))
+        .collect();
+    let o = dir
+        .cmd("pipeline")
+        .arg(&text)
+        .write_stdin(input)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    let rows = crate::persist::sqlite_rows(&dir.path("out.db"), "t");
+    assert_eq!(rows.len(), 300);
+    assert_eq!(rows["e1"]["user"], serde_json::json!({"name": "ann"}));
+    assert_eq!(rows["e3"]["user"], serde_json::json!({"name": "cy"}));
+    assert_eq!(rows["e4"]["user"], serde_json::Value::Null, "no user 0");
+}
