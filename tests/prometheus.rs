@@ -166,6 +166,9 @@ fn prometheus_scrapes_a_running_pipeline_and_the_dashboard_queries_it() {
     );
     let lag = prometheus.query("kafka_consumer_lag");
     assert!(!lag.is_empty(), "consumer lag per partition");
+    // The group's first assignment is a rebalance, counted.
+    let rebalances = prometheus.value("ndpipe_kafka_rebalances_total{component=\"ingest-kafka\"}");
+    assert!(rebalances.is_some_and(|r| r >= 1.0), "{rebalances:?}");
     // The type Prometheus took from the text: counters are counters.
     let (_, meta) = get(
         prometheus.port,

@@ -20,7 +20,8 @@
 //! `buffer_max_byte_size` (labelled with the stage it feeds; `pipeline` only); each
 //! stage's `ndpipe_stage_workers`; persist's `ndpipe_persist_rows_total{outcome}`,
 //! `ndpipe_persist_retries_total` and `ndpipe_persist_batches_total`; a Kafka source's
-//! `kafka_consumer_lag{topic_id,partition_id}`; an HTTP source's `ndpipe_http_*` series.
+//! `kafka_consumer_lag{topic_id,partition_id}` and `ndpipe_kafka_rebalances_total`; an
+//! HTTP source's `ndpipe_http_*` series.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

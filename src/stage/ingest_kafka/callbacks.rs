@@ -45,7 +45,18 @@ pub(super) struct Callbacks {
     pub(super) connected: AtomicBool,
     /// librdkafka errors already shown (their text up to the first digit): each kind once.
     pub(super) shown: Mutex<std::collections::HashSet<String>>,
+    /// Assignments received ([`REBALANCES`], through the stage's tally).
+    pub(super) rebalances: Arc<std::sync::atomic::AtomicU64>,
 }
+
+/// Partition assignments this consumer received: its first join and every rebalance that
+/// followed (`ndpipe_kafka_rebalances_total` on `/metrics`; not in the summary).
+pub static REBALANCES: crate::tally::Figure = crate::tally::Figure {
+    series: "ndpipe_kafka_rebalances_total",
+    label: None,
+    kind: crate::tally::FigureKind::Counter,
+    summary: None,
+};
 
 impl ClientContext for Callbacks {
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, msg: &str) {
@@ -115,6 +126,7 @@ impl ConsumerContext for Callbacks {
                     return;
                 }
                 self.generation.fetch_add(1, Ordering::Relaxed);
+                self.rebalances.fetch_add(1, Ordering::Relaxed);
                 if let Err(e) = consumer.assign(tpl) {
                     *self.failed.lock().expect("not poisoned") = Some(e.to_string());
                 }

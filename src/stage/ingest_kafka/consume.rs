@@ -68,6 +68,7 @@ pub(super) fn consume(config: Config, output: Sender<Batch>, ctx: Ctx) -> Result
         failed: failed.clone(),
         connected: AtomicBool::new(false),
         shown: Mutex::new(Default::default()),
+        rebalances: ctx.tally.figure(&super::callbacks::REBALANCES),
     };
     let mut cc = ClientConfig::new();
     cc.set("bootstrap.servers", &cfg.brokers)
