@@ -20,11 +20,14 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use tokio::sync::mpsc::{Receiver, Sender};
 
-use crate::event::{Batch, Event, Reject};
+use crate::event::{Batch, Reject};
 use crate::exit::Result;
+use crate::jq;
 use crate::json;
 use crate::stage::workers::{self, Worked};
 use crate::stage::{Ctx, Ended, Kind, Stage};
+
+use remote::Looked;
 
 mod args;
 mod config;
@@ -66,24 +69,12 @@ pub async fn run(
         workers,
         runs,
         move |mut batch| {
-            let now = json::quote(&crate::human::timestamp_now());
-            let mut kept = Vec::with_capacity(batch.len());
-            let mut rejects = Vec::new();
-            let growth = config.growth(&now);
-            let bytes: usize = batch.events.iter().map(|e| e.bytes().len() + growth).sum();
-            let mut arena = TextArena::with_capacity(bytes, batch.len(), indexed);
             let mut jq = config
                 .run_jq(&mut batch.events, &meta, &shutdown)
                 .map(Vec::into_iter);
-            for event in batch.events {
-                let jq = jq.as_mut().and_then(Iterator::next).flatten();
-                if let Err(rejected) =
-                    config.apply(event, jq, None, &now, &meta, &mut kept, &mut arena)
-                {
-                    rejects.push(rejected);
-                }
-            }
-            worked(batch.source, kept, arena, rejects)
+            let n = batch.len();
+            let each = (0..n).map(|_| Ok((jq.as_mut().and_then(Iterator::next).flatten(), None)));
+            edit(&config, batch, each, &meta, indexed)
         },
     )
     .await
@@ -117,45 +108,49 @@ async fn run_looking_up(
                 let looked = remote
                     .look_up(&mut batch.events, &meta, &counts, &shutdown)
                     .await;
-                let now = json::quote(&crate::human::timestamp_now());
-                let mut kept = Vec::with_capacity(batch.len());
-                let mut rejects = Vec::new();
-                let growth = config.growth(&now);
-                let bytes: usize = batch.events.iter().map(|e| e.bytes().len() + growth).sum();
-                let mut arena = TextArena::with_capacity(bytes, batch.len(), indexed);
-                for (event, looked) in batch.events.into_iter().zip(looked) {
-                    let applied = match looked {
-                        Ok(looked) => config.apply(
-                            event,
-                            None,
-                            Some(&looked),
-                            &now,
-                            &meta,
-                            &mut kept,
-                            &mut arena,
-                        ),
-                        Err(reject) => Err((event, reject)),
-                    };
-                    if let Err(rejected) = applied {
-                        rejects.push(rejected);
-                    }
-                }
-                worked(batch.source, kept, arena, rejects)
+                let each = looked.into_iter().map(|l| l.map(|l| (None, Some(l))));
+                edit(&config, batch, each, &meta, indexed)
             }
         },
     )
     .await
 }
 
-/// A batch's work: the events kept, with their new texts handed out, and the rejects.
-fn worked(
-    source: Arc<str>,
-    mut kept: Vec<Event>,
-    arena: TextArena,
-    rejects: Vec<(Event, Reject)>,
+/// Edits every event of `batch` with what its jq run or lookup gave it (`each`, in the
+/// events' order; a reject where the lookup failed): the events kept, with their new texts
+/// handed out, and the rejects.
+fn edit(
+    config: &Config,
+    batch: Batch,
+    each: impl Iterator<Item = std::result::Result<(Option<jq::Outputs>, Option<Looked>), Reject>>,
+    meta: &str,
+    indexed: bool,
 ) -> Worked {
+    let now = json::quote(&crate::human::timestamp_now());
+    let mut kept = Vec::with_capacity(batch.len());
+    let mut rejects = Vec::new();
+    let growth = config.growth(&now);
+    let bytes: usize = batch.events.iter().map(|e| e.bytes().len() + growth).sum();
+    let mut arena = TextArena::with_capacity(bytes, batch.len(), indexed);
+    for (event, extra) in batch.events.into_iter().zip(each) {
+        let applied = match extra {
+            Ok((jq, looked)) => config.apply(
+                event,
+                jq,
+                looked.as_ref(),
+                &now,
+                meta,
+                &mut kept,
+                &mut arena,
+            ),
+            Err(reject) => Err((event, reject)),
+        };
+        if let Err(rejected) = applied {
+            rejects.push(rejected);
+        }
+    }
     arena.hand_out(&mut kept);
-    let mut batch = Batch::new(source, kept);
+    let mut batch = Batch::new(batch.source, kept);
     batch.pack();
     Worked { batch, rejects }
 }
