@@ -36,6 +36,8 @@
 //! - [`tally`]: counting once: each stage's events in, out, rejected and dropped (and
 //!   its own figures, such as ingest-file's rotations), which the summaries, progress
 //!   lines and `/metrics` all read.
+//! - [`tap`]: the events leaving a stage of a running chain, for `GET /tap`; the wiring
+//!   offers every batch to its stage's point.
 //! - [`position`]: source positions (kind, stream, partition, offset, epoch), written
 //!   into and read from the metadata field; made by sources, committed by sinks, owned by
 //!   neither.
@@ -73,5 +75,6 @@ pub mod shell;
 pub mod shutdown;
 pub mod stage;
 pub mod tally;
+pub mod tap;
 pub mod tape;
 pub mod wire;

@@ -13,6 +13,7 @@ use crate::shutdown::Shutdown;
 use crate::stage::stdio::{Reader, Writer};
 use crate::stage::{Ctx, Kind, Stage, Stats};
 use crate::tally::Figure;
+use crate::tap::Taps;
 use crate::wire::{self, Link};
 
 /// Batches a channel holds between two stages. With ~256 KiB batches this bounds the
@@ -51,6 +52,7 @@ pub async fn run(
     inputs: Vec<Input>,
     detail: Option<Detail>,
     shutdown: Shutdown,
+    taps: Option<Taps>,
 ) -> Result<Exit> {
     let started = Instant::now();
     let name = stage.name();
@@ -72,6 +74,11 @@ pub async fn run(
         links.push(Link::new(Box::new(reader), ctx.clone()));
     }
     links.push(Link::new(stage, ctx.clone()));
+    if let Some(taps) = &taps {
+        for (link, (_, point)) in links.iter_mut().zip(taps.points()) {
+            link.tap = Some(point.clone());
+        }
+    }
     let writer = Writer {
         out: ndjson::stdout(),
     };
@@ -102,6 +109,15 @@ pub async fn run(
         None => exit,
         Some(stopped) => interrupted(name, &stopped, &compression, &shutdown, exit),
     })
+}
+
+/// The tap points of a command's shell form: after the reader (its input) unless it is a
+/// source, and after the command.
+pub fn taps(kind: Kind, name: &'static str) -> Taps {
+    match kind {
+        Kind::Source => Taps::new([name]),
+        Kind::Filter | Kind::Sink => Taps::new(["reader", name]),
+    }
 }
 
 /// The files a run reads, with their compression, for resume hints.

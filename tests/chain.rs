@@ -55,26 +55,17 @@ fn validate_then_enrich_in_one_process_matches_the_shell_pipe() {
     let out = std::fs::File::create(dir.path("chain.ndjson")).unwrap();
     let inputs = ndpipe::ndjson::open_inputs(&[input.clone().into()]).unwrap();
     let links = vec![
-        Link {
-            stage: Box::new(Reader {
+        Link::new(
+            Box::new(Reader {
                 inputs,
                 max_line_bytes: 16 << 20,
                 drain_timeout: std::time::Duration::from_secs(30),
             }),
-            ctx: ctx.clone(),
-        },
-        Link {
-            stage: Box::new(validate),
-            ctx: ctx.clone(),
-        },
-        Link {
-            stage: Box::new(enrich),
-            ctx: ctx.clone(),
-        },
-        Link {
-            stage: Box::new(Writer { out }),
-            ctx,
-        },
+            ctx.clone(),
+        ),
+        Link::new(Box::new(validate), ctx.clone()),
+        Link::new(Box::new(enrich), ctx.clone()),
+        Link::new(Box::new(Writer { out }), ctx),
     ];
     let stats = tokio::runtime::Runtime::new()
         .unwrap()

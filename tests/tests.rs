@@ -39,6 +39,8 @@
 //!   pipe, summaries, `NO_COLOR`.
 //! - `prometheus`: a real Prometheus scrapes a running `pipeline`; every query of the
 //!   shipped Grafana dashboard returns data.
+//! - `tap`: `GET /tap` on a running `pipeline` and command: the events after a stage,
+//!   sampled and limited; a client that stops reading is cut off, the run goes on.
 //! - `readme`: every shell block of README.md, run as written; `scripts/demo`.
 //! - `docs`: `--help` everywhere; committed man pages and completions are current.
 
@@ -59,5 +61,6 @@ mod persist;
 mod pipeline;
 mod prometheus;
 mod readme;
+mod tap;
 mod terminal;
 mod validate;

@@ -244,6 +244,10 @@ pub async fn run(
     }
     let (databases, checks) = (configured.databases(), configured.checks());
     let Opened { stage, outcomes } = configured.open().await?;
+    let taps = options
+        .metrics_listen
+        .map(|_| shell::taps(command.kind, command.name));
+    let mut served = None;
     if let Some(addr) = options.metrics_listen {
         // The same endpoint as `pipeline`'s, for a pipe of one stage.
         let watch = Watch {
@@ -253,11 +257,16 @@ pub async fn run(
             databases,
             checks,
             sinks: outcomes.iter().map(|o| (command.name, o.clone())).collect(),
+            taps: taps.clone(),
         };
-        crate::operator::watch::start(addr, watch, shutdown.clone()).await?;
+        served = Some(crate::operator::watch::start(addr, watch, shutdown.clone()).await?);
     }
     let detail: Option<Detail> = outcomes.map(|o| Box::new(move || o.summary()) as Detail);
-    shell::run(stage, &options, inputs, detail, shutdown).await
+    let exit = shell::run(stage, &options, inputs, detail, shutdown, taps).await;
+    if let Some(served) = served {
+        served.finish().await;
+    }
+    exit
 }
 
 /// The common flags' settings, free of clap, as the shell form and `pipeline` run with.

@@ -11,16 +11,24 @@
 //! - `GET /metrics`: Prometheus text ([`crate::metrics::render`]), after the command's
 //!   scrape hooks have set what is only read on demand (gauges of live state, a sink's
 //!   outcome counters).
+//! - `GET /tap?after=STAGE&limit=N&sample=P`: the events leaving a stage, as NDJSON
+//!   ([`crate::tap`]), when the command offers tap points. No `after`, or an unknown
+//!   one: 404 listing the points.
 
 use std::sync::Arc;
 
 pub mod watch;
 
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Query};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use serde_json::{Map, Value};
+
+use crate::tap::Taps;
 
 /// A readiness check: `Ok` when ready, else why not.
 type Probe = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
@@ -35,6 +43,7 @@ pub struct Operator {
     checks: Vec<(String, Probe)>,
     details: Option<Box<dyn Fn() -> Map<String, Value> + Send + Sync>>,
     on_scrape: Vec<Box<dyn Fn() + Send + Sync>>,
+    taps: Option<Taps>,
 }
 
 impl Operator {
@@ -75,6 +84,12 @@ impl Operator {
         self
     }
 
+    /// Serves `/tap` over `taps`.
+    pub fn taps(mut self, taps: Taps) -> Operator {
+        self.taps = Some(taps);
+        self
+    }
+
     /// Every check's verdict: the names failing, with why.
     pub fn failing(&self) -> Vec<(&str, String)> {
         self.checks
@@ -85,11 +100,24 @@ impl Operator {
 
     /// `/health`, `/ready` and `/metrics`, to serve alone or merge into a command's
     /// routes.
-    pub fn routes(self) -> Router {
+    pub fn routes(mut self) -> Router {
         crate::metrics::handle();
+        let taps = self.taps.take();
         let this = Arc::new(self);
         let (ready, scrape) = (this.clone(), this);
-        Router::new()
+        let router = match taps {
+            Some(taps) => Router::new().route(
+                "/tap",
+                get(
+                    move |ConnectInfo(peer): ConnectInfo<SocketAddr>, Query(q): Query<TapQuery>| {
+                        let taps = taps.clone();
+                        async move { tap(&taps, q, peer) }
+                    },
+                ),
+            ),
+            None => Router::new(),
+        };
+        router
             .route(
                 "/health",
                 get(|| async { json(StatusCode::OK, "{\"status\":\"alive\"}".into()) }),
@@ -148,6 +176,50 @@ impl Operator {
         )
             .into_response()
     }
+}
+
+/// The query of `/tap`.
+#[derive(serde::Deserialize)]
+struct TapQuery {
+    after: Option<String>,
+    limit: Option<u64>,
+    sample: Option<f64>,
+}
+
+/// Streams the events leaving `q.after` to the client.
+fn tap(taps: &Taps, q: TapQuery, peer: SocketAddr) -> Response {
+    let sample = q.sample.unwrap_or(1.0);
+    if !(sample > 0.0 && sample <= 1.0) {
+        let why = format!("sample={sample}: a share of the events, over 0 and at most 1");
+        return json(StatusCode::BAD_REQUEST, error_body(&why, taps));
+    }
+    let Some(point) = q.after.as_deref().and_then(|a| taps.get(a)) else {
+        let why = match &q.after {
+            Some(after) => format!("no tap point after={after}"),
+            None => "name the point to tap: after=STAGE".to_owned(),
+        };
+        return json(StatusCode::NOT_FOUND, error_body(&why, taps));
+    };
+    if q.limit == Some(0) {
+        return ([(header::CONTENT_TYPE, NDJSON)], "").into_response();
+    }
+    let who = format!(
+        "the client at {peer} (after={})",
+        q.after.unwrap_or_default()
+    );
+    tracing::info!("tap: {who} connected");
+    let stream = point.listen(sample, q.limit, who);
+    (
+        [(header::CONTENT_TYPE, NDJSON)],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+const NDJSON: HeaderValue = HeaderValue::from_static("application/x-ndjson");
+
+fn error_body(why: &str, taps: &Taps) -> String {
+    serde_json::json!({"error": why, "points": taps.names()}).to_string()
 }
 
 fn json(status: StatusCode, body: String) -> Response {

@@ -32,6 +32,7 @@ use crate::exit::{Error, Result};
 use crate::operator::{Check, Operator};
 use crate::postgres::ConnectSpec;
 use crate::shutdown::Shutdown;
+use crate::tap::Taps;
 use crate::wire::relay::{Bounds, Fill};
 
 /// How long one readiness probe of a database may take before it counts as no answer.
@@ -54,6 +55,8 @@ pub struct Watch {
     pub checks: Vec<Check>,
     /// persist's counts, exported when scraped.
     pub sinks: Vec<(&'static str, Arc<dyn crate::commands::Outcomes>)>,
+    /// The chain's tap points, served at `/tap`.
+    pub taps: Option<Taps>,
 }
 
 /// What the sampler last saw, read by the readiness checks.
@@ -64,8 +67,28 @@ struct Sampled {
     answers: Vec<AtomicBool>,
 }
 
-/// Binds `addr` (failing at once, exit 69, when it cannot) and serves until shutdown.
-pub async fn start(addr: SocketAddr, watch: Watch, shutdown: Shutdown) -> Result<()> {
+/// How long the end of a run waits for tap responses to be written out: a tap client
+/// reading along gets the last events; one that stopped reading holds nothing up longer.
+const TAP_DRAIN: Duration = Duration::from_secs(2);
+
+/// The endpoint being served.
+pub struct Served {
+    done: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Served {
+    /// The run has ended: stops taking requests and lets the answers under way (the taps'
+    /// last events) finish, for [`TAP_DRAIN`] at most.
+    pub async fn finish(self) {
+        let _ = self.done.send(());
+        let _ = tokio::time::timeout(TAP_DRAIN, self.task).await;
+    }
+}
+
+/// Binds `addr` (failing at once, exit 69, when it cannot) and serves until shutdown or
+/// [`Served::finish`].
+pub async fn start(addr: SocketAddr, watch: Watch, shutdown: Shutdown) -> Result<Served> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| Error::unavailable(format!("--metrics-listen {addr}: {e}")))?;
@@ -79,12 +102,19 @@ pub async fn start(addr: SocketAddr, watch: Watch, shutdown: Shutdown) -> Result
     });
     let app = operator(&watch, &sampled, &shutdown).routes();
     tokio::spawn(sample(watch, sampled, shutdown.clone()));
-    tokio::spawn(async move {
+    let (done, finished) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.wait().await })
+            .with_graceful_shutdown(async move {
+                tokio::select! {
+                    () = shutdown.wait() => {}
+                    _ = finished => {}
+                }
+            })
             .await;
     });
-    Ok(())
+    Ok(Served { done, task })
 }
 
 /// The readiness checks (shutdown, each channel, each database) and the sinks' counts.
@@ -121,6 +151,9 @@ fn operator(watch: &Watch, sampled: &Arc<Sampled>, shutdown: &Shutdown) -> Opera
         });
     }
     op = op.checks(watch.checks.clone());
+    if let Some(taps) = &watch.taps {
+        op = op.taps(taps.clone());
+    }
     let sinks = watch.sinks.clone();
     op.on_scrape(move || {
         for (component, outcomes) in &sinks {

@@ -16,6 +16,7 @@ use crate::shutdown::Shutdown;
 use crate::stage::stdio::{Reader, Writer};
 use crate::stage::{Ctx, Ended, Stats};
 use crate::tally::Tally;
+use crate::tap::Taps;
 use crate::wire::merge::Merge;
 use crate::wire::relay::{Bounds, Fill};
 use crate::wire::{self, Link};
@@ -173,8 +174,16 @@ pub async fn run(
     } else {
         Progress::hidden()
     };
+    let taps = serve.map(|_| {
+        let taps = Taps::new(links.iter().map(|l| l.stage.name()));
+        for (link, (_, point)) in links.iter_mut().zip(taps.points()) {
+            link.tap = Some(point.clone());
+        }
+        taps
+    });
     links.push(writer);
 
+    let mut served = None;
     if let Some((addr, window)) = serve {
         let watch = Watch {
             channels: links[1..]
@@ -191,8 +200,9 @@ pub async fn run(
                 .iter()
                 .filter_map(|l| l.detail.clone().map(|c| (l.name, c)))
                 .collect(),
+            taps,
         };
-        crate::operator::watch::start(addr, watch, shutdown.clone()).await?;
+        served = Some(crate::operator::watch::start(addr, watch, shutdown.clone()).await?);
     }
     if let Some(reload) = reload {
         let mut running = hub.running;
@@ -205,6 +215,9 @@ pub async fn run(
         start_reload(reload, live, shutdown.clone());
     }
     let ran = wire::chain_bounded(links, limits, fills, dead.clone()).await;
+    if let Some(served) = served {
+        served.finish().await;
+    }
     progress.finish();
     if let Some(d) = &display {
         d.finish();
@@ -283,6 +296,7 @@ async fn open_hub(run: &Run<'_>, planned: Vec<Planned>, inputs: Vec<ndjson::Inpu
         Link {
             stage: Box::new(Merge { sources: links }),
             ctx,
+            tap: None,
         }
     };
     Ok(Hub {

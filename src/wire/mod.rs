@@ -24,9 +24,11 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc;
 
 use crate::dead_letter::DeadLetters;
+use crate::event::Batch;
 use crate::exit::{Error, Result};
 use crate::stage::{Ctx, Ended, Kind, Stage, Stats};
 use crate::tally::Tally;
+use crate::tap::{Feed, Point};
 
 pub mod merge;
 pub mod relay;
@@ -38,6 +40,9 @@ use std::sync::Arc;
 pub struct Link {
     pub stage: Box<dyn Stage>,
     pub ctx: Ctx,
+    /// The tap point of the stage's output ([`crate::tap`]), when an operator endpoint
+    /// serves taps: every batch the stage sends is offered to it.
+    pub tap: Option<Point>,
 }
 
 impl Link {
@@ -45,7 +50,11 @@ impl Link {
     /// `/metrics`): what the summaries and progress lines then read ([`Link::tally`]).
     pub fn new(stage: Box<dyn Stage>, mut ctx: Ctx) -> Link {
         ctx.tally = Tally::new(stage.name());
-        Link { stage, ctx }
+        Link {
+            stage,
+            ctx,
+            tap: None,
+        }
     }
 
     /// Gives the link a tally of its own unless it has one.
@@ -90,8 +99,31 @@ pub async fn chain_bounded(
     .await
 }
 
+type Channel = (mpsc::Sender<Batch>, mpsc::Receiver<Batch>);
+
+/// `channel`, with a task offering every batch to `tap` on the way when there is one.
+fn tapped(channel: Channel, tap: Option<Feed>) -> Channel {
+    let Some(tap) = tap else { return channel };
+    let (tx, mut from) = mpsc::channel(1);
+    let (to, rx) = channel;
+    tokio::spawn(async move {
+        // Room first, so that no batch is ever held here when the stage after is gone:
+        // the stage before then finds its output closed, as without the tap.
+        while let Ok(permit) = to.reserve().await {
+            let batch = tokio::select! {
+                batch = from.recv() => batch,
+                () = to.closed() => None,
+            };
+            let Some(batch) = batch else { break };
+            tap.offer(&batch);
+            permit.send(batch);
+        }
+    });
+    (tx, rx)
+}
+
 /// The input of a source: a channel closed from the start.
-fn closed() -> mpsc::Receiver<crate::event::Batch> {
+fn closed() -> mpsc::Receiver<Batch> {
     mpsc::channel(1).1
 }
 
@@ -125,9 +157,9 @@ async fn run(links: Vec<Link>, channels: Channels) -> Result<Vec<Stats>> {
     let mut next_rx = closed();
     let mut tasks = FuturesUnordered::new();
     let mut relays = FuturesUnordered::new();
-    for (i, link) in links.into_iter().enumerate() {
+    for (i, mut link) in links.into_iter().enumerate() {
+        let tap = link.tap.take().filter(|_| i + 1 < n).map(|p| p.feed());
         let (tx, rx) = match &channels {
-            Channels::Batches(capacity) => mpsc::channel(*capacity.max(&1)),
             Channels::Bounded {
                 bounds,
                 fills,
@@ -144,11 +176,13 @@ async fn run(links: Vec<Link>, channels: Channels) -> Result<Vec<Stats>> {
                     fills[i].clone(),
                     dead.clone(),
                     tallies[i + 1].clone(),
+                    tap,
                 );
                 relays.push(tokio::spawn(relay));
                 (tx, rx)
             }
-            Channels::Bounded { .. } => mpsc::channel(OUTPUT_BATCHES),
+            Channels::Bounded { .. } => tapped(mpsc::channel(OUTPUT_BATCHES), tap),
+            Channels::Batches(capacity) => tapped(mpsc::channel(*capacity.max(&1)), tap),
         };
         let input = std::mem::replace(&mut next_rx, rx);
         let run = link.stage.run(input, tx, link.ctx);

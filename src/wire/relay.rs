@@ -29,6 +29,7 @@ use crate::dead_letter::DeadLetters;
 use crate::event::{Batch, Event, Reject};
 use crate::exit::Result;
 use crate::tally::Tally;
+use crate::tap::Feed;
 
 /// What a full channel does with new events (`--when-full`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -78,6 +79,8 @@ pub async fn run(
     dead: DeadLetters,
     // The tally of the stage this channel feeds: drops count there.
     tally: Tally,
+    // The tap point of the stage before, if taps are served.
+    mut tap: Option<Feed>,
 ) -> Result<()> {
     let labels = [("component", into)];
     let depth = metrics::gauge!("buffer_events", &labels);
@@ -104,6 +107,9 @@ pub async fn run(
             }
             batch = rx.recv(), if take => match batch {
                 Some(batch) => {
+                    if let Some(tap) = &tap {
+                        tap.offer(&batch);
+                    }
                     let dropped = queue.push(batch, &bounds);
                     if !dropped.is_empty() {
                         let n = dropped.iter().map(Batch::len).sum::<usize>() as u64;
@@ -111,7 +117,10 @@ pub async fn run(
                         keep_dropped(dropped, &bounds, into, &dead)?;
                     }
                 }
-                None => open = false,
+                None => {
+                    open = false;
+                    tap = None; // its listeners' responses end
+                }
             },
             changed = limits.changed(), if live && (open || !queue.batches.is_empty()) => {
                 live = changed.is_ok();
