@@ -1396,6 +1396,14 @@ fn persist_alone_is_not_ready_while_its_database_is_down() {
             .ends_with("does not answer"),
         "{body}"
     );
+    // The gauge says the same, for a dashboard.
+    let up = |m: &str| -> Option<String> {
+        m.lines()
+            .find(|l| l.starts_with("ndpipe_persist_database_up{database=\"postgres@127.0.0.1:"))
+            .map(|l| l.rsplit(' ').next().unwrap().to_owned())
+    };
+    let metrics = || crate::pipeline::get(port, "/metrics").unwrap().1;
+    assert_eq!(up(&metrics()).as_deref(), Some("0"), "{}", metrics());
     for i in 0..1000 {
         writeln!(stdin, "{{\"id\":\"b{i}\"}}").unwrap();
     }
@@ -1404,6 +1412,24 @@ fn persist_alone_is_not_ready_while_its_database_is_down() {
     crate::ingest_kafka::wait_until("/ready 200 again", Duration::from_secs(60), || {
         ready().is_some_and(|(c, _)| c == 200)
     });
+    assert_eq!(up(&metrics()).as_deref(), Some("1"));
+    // Every committed batch's transaction was timed.
+    crate::ingest_kafka::wait_until("2,000 rows", Duration::from_secs(60), || {
+        cluster.count() == 2000
+    });
+    let m = metrics();
+    let series = |name: &str| -> u64 {
+        m.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{m}"))
+    };
+    let batches = series("ndpipe_persist_batches_total{");
+    assert!(batches >= 2);
+    assert_eq!(
+        series("ndpipe_persist_commit_duration_seconds_count{component=\"persist\"}"),
+        batches
+    );
     drop(stdin);
     let status = wait_exit(&mut persist, Duration::from_secs(60));
     assert!(status.success(), "{status:?}: {}", stderr_of(&mut persist));

@@ -19,7 +19,9 @@
 //! `buffer_events`, `buffer_byte_size`, `buffer_max_event_size` and
 //! `buffer_max_byte_size` (labelled with the stage it feeds; `pipeline` only); each
 //! stage's `ndpipe_stage_workers`; persist's `ndpipe_persist_rows_total{outcome}`,
-//! `ndpipe_persist_retries_total` and `ndpipe_persist_batches_total`; a Kafka source's
+//! `ndpipe_persist_retries_total`, `ndpipe_persist_batches_total`, the time each batch's
+//! transaction took (`ndpipe_persist_commit_duration_seconds`) and whether each database
+//! answers its probe (`ndpipe_persist_database_up{database}`, 1 or 0); a Kafka source's
 //! `kafka_consumer_lag{topic_id,partition_id}` and `ndpipe_kafka_rebalances_total`; an
 //! HTTP source's `ndpipe_http_*` series.
 
@@ -185,6 +187,8 @@ async fn sample(watch: Watch, sampled: Arc<Sampled>, shutdown: Shutdown) {
         for (i, (spec, client)) in watch.databases.iter().zip(clients.iter_mut()).enumerate() {
             let answers = probe(spec, client).await;
             sampled.answers[i].store(answers, Ordering::Relaxed);
+            metrics::gauge!("ndpipe_persist_database_up", "database" => spec.display().to_owned())
+                .set(if answers { 1.0 } else { 0.0 });
         }
         tokio::select! {
             () = tokio::time::sleep(TICK) => {}

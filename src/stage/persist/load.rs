@@ -489,6 +489,7 @@ pub(super) async fn commit_rows(
         }
         let chosen: Vec<&Row> = winners.iter().map(|&i| &rows[i]).collect();
         let mut refused: Vec<(usize, Reject)> = Vec::new();
+        let began = std::time::Instant::now();
         let result = {
             let mut reject = |i: usize, r: Reject| refused.push((winners[i], r));
             loader.load(&chosen, &commits, &mut reject).await
@@ -496,6 +497,8 @@ pub(super) async fn commit_rows(
         drop(chosen);
         match result {
             Ok(loaded) => {
+                metrics::histogram!("ndpipe_persist_commit_duration_seconds", "component" => "persist")
+                    .record(began.elapsed().as_secs_f64());
                 // Dead letters before anything else, in input order.
                 let mut refused_idx = Vec::with_capacity(refused.len());
                 for (i, reject) in refused {
