@@ -28,8 +28,10 @@
 //!   parsing, logging, the runtime and exit mapping.
 //! - [`ndjson`]: line framing (line numbers, BOM, CRLF, length limit, gzip and zstd) and
 //!   the writer (block-buffered, idle flush, closed-pipe aware).
+//! - [`top`]: the live terminal view of a run, drawn from its `/metrics`
+//!   (`pipeline --top`, `pipeline top ADDR`).
 //! - [`operator`]: the operator endpoint (`/health`, `/ready` from named checks,
-//!   `/metrics`) that ingest-http serves, and `--metrics-listen` of every command and of
+//!   `/metrics`, `/tap`) that ingest-http serves, and `--metrics-listen` of every command and of
 //!   `pipeline` ([`operator::watch`]: channels, databases and the stages' checks).
 //! - [`progress`], [`metrics`]: the progress line and log writer; the metrics facade every
 //!   stage reports into.
@@ -77,4 +79,5 @@ pub mod stage;
 pub mod tally;
 pub mod tap;
 pub mod tape;
+pub mod top;
 pub mod wire;

@@ -30,6 +30,46 @@ enum Active {
     Bar(ProgressBar),
     /// `pipeline`: one line per stage.
     Lines(MultiProgress),
+    /// A full-screen view (`pipeline --top`) owns the terminal: log lines wait.
+    Held(Arc<Mutex<Vec<Vec<u8>>>>),
+}
+
+/// Log lines held while a full-screen view draws ([`hold`]); at most this many, the
+/// oldest dropped first: a view may run for hours.
+const HELD_LINES: usize = 1000;
+
+/// Holds every log line until the returned guard is dropped, then prints them: a
+/// full-screen view redraws the whole terminal, and a log line there would be torn.
+pub fn hold() -> Held {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    *ACTIVE.lock().expect("not poisoned") = Some(Active::Held(lines.clone()));
+    Held(lines)
+}
+
+/// See [`hold`].
+pub struct Held(Arc<Mutex<Vec<Vec<u8>>>>);
+
+impl Held {
+    /// The last `n` lines held, for the view to show.
+    pub fn last(&self, n: usize) -> Vec<String> {
+        let lines = self.0.lock().expect("not poisoned");
+        let from = lines.len().saturating_sub(n);
+        lines[from..]
+            .iter()
+            .map(|l| String::from_utf8_lossy(l).trim_end().to_owned())
+            .collect()
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        ACTIVE.lock().expect("not poisoned").take();
+        let lines = std::mem::take(&mut *self.0.lock().expect("not poisoned"));
+        let mut err = std::io::stderr().lock();
+        for line in lines {
+            let _ = err.write_all(&line);
+        }
+    }
 }
 
 /// What `pipeline` draws: one line per stage ([`Progress::line`]).
@@ -267,6 +307,15 @@ pub fn eprint_line(line: &str) {
 }
 
 fn print_line(line: Vec<u8>) {
+    let active = ACTIVE.lock().expect("not poisoned").clone();
+    if let Some(Active::Held(held)) = &active {
+        let mut held = held.lock().expect("not poisoned");
+        if held.len() >= HELD_LINES {
+            held.remove(0);
+        }
+        held.push(line);
+        return;
+    }
     let emit = move || {
         let mut err = std::io::stderr().lock();
         if err.is_terminal() {
@@ -274,10 +323,9 @@ fn print_line(line: Vec<u8>) {
         }
         let _ = err.write_all(&line);
     };
-    let active = ACTIVE.lock().expect("not poisoned").clone();
     match active {
         Some(Active::Bar(bar)) => bar.suspend(emit),
         Some(Active::Lines(multi)) => multi.suspend(emit),
-        None => emit(),
+        Some(Active::Held(_)) | None => emit(),
     }
 }

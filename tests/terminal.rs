@@ -261,3 +261,191 @@ fn regex_lite(screen: &str) -> String {
     out.push_str(rest);
     out
 }
+
+/// Runs `command` as [`on_terminal`] does, and types `key` once the terminal has shown
+/// `frames` frames of the live view ("q quits" in their title); returns the exit status
+/// of `command` and everything the terminal received.
+fn on_terminal_pressing(
+    dir: &Dir,
+    env: &[(&str, &str)],
+    command: &str,
+    key: &str,
+    frames: usize,
+) -> (i32, String) {
+    use std::io::{Read, Write};
+    use std::sync::{Arc, Mutex};
+    let bins = Path::new(&bin("validate")).parent().unwrap().to_owned();
+    let path = format!("{}:{}", bins.display(), std::env::var("PATH").unwrap());
+    let command = format!("stty cols 120 rows 40; {command}");
+    let mut child = Std::new("script")
+        .args(["-q", "-e", "-c", &command, "/dev/null"])
+        .current_dir(dir.root())
+        .env("PATH", path)
+        .env("TERM", "xterm")
+        .env_remove("NDPIPE_LOG")
+        .env_remove("NO_COLOR")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("script(1) from util-linux runs");
+    let screen = Arc::new(Mutex::new(Vec::new()));
+    let mut out = child.stdout.take().unwrap();
+    let reader = {
+        let screen = screen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                screen.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    let shown = || {
+        String::from_utf8_lossy(&screen.lock().unwrap())
+            .matches("q quits")
+            .count()
+    };
+    let start = std::time::Instant::now();
+    while shown() < frames {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "no {frames} frames: {:?}",
+            String::from_utf8_lossy(&screen.lock().unwrap())
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(key.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    let status = child.wait().unwrap();
+    drop(stdin);
+    reader.join().unwrap();
+    let screen = String::from_utf8_lossy(&screen.lock().unwrap()).into_owned();
+    (status.code().unwrap_or(-1), screen)
+}
+
+/// A steady trickle of `ev.ndjson`'s first 1,000 lines, 20 times a second for 20 s.
+const TRICKLE: &str = "for i in $(seq 400); do head -n 1000 ev.ndjson || break; sleep 0.05; done";
+
+/// The frames of the live view in what the terminal received: the text from each
+/// return-to-top-left to the next, split in lines.
+fn view_frames(screen: &str) -> Vec<Vec<String>> {
+    screen
+        .split("\x1b[H")
+        .skip(1)
+        .map(|f| {
+            f.split("\r\n")
+                .map(|l| l.replace("\x1b[K", "").replace("\x1b[J", ""))
+                .collect()
+        })
+        .collect()
+}
+
+/// `pipeline --top` on a terminal: the view takes the alternate screen, shows a row per
+/// stage with rates from the run's own counts, the channel fill and persist's commits;
+/// q ends the run as Ctrl-C would (the summary after the view, exit 130, everything read
+/// handled), and the terminal is given back.
+#[test]
+fn pipeline_top_draws_every_stage_and_q_ends_the_run() {
+    let dir = Dir::new();
+    gen_events(&dir, "ev.ndjson", 1000, &[]);
+    let (code, screen) = on_terminal_pressing(
+        &dir,
+        &[],
+        &format!(
+            "{TRICKLE} | pipeline --top --shutdown-timeout 1s \
+             'validate --require id | enrich --set top=true | persist --sqlite top.db --create-table --emit' \
+             > out.ndjson"
+        ),
+        "q",
+        3,
+    );
+    assert_eq!(code, 130, "{screen:?}");
+    let enter = screen.find("\x1b[?1049h").expect("the alternate screen");
+    let leave = screen.rfind("\x1b[?1049l").expect("the screen given back");
+    assert!(enter < leave);
+    let frames = view_frames(&screen[enter..leave]);
+    let last = frames.last().unwrap();
+    assert!(
+        last[0].starts_with("ndpipe top · this pipeline · "),
+        "{last:?}"
+    );
+    assert!(
+        last.iter().any(|l| l.contains("\x1b[1mSTAGE")),
+        "bold header: {last:?}"
+    );
+    for stage in ["reader", "validate", "enrich", "persist"] {
+        let row = last
+            .iter()
+            .find(|l| l.starts_with(&format!("{stage} ")))
+            .unwrap_or_else(|| panic!("no {stage} row in {last:?}"));
+        let in_rate: u64 = row
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .replace(',', "")
+            .parse()
+            .unwrap();
+        assert!(in_rate > 1000, "{row}");
+    }
+    assert!(
+        last.iter()
+            .any(|l| l.contains("commits ") && l.contains(" per commit")),
+        "{last:?}"
+    );
+    // After the view: the summary, with what was written.
+    let after = &screen[leave..];
+    let written = std::fs::read_to_string(dir.path("out.ndjson"))
+        .unwrap()
+        .lines()
+        .count();
+    let n = ndpipe::human::count(written as u64);
+    let summary = format!("pipeline: persist: {n} in, {n} out");
+    assert!(after.contains(&summary), "{summary} in {after:?}");
+    assert!(
+        after.contains("pipeline: interrupted: stopped after line"),
+        "{after:?}"
+    );
+}
+
+/// `pipeline top ADDR` watches a command already running with `--metrics-listen`; q
+/// leaves it (exit 0) and the command runs on. Under NO_COLOR nothing is coloured.
+#[test]
+fn pipeline_top_watches_a_running_command_over_its_address() {
+    let dir = Dir::new();
+    gen_events(&dir, "ev.ndjson", 1000, &[]);
+    let port = crate::pipeline::free_port();
+    let (code, screen) = on_terminal_pressing(
+        &dir,
+        &[("NO_COLOR", "1")],
+        &format!(
+            "{TRICKLE} | validate --require id --metrics-listen 127.0.0.1:{port} > out.ndjson & \
+             until curl -s 127.0.0.1:{port}/health > /dev/null; do sleep 0.1; done; \
+             pipeline top 127.0.0.1:{port}; echo top ended $?; \
+             curl -s 127.0.0.1:{port}/health > /dev/null && echo validate runs on; kill $!"
+        ),
+        "q",
+        3,
+    );
+    assert!(screen.contains("top ended 0"), "{screen:?}");
+    assert_eq!(code, 0);
+    let frames = view_frames(&screen);
+    let last = frames.last().unwrap();
+    assert!(last[0].starts_with(&format!("ndpipe top · 127.0.0.1:{port} · ")));
+    assert!(last.iter().any(|l| l.starts_with("STAGE")), "{last:?}");
+    let row = last.iter().find(|l| l.starts_with("validate ")).unwrap();
+    let out_rate: u64 = row
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .replace(',', "")
+        .parse()
+        .unwrap();
+    assert!(out_rate > 1000, "{row}");
+    assert!(!screen.contains("\x1b[1m"), "NO_COLOR: {screen:?}");
+    // The command was not stopped by the view.
+    assert!(screen.contains("validate runs on"), "{screen:?}");
+}

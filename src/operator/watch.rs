@@ -75,6 +75,8 @@ const TAP_DRAIN: Duration = Duration::from_secs(2);
 
 /// The endpoint being served.
 pub struct Served {
+    /// The address bound (a port of its own when `addr` asked for port 0).
+    pub addr: SocketAddr,
     done: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -93,6 +95,9 @@ impl Served {
 pub async fn start(addr: SocketAddr, watch: Watch, shutdown: Shutdown) -> Result<Served> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
+        .map_err(|e| Error::unavailable(format!("--metrics-listen {addr}: {e}")))?;
+    let addr = listener
+        .local_addr()
         .map_err(|e| Error::unavailable(format!("--metrics-listen {addr}: {e}")))?;
     let sampled = Arc::new(Sampled {
         full_since: Mutex::new(vec![None; watch.channels.len()]),
@@ -116,7 +121,7 @@ pub async fn start(addr: SocketAddr, watch: Watch, shutdown: Shutdown) -> Result
             })
             .await;
     });
-    Ok(Served { done, task })
+    Ok(Served { addr, done, task })
 }
 
 /// The readiness checks (shutdown, each channel, each database) and the sinks' counts.

@@ -76,6 +76,18 @@ impl clap::ValueEnum for WhenFull {
     }
 }
 
+/// What `pipeline` does besides running a pipe.
+#[derive(clap::Subcommand, Debug)]
+pub enum Sub {
+    /// Show the live view of `--top` for a command or pipeline already running with
+    /// `--metrics-listen ADDR` (here or across SSH), until q.
+    Top {
+        /// The address it serves /metrics on.
+        #[arg(value_name = "ADDR")]
+        addr: std::net::SocketAddr,
+    },
+}
+
 /// The first line of a pipe file that starts with `pipeline`: channel settings.
 #[derive(Parser, Debug)]
 #[command(name = "pipeline")]
@@ -96,8 +108,16 @@ pub struct SettingsLine {
 /// stdin). The output is what the shell pipe would print: NDJSON on stdout, or nothing
 /// when the last stage is `persist` (rows go to the database; `--emit` passes them on).
 #[derive(Parser, Debug)]
-#[command(name = "pipeline", version, after_help = EXAMPLES)]
+#[command(
+    name = "pipeline",
+    version,
+    after_help = EXAMPLES,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Sub>,
+
     /// The pipe text (with --file: the first input file).
     #[arg(value_name = "PIPE")]
     pub text: Option<String>,
@@ -118,6 +138,13 @@ pub struct Args {
     /// database, acknowledgements) and exit, touching no input, database or broker.
     #[arg(long)]
     pub explain: bool,
+
+    /// Show a live view of every stage on the terminal while the pipeline runs, instead of
+    /// progress lines: rate in and out, rejects, channel fill, batch time, persist's
+    /// commits, Kafka lag. Redrawn every second on stderr (stdout stays data); q ends the
+    /// run as the first Ctrl-C would. Needs a terminal; no colour with NO_COLOR.
+    #[arg(long)]
+    pub top: bool,
 
     #[command(flatten)]
     pub channels: Channels,

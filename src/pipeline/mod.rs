@@ -62,6 +62,10 @@ pub fn main() -> std::process::ExitCode {
 
 /// Runs `pipeline` with its parsed flags.
 pub async fn run_text(args: Args) -> Result<Exit> {
+    if let Some(args::Sub::Top { addr }) = args.command {
+        crate::top::show(addr, &addr.to_string(), std::future::pending()).await?;
+        return Ok(Exit::Ok);
+    }
     // Live scaling: SIGHUP reloads --file, so it must not end the run while it starts.
     let hup = args.file.as_ref().and_then(|_| reload::catch_hup());
     let (text, inputs) = match &args.file {
@@ -110,6 +114,7 @@ pub async fn run_text(args: Args) -> Result<Exit> {
             hup,
             common: args.common.clone(),
         }),
+        top: args.top,
     };
     let common = crate::shell::Options::from(&args.common);
     run::run(plan, &common, options, Shutdown::on_signals()).await

@@ -43,6 +43,8 @@ pub struct Options {
     pub serve: Option<(std::net::SocketAddr, std::time::Duration)>,
     /// `--file`, watched for live scaling.
     pub reload: Option<Reload>,
+    /// `--top`: the live view on the terminal instead of progress lines.
+    pub top: bool,
 }
 
 /// What live scaling starts from.
@@ -119,7 +121,19 @@ pub async fn run(
         bounds,
         serve,
         reload,
+        top,
     } = options;
+    if top {
+        crate::top::check_terminal()?;
+    }
+    // The view reads the run's own /metrics: on a port of its own unless one is given.
+    let serve = match (serve, top) {
+        (None, true) => Some((
+            std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            std::time::Duration::from_secs(10),
+        )),
+        (serve, _) => serve,
+    };
     let started = Instant::now();
     let dead = DeadLetters::open(common.dead_letter.as_deref(), &common.meta_field)
         .map_err(|e| Error::new(Exit::IoErr, e))?;
@@ -149,7 +163,7 @@ pub async fn run(
     let fills: Vec<Arc<Fill>> = (0..n).map(|_| Arc::default()).collect();
     // One line per stage on a terminal: what it passed on, and the fill of the channel
     // in front of it. A pipe of no stage (a source alone) shows the one line of the shell.
-    let display = (n > 0)
+    let display = (n > 0 && !top)
         .then(|| progress::Lines::new(common.progress, common.quiet))
         .flatten();
     let total = hub.running.len() + n;
@@ -162,7 +176,7 @@ pub async fn run(
         }),
         run.ctx(),
     );
-    let progress = if n == 0 {
+    let progress = if n == 0 && !top {
         Progress::new(
             "pipeline",
             common.progress,
@@ -214,7 +228,27 @@ pub async fn run(
         };
         start_reload(reload, live, shutdown.clone());
     }
+    let view = served.as_ref().filter(|_| top).map(|served| {
+        let (addr, shutdown) = (served.addr, shutdown.clone());
+        let (end, ended) = tokio::sync::oneshot::channel::<()>();
+        let shown = tokio::spawn(async move {
+            let left = crate::top::show(addr, "this pipeline", async {
+                let _ = ended.await;
+            })
+            .await?;
+            if left == crate::top::Left::Quit {
+                // As the first signal: the run drains and ends.
+                shutdown.trigger();
+            }
+            Ok::<_, Error>(())
+        });
+        (end, shown)
+    });
     let ran = wire::chain_bounded(links, limits, fills, dead.clone()).await;
+    if let Some((end, shown)) = view {
+        let _ = end.send(());
+        Error::joined("top", shown.await)??;
+    }
     if let Some(served) = served {
         served.finish().await;
     }

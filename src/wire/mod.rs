@@ -172,7 +172,6 @@ async fn run(links: Vec<Link>, channels: Channels) -> Result<Vec<Stats>> {
                     relay_rx,
                     relay_tx,
                     bounds.clone(),
-                    names[i + 1],
                     fills[i].clone(),
                     dead.clone(),
                     tallies[i + 1].clone(),

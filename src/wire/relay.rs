@@ -68,20 +68,20 @@ pub struct Fill {
     pub bytes: AtomicU64,
 }
 
-/// Runs the relay in front of stage `into` until the stage before closes its output (then
+/// Runs the relay in front of the stage `tally` counts for until the stage before closes its output (then
 /// the queue is handed on and the relay ends) or the stage after is gone.
 pub async fn run(
     mut rx: Receiver<Batch>,
     tx: Sender<Batch>,
     mut limits: watch::Receiver<Bounds>,
-    into: &'static str,
     fill: Arc<Fill>,
     dead: DeadLetters,
-    // The tally of the stage this channel feeds: drops count there.
+    // The tally of the stage this channel feeds (`into`, by name): drops count there.
     tally: Tally,
     // The tap point of the stage before, if taps are served.
     mut tap: Option<Feed>,
 ) -> Result<()> {
+    let into = tally.component();
     let labels = [("component", into)];
     let depth = metrics::gauge!("buffer_events", &labels);
     let size = metrics::gauge!("buffer_byte_size", &labels);
