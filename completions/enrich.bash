@@ -23,7 +23,7 @@ _enrich() {
 
     case "${cmd}" in
         enrich)
-            opts="-q -h -V --set --timestamp --id --id-from --lookup --on --prefix --jq --jq-timeout --jq-max-outputs --workers --http --sql --sql-args --sql-rows --database-url --into --http-method --http-body --header --http-select --http-ca --not-found --on-failure --concurrency --timeout --retries --breaker-failures --breaker-rate --breaker-window --breaker-cooldown --cache-size --cache-ttl --negative-ttl --rate-limit --dead-letter --max-line-bytes --meta-field --progress --quiet --shutdown-timeout --metrics-listen --log-format --help --version"
+            opts="-q -h -V --set --timestamp --id --id-from --lookup --on --prefix --jq --jq-timeout --jq-max-outputs --workers --http --sql --sql-args --sql-rows --database-url --into --http-method --http-body --header --http-select --http-ca --not-found --on-failure --concurrency --timeout --retries --breaker-failures --breaker-rate --breaker-window --breaker-cooldown --cache-size --cache-ttl --negative-ttl --rate-limit --dead-letter --max-line-bytes --meta-field --progress --quiet --shutdown-timeout --metrics-listen --otlp-endpoint --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -186,6 +186,10 @@ _enrich() {
                     return 0
                     ;;
                 --metrics-listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --otlp-endpoint)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

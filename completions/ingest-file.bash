@@ -23,7 +23,7 @@ _ingest__file() {
 
     case "${cmd}" in
         ingest__file)
-            opts="-q -h -V --follow --poll --order --from --rotate-wait --fingerprint-bytes --exit-when-idle --positions --forget-after --positions-from --positions-name --positions-table --connect-timeout --dead-letter --max-line-bytes --meta-field --progress --quiet --shutdown-timeout --metrics-listen --log-format --help --version"
+            opts="-q -h -V --follow --poll --order --from --rotate-wait --fingerprint-bytes --exit-when-idle --positions --forget-after --positions-from --positions-name --positions-table --connect-timeout --dead-letter --max-line-bytes --meta-field --progress --quiet --shutdown-timeout --metrics-listen --otlp-endpoint --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -94,6 +94,10 @@ _ingest__file() {
                     return 0
                     ;;
                 --metrics-listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --otlp-endpoint)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -23,7 +23,7 @@ _ingest__http() {
 
     case "${cmd}" in
         ingest__http)
-            opts="-q -h -V --listen --max-body-bytes --max-decompressed-bytes --queue-capacity --queue-bytes --max-inflight-bytes --body-timeout --min-body-rate --enqueue-timeout --max-open-requests --ack --all-or-nothing --auth-token --auth-token-file --tls-cert --tls-key --dead-letter --max-line-bytes --meta-field --progress --quiet --shutdown-timeout --metrics-listen --log-format --help --version"
+            opts="-q -h -V --listen --max-body-bytes --max-decompressed-bytes --queue-capacity --queue-bytes --max-inflight-bytes --body-timeout --min-body-rate --enqueue-timeout --max-open-requests --ack --all-or-nothing --auth-token --auth-token-file --tls-cert --tls-key --dead-letter --max-line-bytes --meta-field --progress --quiet --shutdown-timeout --metrics-listen --otlp-endpoint --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -106,6 +106,10 @@ _ingest__http() {
                     return 0
                     ;;
                 --metrics-listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --otlp-endpoint)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

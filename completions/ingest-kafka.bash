@@ -23,7 +23,7 @@ _ingest__kafka() {
 
     case "${cmd}" in
         ingest__kafka)
-            opts="-X -q -h -V --brokers --topic --group --offset --exit-at-end --max-messages --format --wrap-non-json --no-meta --offsets-from --offsets-table --offsets-name --connect-timeout --dead-letter --max-line-bytes --meta-field --progress --quiet --shutdown-timeout --metrics-listen --log-format --help --version"
+            opts="-X -q -h -V --brokers --topic --group --offset --exit-at-end --max-messages --format --wrap-non-json --no-meta --offsets-from --offsets-table --offsets-name --connect-timeout --dead-letter --max-line-bytes --meta-field --progress --quiet --shutdown-timeout --metrics-listen --otlp-endpoint --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -90,6 +90,10 @@ _ingest__kafka() {
                     return 0
                     ;;
                 --metrics-listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --otlp-endpoint)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -23,7 +23,7 @@ _persist() {
 
     case "${cmd}" in
         persist)
-            opts="-q -h -V --database-url --sqlite --table --create-table --key --key-column --keep-meta --column --batch-size --linger --version-field --version-type --on-conflict --tombstones --connections --offsets-table --emit --show --connect-timeout --dead-letter --max-line-bytes --meta-field --progress --quiet --shutdown-timeout --metrics-listen --log-format --help --version"
+            opts="-q -h -V --database-url --sqlite --table --create-table --key --key-column --keep-meta --column --batch-size --linger --version-field --version-type --on-conflict --tombstones --connections --offsets-table --emit --show --connect-timeout --dead-letter --max-line-bytes --meta-field --progress --quiet --shutdown-timeout --metrics-listen --otlp-endpoint --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -106,6 +106,10 @@ _persist() {
                     return 0
                     ;;
                 --metrics-listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --otlp-endpoint)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

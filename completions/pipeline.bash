@@ -35,7 +35,7 @@ _pipeline() {
 
     case "${cmd}" in
         pipeline)
-            opts="-f -q -h -V --file --explain --top --channel-capacity --channel-bytes --when-full --ready-window --dead-letter --max-line-bytes --meta-field --progress --quiet --shutdown-timeout --metrics-listen --log-format --help --version top help"
+            opts="-f -q -h -V --file --explain --top --channel-capacity --channel-bytes --when-full --ready-window --dead-letter --max-line-bytes --meta-field --progress --quiet --shutdown-timeout --metrics-listen --otlp-endpoint --log-format --help --version top help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -82,6 +82,10 @@ _pipeline() {
                     return 0
                     ;;
                 --metrics-listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --otlp-endpoint)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_pipeline_global_optspecs
-    string join \n f/file= explain top channel-capacity= channel-bytes= when-full= ready-window= dead-letter= max-line-bytes= meta-field= progress q/quiet shutdown-timeout= metrics-listen= log-format= h/help V/version
+    string join \n f/file= explain top channel-capacity= channel-bytes= when-full= ready-window= dead-letter= max-line-bytes= meta-field= progress q/quiet shutdown-timeout= metrics-listen= otlp-endpoint= log-format= h/help V/version
 end
 
 function __fish_pipeline_needs_command
@@ -36,6 +36,7 @@ complete -c pipeline -n "__fish_pipeline_needs_command" -l max-line-bytes -d 'Lo
 complete -c pipeline -n "__fish_pipeline_needs_command" -l meta-field -d 'Name of the reserved top-level field holding origin metadata (source, topic, partition, offset, ...). Stages pass it through untouched; validation and jq never see it' -r
 complete -c pipeline -n "__fish_pipeline_needs_command" -l shutdown-timeout -d 'How long the first SIGINT/SIGTERM may take to end the run. A command reading a pipe reads on to its end within this time (the command before it in the pipe got the signal too, and is writing out what it holds); ingest-http writes out what it has queued. What is still unwritten or unread then is reported (exit 74 for events a source had acknowledged). A second signal exits at once (130)' -r
 complete -c pipeline -n "__fish_pipeline_needs_command" -l metrics-listen -d 'Serve GET /metrics (Prometheus text), /ready and /health on ADDR (such as 127.0.0.1:9598), with the same names in a command and in `pipeline`. /ready is 503 while shutting down, while a database written to does not answer, or while an enrich lookup\'s circuit breaker is open. Off by default' -r
+complete -c pipeline -n "__fish_pipeline_needs_command" -l otlp-endpoint -d 'Export traces over OTLP/HTTP (protobuf) to the collector at URL (Jaeger, Tempo, the OpenTelemetry Collector; `/v1/traces` is added): one span per batch per stage, with its events, rejects and bytes; a W3C traceparent from Kafka headers or an HTTP request is continued. Sampling follows OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG. Off by default' -r
 complete -c pipeline -n "__fish_pipeline_needs_command" -l log-format -d 'Format of log lines on stderr. The level is set with NDPIPE_LOG (default: info)' -r -f -a "text\t''
 json\t''"
 complete -c pipeline -n "__fish_pipeline_needs_command" -l explain -d 'Print the stages with their effective settings (workers, channels, batch sizes, database, acknowledgements) and exit, touching no input, database or broker'

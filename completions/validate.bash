@@ -23,7 +23,7 @@ _validate() {
 
     case "${cmd}" in
         validate)
-            opts="-q -h -V --schema --require --type --workers --dead-letter --max-line-bytes --meta-field --progress --quiet --shutdown-timeout --metrics-listen --log-format --help --version"
+            opts="-q -h -V --schema --require --type --workers --dead-letter --max-line-bytes --meta-field --progress --quiet --shutdown-timeout --metrics-listen --otlp-endpoint --log-format --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -62,6 +62,10 @@ _validate() {
                     return 0
                     ;;
                 --metrics-listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --otlp-endpoint)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

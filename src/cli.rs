@@ -52,6 +52,14 @@ pub struct Common {
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<std::net::SocketAddr>,
 
+    /// Export traces over OTLP/HTTP (protobuf) to the collector at URL (Jaeger, Tempo, the
+    /// OpenTelemetry Collector; `/v1/traces` is added): one span per batch per stage, with
+    /// its events, rejects and bytes; a W3C traceparent from Kafka headers or an HTTP
+    /// request is continued. Sampling follows OTEL_TRACES_SAMPLER and
+    /// OTEL_TRACES_SAMPLER_ARG. Off by default.
+    #[arg(long, value_name = "URL", env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
     /// Format of log lines on stderr. The level is set with NDPIPE_LOG (default: info).
     #[arg(long, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -158,7 +166,15 @@ pub fn run(
             return Exit::Software.into();
         }
     };
+    let traces = match crate::trace::start(name, common.otlp_endpoint.as_deref()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{name}: error: {e}");
+            return Exit::Usage.into();
+        }
+    };
     let result = runtime.block_on(fut);
+    traces.finish();
     // Threads still blocked in read(2) must not keep the process alive.
     runtime.shutdown_background();
     match result {

@@ -43,6 +43,10 @@ pub struct Batch {
     /// batch measured them while they were in its cache; `pipeline`'s channels take it
     /// (once) instead of walking the events again. See [`Batch::size`].
     pub bytes: Option<u64>,
+    /// The span of the source that made the batch, when traces are exported and the batch
+    /// is sampled ([`crate::trace`]): the stages' spans are its children. Before a source
+    /// has made its span (ingest-http's requests), the parent the events came with.
+    pub trace: Option<opentelemetry::trace::SpanContext>,
 }
 
 impl Batch {
@@ -51,6 +55,7 @@ impl Batch {
             events,
             source,
             bytes: None,
+            trace: None,
         }
     }
 

@@ -35,6 +35,7 @@
 //!   `pipeline` ([`operator::watch`]: channels, databases and the stages' checks).
 //! - [`progress`], [`metrics`]: the progress line and log writer; the metrics facade every
 //!   stage reports into.
+//! - [`trace`]: OTLP traces: a span per batch per stage, a batch's spans in one trace.
 //! - [`tally`]: counting once: each stage's events in, out, rejected and dropped (and
 //!   its own figures, such as ingest-file's rotations), which the summaries, progress
 //!   lines and `/metrics` all read.
@@ -80,4 +81,5 @@ pub mod tally;
 pub mod tap;
 pub mod tape;
 pub mod top;
+pub mod trace;
 pub mod wire;

@@ -514,6 +514,7 @@ pub async fn read(
         .spawn(move || read_blocking(inputs, max_line_bytes, raw_tx, &thread_state))?;
     // The last line handed on, and where it came from.
     let mut last: Option<(Arc<str>, u64)> = None;
+    let mut handed = std::time::SystemTime::now();
     let stopped = |last: &Option<(Arc<str>, u64)>| {
         let source = names[state.current.load(Ordering::Relaxed)].clone();
         let line = match last {
@@ -554,10 +555,13 @@ pub async fn read(
                 None if state.finished.load(Ordering::Relaxed) => return Ok(ReadEnd::Complete),
                 None => return Ok(stopped(&last)),
                 Some(Err(e)) => return Err(Error::from(anyhow::Error::new(e).context("reading input"))),
-                Some(Ok(batch)) => {
+                Some(Ok(mut batch)) => {
                     let end = batch.events.last().map(|e| (batch.source.clone(), e.line));
                     let n = batch.len() as u64;
                     tally.consumed(n, batch.bytes.unwrap_or(0));
+                    // Its lines were read since the last batch was handed on.
+                    crate::trace::source("reader", &mut batch, handed, &[]);
+                    handed = std::time::SystemTime::now();
                     if tx.send(batch).await.is_err() {
                         return Ok(ReadEnd::Complete);
                     }
@@ -690,6 +694,7 @@ fn write_all_batches(
         };
         tally.received(batch.len() as u64);
         tally.sent(batch.len() as u64);
+        let traced = crate::trace::begin(&batch);
         for e in batch.events {
             buf.extend_from_slice(e.bytes());
             buf.push(b'\n');
@@ -700,6 +705,7 @@ fn write_all_batches(
         if buf.len() >= WRITE_BUFFER || last_flush.elapsed() >= FLUSH_INTERVAL {
             flush(&mut buf, held, &mut last_flush)?;
         }
+        crate::trace::done(traced, "writer", 0);
     }
     flush(&mut buf, held, &mut last_flush)?;
     Ok(())

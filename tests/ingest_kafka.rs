@@ -78,7 +78,7 @@ impl Broker {
         assert_eq!(started(&o), self.addr);
     }
 
-    fn create_topic(&self, name: &str, partitions: i32) {
+    pub(crate) fn create_topic(&self, name: &str, partitions: i32) {
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
             .set("bootstrap.servers", &self.addr)
             .create()

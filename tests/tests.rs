@@ -41,6 +41,8 @@
 //!   shipped Grafana dashboard returns data.
 //! - `tap`: `GET /tap` on a running `pipeline` and command: the events after a stage,
 //!   sampled and limited; a client that stops reading is cut off, the run goes on.
+//! - `traces`: OTLP traces into a receiver the test starts: one span per batch per stage,
+//!   one trace per batch in `pipeline`, a request's traceparent continued, sampling.
 //! - `readme`: every shell block of README.md, run as written; `scripts/demo`.
 //! - `docs`: `--help` everywhere; committed man pages and completions are current.
 
@@ -63,4 +65,5 @@ mod prometheus;
 mod readme;
 mod tap;
 mod terminal;
+mod traces;
 mod validate;

@@ -21,6 +21,13 @@ pub struct Worked {
     pub rejects: Vec<(Event, Reject)>,
 }
 
+impl Worked {
+    /// Records `stage`'s span of a traced batch, and carries the trace on.
+    fn traced(&mut self, begun: Option<crate::trace::Begun>, stage: &'static str) {
+        crate::trace::end(begun, stage, &mut self.batch, self.rejects.len() as u64);
+    }
+}
+
 /// Where [`map_ordered`] runs a batch's work.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Runs {
@@ -97,12 +104,14 @@ where
                     let (isolate, measure) = (ctx.isolate_panics, ctx.measure_batches);
                     let job = move || {
                         let started = std::time::Instant::now();
+                        let traced = crate::trace::begin(&batch);
                         let mut worked = if isolate {
                             isolated(stage, &*work, batch)
                         } else {
                             work(batch)
                         };
                         latency.record(started.elapsed());
+                        worked.traced(traced, stage);
                         if measure {
                             worked.batch.bytes = Some(worked.batch.size());
                         }
@@ -158,11 +167,13 @@ where
                 Some(batch) => {
                     let n = batch.len() as u64;
                     holding += n;
+                    let traced = crate::trace::begin(&batch);
                     let (job, latency, measure) = (work(batch), latency.clone(), ctx.measure_batches);
                     running.push_back((n, tokio::spawn(async move {
                         let started = std::time::Instant::now();
                         let mut worked = job.await;
                         latency.record(started.elapsed());
+                        worked.traced(traced, stage);
                         if measure {
                             worked.batch.bytes = Some(worked.batch.size());
                         }
@@ -223,6 +234,7 @@ where
     while let Some(batch) = input.recv().await {
         let n = batch.len() as u64;
         let started = std::time::Instant::now();
+        let traced = crate::trace::begin(&batch);
         let mut worked = match work(&mut state, batch).await {
             Ok(worked) => worked,
             Err(Failed { error, held }) => {
@@ -232,6 +244,7 @@ where
             }
         };
         latency.record(started.elapsed());
+        worked.traced(traced, stage);
         if ctx.measure_batches {
             worked.batch.bytes = Some(worked.batch.size());
         }

@@ -630,6 +630,7 @@ impl Reader {
         if self.ctx.measure_batches {
             batch.bytes = Some(batch.size());
         }
+        crate::trace::source("ingest-file", &mut batch, std::time::SystemTime::now(), &[]);
         drop(ack);
         if self.output.blocking_send(batch).is_err() {
             // The output closed (`| head`): these lines were not written; their

@@ -132,13 +132,18 @@ async fn forward(
             crate::event::lose(&first.events); // `--ack written` answers 500
             continue;
         }
+        let started = std::time::SystemTime::now();
+        let mut parents: Vec<_> = first.trace.into_iter().collect();
         let mut events = first.events;
         // Under load, wait a moment for more: one wake-up of the writer per
         // millisecond instead of one per request.
         let mut waited = false;
         while events.len() < FORWARD_BATCH {
             match rx.try_recv() {
-                Ok(b) => events.extend(b.events),
+                Ok(b) => {
+                    parents.extend(b.trace);
+                    events.extend(b.events);
+                }
                 Err(_) if !waited => {
                     waited = true;
                     tokio::time::sleep(FORWARD_GATHER).await;
@@ -147,9 +152,9 @@ async fn forward(
             }
         }
         let n = events.len();
-        if let Err(mpsc::error::SendError(batch)) =
-            output.send(Batch::new(source.clone(), events)).await
-        {
+        let mut batch = Batch::new(source.clone(), events);
+        crate::trace::source("ingest-http", &mut batch, started, &parents);
+        if let Err(mpsc::error::SendError(batch)) = output.send(batch).await {
             // stdout is gone: stop taking requests; what is queued can never be
             // written, and must not count as written.
             hub.stdout_closed.store(true, Ordering::Relaxed);

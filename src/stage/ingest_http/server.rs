@@ -183,7 +183,12 @@ async fn take(
     let source: Arc<str> = Arc::from(format!("http:{request_id}"));
     keep_dead_letters(hub, &source, &mut errors)?;
     hub.metrics.rejected(errors.len() as u64);
-    let written = enqueue(hub, source, events, permits)?;
+    // A request's W3C traceparent: its events' spans continue that trace.
+    let parent = crate::trace::enabled()
+        .then(|| headers.get("traceparent")?.to_str().ok())
+        .flatten()
+        .and_then(crate::trace::parent);
+    let written = enqueue(hub, source, events, permits, parent)?;
     // Consumed: the events taken, and the (inflated) body they came in.
     hub.metrics.accepted(n.into(), text.len() as u64);
     Ok(answer(config.ack, n as usize, &errors, ndjson, written).await)
@@ -427,6 +432,7 @@ fn enqueue(
     source: Arc<str>,
     mut events: Vec<Event>,
     (event_permits, byte_permits): (OwnedSemaphorePermit, OwnedSemaphorePermit),
+    parent: Option<opentelemetry::trace::SpanContext>,
 ) -> std::result::Result<oneshot::Receiver<()>, Answer> {
     let n = events.len() as u64;
     let (written_tx, written_rx) = oneshot::channel();
@@ -448,7 +454,11 @@ fn enqueue(
     let sent = {
         let tx = hub.tx.lock().expect("not poisoned");
         match tx.as_ref() {
-            Some(tx) => tx.send(Batch::new(source, events)).is_ok(),
+            Some(tx) => {
+                let mut batch = Batch::new(source, events);
+                batch.trace = parent;
+                tx.send(batch).is_ok()
+            }
             None => false,
         }
     };

@@ -341,6 +341,10 @@ pub(super) struct RawBatch {
     pub(super) msgs: Vec<RawMsg>,
     /// The offsets this batch read (default mode).
     pub(super) positions: Positions,
+    /// When traces are exported: when its first message was read, and the W3C
+    /// `traceparent` headers of its messages (the first continued, the rest linked).
+    pub(super) started: Option<std::time::SystemTime>,
+    pub(super) parents: Vec<opentelemetry::trace::SpanContext>,
 }
 
 /// One message of a [`RawBatch`]: `bytes[payload]` is the payload (`{}` for a tombstone;
@@ -366,6 +370,9 @@ impl RawBatch {
         if cfg.format == Format::Events && !cfg.no_meta {
             push_meta(&mut self.metas, msg, names, &cur.topic_json, cur.epoch);
         }
+        if crate::trace::enabled() {
+            self.traced(msg);
+        }
         self.msgs.push(RawMsg {
             payload: start..self.bytes.len(),
             meta: meta_start..self.metas.len(),
@@ -373,6 +380,23 @@ impl RawBatch {
             partition: msg.partition(),
             offset: msg.offset(),
         });
+    }
+}
+
+impl RawBatch {
+    fn traced<M: Message>(&mut self, msg: &M) {
+        use rdkafka::message::Headers;
+        self.started.get_or_insert_with(std::time::SystemTime::now);
+        if self.parents.len() > crate::trace::MAX_LINKS {
+            return;
+        }
+        let Some(headers) = msg.headers() else { return };
+        let parent = headers
+            .iter()
+            .find(|h| h.key == "traceparent")
+            .and_then(|h| std::str::from_utf8(h.value?).ok())
+            .and_then(crate::trace::parent);
+        self.parents.extend(parent);
     }
 }
 

@@ -73,10 +73,10 @@ pub(super) fn render_batches(
                 e
             })
             .collect();
-        if output
-            .blocking_send(Batch::new(source.clone(), events))
-            .is_err()
-        {
+        let mut batch = Batch::new(source.clone(), events);
+        let started = raw.started.unwrap_or_else(std::time::SystemTime::now);
+        crate::trace::source("ingest-kafka", &mut batch, started, &raw.parents);
+        if output.blocking_send(batch).is_err() {
             // stdout closed: these lines were not written, so their offsets stay unstored.
             if let Some(a) = ack {
                 a.disarm();

@@ -290,6 +290,7 @@ pub async fn run(
         let n = pool.senders.len();
         shared.ctx.tally.received(batch.len() as u64);
         let source = batch.source.clone();
+        let trace = batch.trace.map(Arc::new);
         for mut event in batch.events {
             let pos = match event.decode() {
                 Ok(()) => crate::position::from_meta(event.field(&meta_field), &mut keys),
@@ -304,7 +305,8 @@ pub async fn run(
                 t.receive(p);
             }
             match shared.mapping.row(event, &meta_field, &source, pos.clone()) {
-                Ok(row) => {
+                Ok(mut row) => {
+                    row.trace = trace.clone();
                     // Rows with source offsets all take the first connection: each of its
                     // transactions then holds a contiguous stretch of the input, so the
                     // offsets it records cover exactly the rows committed, and a restart
@@ -464,6 +466,32 @@ pub(super) async fn load_loop(
     Ok(())
 }
 
+/// A `persist` span per traced batch whose rows this transaction (begun at `began`)
+/// committed, with how many of them, and how many the database refused
+/// (`refused`: indexes into `rows`).
+fn traced(rows: &[Row], refused: &[usize], began: std::time::SystemTime) {
+    let mut i = 0;
+    while i < rows.len() {
+        let Some(trace) = &rows[i].trace else {
+            i += 1;
+            continue;
+        };
+        // A batch's rows are consecutive here.
+        let from = i;
+        while i < rows.len()
+            && rows[i]
+                .trace
+                .as_ref()
+                .is_some_and(|t| Arc::ptr_eq(t, trace))
+        {
+            i += 1;
+        }
+        let rejected = refused.iter().filter(|&&r| (from..i).contains(&r)).count();
+        let events = (i - from) as u64;
+        crate::trace::span("persist", trace, began, events, rejected as u64);
+    }
+}
+
 /// Commits one batch: winners per key, rows and offsets in one transaction, retried
 /// until the database takes it.
 pub(super) async fn commit_rows(
@@ -490,6 +518,7 @@ pub(super) async fn commit_rows(
         let chosen: Vec<&Row> = winners.iter().map(|&i| &rows[i]).collect();
         let mut refused: Vec<(usize, Reject)> = Vec::new();
         let began = std::time::Instant::now();
+        let began_at = std::time::SystemTime::now();
         let result = {
             let mut reject = |i: usize, r: Reject| refused.push((winners[i], r));
             loader.load(&chosen, &commits, &mut reject).await
@@ -536,6 +565,7 @@ pub(super) async fn commit_rows(
                 // Out: every event of the batch but the refused, superseded ones too (see
                 // [`Counts::summary`]).
                 let persisted = rows.len() - refused_idx.len();
+                traced(&rows, &refused_idx, began_at);
                 shared.ctx.tally.rejected(refused_idx.len() as u64);
                 shared.ctx.tally.sent(persisted as u64);
                 if shared.progress.is_shown() {

@@ -27,6 +27,9 @@ pub struct Row {
     pub source: Arc<str>,
     /// A tombstone under `--tombstones delete`: the row of `key` is deleted.
     pub delete: bool,
+    /// The trace of the batch it came in, when sampled ([`crate::trace`]): the
+    /// transaction that commits it records a span there.
+    pub trace: Option<Arc<opentelemetry::trace::SpanContext>>,
 }
 
 impl Row {
@@ -99,6 +102,7 @@ impl Mapping {
                     event,
                     source: source.clone(),
                     delete,
+                    trace: None,
                 })
             }
             Err(r) => Err((event, r)),
