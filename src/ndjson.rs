@@ -643,15 +643,21 @@ pub async fn write(
     rx: Receiver<Batch>,
     out: impl Write + Send + 'static,
     tally: Tally,
+    tap: Option<std::sync::Arc<crate::tap::Feed>>,
 ) -> Result<()> {
-    let written = tokio::task::spawn_blocking(move || write_blocking(rx, out, tally)).await;
+    let written = tokio::task::spawn_blocking(move || write_blocking(rx, out, tally, tap)).await;
     Error::joined("writer", written)?
         .map_err(|e| Error::from(anyhow::Error::new(e).context("writing output")))
 }
 
-fn write_blocking(mut rx: Receiver<Batch>, mut out: impl Write, tally: Tally) -> io::Result<()> {
+fn write_blocking(
+    mut rx: Receiver<Batch>,
+    mut out: impl Write,
+    tally: Tally,
+    tap: Option<std::sync::Arc<crate::tap::Feed>>,
+) -> io::Result<()> {
     let mut held: Vec<Event> = Vec::new();
-    let result = write_all_batches(&mut rx, &mut out, &tally, &mut held);
+    let result = write_all_batches(&mut rx, &mut out, &tally, &mut held, tap.as_deref());
     if result.is_err() {
         // Nothing here may count as handled: what was not written is lost, and its sources
         // must know.
@@ -665,6 +671,7 @@ fn write_all_batches(
     out: &mut impl Write,
     tally: &Tally,
     held: &mut Vec<Event>,
+    tap: Option<&crate::tap::Feed>,
 ) -> io::Result<()> {
     let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BUFFER + 64 * 1024);
     let mut last_flush = Instant::now();
@@ -695,6 +702,9 @@ fn write_all_batches(
         tally.received(batch.len() as u64);
         tally.sent(batch.len() as u64);
         let traced = crate::trace::begin(&batch);
+        if let Some(tap) = tap {
+            tap.offer(&batch);
+        }
         for e in batch.events {
             buf.extend_from_slice(e.bytes());
             buf.push(b'\n');

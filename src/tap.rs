@@ -14,7 +14,7 @@
 //! the responses.
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -59,6 +59,12 @@ impl Taps {
         self.0.iter().find(|(n, _)| n == name).map(|(_, p)| p)
     }
 
+    /// Whether a tap response is still being served to a client reading along: the end of
+    /// a run lets those finish.
+    pub fn busy(&self) -> bool {
+        self.0.iter().any(|(_, p)| p.busy())
+    }
+
     /// The names, for an answer to a request naming none or an unknown one.
     pub fn names(&self) -> Vec<&str> {
         self.0.iter().map(|(n, _)| n.as_str()).collect()
@@ -75,10 +81,14 @@ struct Shared {
     /// to costs one load.
     listening: AtomicUsize,
     listeners: Mutex<Vec<Listener>>,
+    /// Every response body handed out, while it lives.
+    bodies: Mutex<Vec<std::sync::Weak<Alive>>>,
 }
 
 struct Listener {
     tx: mpsc::Sender<Result<Bytes, Infallible>>,
+    /// Shared with its response body: set when it is cut off.
+    alive: Arc<Alive>,
     sample: f64,
     /// Events still to send: none left ends the response.
     left: u64,
@@ -86,22 +96,64 @@ struct Listener {
 }
 
 /// A listener's side: the chunks to stream as the response body.
-pub type Stream = tokio_stream::wrappers::ReceiverStream<Result<Bytes, Infallible>>;
+pub struct Stream {
+    chunks: tokio_stream::wrappers::ReceiverStream<Result<Bytes, Infallible>>,
+    _alive: Arc<Alive>,
+}
+
+impl futures::Stream for Stream {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        std::pin::Pin::new(&mut self.chunks).poll_next(cx)
+    }
+}
+
+/// Whether a response body is still being served (the [`Stream`] lives) to a client that
+/// was not cut off: the end of a run waits for those ([`Taps::busy`]), not for a client
+/// that stopped reading.
+#[derive(Default)]
+struct Alive {
+    cut: AtomicBool,
+}
 
 impl Point {
     /// Adds a listener taking each event with probability `sample` (0 < sample ≤ 1), until
     /// `limit` events have been sent (none: until it disconnects).
     pub fn listen(&self, sample: f64, limit: Option<u64>, who: String) -> Stream {
         let (tx, rx) = mpsc::channel(QUEUE_CHUNKS);
+        let alive = Arc::new(Alive::default());
+        self.0
+            .bodies
+            .lock()
+            .expect("not poisoned")
+            .push(Arc::downgrade(&alive));
         let mut listeners = self.0.listeners.lock().expect("not poisoned");
         listeners.push(Listener {
             tx,
+            alive: alive.clone(),
             sample,
             left: limit.unwrap_or(u64::MAX),
             who,
         });
         self.0.listening.store(listeners.len(), Ordering::Release);
-        Stream::new(rx)
+        Stream {
+            chunks: tokio_stream::wrappers::ReceiverStream::new(rx),
+            _alive: alive,
+        }
+    }
+
+    /// Whether a response body of this point is still served to a client not cut off.
+    fn busy(&self) -> bool {
+        let mut bodies = self.0.bodies.lock().expect("not poisoned");
+        bodies.retain(|b| b.strong_count() > 0);
+        bodies
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .any(|a| !a.cut.load(Ordering::Relaxed))
     }
 
     /// The stage's side of the point: offers batches, and ends every listener's response
@@ -142,6 +194,7 @@ impl Point {
                             l.who
                         );
                         metrics::counter!("ndpipe_tap_cut_total").increment(1);
+                        l.alive.cut.store(true, Ordering::Relaxed);
                         return false;
                     }
                     Err(mpsc::error::TrySendError::Closed(_)) => return false,

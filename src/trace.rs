@@ -123,18 +123,21 @@ pub fn source(name: &'static str, batch: &mut Batch, started: SystemTime, parent
         .take(MAX_LINKS)
         .map(|p| Link::with_context(p.clone()))
         .collect();
-    let bytes = batch.bytes.unwrap_or_else(|| batch.size());
     let mut span = tracer
         .span_builder(name)
         .with_kind(SpanKind::Producer)
         .with_start_time(started)
         .with_links(links)
-        .with_attributes([
-            KeyValue::new("ndpipe.events", batch.len() as i64),
-            KeyValue::new("ndpipe.bytes", bytes as i64),
-            KeyValue::new("ndpipe.source", batch.source.to_string()),
-        ])
         .start_with_context(tracer, &cx);
+    if !span.is_recording() {
+        return; // not sampled: the batch carries nothing, and nothing is measured
+    }
+    let bytes = batch.bytes.unwrap_or_else(|| batch.size());
+    span.set_attributes([
+        KeyValue::new("ndpipe.events", batch.len() as i64),
+        KeyValue::new("ndpipe.bytes", bytes as i64),
+        KeyValue::new("ndpipe.source", batch.source.to_string()),
+    ]);
     let sc = span.span_context().clone();
     span.end();
     batch.trace = sc.is_sampled().then_some(sc);

@@ -1435,3 +1435,33 @@ fn persist_alone_is_not_ready_while_its_database_is_down() {
     assert!(status.success(), "{status:?}: {}", stderr_of(&mut persist));
     assert_eq!(cluster.count(), 2000);
 }
+
+/// Traces go to a collector that takes connections and never answers (a hostile socket),
+/// and to one that is not there: the pipeline is not held up by either. Every event
+/// comes out, and the run ends within the exporter's bounds (a 5 s export timeout, a 5 s
+/// flush at the end), not when the collector decides.
+#[test]
+fn a_collector_that_never_answers_does_not_hold_a_pipeline_up() {
+    let dir = Dir::new();
+    gen_events(&dir, "ev.ndjson", 100_000, &[]);
+    // Connections wait in its backlog; nothing is ever read or answered.
+    let hostile = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent = format!("http://127.0.0.1:{}", hostile.local_addr().unwrap().port());
+    let absent = format!("http://127.0.0.1:{}", crate::pipeline::free_port());
+    for collector in [silent, absent] {
+        let started = Instant::now();
+        let o = Std::new(bin("pipeline"))
+            .args(["--otlp-endpoint", &collector])
+            .arg("validate --require id | enrich --set traced=true")
+            .arg("ev.ndjson")
+            .current_dir(dir.root())
+            .env("OTEL_TRACES_SAMPLER", "always_on")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{collector}: {}", err(&o));
+        assert_eq!(out(&o).lines().count(), 100_000, "{collector}");
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(20), "{collector}: {took:?}");
+    }
+    drop(hostile);
+}

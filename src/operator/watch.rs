@@ -72,9 +72,12 @@ struct Sampled {
 /// How long the end of a run waits for tap responses to be written out: a tap client
 /// reading along gets the last events; one that stopped reading holds nothing up longer.
 const TAP_DRAIN: Duration = Duration::from_secs(2);
+/// How long the connections of those answers then have to end on their own.
+const LAST_WRITES: Duration = Duration::from_millis(200);
 
 /// The endpoint being served.
 pub struct Served {
+    taps: Option<Taps>,
     /// The address bound (a port of its own when `addr` asked for port 0).
     pub addr: SocketAddr,
     done: tokio::sync::oneshot::Sender<()>,
@@ -82,11 +85,25 @@ pub struct Served {
 }
 
 impl Served {
-    /// The run has ended: stops taking requests and lets the answers under way (the taps'
-    /// last events) finish, for [`TAP_DRAIN`] at most.
-    pub async fn finish(self) {
+    /// The run has ended: stops taking requests and lets the tap answers of clients
+    /// reading along finish (for [`TAP_DRAIN`] at most); a client that was cut off for
+    /// not reading is not waited for.
+    pub async fn finish(mut self) {
         let _ = self.done.send(());
-        let _ = tokio::time::timeout(TAP_DRAIN, self.task).await;
+        let reading = self.taps.as_ref().filter(|t| t.busy());
+        if let Some(taps) = reading {
+            let drained = async {
+                while taps.busy() {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            };
+            let _ = tokio::time::timeout(TAP_DRAIN, drained).await;
+            // The last bytes of those answers, written once their bodies have ended.
+            let _ = tokio::time::timeout(LAST_WRITES, &mut self.task).await;
+        }
+        // Anything else (a scrape under way, a cut-off client's stuck connection) ends
+        // with the process.
+        self.task.abort();
     }
 }
 
@@ -108,6 +125,7 @@ pub async fn start(addr: SocketAddr, watch: Watch, shutdown: Shutdown) -> Result
             .collect(),
     });
     let app = operator(&watch, &sampled, &shutdown).routes();
+    let taps = watch.taps.clone();
     tokio::spawn(sample(watch, sampled, shutdown.clone()));
     let (done, finished) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -121,7 +139,12 @@ pub async fn start(addr: SocketAddr, watch: Watch, shutdown: Shutdown) -> Result
             })
             .await;
     });
-    Ok(Served { addr, done, task })
+    Ok(Served {
+        taps,
+        addr,
+        done,
+        task,
+    })
 }
 
 /// The readiness checks (shutdown, each channel, each database) and the sinks' counts.

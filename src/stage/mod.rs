@@ -119,6 +119,9 @@ pub struct Ctx {
     /// the new text as it writes it, so that no stage scans it again. Otherwise (the next
     /// reader is a pipe) the index would be work for nobody.
     pub keep_index: bool,
+    /// The tap point of what this stage receives, for the output writer, which offers
+    /// each batch to it itself (no task between it and the stage before).
+    pub tap_in: Option<Arc<crate::tap::Feed>>,
 }
 
 impl Ctx {
@@ -133,6 +136,7 @@ impl Ctx {
             isolate_panics: false,
             measure_batches: false,
             keep_index: false,
+            tap_in: None,
         }
     }
 

@@ -77,7 +77,7 @@ impl<W: Write + Send + 'static> Stage for Writer<W> {
         ctx: Ctx,
     ) -> BoxFuture<'static, Result<Ended>> {
         Box::pin(async move {
-            ndjson::write(input, self.out, ctx.tally).await?;
+            ndjson::write(input, self.out, ctx.tally, ctx.tap_in).await?;
             Ok(Ended::default())
         })
     }

@@ -157,8 +157,16 @@ async fn run(links: Vec<Link>, channels: Channels) -> Result<Vec<Stats>> {
     let mut next_rx = closed();
     let mut tasks = FuturesUnordered::new();
     let mut relays = FuturesUnordered::new();
+    // The tap point of the stage before the output writer, which the writer offers to.
+    let mut into_writer: Option<Feed> = None;
     for (i, mut link) in links.into_iter().enumerate() {
-        let tap = link.tap.take().filter(|_| i + 1 < n).map(|p| p.feed());
+        if let Some(feed) = into_writer.take() {
+            link.ctx.tap_in = Some(Arc::new(feed));
+        }
+        let mut tap = link.tap.take().filter(|_| i + 1 < n).map(|p| p.feed());
+        if i + 2 == n {
+            into_writer = tap.take();
+        }
         let (tx, rx) = match &channels {
             Channels::Bounded {
                 bounds,
