@@ -501,6 +501,7 @@ pub async fn read(
     shutdown: Shutdown,
     drain_timeout: Duration,
     tally: &Tally,
+    tap: Option<Arc<crate::tap::Feed>>,
 ) -> Result<ReadEnd> {
     let names: Vec<Arc<str>> = inputs.iter().map(|i| i.name.clone()).collect();
     let streams: Vec<bool> = inputs.iter().map(|i| i.stream).collect();
@@ -562,6 +563,9 @@ pub async fn read(
                     // Its lines were read since the last batch was handed on.
                     crate::trace::source("reader", &mut batch, handed, &[]);
                     handed = std::time::SystemTime::now();
+                    if let Some(tap) = &tap {
+                        tap.offer(&batch);
+                    }
                     if tx.send(batch).await.is_err() {
                         return Ok(ReadEnd::Complete);
                     }

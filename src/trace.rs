@@ -183,14 +183,21 @@ pub fn done(begun: Option<Begun>, stage: &'static str, rejected: u64) {
 }
 
 /// A span of `stage` under `parent`, from `at` to now, for work not shaped as one batch in
-/// and one out (persist's transactions): `events` in it, `rejected` refused.
-pub fn span(stage: &'static str, parent: &SpanContext, at: SystemTime, events: u64, rejected: u64) {
+/// and one out (persist's transactions): `events` of `bytes` in it, `rejected` refused.
+pub fn span(
+    stage: &'static str,
+    parent: &SpanContext,
+    at: SystemTime,
+    events: u64,
+    rejected: u64,
+    bytes: u64,
+) {
     let Some(tracer) = TRACER.get() else { return };
     let begun = Begun {
         parent: parent.clone(),
         at,
         events,
-        bytes: 0,
+        bytes,
     };
     record(tracer, stage, &begun, rejected, SystemTime::now());
 }

@@ -227,6 +227,7 @@ fn ingest_http_continues_a_requests_traceparent_and_sampling_is_followed() {
         assert_eq!(persist[0].trace, trace_id);
         assert_eq!(persist[0].parent, source[0].id);
         assert_eq!(persist[0].attrs["ndpipe.events"], 10);
+        assert!(persist[0].attrs["ndpipe.bytes"] > 10 * 10);
     }
 }
 

@@ -63,6 +63,12 @@ pub trait Stage: Send + 'static {
         false
     }
 
+    /// Whether the stage offers the batches it sends to [`Ctx::tap`] itself (the NDJSON
+    /// reader), rather than through a task the wiring puts after it.
+    fn offers_taps(&self) -> bool {
+        false
+    }
+
     /// A source's input size, when it can say (`ingest-file` reading files to their end):
     /// the shell form's progress line then shows a bar with %, bytes and ETA.
     fn input_size(&self) -> Option<InputSize> {
@@ -119,9 +125,10 @@ pub struct Ctx {
     /// the new text as it writes it, so that no stage scans it again. Otherwise (the next
     /// reader is a pipe) the index would be work for nobody.
     pub keep_index: bool,
-    /// The tap point of what this stage receives, for the output writer, which offers
-    /// each batch to it itself (no task between it and the stage before).
-    pub tap_in: Option<Arc<crate::tap::Feed>>,
+    /// A tap point this stage offers batches to itself, so that no task stands between it
+    /// and its neighbour: the output writer offers what it receives (the output of the
+    /// stage before); a stage that [`Stage::offers_taps`] what it sends.
+    pub tap: Option<Arc<crate::tap::Feed>>,
 }
 
 impl Ctx {
@@ -136,7 +143,7 @@ impl Ctx {
             isolate_panics: false,
             measure_batches: false,
             keep_index: false,
-            tap_in: None,
+            tap: None,
         }
     }
 

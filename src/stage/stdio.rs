@@ -29,6 +29,10 @@ impl Stage for Reader {
         Kind::Source
     }
 
+    fn offers_taps(&self) -> bool {
+        true
+    }
+
     fn run(
         self: Box<Self>,
         _input: Receiver<Batch>,
@@ -43,6 +47,7 @@ impl Stage for Reader {
                 ctx.shutdown,
                 self.drain_timeout,
                 &ctx.tally,
+                ctx.tap,
             )
             .await?;
             Ok(Ended {
@@ -77,7 +82,7 @@ impl<W: Write + Send + 'static> Stage for Writer<W> {
         ctx: Ctx,
     ) -> BoxFuture<'static, Result<Ended>> {
         Box::pin(async move {
-            ndjson::write(input, self.out, ctx.tally, ctx.tap_in).await?;
+            ndjson::write(input, self.out, ctx.tally, ctx.tap).await?;
             Ok(Ended::default())
         })
     }

@@ -161,10 +161,12 @@ async fn run(links: Vec<Link>, channels: Channels) -> Result<Vec<Stats>> {
     let mut into_writer: Option<Feed> = None;
     for (i, mut link) in links.into_iter().enumerate() {
         if let Some(feed) = into_writer.take() {
-            link.ctx.tap_in = Some(Arc::new(feed));
+            link.ctx.tap = Some(Arc::new(feed));
         }
         let mut tap = link.tap.take().filter(|_| i + 1 < n).map(|p| p.feed());
-        if i + 2 == n {
+        if link.stage.offers_taps() {
+            link.ctx.tap = tap.take().map(Arc::new);
+        } else if i + 2 == n {
             into_writer = tap.take();
         }
         let (tx, rx) = match &channels {

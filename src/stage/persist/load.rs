@@ -488,7 +488,11 @@ fn traced(rows: &[Row], refused: &[usize], began: std::time::SystemTime) {
         }
         let rejected = refused.iter().filter(|&&r| (from..i).contains(&r)).count();
         let events = (i - from) as u64;
-        crate::trace::span("persist", trace, began, events, rejected as u64);
+        let bytes = rows[from..i]
+            .iter()
+            .map(|r| r.event.bytes().len() as u64 + 1)
+            .sum();
+        crate::trace::span("persist", trace, began, events, rejected as u64, bytes);
     }
 }
 
