@@ -28,3 +28,21 @@ benthos_build() {
   fi
   BENTHOS=$BENTHOS_DIR/benthos
 }
+
+# kcat_fetch: sets KCAT to a command running Debian's kcat: the one on PATH, else the
+#   kcat package and the libraries it needs (librdkafka1, libyajl2), fetched with
+#   apt-get download and unpacked into the cache once (nothing installed system-wide).
+KCAT_DIR=${NDPIPE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ndpipe}/kcat
+kcat_fetch() {
+  if command -v kcat >/dev/null; then KCAT=kcat; return; fi
+  if [ ! -x "$KCAT_DIR/usr/bin/kcat" ]; then
+    command -v apt-get >/dev/null || return 1
+    local tmp
+    tmp=$(mktemp -d); chmod 777 "$tmp"
+    (cd "$tmp" && apt-get download -qq kcat librdkafka1 libyajl2 >&2) || { rm -rf "$tmp"; return 1; }
+    mkdir -p "$KCAT_DIR"
+    for deb in "$tmp"/*.deb; do dpkg -x "$deb" "$KCAT_DIR"; done
+    rm -rf "$tmp"
+  fi
+  KCAT="env LD_LIBRARY_PATH=$KCAT_DIR/usr/lib/x86_64-linux-gnu $KCAT_DIR/usr/bin/kcat"
+}

@@ -4,7 +4,8 @@
 # 1. file → validate --require … --type … → enrich --set … --timestamp … → stdout:
 #    >= 1.5x the shell pipe of the same two commands, >= 2 M events/s, and the ratio to
 #    ../shared/peers/seedgo, the Go channel design (goal >= 12x; its own checks and fields,
-#    see bench/stages.sh).
+#    see bench/stages.sh), and >= 80x Benthos v4.60.0 at the faster of two configurations
+#    (bench/benthos-pipeline*.yaml: the same checks and fields, stdin → stdout).
 # 2. file → the same stages → persist into PostgreSQL (empty table): >= 0.9x persist alone
 #    on the already-enriched file, and >= 1.5x the hand-written psql path of
 #    bench/persist.sh on that file.
@@ -18,6 +19,7 @@
 # Exits 1 when a goal is missed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 EVENTS=${EVENTS:-2000000}
 RUNS=${RUNS:-3}
 DB=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
@@ -30,8 +32,6 @@ BIN=${BIN:-target/$PROFILE}
 IN="$OUT/events-$EVENTS.ndjson"
 [ -s "$IN" ] || python3 ../shared/tools/gen_events.py "$EVENTS" > "$IN"
 
-calc() { awk "BEGIN { print $1 }"; }
-holds() { awk "BEGIN { exit !($1) }"; }
 
 # race NAME=CMD ...: RUNS rounds, each running every command once, in turn, so that a slow
 # phase of this shared machine (it drifts by 10-50 % within minutes) hits every contender
@@ -98,8 +98,30 @@ if command -v go >/dev/null; then
   of seedgo; report "peer: seedgo, the Go channel design"; GO_RATE=$RATE
   of pipeline-vs-go; report "pipeline 'validate | enrich' (same rounds)"
   ratio "pipeline / seedgo" "$(calc "$RATE / $GO_RATE")" 12
+  # Benthos (the tool users compare pipeline with), the same checks and fields, stdin →
+  # stdout, in two configurations: lines one by one, and batched through a broker input;
+  # the faster one counts. It takes about 40 µs an event here, so it reads the first
+  # BENTHOS_EVENTS (200 k) events of the input: rates, not times, are compared.
+  if benthos_build; then
+    BIN_EVENTS=${BENTHOS_EVENTS:-200000}
+    BIN_IN="$OUT/events-$EVENTS-head-$BIN_EVENTS.ndjson"
+    [ -s "$BIN_IN" ] || head -n "$BIN_EVENTS" "$IN" > "$BIN_IN"
+    b_lines=$("$BENTHOS" -c bench/benthos-pipeline.yaml < "$BIN_IN" | wc -l)
+    p_lines=$("$BIN/pipeline" --file "$OUT/bench.pipe" "$BIN_IN" | wc -l)
+    [ "$b_lines" = "$p_lines" ] || { echo "Benthos passes $b_lines events, pipeline $p_lines: configs differ" >&2; exit 2; }
+    ROUNDS=$RUNS race "benthos=$BENTHOS -c bench/benthos-pipeline.yaml < $BIN_IN" \
+      "benthos-batched=$BENTHOS -c bench/benthos-pipeline-batched.yaml < $BIN_IN"
+    best=benthos; holds "${BEST[benthos-batched]} < ${BEST[benthos]}" && best=benthos-batched
+    for b in benthos benthos-batched; do
+      printf '%-46s %10.0f ev/s  %6.2f s  on %s events\n' "peer: Benthos $BENTHOS_VERSION ($b)" \
+        "$(calc "$BIN_EVENTS / ${BEST[$b]}")" "${BEST[$b]}" "$BIN_EVENTS"
+    done
+    ratio "pipeline / Benthos at its best ($best)" "$(calc "$PIPE_RATE / ($BIN_EVENTS / ${BEST[$best]})")" 80
+  else
+    echo "building Benthos $BENTHOS_VERSION failed"; fail=1
+  fi
 else
-  echo "no go: seedgo skipped"; fail=1
+  echo "no go: seedgo and Benthos skipped"; fail=1
 fi
 
 # 3. Flat memory at default capacities: 2 M events, then 10 M (the 2 M file five times).
