@@ -82,7 +82,12 @@ fn persist_outcomes(text: &str) -> Vec<u64> {
 }
 
 /// `pipeline --metrics-listen` with `args` and `text`, its stdin and stdout piped.
-fn serving_pipeline(dir: &Dir, port: u16, args: &[&str], text: &str) -> std::process::Child {
+pub(crate) fn serving_pipeline(
+    dir: &Dir,
+    port: u16,
+    args: &[&str],
+    text: &str,
+) -> std::process::Child {
     Command::new(bin("pipeline"))
         .args(["--metrics-listen", &format!("127.0.0.1:{port}")])
         .args(args)

@@ -28,14 +28,7 @@ fn tap(port: u16, query: &str) -> std::thread::JoinHandle<Vec<String>> {
 }
 
 fn serving(dir: &Dir, port: u16, text: &str) -> std::process::Child {
-    Command::new(bin("pipeline"))
-        .args(["--metrics-listen", &format!("127.0.0.1:{port}"), text])
-        .current_dir(dir.root())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+    crate::counts::serving_pipeline(dir, port, &[], text)
 }
 
 fn wait_for_endpoint(port: u16) {

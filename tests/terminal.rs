@@ -11,22 +11,29 @@ use crate::util::*;
 /// terminal, as in an interactive shell) in `dir`, our binaries first on PATH; returns
 /// everything the terminal received.
 fn on_terminal(dir: &Dir, env: &[(&str, &str)], command: &str) -> String {
+    // A terminal of 100 columns (a pseudo-terminal has none of its own without one).
+    let o = script(dir, env, &format!("stty cols 100 rows 30; {command}"))
+        .output()
+        .expect("script(1) from util-linux runs");
+    assert!(o.status.success(), "{command}: {}", err(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// `script(1)` running `command` with bash on a pseudo-terminal in `dir`, our binaries
+/// first on PATH, `TERM=xterm`, no `NDPIPE_LOG` or `NO_COLOR` unless `env` sets them.
+fn script(dir: &Dir, env: &[(&str, &str)], command: &str) -> Std {
     let bins = Path::new(&bin("validate")).parent().unwrap().to_owned();
     let path = format!("{}:{}", bins.display(), std::env::var("PATH").unwrap());
-    // A terminal of 100 columns (a pseudo-terminal has none of its own without one).
-    let command = format!("stty cols 100 rows 30; {command}");
-    let o = Std::new("script")
-        .args(["-q", "-e", "-c", &command, "/dev/null"])
+    let mut script = Std::new("script");
+    script
+        .args(["-q", "-e", "-c", command, "/dev/null"])
         .current_dir(dir.root())
         .env("PATH", path)
         .env("TERM", "xterm")
         .env_remove("NDPIPE_LOG")
         .env_remove("NO_COLOR")
-        .envs(env.iter().copied())
-        .output()
-        .expect("script(1) from util-linux runs");
-    assert!(o.status.success(), "{command}: {}", err(&o));
-    String::from_utf8_lossy(&o.stdout).into_owned()
+        .envs(env.iter().copied());
+    script
 }
 
 /// The lines the terminal showed one after the other: the text between carriage
@@ -274,17 +281,7 @@ fn on_terminal_pressing(
 ) -> (i32, String) {
     use std::io::{Read, Write};
     use std::sync::{Arc, Mutex};
-    let bins = Path::new(&bin("validate")).parent().unwrap().to_owned();
-    let path = format!("{}:{}", bins.display(), std::env::var("PATH").unwrap());
-    let command = format!("stty cols 120 rows 40; {command}");
-    let mut child = Std::new("script")
-        .args(["-q", "-e", "-c", &command, "/dev/null"])
-        .current_dir(dir.root())
-        .env("PATH", path)
-        .env("TERM", "xterm")
-        .env_remove("NDPIPE_LOG")
-        .env_remove("NO_COLOR")
-        .envs(env.iter().copied())
+    let mut child = script(dir, env, &format!("stty cols 120 rows 40; {command}"))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
