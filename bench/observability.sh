@@ -64,6 +64,9 @@ echo "$V | $E" > "$OUT/observability.pipe"
 
 race "v=$BIN/$V $IN" "v-on=$BIN/$V $ON $IN"
 compare "validate --require --type" v v-on
+race "s=$BIN/validate --schema bench/event.schema.json $IN" \
+  "s-on=$BIN/validate --schema bench/event.schema.json $ON $IN"
+compare "validate --schema" s s-on
 race "e=$BIN/$E $IN" "e-on=$BIN/$E $ON $IN"
 compare "enrich --set --timestamp" e e-on
 race "sh=$BIN/$V $IN | $BIN/$E" "sh-on=$BIN/$V $ON $IN | $BIN/$E $ON"
