@@ -182,6 +182,10 @@ pub(super) fn poll_batches(
     let mut stop = false;
     let subscribed = Instant::now();
     let mut waiting_noted = cfg.group.is_none();
+    // Whether to look at the assignment's state (a failed rebalance; every partition at
+    // its end): when idle, after a partition reached its end, and every
+    // [`STATE_EVERY`] messages, rather than taking its locks for every message.
+    let mut look = true;
     loop {
         if ctx.shutdown.is_triggered() || stop {
             break;
@@ -193,11 +197,14 @@ pub(super) fn poll_batches(
             waiting_noted = true;
             note_group_wait(cfg, subscribed.elapsed());
         }
-        if let Some(e) = context.failed.lock().expect("not poisoned").take() {
-            return Err(Error::new(Exit::IoErr, anyhow::anyhow!("rebalance: {e}")));
-        }
-        if cfg.exit_at_end && at_end(&context.assigned) {
-            break;
+        if look || count % STATE_EVERY == 0 {
+            look = false;
+            if let Some(e) = context.failed.lock().expect("not poisoned").take() {
+                return Err(Error::new(Exit::IoErr, anyhow::anyhow!("rebalance: {e}")));
+            }
+            if cfg.exit_at_end && at_end(&context.assigned) {
+                break;
+            }
         }
         // Take what is queued without waiting; when nothing is, the input is idle: send
         // the batch now, then wait for more.
@@ -209,9 +216,11 @@ pub(super) fn poll_batches(
             polled = consumer.poll(Duration::from_millis(50));
         }
         match polled {
-            None => {}
-            Some(Err(KafkaError::PartitionEOF(_))) => {}
-            Some(Err(e)) => tracing::warn!("kafka: {e}"),
+            None | Some(Err(KafkaError::PartitionEOF(_))) => look = true,
+            Some(Err(e)) => {
+                look = true;
+                tracing::warn!("kafka: {e}");
+            }
             Some(Ok(msg)) => {
                 if raw.msgs.is_empty() {
                     first_at = Instant::now();
@@ -229,6 +238,7 @@ pub(super) fn poll_batches(
                 };
                 if !cur.done && offset + 1 >= cur.end {
                     cur.mark_done(&context.assigned);
+                    look = true;
                 }
                 if !exactly_once {
                     raw.positions.note(&cur.topic, partition, offset);
@@ -255,6 +265,10 @@ pub(super) fn poll_batches(
     }
     Ok(())
 }
+
+/// How many messages may pass between two looks at the assignment's state (its locks):
+/// a failed rebalance is reported at most this many messages late.
+const STATE_EVERY: u64 = 64;
 
 /// Says why no partition has come yet: the group waits for a previous member's session
 /// to expire (after a kill -9 it never said goodbye), up to `session.timeout.ms`.
