@@ -197,7 +197,7 @@ pub(super) fn poll_batches(
             waiting_noted = true;
             note_group_wait(cfg, subscribed.elapsed());
         }
-        if look || count % STATE_EVERY == 0 {
+        if look || count.is_multiple_of(STATE_EVERY) {
             look = false;
             if let Some(e) = context.failed.lock().expect("not poisoned").take() {
                 return Err(Error::new(Exit::IoErr, anyhow::anyhow!("rebalance: {e}")));
