@@ -446,3 +446,24 @@ fn pipeline_top_watches_a_running_command_over_its_address() {
     // The command was not stopped by the view.
     assert!(screen.contains("validate runs on"), "{screen:?}");
 }
+
+/// `pipeline --top` and `pipeline top ADDR` need a terminal to draw on: without one on
+/// stderr they are refused at once (64), before anything is read.
+#[test]
+fn top_without_a_terminal_is_refused_before_anything_runs() {
+    let dir = Dir::new();
+    gen_events(&dir, "ev.ndjson", 100, &[]);
+    for args in [
+        vec!["--top", "validate --require id", "ev.ndjson"],
+        vec!["top", "127.0.0.1:9"],
+    ] {
+        let o = Std::new(bin("pipeline"))
+            .args(&args)
+            .current_dir(dir.root())
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(64), "{args:?}: {}", err(&o));
+        assert!(err(&o).contains("top needs a terminal on stderr"), "{}", err(&o));
+        assert!(o.stdout.is_empty(), "nothing ran: {}", out(&o));
+    }
+}
