@@ -463,7 +463,11 @@ fn top_without_a_terminal_is_refused_before_anything_runs() {
             .output()
             .unwrap();
         assert_eq!(o.status.code(), Some(64), "{args:?}: {}", err(&o));
-        assert!(err(&o).contains("top needs a terminal on stderr"), "{}", err(&o));
+        assert!(
+            err(&o).contains("top needs a terminal on stderr"),
+            "{}",
+            err(&o)
+        );
         assert!(o.stdout.is_empty(), "nothing ran: {}", out(&o));
     }
 }
