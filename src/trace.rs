@@ -17,10 +17,12 @@
 //!
 //! Spans are sent in the background by the SDK's batch processor (its own thread, a
 //! bounded queue that drops rather than slows the run); what is queued at the end is
-//! flushed for at most [`FLUSH_TIMEOUT`].
+//! flushed for at most [`FLUSH_TIMEOUT`]. A collector that stops taking them is named once
+//! on stderr, and once more when it takes them again.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use opentelemetry::propagation::TextMapPropagator;
@@ -29,8 +31,9 @@ use opentelemetry::trace::{
 };
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, SpanData, SpanExporter};
 use opentelemetry_sdk::Resource;
 
 use crate::event::Batch;
@@ -46,7 +49,14 @@ pub const MAX_LINKS: usize = 32;
 static TRACER: OnceLock<SdkTracer> = OnceLock::new();
 
 /// The exporter of this process, flushed by [`Traces::finish`].
-pub struct Traces(Option<SdkTracerProvider>);
+pub struct Traces(Option<Export>);
+
+struct Export {
+    provider: SdkTracerProvider,
+    url: String,
+    /// Whether the collector was last seen not taking spans (and said so).
+    failing: Arc<AtomicBool>,
+}
 
 /// Sets up the export to `endpoint` (the collector's base URL: `/v1/traces` is added,
 /// as the OpenTelemetry variable means it) for `command`; nothing without one.
@@ -68,12 +78,61 @@ pub fn start(command: &str, endpoint: Option<&str>) -> Result<Traces, String> {
         .with_service_name("ndpipe")
         .with_attribute(KeyValue::new("ndpipe.command", command.to_owned()))
         .build();
+    let failing = Arc::new(AtomicBool::new(false));
+    let exporter = Reported {
+        inner: exporter,
+        url: url.clone(),
+        failing: failing.clone(),
+    };
     let provider = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
         .with_resource(resource)
         .build();
     let _ = TRACER.set(provider.tracer("ndpipe"));
-    Ok(Traces(Some(provider)))
+    Ok(Traces(Some(Export {
+        provider,
+        url,
+        failing,
+    })))
+}
+
+/// The exporter, saying once on stderr when the collector stops taking spans (they are
+/// dropped meanwhile: the run is never held up for them) and once when it takes them
+/// again.
+#[derive(Debug)]
+struct Reported<E> {
+    inner: E,
+    url: String,
+    failing: Arc<AtomicBool>,
+}
+
+impl<E: SpanExporter> SpanExporter for Reported<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let result = self.inner.export(batch).await;
+        match &result {
+            Err(e) if !self.failing.swap(true, Ordering::Relaxed) => tracing::warn!(
+                "traces: the collector at {} does not take spans ({e}); they are dropped until it does",
+                self.url
+            ),
+            Ok(()) if self.failing.swap(false, Ordering::Relaxed) => {
+                tracing::info!("traces: the collector at {} takes spans again", self.url);
+            }
+            _ => {}
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
 }
 
 /// `…/v1/traces` under `endpoint`, unless it names that path already.
@@ -87,10 +146,17 @@ fn traces_url(endpoint: &str) -> String {
 }
 
 impl Traces {
-    /// Sends what is queued, for [`FLUSH_TIMEOUT`] at most.
+    /// Sends what is queued, for [`FLUSH_TIMEOUT`] at most; says so when it could not
+    /// (unless the collector's failure was said already).
     pub fn finish(self) {
-        if let Some(provider) = self.0 {
-            let _ = provider.shutdown_with_timeout(FLUSH_TIMEOUT);
+        let Some(export) = self.0 else { return };
+        if let Err(e) = export.provider.shutdown_with_timeout(FLUSH_TIMEOUT) {
+            if !export.failing.load(Ordering::Relaxed) {
+                tracing::warn!(
+                    "traces: the last spans were not taken by the collector at {} ({e})",
+                    export.url
+                );
+            }
         }
     }
 }

@@ -1460,6 +1460,10 @@ fn a_collector_that_never_answers_does_not_hold_a_pipeline_up() {
             .unwrap();
         assert!(o.status.success(), "{collector}: {}", err(&o));
         assert_eq!(out(&o).lines().count(), 100_000, "{collector}");
+        // Said once, not once per export.
+        let said = err(&o).matches("traces: ").count();
+        assert_eq!(said, 1, "{collector}: {}", err(&o));
+        assert!(err(&o).contains(&collector), "{}", err(&o));
         let took = started.elapsed();
         assert!(took < Duration::from_secs(20), "{collector}: {took:?}");
     }
