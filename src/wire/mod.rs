@@ -41,7 +41,11 @@ pub struct Link {
     pub stage: Box<dyn Stage>,
     pub ctx: Ctx,
     /// The tap point of the stage's output ([`crate::tap`]), when an operator endpoint
-    /// serves taps: every batch the stage sends is offered to it.
+    /// serves taps: every batch the stage sends is offered to it, with no task added on
+    /// the way — by `pipeline`'s relay after it, by the output writer when the output
+    /// writer is next, or by the stage itself when it [`Stage::offers_taps`]. A point of
+    /// a stage in the middle of a plain [`chain`] (no relays) is not served: the shell
+    /// form has none.
     pub tap: Option<Point>,
 }
 
@@ -97,29 +101,6 @@ pub async fn chain_bounded(
         },
     )
     .await
-}
-
-type Channel = (mpsc::Sender<Batch>, mpsc::Receiver<Batch>);
-
-/// `channel`, with a task offering every batch to `tap` on the way when there is one.
-fn tapped(channel: Channel, tap: Option<Feed>) -> Channel {
-    let Some(tap) = tap else { return channel };
-    let (tx, mut from) = mpsc::channel(1);
-    let (to, rx) = channel;
-    tokio::spawn(async move {
-        // Room first, so that no batch is ever held here when the stage after is gone:
-        // the stage before then finds its output closed, as without the tap.
-        while let Ok(permit) = to.reserve().await {
-            let batch = tokio::select! {
-                batch = from.recv() => batch,
-                () = to.closed() => None,
-            };
-            let Some(batch) = batch else { break };
-            tap.offer(&batch);
-            permit.send(batch);
-        }
-    });
-    (tx, rx)
 }
 
 /// The input of a source: a channel closed from the start.
@@ -190,8 +171,8 @@ async fn run(links: Vec<Link>, channels: Channels) -> Result<Vec<Stats>> {
                 relays.push(tokio::spawn(relay));
                 (tx, rx)
             }
-            Channels::Bounded { .. } => tapped(mpsc::channel(OUTPUT_BATCHES), tap),
-            Channels::Batches(capacity) => tapped(mpsc::channel(*capacity.max(&1)), tap),
+            Channels::Bounded { .. } => mpsc::channel(OUTPUT_BATCHES),
+            Channels::Batches(capacity) => mpsc::channel(*capacity.max(&1)),
         };
         let input = std::mem::replace(&mut next_rx, rx);
         let run = link.stage.run(input, tx, link.ctx);
