@@ -31,6 +31,20 @@ fn serving(dir: &Dir, port: u16, text: &str) -> std::process::Child {
     crate::counts::serving_pipeline(dir, port, &[], text)
 }
 
+/// Writes `text` to `child`'s stdin (then closes it) and reads its stdout, both on threads
+/// of their own, so that neither pipe can stall the other; the handle gives the stdout.
+fn feed(child: &mut std::process::Child, text: String) -> std::thread::JoinHandle<String> {
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let feeder = std::thread::spawn(move || stdin.write_all(text.as_bytes()).unwrap());
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        stdout.read_to_string(&mut s).unwrap();
+        feeder.join().unwrap();
+        s
+    })
+}
+
 fn wait_for_endpoint(port: u16) {
     crate::pipeline::eventually("the endpoint", || get(port, "/health").is_some());
 }
@@ -63,16 +77,7 @@ fn tap_shows_the_events_after_a_stage_sampled_and_limited() {
 
     let validated = tap(port, "after=validate&limit=100");
     let sampled = tap(port, "after=enrich&sample=0.1");
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(input.as_bytes()).unwrap();
-    drop(stdin);
-    let mut stdout = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
+    let stdout = feed(&mut child, input).join().unwrap();
     assert!(child.wait().unwrap().success());
     let out: Vec<serde_json::Value> = values(&stdout);
     let passed: std::collections::BTreeSet<String> =
@@ -128,20 +133,11 @@ fn a_tap_client_that_stops_reading_is_cut_off_and_the_run_goes_on() {
     stuck.read_exact(&mut head).unwrap();
     assert_eq!(&head, b"HTTP/1.1 200");
 
-    let mut stdin = child.stdin.take().unwrap();
-    let input = dir.read("ev.ndjson");
-    let feeder = std::thread::spawn(move || stdin.write_all(input.as_bytes()).unwrap());
-    let mut stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        stdout.read_to_string(&mut s).unwrap();
-        s
-    });
+    let reader = feed(&mut child, dir.read("ev.ndjson"));
     // Scraped while the run is still going (the endpoint goes with the process).
     crate::pipeline::eventually("the tap client cut off", || {
         get(port, "/metrics").is_some_and(|(_, m)| m.contains("ndpipe_tap_cut_total 1"))
     });
-    feeder.join().unwrap();
     let out = reader.join().unwrap();
     let mut stderr = String::new();
     child
@@ -179,17 +175,7 @@ fn a_shell_command_serves_its_tap_points() {
     wait_for_endpoint(port);
     let input = tap(port, "after=reader");
     let output = tap(port, "after=validate");
-    let text = dir.read("ev.ndjson");
-    let mut stdin = child.stdin.take().unwrap();
-    let feeder = std::thread::spawn(move || stdin.write_all(text.as_bytes()).unwrap());
-    let mut stdout = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
-    feeder.join().unwrap();
+    let stdout = feed(&mut child, dir.read("ev.ndjson")).join().unwrap();
     assert!(child.wait().unwrap().success());
     let (input, output) = (input.join().unwrap(), output.join().unwrap());
     assert_eq!(input, dir.read("ev.ndjson").lines().collect::<Vec<_>>());
