@@ -47,6 +47,8 @@ pub(super) struct Callbacks {
     pub(super) shown: Mutex<std::collections::HashSet<String>>,
     /// Assignments received ([`REBALANCES`], through the stage's tally).
     pub(super) rebalances: Arc<std::sync::atomic::AtomicU64>,
+    /// The (topic, partition) lag gauges set by the last statistics.
+    pub(super) lag_shown: Mutex<std::collections::HashSet<(String, i32)>>,
 }
 
 /// Partition assignments this consumer received: its first join and every rebalance that
@@ -70,21 +72,32 @@ impl ClientContext for Callbacks {
 
     /// librdkafka's statistics (only with `statistics.interval.ms`, which `pipeline
     /// --metrics-listen` sets): the lag of every assigned partition, under Vector's name.
+    /// A partition that moved to another member of the group reads 0 here from then on,
+    /// so that the lag summed over the group's members counts each partition once.
     fn stats(&self, statistics: rdkafka::Statistics) {
+        let gauge = |topic: &str, partition: i32| {
+            metrics::gauge!(
+                "kafka_consumer_lag",
+                "topic_id" => topic.to_owned(),
+                "partition_id" => partition.to_string()
+            )
+        };
+        let mut now = std::collections::HashSet::new();
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
                 // -1 is librdkafka's internal "unassigned" partition.
                 if *partition < 0 || !p.desired {
                     continue;
                 }
-                metrics::gauge!(
-                    "kafka_consumer_lag",
-                    "topic_id" => topic.clone(),
-                    "partition_id" => partition.to_string()
-                )
-                .set(p.consumer_lag.max(0) as f64);
+                gauge(topic, *partition).set(p.consumer_lag.max(0) as f64);
+                now.insert((topic.clone(), *partition));
             }
         }
+        let mut shown = self.lag_shown.lock().expect("not poisoned");
+        for (topic, partition) in shown.difference(&now) {
+            gauge(topic, *partition).set(0.0);
+        }
+        *shown = now;
     }
 }
 

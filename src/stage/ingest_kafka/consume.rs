@@ -69,6 +69,7 @@ pub(super) fn consume(config: Config, output: Sender<Batch>, ctx: Ctx) -> Result
         connected: AtomicBool::new(false),
         shown: Mutex::new(Default::default()),
         rebalances: ctx.tally.figure(&super::callbacks::REBALANCES),
+        lag_shown: Mutex::new(Default::default()),
     };
     let mut cc = ClientConfig::new();
     cc.set("bootstrap.servers", &cfg.brokers)

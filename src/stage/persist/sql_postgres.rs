@@ -491,13 +491,17 @@ fn row_expr(cols: &[String]) -> String {
     }
 }
 
+/// The offsets upsert. A commit lands only while the row's epoch is the writer's (else
+/// the writer is fenced); it writes that epoch again, a no-op that leaves the writer's epoch
+/// in the row's change for an audit trigger to see (the cluster tests keep such a log).
 fn offsets_sql(table: &Table) -> String {
     format!(
         "INSERT INTO {t} AS o (\"group\", topic, \"partition\", next_offset, epoch, updated_at) \
          SELECT g, tp, p, n, e, now() FROM unnest($1::text[], $2::text[], $3::int[], \
          $4::bigint[], $5::bigint[]) AS s(g, tp, p, n, e) \
          ON CONFLICT (\"group\", topic, \"partition\") DO UPDATE \
-         SET next_offset = GREATEST(o.next_offset, EXCLUDED.next_offset), updated_at = now() \
+         SET next_offset = GREATEST(o.next_offset, EXCLUDED.next_offset), updated_at = now(), \
+         epoch = coalesce(EXCLUDED.epoch, o.epoch) \
          WHERE EXCLUDED.epoch IS NULL OR o.epoch IS NOT DISTINCT FROM EXCLUDED.epoch \
          RETURNING \"group\", topic, \"partition\"",
         t = table.quoted()
