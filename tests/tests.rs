@@ -21,6 +21,9 @@
 //!   --exit-at-end, keys, headers, tombstones, bad payloads, kcat's envelope, exactly-once
 //!   into PostgreSQL with kill -9 of either command or of the broker, two members of one
 //!   group taking over each other's partitions with epoch fencing.
+//! - `cluster`: several `pipeline`s in one consumer group on simulated hosts
+//!   (`scripts/cluster-sim`, network namespaces): a link cut, a host frozen, killed,
+//!   joining and leaving, the database cut off from one host; rows exact every time.
 //! - `persist`: PostgreSQL and SQLite round trips, replays, versions, bad rows, offsets
 //!   and fencing, a database restart mid-run, table names.
 //! - `chain`: the stage contract in one process — validate and enrich chained by the
@@ -49,6 +52,7 @@
 mod util;
 
 mod chain;
+mod cluster;
 mod counts;
 mod docs;
 mod enrich;
