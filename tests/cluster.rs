@@ -13,7 +13,7 @@
 //! Needs root for the namespaces (CI runs as root; elsewhere these tests say so and pass
 //! only outside CI). One at a time: each runs a broker and a database of its own.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -56,6 +56,9 @@ fn loaders_pipe() -> String {
     assert!(pipe.starts_with("# loaders.pipe"), "{pipe}");
     pipe
 }
+
+/// The line written into a host's log before each start of its process.
+const START_MARK: &str = "--- cluster test: host started";
 
 /// One simulated cluster; torn down when dropped, whatever happened.
 struct Sim {
@@ -223,13 +226,15 @@ impl Sim {
 
     /// Starts `pipeline --file loaders.pipe --metrics-listen ADDR:9100` on `host`, as the
     /// README says (KAFKA_BROKERS and DATABASE_URL in its environment); its stderr goes to
-    /// `HOST.log` (appended to across restarts).
+    /// `HOST.log`, after a line that marks the start (a restart appends).
     fn start(&self, host: &str) -> Host {
-        let log = std::fs::OpenOptions::new()
+        let path = self.dir.path(&format!("{host}.log"));
+        let mut log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.path(&format!("{host}.log")))
+            .open(path)
             .unwrap();
+        std::io::Write::write_all(&mut log, format!("{START_MARK}\n").as_bytes()).unwrap();
         let child = Command::new("ip")
             .args(["netns", "exec", &format!("{}-{host}", self.name)])
             .arg(bin("pipeline"))
@@ -250,12 +255,27 @@ impl Sim {
         }
     }
 
-    /// Assignments `host` has logged so far.
-    fn assignments(&self, host: &str) -> usize {
-        std::fs::read_to_string(self.dir.path(&format!("{host}.log")))
-            .unwrap_or_default()
-            .matches("assigned orders/")
-            .count()
+    /// The partitions `host`'s running process holds, as its log says: assigned and not
+    /// revoked since it started.
+    fn owned(&self, host: &str) -> BTreeSet<u32> {
+        let log = self.log(host);
+        let since = log.rfind(START_MARK).map_or(&log[..], |i| &log[i..]);
+        let mut owned = BTreeSet::new();
+        for line in since.lines() {
+            let partition = |verb: &str| -> Option<u32> {
+                let rest = &line[line.find(verb)? + verb.len()..];
+                rest.split(|c: char| !c.is_ascii_digit())
+                    .next()?
+                    .parse()
+                    .ok()
+            };
+            if let Some(p) = partition("assigned orders/") {
+                owned.insert(p);
+            } else if let Some(p) = partition("revoked orders/") {
+                owned.remove(&p);
+            }
+        }
+        owned
     }
 
     fn log(&self, host: &str) -> String {
@@ -428,9 +448,9 @@ impl Run {
                         .sim
                         .count("SELECT count(DISTINCT \"partition\") FROM ndpipe_offsets")
                         == PARTITIONS as u64
-                    && hosts.iter().all(|h| run.sim.assignments(h) > 0)
             },
         );
+        run.wait_owned(hosts, "the hosts to share the partitions");
         // Every change of the offsets table logged (`ndpipe_offsets_log`).
         run.sim.sim("audit", &[]);
         run.producer = Some(Traffic::start(&run.sim, &run.text));
@@ -455,21 +475,17 @@ impl Run {
         self.fault_at = Some(self.sim.sql("SELECT clock_timestamp()"));
     }
 
-    /// Waits for the whole partition set to be owned anew by the hosts in `owners` (one
-    /// assignment logged by each after `before`) — a rebalance done.
-    fn wait_rebalanced(&self, owners: &[&str], before: &BTreeMap<String, usize>, what: &str) {
+    /// Waits until `owners`, and no other host, hold the 12 partitions between them, each
+    /// at least one, none twice — the group settled after a change.
+    fn wait_owned(&self, owners: &[&str], what: &str) {
+        let mut seen = Vec::new();
         wait_until(what, Duration::from_secs(60), || {
-            owners
-                .iter()
-                .all(|h| self.sim.assignments(h) > before.get(*h).copied().unwrap_or(0))
+            seen = owners.iter().map(|h| self.sim.owned(h)).collect();
+            let all: BTreeSet<u32> = seen.iter().flatten().copied().collect();
+            all.len() == PARTITIONS as usize
+                && seen.iter().map(BTreeSet::len).sum::<usize>() == all.len()
+                && seen.iter().all(|s| !s.is_empty())
         });
-    }
-
-    fn assignments(&self) -> BTreeMap<String, usize> {
-        self.hosts
-            .keys()
-            .map(|h| (h.clone(), self.sim.assignments(h)))
-            .collect()
     }
 
     /// After the fault: the producer done, everything committed, each live host's
@@ -478,6 +494,7 @@ impl Run {
     fn finish(mut self, fault: &str) -> BTreeMap<String, u64> {
         let producer = self.producer.take().unwrap();
         producer.done.join().unwrap();
+        let traffic_ended = self.sim.sql("SELECT clock_timestamp()");
         let n = EVENTS;
         let keys = last_by_id(&self.text).len() as u64;
         wait_until("every event committed", Duration::from_secs(180), || {
@@ -517,7 +534,7 @@ impl Run {
             );
         }
         self.assert_exactly_once();
-        self.report_gap(fault);
+        self.report_gap(fault, &traffic_ended);
         fenced
     }
 
@@ -573,15 +590,16 @@ impl Run {
         assert_eq!(last.len(), PARTITIONS as usize, "every partition logged");
     }
 
-    /// Prints the longest time without a commit, over all partitions and per partition,
-    /// from the start of the fault until the end.
-    fn report_gap(&self, fault: &str) {
+    /// Prints the longest time one partition went without a commit from the start of the
+    /// fault to the end (how long its events waited), and the longest time no partition
+    /// was committed while events were still being produced.
+    fn report_gap(&self, fault: &str, traffic_ended: &str) {
         let since = self.fault_at.as_deref().unwrap_or("-infinity");
         let row = self.sim.sql(&format!(
             "WITH c AS (SELECT \"partition\", at FROM ndpipe_offsets_log WHERE to_offset > from_offset \
                AND at >= '{since}'::timestamptz - interval '1 second'), \
-             any_gap AS (SELECT max(g) AS g FROM (SELECT at - lag(at) OVER (ORDER BY at) AS g \
-               FROM c) x), \
+             any_gap AS (SELECT max(g) AS g FROM (SELECT at, at - lag(at) OVER (ORDER BY at) \
+               AS g FROM c) x WHERE at <= '{traffic_ended}'), \
              part_gap AS (SELECT max(g) AS g FROM (SELECT at - lag(at) OVER \
                (PARTITION BY \"partition\" ORDER BY at) AS g FROM c) y) \
              SELECT extract(epoch FROM any_gap.g), extract(epoch FROM part_gap.g) \
@@ -590,9 +608,10 @@ impl Run {
         let (any, part) = row.split_once('\t').unwrap();
         let secs = |s: &str| s.parse::<f64>().unwrap_or(0.0);
         eprintln!(
-            "cluster: {fault}: longest gap in commits {:.1} s (any partition), {:.1} s (one partition)",
-            secs(any),
-            secs(part)
+            "cluster: {fault}: longest gap in commits {:.1} s (one partition), {:.1} s (all, while \
+             producing)",
+            secs(part),
+            secs(any)
         );
     }
 }
@@ -625,14 +644,12 @@ fn a_host_cut_off_the_network_is_fenced_and_rejoins() {
         return;
     };
     run.producer().wait_for(EVENTS / 5);
-    let before = run.assignments();
     run.fault_begins();
     run.sim.sim("cut", &["h1"]);
-    run.wait_rebalanced(&["h2", "h3"], &before, "h2 and h3 to take h1's partitions");
+    run.wait_owned(&["h2", "h3"], "h2 and h3 to take h1's partitions");
     std::thread::sleep(SESSION);
-    let before = run.assignments();
     run.sim.sim("mend", &["h1"]);
-    run.wait_rebalanced(&["h1", "h2", "h3"], &before, "h1 to rejoin");
+    run.wait_owned(&["h1", "h2", "h3"], "h1 to rejoin");
     let fenced = run.finish("link cut");
     assert!(
         fenced["h1"] > 0,
@@ -648,13 +665,11 @@ fn a_frozen_host_is_fenced_when_it_wakes_and_rejoins() {
         return;
     };
     run.producer().wait_for(EVENTS / 5);
-    let before = run.assignments();
     run.fault_begins();
     run.host("h1").signal("-STOP");
-    run.wait_rebalanced(&["h2", "h3"], &before, "h2 and h3 to take h1's partitions");
-    let before = run.assignments();
+    run.wait_owned(&["h2", "h3"], "h2 and h3 to take h1's partitions");
     run.host("h1").signal("-CONT");
-    run.wait_rebalanced(&["h1", "h2", "h3"], &before, "h1 to rejoin");
+    run.wait_owned(&["h1", "h2", "h3"], "h1 to rejoin");
     let fenced = run.finish("host frozen");
     assert!(
         fenced["h1"] > 0,
@@ -670,12 +685,11 @@ fn a_host_killed_and_restarted_resumes_from_the_committed_offsets() {
         return;
     };
     run.producer().wait_for(EVENTS / 5);
-    let before = run.assignments();
     run.fault_begins();
     run.host("h1").signal("-KILL");
     std::thread::sleep(Duration::from_secs(2));
     run.start_host("h1");
-    run.wait_rebalanced(&["h1", "h2", "h3"], &before, "h1 to be back in the group");
+    run.wait_owned(&["h1", "h2", "h3"], "h1 to be back in the group");
     run.finish("host killed and restarted");
 }
 
@@ -687,11 +701,10 @@ fn a_fourth_host_joins_under_load_then_leaves() {
         return;
     };
     run.producer().wait_for(EVENTS / 5);
-    let before = run.assignments();
     run.fault_begins();
     run.sim.sim("join", &["h4"]);
     run.start_host("h4");
-    run.wait_rebalanced(&["h1", "h2", "h3", "h4"], &before, "h4 to get a share");
+    run.wait_owned(&["h1", "h2", "h3", "h4"], "h4 to get a share");
     // It works its share for a while, then leaves.
     let committed = || {
         run.sim
@@ -714,18 +727,13 @@ fn a_fourth_host_joins_under_load_then_leaves() {
         written.first().is_some_and(|n| *n > 0.0),
         "h4 wrote nothing:\n{m}"
     );
-    let before = run.assignments();
     let h4 = run.hosts.remove("h4").unwrap();
     let status = h4.stop();
     let log = run.sim.log("h4");
     assert!(status.success(), "h4: {status}\n{log}");
     // It committed what it had read before it left the group: nothing of it fenced.
     assert_eq!(fenced_in_summary(&log), 0, "{log}");
-    run.wait_rebalanced(
-        &["h1", "h2", "h3"],
-        &before,
-        "h1..h3 to take h4's share back",
-    );
+    run.wait_owned(&["h1", "h2", "h3"], "h1..h3 to take h4's share back");
     run.finish("a fourth host joins, then leaves");
 }
 

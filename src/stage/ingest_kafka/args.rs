@@ -49,8 +49,10 @@ pub struct Args {
     #[arg(long = "topic", value_name = "TOPIC", required = true)]
     pub topics: Vec<String>,
 
-    /// Consumer group: the group's members share the partitions. Without it, every
-    /// partition of the topics is assigned to this process.
+    /// Consumer group: the group's members share the partitions, moved incrementally
+    /// when members come and go (cooperative-sticky; every member of a group must use
+    /// the same `-X partition.assignment.strategy`). Without it, every partition of the
+    /// topics is assigned to this process.
     #[arg(long, value_name = "GROUP")]
     pub group: Option<String>,
 

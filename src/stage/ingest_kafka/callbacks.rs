@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::KafkaError;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
@@ -140,7 +140,12 @@ impl ConsumerContext for Callbacks {
                 }
                 self.generation.fetch_add(1, Ordering::Relaxed);
                 self.rebalances.fetch_add(1, Ordering::Relaxed);
-                if let Err(e) = consumer.assign(tpl) {
+                let assigned = if incremental(consumer) {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                };
+                if let Err(e) = assigned {
                     *self.failed.lock().expect("not poisoned") = Some(e.to_string());
                 }
             }
@@ -148,15 +153,30 @@ impl ConsumerContext for Callbacks {
                 if self.db.is_none() {
                     let _ = consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync);
                 }
+                let lost = consumer.assignment_lost();
                 let mut a = self.assigned.lock().expect("not poisoned");
                 for e in tpl.elements() {
                     if let Some(t) = a.parts.get_mut(e.topic()) {
                         t.remove(&e.partition());
                     }
+                    tracing::info!(
+                        "revoked {}/{}{}",
+                        e.topic(),
+                        e.partition(),
+                        if lost {
+                            " (lost: this member's session with the group expired)"
+                        } else {
+                            ""
+                        }
+                    );
                 }
                 a.parts.retain(|_, t| !t.is_empty());
                 self.generation.fetch_add(1, Ordering::Relaxed);
-                let _ = consumer.unassign();
+                if incremental(consumer) {
+                    let _ = consumer.incremental_unassign(tpl);
+                } else {
+                    let _ = consumer.unassign();
+                }
             }
             _ => {
                 tracing::warn!("rebalance error: {err:?}");
@@ -164,6 +184,15 @@ impl ConsumerContext for Callbacks {
             }
         }
     }
+}
+
+/// Does the group rebalance incrementally (cooperative-sticky: an assignment adds
+/// partitions, a revocation removes only those listed), or eagerly (each one replaces all)?
+fn incremental(consumer: &BaseConsumer<Callbacks>) -> bool {
+    matches!(
+        consumer.rebalance_protocol(),
+        RebalanceProtocol::Cooperative
+    )
 }
 
 impl Callbacks {

@@ -90,6 +90,14 @@ pub(super) fn consume(config: Config, output: Sender<Batch>, ctx: Ctx) -> Result
             "group.id",
             cfg.group.as_deref().unwrap_or("ndpipe-ingest-kafka"),
         );
+    if cfg.group.is_some() {
+        // Incremental rebalancing: when a member comes or goes only the partitions that
+        // move change hands; the others keep their owner and epoch, so their batches in
+        // flight are not fenced and read again (librdkafka's default, range/roundrobin,
+        // takes every partition from every member on each rebalance: bench/scale.sh).
+        // Every member of a group must use the same protocol; -X overrides it.
+        cc.set("partition.assignment.strategy", "cooperative-sticky");
+    }
     for (k, v) in &cfg.settings {
         cc.set(k, v);
     }
