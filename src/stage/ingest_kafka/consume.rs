@@ -96,7 +96,12 @@ pub(super) fn consume(config: Config, output: Sender<Batch>, ctx: Ctx) -> Result
         // flight are not fenced and read again (librdkafka's default, range/roundrobin,
         // takes every partition from every member on each rebalance: bench/scale.sh).
         // Every member of a group must use the same protocol; -X overrides it.
-        cc.set("partition.assignment.strategy", "cooperative-sticky");
+        cc.set("partition.assignment.strategy", "cooperative-sticky")
+            // A member learns of a rebalance at its next heartbeat, and an incremental
+            // one takes two rounds (give up what moves, then take it): every second,
+            // not librdkafka's 3 s, so that a moved partition waits about 1 s for its new
+            // owner, and a session timeout of a few seconds still sees several heartbeats.
+            .set("heartbeat.interval.ms", "1000");
     }
     for (k, v) in &cfg.settings {
         cc.set(k, v);
