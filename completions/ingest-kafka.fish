@@ -1,6 +1,6 @@
 complete -c ingest-kafka -l brokers -d 'Bootstrap brokers, host:port[,host:port...]' -r
 complete -c ingest-kafka -l topic -d 'Topic to read; repeatable' -r
-complete -c ingest-kafka -l group -d 'Consumer group: the group\'s members share the partitions. Without it, every partition of the topics is assigned to this process' -r
+complete -c ingest-kafka -l group -d 'Consumer group: the group\'s members share the partitions, moved incrementally when members come and go (cooperative-sticky; every member of a group must use the same `-X partition.assignment.strategy`). Without it, every partition of the topics is assigned to this process' -r
 complete -c ingest-kafka -s X -d 'A librdkafka setting, KEY=VALUE (kcat\'s -X); repeatable. Overrides ours. For SASL over TLS, as an example: -X security.protocol=SASL_SSL -X sasl.mechanisms=SCRAM-SHA-512 -X sasl.username=U -X sasl.password=P' -r
 complete -c ingest-kafka -l offset -d 'Where to start in partitions with no stored position: beginning, end, stored (the group\'s committed offset, else beginning), an offset N, -N (N before the end), or @MS (the first message at or after unix time MS) [default: stored with --group, else beginning]' -r
 complete -c ingest-kafka -l max-messages -d 'Stop after N messages (dead letters included)' -r
