@@ -132,8 +132,22 @@ pub struct PostgresConnection {
     layout: Layout,
 }
 
+/// Run on every connection persist loads through. A load's transaction never waits on
+/// persist between its statements for longer than a round trip, so one idle for 5 s has a
+/// client that is frozen (SIGSTOP, a stalled VM) or cut off the network. Its transaction
+/// holds the offsets rows of its partitions, which the partitions' new owner must update
+/// to claim them: without this, the new owner's claim (and so the group's rebalance) waits
+/// until the server's TCP gives up on the client, hours later. The server ends such a
+/// session instead; the client, should it come back, finds its connection closed,
+/// reconnects, and is fenced. (Found by tests/cluster.rs: a host frozen mid-transaction.)
+const SESSION_SETUP: &str = "SET idle_in_transaction_session_timeout = '5s'";
+
 impl PostgresConnection {
     async fn new(spec: ConnectSpec, client: Client, layout: &Layout) -> Result<PostgresConnection> {
+        client
+            .batch_execute(SESSION_SETUP)
+            .await
+            .map_err(|e| Error::unavailable(message(&e)))?;
         let mut l = PostgresConnection {
             spec,
             client: Some(client),
@@ -173,6 +187,7 @@ impl PostgresConnection {
             let c = self.spec.connect().await.map_err(|e| {
                 LoadError::Transient(anyhow::anyhow!("{}: {e}", self.spec.display()))
             })?;
+            c.batch_execute(SESSION_SETUP).await.map_err(fault)?;
             self.client = Some(c);
         }
         if self.load.is_none() {
@@ -515,7 +530,10 @@ fn fault(e: tokio_postgres::Error) -> LoadError {
         Some(c) => {
             let c = c.code();
             c.starts_with("08")
-                || matches!(c, "57P01" | "57P02" | "57P03" | "40001" | "40P01" | "53300")
+                || matches!(
+                    c,
+                    "57P01" | "57P02" | "57P03" | "40001" | "40P01" | "53300" | "25P03"
+                )
         }
     };
     if transient {
