@@ -475,6 +475,35 @@ impl Run {
         self.fault_at = Some(self.sim.sql("SELECT clock_timestamp()"));
     }
 
+    /// Applies a fault (`apply`) to `host` at a moment its persist is inside a transaction
+    /// that has written its partitions' offsets rows (and so holds their locks until it
+    /// commits): the worst moment, since the partitions' new owners must update those rows
+    /// to claim them. Tries until the fault lands so (`undo` between tries, which come
+    /// every few milliseconds; a host's batches commit about ten times a second).
+    fn fault_in_transaction(&self, host: &str, apply: impl Fn(), undo: impl Fn()) {
+        let holds = format!(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE a.client_addr = '{}' AND l.relation = 'ndpipe_offsets'::regclass \
+             AND l.granted AND l.mode = 'RowExclusiveLock' AND a.state <> 'active'",
+            addr(host)
+        );
+        let start = Instant::now();
+        loop {
+            apply();
+            if self.sim.count(&holds) > 0 {
+                return;
+            }
+            undo();
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "{host}'s persist was never caught inside a transaction"
+            );
+            // A random pause: tries at a steady period could keep missing transactions
+            // that come at the same period.
+            std::thread::sleep(Duration::from_millis(fastrand::u64(2..17)));
+        }
+    }
+
     /// Waits until `owners`, and no other host, hold the 12 partitions between them, each
     /// at least one, none twice — the group settled after a change.
     fn wait_owned(&self, owners: &[&str], what: &str) {
@@ -645,7 +674,15 @@ fn a_host_cut_off_the_network_is_fenced_and_rejoins() {
     };
     run.producer().wait_for(EVENTS / 5);
     run.fault_begins();
+    // The cut lands while h1's persist is inside a transaction: h1 is frozen for the
+    // instant it takes to pull its cable, to pick that moment.
+    run.fault_in_transaction(
+        "h1",
+        || run.host("h1").signal("-STOP"),
+        || run.host("h1").signal("-CONT"),
+    );
     run.sim.sim("cut", &["h1"]);
+    run.host("h1").signal("-CONT");
     run.wait_owned(&["h2", "h3"], "h2 and h3 to take h1's partitions");
     std::thread::sleep(SESSION);
     run.sim.sim("mend", &["h1"]);
@@ -666,7 +703,11 @@ fn a_frozen_host_is_fenced_when_it_wakes_and_rejoins() {
     };
     run.producer().wait_for(EVENTS / 5);
     run.fault_begins();
-    run.host("h1").signal("-STOP");
+    run.fault_in_transaction(
+        "h1",
+        || run.host("h1").signal("-STOP"),
+        || run.host("h1").signal("-CONT"),
+    );
     run.wait_owned(&["h2", "h3"], "h2 and h3 to take h1's partitions");
     run.host("h1").signal("-CONT");
     run.wait_owned(&["h1", "h2", "h3"], "h1 to rejoin");
