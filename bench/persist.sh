@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# Benchmarks persist against the hand-written psql path, in the same run, on the same
-# PostgreSQL: 2 M events (10 % duplicate keys) into an empty table, then again into the
-# filled table. Exits 1 when a goal of the persist issue is missed:
-#   >= 1.5x the psql path, >= 85,000 rows/s, peak RSS <= 64 MiB.
+# Benchmarks persist against the hand-written psql path and a plain COPY, in the same run,
+# on the same PostgreSQL: 2 M events (10 % duplicate keys) into an empty table, then again
+# into the filled table. Exits 1 when a goal is missed:
+#   >= 2x the psql path (the persist issue asked 1.5x; #29 2x), >= 85,000 rows/s,
+#   peak RSS <= 64 MiB; >= 0.7x the plain COPY into an empty table, >= 0.5x into the
+#   filled one (#29).
 #
 #   bench/persist.sh
 #   EVENTS=500000 RUNS=1 DATABASE_URL=postgres://postgres@127.0.0.1:5432/test bench/persist.sh
 #
-# The peer: \copy of the NDJSON lines into an unlogged staging table (one jsonb column
+# The psql path: \copy of the NDJSON lines into an unlogged staging table (one jsonb column
 # and a serial ordinal), then INSERT ... SELECT DISTINCT ON (id) ... ORDER BY id, ord DESC
 # ON CONFLICT DO UPDATE: the last event in input order wins, as with persist.
+# The plain COPY: \copy of the same lines into a table of one jsonb column (emptied
+# before each run: a COPY neither looks up nor replaces anything) — the floor of what
+# loading these events costs the server, no keys, no upsert.
 # PROFILE=dist (default: fat LTO, as release artifacts are built) or PROFILE=release
 # (the profile `cargo install` and scripts/demo use) picks the build measured.
 set -euo pipefail
@@ -35,6 +40,7 @@ CREATE TABLE ours (key text PRIMARY KEY, payload jsonb NOT NULL, meta jsonb, ver
                    first_seen timestamptz, updated_at timestamptz);
 CREATE TABLE peer (LIKE ours INCLUDING ALL);
 CREATE UNLOGGED TABLE staging (ord bigserial, doc jsonb);
+CREATE TABLE plain (doc jsonb);
 SQL
 
 # timed NAME CMD: wall seconds into SECS, peak RSS (KiB) of the command into RSS_KB.
@@ -57,30 +63,40 @@ INSERT INTO peer AS t (key, payload, first_seen, updated_at)
   ON CONFLICT (key) DO UPDATE SET payload = EXCLUDED.payload, updated_at = EXCLUDED.updated_at;
 TRUNCATE staging;"
 echo "$PEER_SQL" > "$OUT/peer.sql"
+echo "\\copy plain (doc) FROM '$IN' WITH (FORMAT csv, QUOTE e'\\x01', DELIMITER e'\\x02')" > "$OUT/copy.sql"
 
 rows=$(awk -F'"id":"' '{ split($2, a, "\""); print a[1] }' "$IN" | sort -u | wc -l)
 echo "input: $IN ($EVENTS events, $rows distinct keys, $(du -mL "$IN" | cut -f1) MiB), $(nproc) cores"
 fail=0
 for pass in "empty table" "filled table"; do
-  peer_secs=; ours_secs=; ours_rss=0
+  peer_secs=; copy_secs=; ours_secs=; ours_rss=0
   for run in $(seq "$RUNS"); do
     # Every run of the first pass starts from empty tables; the second pass replays
     # into the tables the first pass filled (a replay leaves them as they are).
     [ "$pass" = "empty table" ] && psql_ -c "TRUNCATE ours, peer"
     timed peer "PGOPTIONS='-c search_path=$SCHEMA' psql -X -q -v ON_ERROR_STOP=1 '$DB' -f $OUT/peer.sql"
     { [ -z "$peer_secs" ] || holds "$SECS < $peer_secs"; } && peer_secs=$SECS
+    psql_ -c "TRUNCATE plain"
+    timed copy "PGOPTIONS='-c search_path=$SCHEMA' psql -X -q -v ON_ERROR_STOP=1 '$DB' -f $OUT/copy.sql"
+    { [ -z "$copy_secs" ] || holds "$SECS < $copy_secs"; } && copy_secs=$SECS
     [ "$pass" = "empty table" ] && psql_ -c "TRUNCATE ours"
     timed ours "target/$PROFILE/persist -q --database-url '$DB?options=-csearch_path%3D$SCHEMA' --table ours $IN"
     { [ -z "$ours_secs" ] || holds "$SECS < $ours_secs"; } && ours_secs=$SECS
     (( RSS_KB > ours_rss )) && ours_rss=$RSS_KB
   done
   peer_rate=$(calc "$EVENTS / $peer_secs"); ours_rate=$(calc "$EVENTS / $ours_secs")
-  ratio=$(calc "$ours_rate / $peer_rate")
-  printf '%-13s psql path %8.0f events/s (%5.1f s)   persist %8.0f events/s (%5.1f s, rss %.1f MiB)   ratio %.2fx\n' \
-    "$pass:" "$peer_rate" "$peer_secs" "$ours_rate" "$ours_secs" "$(calc "$ours_rss / 1024")" "$ratio"
-  holds "$ratio >= 1.5" || { echo "  goal missed: ratio < 1.5x"; fail=1; }
+  copy_rate=$(calc "$EVENTS / $copy_secs")
+  ratio=$(calc "$ours_rate / $peer_rate"); vs_copy=$(calc "$ours_rate / $copy_rate")
+  printf '%-13s psql path %8.0f events/s (%5.1f s)   COPY %8.0f events/s (%5.1f s)   persist %8.0f events/s (%5.1f s, rss %.1f MiB)   %.2fx psql, %.2fx COPY\n' \
+    "$pass:" "$peer_rate" "$peer_secs" "$copy_rate" "$copy_secs" "$ours_rate" "$ours_secs" "$(calc "$ours_rss / 1024")" "$ratio" "$vs_copy"
+  holds "$ratio >= 2" || { echo "  goal missed: < 2x the psql path"; fail=1; }
   holds "$ours_rate >= 85000" || { echo "  goal missed: < 85,000 rows/s"; fail=1; }
   holds "$ours_rss <= 64 * 1024" || { echo "  goal missed: RSS > 64 MiB"; fail=1; }
+  if [ "$pass" = "empty table" ]; then
+    holds "$vs_copy >= 0.7" || { echo "  goal missed: < 0.7x COPY into an empty table"; fail=1; }
+  else
+    holds "$vs_copy >= 0.5" || { echo "  goal missed: < 0.5x COPY into the filled table"; fail=1; }
+  fi
 done
 
 # Both paths must have stored the same thing.
