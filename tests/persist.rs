@@ -1252,3 +1252,73 @@ fn tls_modes_against_a_tls_only_server() {
     )));
     assert_eq!(o.status.code(), Some(69), "{}", err(&o));
 }
+
+/// New keys go in by binary COPY (the fast path of an empty table). A row the server
+/// refuses there is isolated and dead-lettered as from the upsert; two persists loading
+/// the same new keys at once (one's COPY meets rows the other has just stored: a unique
+/// violation) both finish, every key stored once, inserted once between them.
+#[test]
+fn new_keys_by_copy_refused_rows_and_a_second_writer() {
+    let dir = Dir::new();
+    let pg = Pg::new("copy_in");
+    pg.sql(
+        "CREATE TABLE events (key text PRIMARY KEY, payload jsonb NOT NULL \
+           CHECK (coalesce((payload->>'amount')::numeric, 0) >= 0), \
+         meta jsonb, version bigint, first_seen timestamptz, updated_at timestamptz)",
+    );
+    dir.create(
+        "in.ndjson",
+        "{\"id\":\"ok-1\",\"amount\":5,\"seq\":1}\n\
+         {\"id\":\"refused\",\"amount\":-1,\"seq\":1}\n\
+         {\"id\":\"ok-2\",\"amount\":3,\"seq\":\"2\"}\n",
+    );
+    let o = dir
+        .cmd("persist")
+        .args(["--database-url", &pg.url(), "--version-field", "seq"])
+        .args(["--dead-letter", "dead.ndjson", "in.ndjson"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(summary_count(&err(&o), "inserted"), 2);
+    assert_eq!(
+        pg.sql(
+            "SELECT key, version, first_seen = updated_at, updated_at > now() - interval '1 minute' \
+             FROM events ORDER BY key"
+        ),
+        "ok-1\t1\tt\tt\nok-2\t2\tt\tt"
+    );
+    let dead = values(&dir.read("dead.ndjson"));
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["line"], 2);
+    assert_eq!(dead[0]["kind"], "database");
+    assert!(
+        dead[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("check constraint"),
+        "{dead:?}"
+    );
+
+    pg.sql("TRUNCATE events");
+    let input = gen_events(&dir, "events.ndjson", 40_000, &[]);
+    let writer = || {
+        Std::new(bin("persist"))
+            .args(["--database-url", &pg.url(), "--connections", "1"])
+            .arg(&input)
+            .current_dir(dir.root())
+            .env_remove("NDPIPE_LOG")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (writer(), writer());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(a.status.success(), "{}", err(&a));
+    assert!(b.status.success(), "{}", err(&b));
+    let text = std::fs::read_to_string(&input).unwrap();
+    assert_eq!(pg_rows(&pg, "events"), last_by_id(&text));
+    assert_eq!(
+        summary_count(&err(&a), "inserted") + summary_count(&err(&b), "inserted"),
+        40_000
+    );
+}

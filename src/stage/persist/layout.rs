@@ -22,6 +22,10 @@ pub struct Layout {
     pub columns: Vec<(String, String)>,
     pub on_conflict: OnConflict,
     pub offsets_table: Table,
+    /// Every column takes persist's values as they are, in PostgreSQL's binary format
+    /// (key text, JSON as jsonb, version bigint, timestamps timestamptz, no typed
+    /// columns): new keys may go in by binary COPY ([`super::copy_in`]).
+    pub binary_copy: bool,
 }
 
 /// `CREATE TABLE IF NOT EXISTS` for `--create-table`, in one database's type names for
@@ -108,6 +112,14 @@ pub fn resolve_layout(
         };
         typed.push((c.column.clone(), c.ty.clone().unwrap_or(ty)));
     }
+    let is = |name: &str, types: &[&str]| type_of(name).is_none_or(|t| types.contains(&&*t));
+    let binary_copy = typed.is_empty()
+        && is(&opts.key_column, &["text", "character varying"])
+        && is("payload", &["jsonb"])
+        && is("meta", &["jsonb"])
+        && (version.is_none() || is("version", &["bigint"]))
+        && is("first_seen", &["timestamp with time zone"])
+        && is("updated_at", &["timestamp with time zone"]);
     Ok(Layout {
         table: table.clone(),
         key_column: opts.key_column.clone(),
@@ -119,5 +131,6 @@ pub fn resolve_layout(
         columns: typed,
         on_conflict: opts.on_conflict,
         offsets_table: opts.offsets_table.clone(),
+        binary_copy,
     })
 }

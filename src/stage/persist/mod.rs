@@ -21,7 +21,8 @@
 //! clap: what the rest is built from), `mapping` (event → row), `layout` (the table's
 //! DDL and columns), `target` (PostgreSQL or SQLite), `load` (the router, the loaders
 //! and their retries: the hot loop, over a [`Connection`] to either database);
-//! [`sql_postgres`] and [`sql_sqlite`] hold each database's SQL and connection;
+//! [`sql_postgres`] and [`sql_sqlite`] hold each database's SQL and connection, and
+//! `copy_in` PostgreSQL's fast path for new keys (binary COPY);
 //! [`offsets`] decides which source offsets may be recorded; [`version`] parses and
 //! orders `--version-field` values; [`show`] is `--show`.
 
@@ -35,6 +36,7 @@ use crate::exit::Result;
 use crate::stage::{Ctx, Ended, Kind, Stage};
 
 mod args;
+mod copy_in;
 mod layout;
 mod load;
 mod mapping;

@@ -20,6 +20,7 @@ use crate::event::Reject;
 use crate::exit::{Error, Exit, Result};
 use crate::postgres::{create_if_absent, message, offsets_ddl, quote_ident, ConnectSpec, Table};
 
+use super::copy_in::CopyIn;
 use super::layout::{create_table_sql, resolve_layout};
 use super::offsets::{Commit, StreamKey};
 use super::{Layout, LoadError, Loaded, OnConflict, Options, Row};
@@ -98,7 +99,7 @@ fn setup_error(table: &Table, what: &str, e: tokio_postgres::Error) -> Error {
 /// JSON text sent as `jsonb` in binary form (version byte 1, then the text): the server
 /// parses it once, we never build a tree.
 #[derive(Debug)]
-struct Jsonb<'a>(&'a str);
+pub(super) struct Jsonb<'a>(pub(super) &'a str);
 
 impl ToSql for Jsonb<'_> {
     fn to_sql(
@@ -130,6 +131,12 @@ pub struct PostgresConnection {
     load: Option<Statement>,
     offsets_ready: bool,
     layout: Layout,
+    /// New keys by COPY, when the table allows it ([`CopyIn::plan`]).
+    copy_in: Option<CopyIn>,
+    /// Most keys of the last batch were new: the next batch tries the COPY path (looking
+    /// its keys up first); otherwise it goes straight to the upsert, which counts the new
+    /// keys too, so a stream turning new again is noticed.
+    mostly_new: bool,
 }
 
 /// Run on every connection persist loads through. A load's transaction never waits on
@@ -157,6 +164,8 @@ impl PostgresConnection {
             load: None,
             offsets_ready: false,
             layout: layout.clone(),
+            copy_in: CopyIn::plan(layout),
+            mostly_new: true,
         };
         // Prepare now, so a statement the server refuses is an error at start.
         l.prepare().await.map_err(|e| match e {
@@ -261,7 +270,11 @@ impl PostgresConnection {
         match isolate {
             None => {
                 if !rows.is_empty() {
-                    let (ins, touched) = upsert(&tx, stmt, &self.layout, rows).await?;
+                    let (ins, touched) = match self.copy_in.as_ref().filter(|_| self.mostly_new) {
+                        Some(c) => copy_then_upsert(&tx, c, stmt, &self.layout, rows).await?,
+                        None => upsert(&tx, stmt, &self.layout, rows).await?,
+                    };
+                    self.mostly_new = ins * 2 >= rows.len() as u64;
                     loaded.inserted = ins;
                     loaded.updated = touched - ins;
                     loaded.unchanged = rows.len() as u64 - touched;
@@ -338,6 +351,31 @@ async fn delete(
         }
     };
     n.map_err(fault)
+}
+
+/// The rows whose keys are not stored by COPY, the others by the upsert; returns
+/// (inserted, inserted + updated).
+async fn copy_then_upsert(
+    tx: &tokio_postgres::Transaction<'_>,
+    copy_in: &CopyIn,
+    stmt: &Statement,
+    layout: &Layout,
+    rows: &[&Row],
+) -> std::result::Result<(u64, u64), LoadError> {
+    let (stored, now) = copy_in.lookup(tx, rows).await.map_err(fault)?;
+    let (old, new): (Vec<&Row>, Vec<&Row>) =
+        rows.iter().copied().partition(|r| stored.contains(&r.key));
+    let copied = if new.is_empty() {
+        0
+    } else {
+        copy_in.copy(tx, &new, now).await.map_err(fault)?
+    };
+    let (ins, touched) = if old.is_empty() {
+        (0, 0)
+    } else {
+        upsert(tx, stmt, layout, &old).await?
+    };
+    Ok((copied + ins, copied + touched))
 }
 
 /// Runs the upsert for `rows`; returns (inserted, inserted + updated).

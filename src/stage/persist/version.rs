@@ -99,6 +99,14 @@ impl Version {
         }
     }
 
+    /// The value of a bigint version.
+    pub fn int(&self) -> Option<i64> {
+        match self.key {
+            Key::Int(n) => Some(n),
+            _ => None,
+        }
+    }
+
     pub fn order(&self, other: &Version) -> Ordering {
         self.key.cmp(&other.key)
     }
