@@ -17,6 +17,8 @@
 # loading these events costs the server, no keys, no upsert.
 # PROFILE=dist (default: fat LTO, as release artifacts are built) or PROFILE=release
 # (the profile `cargo install` and scripts/demo use) picks the build measured.
+# OLD=path/to/an/older/persist runs it too, in the same rounds, into a table of its own,
+# and prints how the build measured compares with it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EVENTS=${EVENTS:-2000000}
@@ -41,6 +43,7 @@ CREATE TABLE ours (key text PRIMARY KEY, payload jsonb NOT NULL, meta jsonb, ver
 CREATE TABLE peer (LIKE ours INCLUDING ALL);
 CREATE UNLOGGED TABLE staging (ord bigserial, doc jsonb);
 CREATE TABLE plain (doc jsonb);
+CREATE TABLE old (LIKE ours INCLUDING ALL);
 SQL
 
 # timed NAME CMD: wall seconds into SECS, peak RSS (KiB) of the command into RSS_KB.
@@ -69,7 +72,7 @@ rows=$(awk -F'"id":"' '{ split($2, a, "\""); print a[1] }' "$IN" | sort -u | wc 
 echo "input: $IN ($EVENTS events, $rows distinct keys, $(du -mL "$IN" | cut -f1) MiB), $(nproc) cores"
 fail=0
 for pass in "empty table" "filled table"; do
-  peer_secs=; copy_secs=; ours_secs=; ours_rss=0
+  peer_secs=; copy_secs=; ours_secs=; old_secs=; ours_rss=0
   for run in $(seq "$RUNS"); do
     # Every run of the first pass starts from empty tables; the second pass replays
     # into the tables the first pass filled (a replay leaves them as they are).
@@ -83,6 +86,11 @@ for pass in "empty table" "filled table"; do
     timed ours "target/$PROFILE/persist -q --database-url '$DB?options=-csearch_path%3D$SCHEMA' --table ours $IN"
     { [ -z "$ours_secs" ] || holds "$SECS < $ours_secs"; } && ours_secs=$SECS
     (( RSS_KB > ours_rss )) && ours_rss=$RSS_KB
+    if [ -n "${OLD:-}" ]; then
+      [ "$pass" = "empty table" ] && psql_ -c "TRUNCATE old"
+      timed old "$OLD -q --database-url '$DB?options=-csearch_path%3D$SCHEMA' --table old $IN"
+      { [ -z "$old_secs" ] || holds "$SECS < $old_secs"; } && old_secs=$SECS
+    fi
   done
   peer_rate=$(calc "$EVENTS / $peer_secs"); ours_rate=$(calc "$EVENTS / $ours_secs")
   copy_rate=$(calc "$EVENTS / $copy_secs")
@@ -92,6 +100,8 @@ for pass in "empty table" "filled table"; do
   holds "$ratio >= 2" || { echo "  goal missed: < 2x the psql path"; fail=1; }
   holds "$ours_rate >= 85000" || { echo "  goal missed: < 85,000 rows/s"; fail=1; }
   holds "$ours_rss <= 64 * 1024" || { echo "  goal missed: RSS > 64 MiB"; fail=1; }
+  [ -z "${OLD:-}" ] || printf '%-13s older persist %8.0f events/s (%5.1f s): this build is %.2fx it\n' \
+    "" "$(calc "$EVENTS / $old_secs")" "$old_secs" "$(calc "$old_secs / $ours_secs")"
   if [ "$pass" = "empty table" ]; then
     holds "$vs_copy >= 0.7" || { echo "  goal missed: < 0.7x COPY into an empty table"; fail=1; }
   else
