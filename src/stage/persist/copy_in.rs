@@ -88,7 +88,13 @@ impl CopyIn {
         tx: &Transaction<'_>,
         rows: &[&Row],
     ) -> Result<(HashSet<String>, SystemTime), tokio_postgres::Error> {
-        let keys: Vec<&str> = rows.iter().map(|r| r.key.as_str()).collect();
+        // In byte order: the server sorts the array for its index scan with the column's
+        // collation, and its sort finds presorted input in one pass — so under C or
+        // C.UTF-8 (byte order) this spares it a sort of a batch of keys (4 % of the
+        // server's time in a perf profile of bench/persist.sh). Other collations lose
+        // nothing but that pass.
+        let mut keys: Vec<&str> = rows.iter().map(|r| r.key.as_str()).collect();
+        keys.sort_unstable();
         let row = tx.query_one(&self.lookup, &[&keys]).await?;
         let stored: Vec<String> = row.get(1);
         Ok((stored.into_iter().collect(), row.get(0)))
