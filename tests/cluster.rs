@@ -22,12 +22,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
 use rdkafka::ClientConfig;
 
-use crate::ingest_kafka::wait_until;
+use crate::ingest_kafka::{create_topic, wait_until};
 use crate::util::{bin, gen_events, last_by_id, Dir};
 
 /// The clusters run one at a time: each has a broker and a database of its own, and
@@ -190,25 +188,9 @@ impl Sim {
 
     fn create_topic(&self) {
         let kafka = self.kafka.clone();
-        self.on_client(move || {
-            let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-                .set("bootstrap.servers", &kafka)
-                .create()
-                .unwrap();
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            let topic = NewTopic::new("orders", PARTITIONS, TopicReplication::Fixed(1));
-            for r in rt
-                .block_on(admin.create_topics([&topic], &AdminOptions::new()))
-                .unwrap()
-            {
-                r.unwrap();
-            }
-        })
-        .join()
-        .unwrap();
+        self.on_client(move || create_topic(&kafka, "orders", PARTITIONS))
+            .join()
+            .unwrap();
     }
 
     /// `GET /metrics` of a host.
@@ -475,12 +457,12 @@ impl Run {
         self.fault_at = Some(self.sim.sql("SELECT clock_timestamp()"));
     }
 
-    /// Applies a fault (`apply`) to `host` at a moment its persist is inside a transaction
-    /// that has written its partitions' offsets rows (and so holds their locks until it
-    /// commits): the worst moment, since the partitions' new owners must update those rows
-    /// to claim them. Tries until the fault lands so (`undo` between tries, which come
-    /// every few milliseconds; a host's batches commit about ten times a second).
-    fn fault_in_transaction(&self, host: &str, apply: impl Fn(), undo: impl Fn()) {
+    /// Freezes `host` (SIGSTOP) at a moment its persist is inside a transaction that has
+    /// written its partitions' offsets rows (and so holds their locks until it commits):
+    /// the worst moment, since the partitions' new owners must update those rows to claim
+    /// them. Tries until it lands so (thawed between tries, which come every few
+    /// milliseconds; a host's batches commit about ten times a second).
+    fn freeze_in_transaction(&self, host: &str) {
         let holds = format!(
             "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
              WHERE a.client_addr = '{}' AND l.relation = 'ndpipe_offsets'::regclass \
@@ -489,11 +471,11 @@ impl Run {
         );
         let start = Instant::now();
         loop {
-            apply();
+            self.host(host).signal("-STOP");
             if self.sim.count(&holds) > 0 {
                 return;
             }
-            undo();
+            self.host(host).signal("-CONT");
             assert!(
                 start.elapsed() < Duration::from_secs(60),
                 "{host}'s persist was never caught inside a transaction"
@@ -676,11 +658,7 @@ fn a_host_cut_off_the_network_is_fenced_and_rejoins() {
     run.fault_begins();
     // The cut lands while h1's persist is inside a transaction: h1 is frozen for the
     // instant it takes to pull its cable, to pick that moment.
-    run.fault_in_transaction(
-        "h1",
-        || run.host("h1").signal("-STOP"),
-        || run.host("h1").signal("-CONT"),
-    );
+    run.freeze_in_transaction("h1");
     run.sim.sim("cut", &["h1"]);
     run.host("h1").signal("-CONT");
     run.wait_owned(&["h2", "h3"], "h2 and h3 to take h1's partitions");
@@ -703,11 +681,7 @@ fn a_frozen_host_is_fenced_when_it_wakes_and_rejoins() {
     };
     run.producer().wait_for(EVENTS / 5);
     run.fault_begins();
-    run.fault_in_transaction(
-        "h1",
-        || run.host("h1").signal("-STOP"),
-        || run.host("h1").signal("-CONT"),
-    );
+    run.freeze_in_transaction("h1");
     run.wait_owned(&["h2", "h3"], "h2 and h3 to take h1's partitions");
     run.host("h1").signal("-CONT");
     run.wait_owned(&["h1", "h2", "h3"], "h1 to rejoin");

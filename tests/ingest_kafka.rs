@@ -79,21 +79,7 @@ impl Broker {
     }
 
     pub(crate) fn create_topic(&self, name: &str, partitions: i32) {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &self.addr)
-            .create()
-            .unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-        let res = rt
-            .block_on(admin.create_topics([&topic], &AdminOptions::new()))
-            .unwrap();
-        for r in res {
-            r.unwrap_or_else(|e| panic!("create topic {name}: {e:?}"));
-        }
+        create_topic(&self.addr, name, partitions);
     }
 
     /// A producer with librdkafka's usual batching.
@@ -771,6 +757,25 @@ fn exactly_once_when_the_broker_is_killed_and_restarted() {
     );
     let emitted = dir.read("emitted.ndjson").lines().count() as u64;
     assert_exactly_once(&pg, "eo", &text, n, Some(emitted));
+}
+
+/// Creates `name` with `partitions` on the broker at `addr`.
+pub(crate) fn create_topic(addr: &str, name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .create()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let res = rt
+        .block_on(admin.create_topics([&topic], &AdminOptions::new()))
+        .unwrap();
+    for r in res {
+        r.unwrap_or_else(|e| panic!("create topic {name}: {e:?}"));
+    }
 }
 
 /// Sends `text` (NDJSON keyed by id) to `topic` and waits until the broker has it.
