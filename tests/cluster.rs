@@ -742,6 +742,15 @@ fn a_fourth_host_joins_under_load_then_leaves() {
         written.first().is_some_and(|n| *n > 0.0),
         "h4 wrote nothing:\n{m}"
     );
+    let fenced = series(
+        &m,
+        "ndpipe_persist_rows_total{component=\"persist\",outcome=\"fenced\"}",
+    );
+    assert_eq!(
+        fenced,
+        [0.0],
+        "h4's /metrics: no fenced count, or some:\n{m}"
+    );
     let h4 = run.hosts.remove("h4").unwrap();
     let status = h4.stop();
     let log = run.sim.log("h4");
