@@ -30,16 +30,12 @@ use crate::postgres::quote_ident;
 use super::sql_postgres::Jsonb;
 use super::{Layout, Row};
 
-/// The statements and column types of one table's COPY path.
+/// The statements and column types of one table's COPY path (its columns are the
+/// layout's, in [`CopyIn::copy`]'s order).
 pub struct CopyIn {
     lookup: String,
     copy: String,
     types: Vec<Type>,
-    payload: bool,
-    meta: bool,
-    version: bool,
-    /// first_seen and updated_at present: how many timestamps end a row.
-    stamps: usize,
 }
 
 impl CopyIn {
@@ -74,10 +70,6 @@ impl CopyIn {
                 cols.join(", ")
             ),
             types,
-            payload: l.payload,
-            meta: l.meta,
-            version: l.version.is_some(),
-            stamps: usize::from(l.first_seen) + usize::from(l.updated_at),
         })
     }
 
@@ -100,10 +92,12 @@ impl CopyIn {
         Ok((stored.into_iter().collect(), row.get(0)))
     }
 
-    /// Inserts `rows` (none of whose keys is stored) by COPY; returns how many.
+    /// Inserts `rows` (none of whose keys is stored) into `l`'s table by COPY; returns how
+    /// many.
     pub async fn copy(
         &self,
         tx: &Transaction<'_>,
+        l: &Layout,
         rows: &[&Row],
         now: SystemTime,
     ) -> Result<u64, tokio_postgres::Error> {
@@ -117,17 +111,16 @@ impl CopyIn {
             // Six columns at most: on the stack.
             let mut values: SmallVec<[&(dyn ToSql + Sync); 6]> = SmallVec::new();
             values.push(&r.key);
-            if self.payload {
-                values.push(&payload);
-            }
-            if self.meta {
-                values.push(&meta);
-            }
-            if self.version {
-                values.push(&version);
-            }
-            for _ in 0..self.stamps {
-                values.push(&now);
+            for (present, value) in [
+                (l.payload, &payload as &(dyn ToSql + Sync)),
+                (l.meta, &meta),
+                (l.version.is_some(), &version),
+                (l.first_seen, &now),
+                (l.updated_at, &now),
+            ] {
+                if present {
+                    values.push(value);
+                }
             }
             writer.as_mut().write(&values).await?;
         }

@@ -368,7 +368,7 @@ async fn copy_then_upsert(
     let copied = if new.is_empty() {
         0
     } else {
-        copy_in.copy(tx, &new, now).await.map_err(fault)?
+        copy_in.copy(tx, layout, &new, now).await.map_err(fault)?
     };
     let (ins, touched) = if old.is_empty() {
         (0, 0)
