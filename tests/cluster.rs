@@ -26,6 +26,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
 use rdkafka::ClientConfig;
 
 use crate::ingest_kafka::{create_topic, wait_until};
+use crate::persist::summary_count;
 use crate::util::{bin, gen_events, last_by_id, Dir};
 
 /// The clusters run one at a time: each has a broker and a database of its own, and
@@ -627,16 +628,6 @@ impl Run {
     }
 }
 
-/// The fenced count of the last summary in a host's log (`…, N fenced, …`).
-fn fenced_in_summary(log: &str) -> u64 {
-    log.split(", ")
-        .filter_map(|part| part.strip_suffix(" fenced"))
-        .filter_map(|n| n.rsplit(' ').next())
-        .last()
-        .map(|n| n.replace(',', "").parse().unwrap())
-        .unwrap_or_else(|| panic!("no fenced count in the summary: {log}"))
-}
-
 /// The values of the series of `/metrics` text whose line starts with `prefix`.
 fn series(metrics: &str, prefix: &str) -> Vec<f64> {
     metrics
@@ -756,7 +747,7 @@ fn a_fourth_host_joins_under_load_then_leaves() {
     let log = run.sim.log("h4");
     assert!(status.success(), "h4: {status}\n{log}");
     // It committed what it had read before it left the group: nothing of it fenced.
-    assert_eq!(fenced_in_summary(&log), 0, "{log}");
+    assert_eq!(summary_count(&log, "fenced"), 0, "{log}");
     run.wait_owned(&["h1", "h2", "h3"], "h1..h3 to take h4's share back");
     run.finish("a fourth host joins, then leaves");
 }

@@ -901,12 +901,7 @@ fn two_consumers_in_one_group_split_and_take_over_partitions() {
     let o = a.wait_with_output().unwrap();
     assert!(!o.status.success(), "a-'s ingest-kafka was killed");
     let log = dir.read("a-persist.log");
-    let fenced: u64 = log
-        .split(", ")
-        .find_map(|part| part.strip_suffix(" fenced"))
-        .and_then(|n| n.rsplit(' ').next())
-        .map(|n| n.replace(',', "").parse().unwrap())
-        .unwrap_or_else(|| panic!("no fenced count in a-'s summary: {log}"));
+    let fenced = crate::persist::summary_count(&log, "fenced");
     assert!(fenced > 0, "a-'s stuck lines were not fenced: {log}");
     signal("-TERM", &pid("b-ingest"));
     let o = b.wait_with_output().unwrap();
