@@ -1,5 +1,8 @@
 # Shell helpers shared by scripts/test, scripts/demo and the service scripts (sourced).
 #
+# pg_server_bin: the folder of the newest PostgreSQL server binaries Debian's packages
+#   installed (/usr/lib/postgresql/VERSION/bin); fails when there are none.
+# ensure_postgres_user: as root, the `postgres` user the server runs as (it refuses root).
 # need_packages CMD:PACKAGE ...
 #   For each command (or, when CMD starts with /, each file) that is missing, names the
 #   Debian package that provides it. When any is missing: as root on Debian, installs them
@@ -60,4 +63,13 @@ cargo_target_dir() {
     | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
   [ -n "$dir" ] || die "cargo metadata did not say where cargo builds"
   printf '%s\n' "$dir"
+}
+
+pg_server_bin() {
+  compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || return 1
+  dirname "$(ls -d /usr/lib/postgresql/*/bin/postgres | sort -V | tail -1)"
+}
+
+ensure_postgres_user() {
+  id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
 }
