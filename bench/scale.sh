@@ -42,7 +42,7 @@ grep -q '^ingest-kafka' "$PIPE" || { echo "no loaders.pipe in README.md" >&2; ex
 
 SIM=scripts/cluster-sim
 NAME=scale$$
-STATE=
+STATE= KAFKA= DB=
 declare -A PID
 cleanup() { $SIM down "$NAME" >/dev/null 2>&1 || true; }
 trap cleanup EXIT
@@ -50,21 +50,23 @@ trap cleanup EXIT
 sql() { psql -X -q -A -t -v ON_ERROR_STOP=1 -h "$STATE/pg" -U postgres -d test -c "$1"; }
 cpu_secs() { awk '{ print ($14 + $15) / 100 }' "/proc/$1/stat"; }
 now() { sql "SELECT extract(epoch FROM clock_timestamp())"; }
-addr() { echo "127.77.0.$((10 + ${1#h}))"; }
+addr() { echo "127.77.0.$((10 + ${1#h}))"; }   # scripts/cluster-sim's plan
 
 up() {
-  STATE=$($SIM up "$NAME" "$@" 2>"$OUT/scale-sim.log" | sed -n 's/^STATE=//p')
-  [ -n "$STATE" ] || { cat "$OUT/scale-sim.log" >&2; exit 1; }
-  $SIM exec "$NAME" client "$BIN/examples/kafka_produce" 127.77.0.2:9092 orders 12 </dev/null
-  $SIM exec "$NAME" h1 env DATABASE_URL=postgres://postgres@127.77.0.3:5432/test \
+  local info
+  info=$($SIM up "$NAME" "$@" 2>"$OUT/scale-sim.log") || { cat "$OUT/scale-sim.log" >&2; exit 1; }
+  STATE=$(sed -n 's/^STATE=//p' <<<"$info")
+  KAFKA=$(sed -n 's/^KAFKA=//p' <<<"$info")
+  DB=$(sed -n 's/^DATABASE_URL=//p' <<<"$info")
+  $SIM exec "$NAME" client "$BIN/examples/kafka_produce" "$KAFKA" orders 12 </dev/null
+  $SIM exec "$NAME" h1 env DATABASE_URL="$DB" \
     "$BIN/persist" -q --create-table --version-field meta.seq </dev/null
 }
 down() { $SIM down "$NAME" >/dev/null; PID=(); }
 
 start_host() {
   local h=$1
-  $SIM exec "$NAME" "$h" env KAFKA_BROKERS=127.77.0.2:9092 \
-    DATABASE_URL=postgres://postgres@127.77.0.3:5432/test \
+  $SIM exec "$NAME" "$h" env KAFKA_BROKERS="$KAFKA" DATABASE_URL="$DB" \
     "$BIN/pipeline" --file "$PIPE" --metrics-listen "$(addr "$h"):9100" \
     </dev/null >/dev/null 2>>"$OUT/scale-$h.log" &
   PID[$h]=$!
@@ -114,7 +116,7 @@ for n in 1 2 3; do
   settled
   $SIM audit "$NAME" 2>/dev/null
   cpu0=0; for h in "${hosts[@]}"; do cpu0=$(calc "$cpu0 + $(cpu_secs "${PID[$h]}")"); done
-  $SIM exec "$NAME" client "$BIN/examples/kafka_produce" 127.77.0.2:9092 orders 12 < "$IN"
+  $SIM exec "$NAME" client "$BIN/examples/kafka_produce" "$KAFKA" orders 12 < "$IN"
   wait_committed "$EVENTS"
   cpu1=0; for h in "${hosts[@]}"; do cpu1=$(calc "$cpu1 + $(cpu_secs "${PID[$h]}")"); done
   span=$(sql "SELECT extract(epoch FROM max(at) - min(at)) FROM ndpipe_offsets_log WHERE to_offset > from_offset")
@@ -133,7 +135,7 @@ total=$((RATE * STEP * (${#changes[@]} + 2)))
 start_host h1
 settled
 $SIM audit "$NAME" 2>/dev/null
-head -n "$total" "$IN" | $SIM exec "$NAME" client "$BIN/examples/kafka_produce" 127.77.0.2:9092 orders 12 "$RATE" &
+head -n "$total" "$IN" | $SIM exec "$NAME" client "$BIN/examples/kafka_produce" "$KAFKA" orders 12 "$RATE" &
 producer=$!
 sleep "$STEP"
 declare -a at fenced_before
