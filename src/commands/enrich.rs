@@ -50,7 +50,9 @@ impl Configured for enrich::Config {
         match &self.remote {
             // With a lookup the calls' limits, not workers, say how much is done at once.
             Some(remote) => remote.explain(),
-            None => vec![format!("workers {}", self.workers)],
+            None => std::iter::once(format!("workers {}", self.workers))
+                .chain(self.explain_jq())
+                .collect(),
         }
     }
 

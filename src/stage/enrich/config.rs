@@ -16,7 +16,7 @@ use crate::stage::workers;
 use super::id::{compute_id, ID_LEN};
 use super::lookup::{load_lookup, Lookup};
 use super::remote::{Looked, Remote};
-use super::reshape::with_meta;
+use super::reshape::{with_meta, Reshape, Reshaped};
 use super::splice::{splice, Spliced};
 use super::{Args, SetField, TextArena};
 
@@ -24,7 +24,7 @@ use super::{Args, SetField, TextArena};
 pub struct Config {
     /// `--http`: the lookup in an external service, first of the steps.
     pub remote: Option<Arc<Remote>>,
-    pub(super) jq: Option<jq::Sandbox>,
+    pub(super) jq: Option<Reshape>,
     pub(super) lookup: Option<Lookup>,
     pub(super) set: Vec<SetField>,
     pub(super) id: Option<(FieldPath, Vec<FieldPath>)>,
@@ -66,7 +66,7 @@ impl Config {
         let jq = args
             .jq
             .as_deref()
-            .map(|code| jq::Sandbox::new(code, limits))
+            .map(|code| Reshape::new(code, limits))
             .transpose()?;
         let remote = Remote::from_args(&args.remote, meta)?.map(Arc::new);
         if remote.is_some() && jq.is_some() {
@@ -89,6 +89,11 @@ impl Config {
         })
     }
 
+    /// Which path runs `--jq`, and why (see [`jq::fast`]).
+    pub fn explain_jq(&self) -> Option<String> {
+        self.jq.as_ref().map(Reshape::explain)
+    }
+
     /// About how many bytes an event grows by, for sizing a batch's [`TextArena`].
     pub(super) fn growth(&self, now: &str) -> usize {
         let key = |p: &FieldPath| p.to_string().len() + 4;
@@ -107,7 +112,7 @@ impl Config {
     pub fn apply(
         &self,
         mut event: Event,
-        jq: Option<jq::Outputs>,
+        jq: Option<Reshaped>,
         looked: Option<&Looked>,
         now: &str,
         meta: &str,
@@ -120,8 +125,10 @@ impl Config {
         let start = out.len();
         let spans = arena.spans.len();
         match jq {
-            Some(Ok(outputs)) => out.extend(with_meta(&mut event, meta, outputs)),
-            Some(Err(r)) => return Err((event, r)),
+            Some(Reshaped::Helper(Ok(outputs))) => out.extend(with_meta(&mut event, meta, outputs)),
+            Some(Reshaped::Helper(Err(r))) => return Err((event, r)),
+            Some(Reshaped::Fast(Some(text))) => out.push(event.derive(text)),
+            Some(Reshaped::Fast(None)) => {}
             None => out.push(event),
         }
         for i in start..out.len() {

@@ -22,12 +22,12 @@ use tokio::sync::mpsc::{Receiver, Sender};
 
 use crate::event::{Batch, Reject};
 use crate::exit::Result;
-use crate::jq;
 use crate::json;
 use crate::stage::workers::{self, Worked};
 use crate::stage::{Ctx, Ended, Kind, Stage};
 
 use remote::Looked;
+use reshape::Reshaped;
 
 mod args;
 mod config;
@@ -122,7 +122,7 @@ async fn run_looking_up(
 fn edit(
     config: &Config,
     batch: Batch,
-    each: impl Iterator<Item = std::result::Result<(Option<jq::Outputs>, Option<Looked>), Reject>>,
+    each: impl Iterator<Item = std::result::Result<(Option<Reshaped>, Option<Looked>), Reject>>,
     meta: &str,
     indexed: bool,
 ) -> Worked {

@@ -4,52 +4,105 @@
 use smallvec::SmallVec;
 
 use crate::event::Event;
-use crate::jq;
+use crate::jq::{self, fast::Fast};
 use crate::json::{self, SetOp};
 use crate::shutdown::Shutdown;
 
 use super::Config;
 
+/// `--jq`: the program, run on the fast path when it compiles to it (see
+/// [`jq::fast`]), else (and for the events the fast path steps aside from) in jaq's
+/// helper processes.
+pub struct Reshape {
+    sandbox: jq::Sandbox,
+    /// The program on the fast path, or why it is not.
+    fast: std::result::Result<Fast, String>,
+}
+
+impl Reshape {
+    pub fn new(code: &str, limits: jq::Limits) -> crate::exit::Result<Reshape> {
+        let sandbox = jq::Sandbox::new(code, limits)?;
+        Ok(Reshape {
+            sandbox,
+            fast: Fast::compile(code),
+        })
+    }
+
+    /// Which path runs the program, and why, as `--explain` shows it.
+    pub fn explain(&self) -> String {
+        match &self.fast {
+            Ok(_) => {
+                "jq: fast path (edits on the event's text; jaq for events it steps aside from)"
+                    .to_owned()
+            }
+            Err(why) => format!("jq: jaq in helper processes ({why})"),
+        }
+    }
+}
+
+/// What the jq program made of one event.
+pub enum Reshaped {
+    /// From jaq: its outputs, the metadata field not yet re-attached; or why not.
+    Helper(jq::Outputs),
+    /// From the fast path: the one output with its metadata field, or none.
+    Fast(Option<String>),
+}
+
 impl Config {
-    /// Runs the jq program (when there is one) on a batch's events, in a helper process:
-    /// one result per event, `None` for events that are not JSON objects (rejected later).
-    /// Without a program: `None`, and nothing is allocated.
+    /// Runs the jq program (when there is one) on a batch's events: one result per event,
+    /// `None` for events that are not JSON objects (rejected later). Without a program:
+    /// `None`, and nothing is allocated.
     pub(super) fn run_jq(
         &self,
         events: &mut [Event],
         meta: &str,
         shutdown: &Shutdown,
-    ) -> Option<Vec<Option<jq::Outputs>>> {
-        let sandbox = self.jq.as_ref()?;
-        // The program sees each event without its metadata field, and joined first
-        // (`--lookup … --jq …` means "join, then reshape").
-        let inputs: Vec<Option<String>> = events
-            .iter_mut()
-            .map(|e| {
-                e.decode().ok()?;
-                if let Some(row) = self.lookup_row(e, meta) {
-                    let ops: SmallVec<[SetOp; 8]> = row
-                        .iter()
-                        .map(|(path, value)| SetOp { path, value })
-                        .collect();
-                    let (text, members) = e.text_and_members();
-                    // A join that cannot be spliced (a prefix path through a non-object)
-                    // leaves the event as it was, as without jq.
-                    if let Ok(joined) = json::set_many(text, members, &ops) {
-                        let members = json::scan_object(&joined).ok()?;
-                        return Some(json::remove(&joined, &members, meta).into_owned());
-                    }
-                }
+    ) -> Option<Vec<Option<Reshaped>>> {
+        let reshape = self.jq.as_ref()?;
+        let mut results: Vec<Option<Reshaped>> = Vec::with_capacity(events.len());
+        // Events for jaq: their index in `results` and their text without the metadata.
+        let mut slow: Vec<(usize, String)> = Vec::new();
+        for e in events.iter_mut() {
+            if e.decode().is_err() {
+                results.push(None);
+                continue;
+            }
+            // The program sees each event joined first (`--lookup … --jq …` means "join,
+            // then reshape"). A join that cannot be spliced (a prefix path through a
+            // non-object) leaves the event as it was, as without jq.
+            let joined = self.lookup_row(e, meta).and_then(|row| {
+                let ops: SmallVec<[SetOp; 8]> = row
+                    .iter()
+                    .map(|(path, value)| SetOp { path, value })
+                    .collect();
                 let (text, members) = e.text_and_members();
-                Some(json::remove(text, members, meta).into_owned())
-            })
-            .collect();
-        let texts: Vec<&str> = inputs.iter().flatten().map(String::as_str).collect();
-        let mut results = sandbox.eval_all(&texts, shutdown).into_iter();
-        let results = inputs
-            .iter()
-            .map(|i| i.as_ref().and_then(|_| results.next()))
-            .collect();
+                let joined = json::set_many(text, members, &ops).ok()?;
+                let members = json::scan_object(&joined).ok()?;
+                Some((joined, members))
+            });
+            let (text, members) = match &joined {
+                Some((t, m)) => (t.as_str(), m.as_slice()),
+                None => e.text_and_members(),
+            };
+            if let Ok(fast) = &reshape.fast {
+                if let Ok(out) = fast.run(text, members, meta) {
+                    results.push(Some(Reshaped::Fast(out)));
+                    continue;
+                }
+            }
+            slow.push((
+                results.len(),
+                json::remove(text, members, meta).into_owned(),
+            ));
+            results.push(None);
+        }
+        if !slow.is_empty() {
+            let texts: Vec<&str> = slow.iter().map(|(_, t)| t.as_str()).collect();
+            let outputs = reshape.sandbox.eval_all(&texts, shutdown);
+            for ((i, _), out) in slow.iter().zip(outputs) {
+                results[*i] = Some(Reshaped::Helper(out));
+            }
+        }
         Some(results)
     }
 }

@@ -36,6 +36,8 @@ use crate::event::Reject;
 use crate::exit::{Error, Result};
 use crate::shutdown::Shutdown;
 
+pub mod fast;
+
 /// Set in a helper's environment: the program to run.
 const HELPER_PROGRAM: &str = "NDPIPE_JQ_HELPER_PROGRAM";
 /// Set in a helper's environment: --jq-max-outputs.

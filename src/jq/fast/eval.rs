@@ -1,0 +1,346 @@
+//! Evaluating a compiled expression on one value: one output, none, or [`Bail`].
+//!
+//! Where an operand gives no output the expression gives none, as jq's cartesian
+//! products do; every operand is still evaluated first, so an error anywhere sends the
+//! event to jaq (which then decides between the error and no output).
+
+use std::borrow::Cow;
+use std::cmp::Ordering;
+
+use jaq_core::ops::Cmp;
+
+use super::compile::{Builtin, Expr, Piece};
+use super::value::{self, Bail, R, V};
+
+/// One value, or none (`empty`, a failed `select`).
+pub type Out<'a> = R<Option<V<'a>>>;
+
+/// Evaluates `e` on `input`, consuming it: an update changes the input itself rather
+/// than a copy of it (a pipe of assignments never copies the event's members).
+pub fn run<'a>(e: &'a Expr, input: V<'a>) -> Out<'a> {
+    Ok(Some(match e {
+        Expr::Id => input,
+        Expr::Pipe(l, r) => match run(l, input)? {
+            Some(v) => return run(r, v),
+            None => return Ok(None),
+        },
+        Expr::Assign(path, e) => match eval(e, &input)? {
+            Some(v) => set(input, path, &mut |_| Ok(Some(v.clone())))?,
+            None => return Ok(None),
+        },
+        Expr::Update(path, e) => set(input, path, &mut |old| run(e, old))?,
+        Expr::UpdateMath(path, op, e) => match eval(e, &input)? {
+            Some(v) => set(input, path, &mut |old| {
+                Ok(Some(value::math(
+                    *op,
+                    old.decoded()?,
+                    v.clone().decoded()?,
+                )?))
+            })?,
+            None => return Ok(None),
+        },
+        Expr::UpdateAlt(path, e) => match eval(e, &input)? {
+            Some(v) => set(input, path, &mut |old| {
+                Ok(Some(if old.truthy() { old } else { v.clone() }))
+            })?,
+            None => return Ok(None),
+        },
+        Expr::If(branches, otherwise) => {
+            for (c, then) in branches {
+                match eval(c, &input)? {
+                    Some(c) if c.truthy() => return run(then, input),
+                    Some(_) => {}
+                    None => return Ok(None),
+                }
+            }
+            match otherwise {
+                Some(e) => return run(e, input),
+                None => input,
+            }
+        }
+        Expr::Select(c) => match eval(c, &input)? {
+            Some(c) if c.truthy() => input,
+            _ => return Ok(None),
+        },
+        Expr::Del(paths) => {
+            let mut v = input;
+            for p in paths {
+                v = set(v, p, &mut |_| Ok(None))?;
+            }
+            v
+        }
+        e => return eval(e, &input),
+    }))
+}
+
+/// Evaluates `e` on `input`, left as it is.
+pub fn eval<'a>(e: &'a Expr, input: &V<'a>) -> Out<'a> {
+    Ok(Some(match e {
+        // What changes or passes on the input itself needs its own copy.
+        Expr::Id
+        | Expr::Assign(..)
+        | Expr::Update(..)
+        | Expr::UpdateMath(..)
+        | Expr::UpdateAlt(..)
+        | Expr::Select(..)
+        | Expr::Del(..) => return run(e, input.clone()),
+        Expr::Pipe(l, r) => match eval(l, input)? {
+            Some(v) => return run(r, v),
+            None => return Ok(None),
+        },
+        Expr::If(branches, otherwise) => {
+            for (c, then) in branches {
+                match eval(c, input)? {
+                    Some(c) if c.truthy() => return eval(then, input),
+                    Some(_) => {}
+                    None => return Ok(None),
+                }
+            }
+            match otherwise {
+                Some(e) => return eval(e, input),
+                None => input.clone(),
+            }
+        }
+        Expr::Null => V::Null,
+        Expr::Bool(b) => V::Bool(*b),
+        Expr::Int(i) => V::Int(*i),
+        Expr::Dec(d) => V::Dec(Cow::Borrowed(d)),
+        Expr::Str(pieces) => {
+            let mut s = String::new();
+            for p in pieces {
+                match p {
+                    Piece::Text(t) => s.push_str(t),
+                    Piece::Expr(e) => match eval(e, input)? {
+                        Some(v) => s.push_str(&value::to_string(v)?),
+                        None => return Ok(None),
+                    },
+                }
+            }
+            V::Str(Cow::Owned(s))
+        }
+        Expr::Path(base, keys) => {
+            // From `.`, only the member read is copied, not the input.
+            let (mut v, keys) = match &**base {
+                Expr::Id => (value::index_ref(input, &keys[0])?, &keys[1..]),
+                base => match eval(base, input)? {
+                    Some(v) => (v, &keys[..]),
+                    None => return Ok(None),
+                },
+            };
+            for k in keys {
+                v = value::index(v, k)?;
+            }
+            v
+        }
+        Expr::Arr(items) => {
+            let mut out = Vec::with_capacity(items.len());
+            for i in items {
+                if let Some(v) = eval(i, input)? {
+                    out.push(v);
+                }
+            }
+            V::Arr(out)
+        }
+        Expr::Obj(entries) => {
+            let mut members: Vec<(Cow<str>, V)> = Vec::with_capacity(entries.len());
+            let mut none = false;
+            for (k, v) in entries {
+                let key = match eval(k, input)?.map(V::decoded).transpose()? {
+                    Some(V::Str(s)) => s,
+                    Some(_) => return Err(Bail),
+                    None => {
+                        none = true;
+                        continue;
+                    }
+                };
+                let val = match v {
+                    Some(v) => eval(v, input)?,
+                    None => Some(value::index_ref(input, &key)?),
+                };
+                let Some(val) = val else {
+                    none = true;
+                    continue;
+                };
+                // A key given twice keeps its first place and its last value.
+                match members.iter_mut().find(|(k, _)| *k == key) {
+                    Some(slot) => slot.1 = val,
+                    None => members.push((key, val)),
+                }
+            }
+            if none {
+                return Ok(None);
+            }
+            V::Obj(members)
+        }
+        Expr::Neg(e) => match eval(e, input)? {
+            Some(v) => value::neg(v.decoded()?)?,
+            None => return Ok(None),
+        },
+        Expr::Math(op, l, r) => {
+            let (l, r) = (eval(l, input)?, eval(r, input)?);
+            match (l, r) {
+                (Some(l), Some(r)) => value::math(*op, l.decoded()?, r.decoded()?)?,
+                _ => return Ok(None),
+            }
+        }
+        Expr::Cmp(op, l, r) => {
+            let (l, r) = (eval(l, input)?, eval(r, input)?);
+            match (l, r) {
+                (Some(l), Some(r)) => V::Bool(cmp(*op, &l.decoded()?, &r.decoded()?)?),
+                _ => return Ok(None),
+            }
+        }
+        Expr::And(l, r) => match eval(l, input)? {
+            None => return Ok(None),
+            Some(l) if !l.truthy() => V::Bool(false),
+            Some(_) => match eval(r, input)? {
+                Some(r) => V::Bool(r.truthy()),
+                None => return Ok(None),
+            },
+        },
+        Expr::Or(l, r) => match eval(l, input)? {
+            None => return Ok(None),
+            Some(l) if l.truthy() => V::Bool(true),
+            Some(_) => match eval(r, input)? {
+                Some(r) => V::Bool(r.truthy()),
+                None => return Ok(None),
+            },
+        },
+        Expr::Alt(l, r) => match eval(l, input)? {
+            Some(l) if l.truthy() => l,
+            _ => return eval(r, input),
+        },
+        Expr::Empty => return Ok(None),
+        Expr::Call(b) => builtin(*b, input.clone().decoded()?)?,
+        Expr::Has(k) => match eval(k, input)? {
+            Some(k) => has(input, k.decoded()?)?,
+            None => return Ok(None),
+        },
+        Expr::Split(sep) => match eval(sep, input)? {
+            Some(sep) => match (input.clone().decoded()?, sep.decoded()?) {
+                (V::Str(s), V::Str(sep)) => split(&s, &sep),
+                _ => return Err(Bail),
+            },
+            None => return Ok(None),
+        },
+        Expr::Join(sep) => match eval(sep, input)? {
+            Some(sep) => join(input.clone(), sep.decoded()?)?,
+            None => return Ok(None),
+        },
+    }))
+}
+
+/// `path |= f` on `v`, path of object keys: `f` gets the old value (`null` when absent)
+/// and gives the new one, or none to delete the key.
+fn set<'a>(v: V<'a>, path: &'a [String], f: &mut dyn FnMut(V<'a>) -> Out<'a>) -> R<V<'a>> {
+    let (first, rest) = path.split_first().expect("a path has a key");
+    if rest.is_empty() {
+        return value::update(v, first, f);
+    }
+    value::update(v, first, |old| Ok(Some(set(old, rest, f)?)))
+}
+
+fn cmp(op: Cmp, l: &V, r: &V) -> R<bool> {
+    let o = value::compare(l, r)?;
+    Ok(match op {
+        Cmp::Eq => o == Ordering::Equal,
+        Cmp::Ne => o != Ordering::Equal,
+        Cmp::Lt => o == Ordering::Less,
+        Cmp::Le => o != Ordering::Greater,
+        Cmp::Gt => o == Ordering::Greater,
+        Cmp::Ge => o != Ordering::Less,
+    })
+}
+
+fn builtin(b: Builtin, v: V<'_>) -> R<V<'_>> {
+    Ok(match b {
+        Builtin::Floor => value::round(v, f64::floor)?,
+        Builtin::Round => value::round(v, f64::round)?,
+        Builtin::Ceil => value::round(v, f64::ceil)?,
+        Builtin::ToString => V::Str(value::to_string(v)?),
+        Builtin::ToNumber => match v {
+            n @ (V::Int(_) | V::Float(_) | V::Dec(_)) => n,
+            // jaq reads the string as JSON: a machine integer, or a decimal kept as
+            // written. Anything less plain (spaces, big integers, `nan`) goes to jaq.
+            V::Str(s) => number_text(s)?,
+            _ => return Err(Bail),
+        },
+        Builtin::Length => value::length(v)?,
+        Builtin::AsciiDowncase => match v {
+            V::Str(s) => V::Str(Cow::Owned(s.to_ascii_lowercase())),
+            _ => return Err(Bail),
+        },
+        Builtin::AsciiUpcase => match v {
+            V::Str(s) => V::Str(Cow::Owned(s.to_ascii_uppercase())),
+            _ => return Err(Bail),
+        },
+        Builtin::Not => V::Bool(!v.truthy()),
+    })
+}
+
+fn has<'a>(v: &V<'a>, k: V<'a>) -> R<V<'a>> {
+    let V::Str(k) = k else {
+        return Err(Bail);
+    };
+    match v {
+        V::Obj(m) => Ok(V::Bool(m.iter().any(|(key, _)| *key == k))),
+        v => match v.clone().decoded()?.into_members()? {
+            Some(m) => Ok(V::Bool(m.iter().any(|(key, _)| *key == k))),
+            None => Err(Bail),
+        },
+    }
+}
+
+/// `split(s)`: jaq's `. / $sep`, an empty separator splitting into characters.
+fn split<'a>(s: &str, sep: &str) -> V<'a> {
+    let parts: Vec<V> = if s.is_empty() {
+        Vec::new()
+    } else if sep.is_empty() {
+        s.chars()
+            .map(|c| V::Str(Cow::Owned(c.to_string())))
+            .collect()
+    } else {
+        s.split(sep)
+            .map(|p| V::Str(Cow::Owned(p.to_owned())))
+            .collect()
+    };
+    V::Arr(parts)
+}
+
+/// `join(s)`: jaq's `.[] |= tostring | .[:-1][] += $s | reduce .[] as $x (""; . + $x)`.
+fn join<'a>(v: V<'a>, sep: V<'a>) -> R<V<'a>> {
+    let V::Str(sep) = sep else {
+        return Err(Bail);
+    };
+    let items = value::elements(v.decoded()?)?;
+    let mut out = String::new();
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push_str(&sep);
+        }
+        out.push_str(&value::to_string(item)?);
+    }
+    Ok(V::Str(Cow::Owned(out)))
+}
+
+/// `tonumber` of a string that is a plain JSON number.
+fn number_text(s: Cow<'_, str>) -> R<V<'_>> {
+    let b = s.as_bytes();
+    let digits = b.strip_prefix(b"-").unwrap_or(b);
+    let plain_int = !digits.is_empty()
+        && digits.iter().all(u8::is_ascii_digit)
+        && (digits == b"0" || digits[0] != b'0');
+    if plain_int {
+        return s.parse::<i64>().map(V::Int).map_err(|_| Bail);
+    }
+    match serde_json::from_str::<f64>(&s) {
+        Ok(f)
+            if f.is_finite()
+                && b.first().is_some_and(|c| *c == b'-' || c.is_ascii_digit())
+                && b.last().is_some_and(u8::is_ascii_digit) =>
+        {
+            Ok(V::Dec(s))
+        }
+        _ => Err(Bail),
+    }
+}
