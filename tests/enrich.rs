@@ -469,3 +469,65 @@ fn a_setting_nested_past_what_readers_take_is_refused() {
     assert!(o.status.success(), "{}", err(&o));
     assert_eq!(out(&o).lines().count(), 1);
 }
+
+/// The jq fast path and jaq give the same bytes: the same program as it is (the fast
+/// path) and wrapped in a definition (which keeps it on jaq), on generated events with
+/// bad ones among them, the dead letters too; `pipeline --explain` says which path each
+/// takes.
+#[test]
+fn jq_fast_path_gives_jaqs_bytes() {
+    let dir = Dir::new();
+    gen_events(
+        &dir,
+        "ev.ndjson",
+        20_000,
+        &["--bad", "0.05", "--dups", "0.1"],
+    );
+    let programs = [
+        r#".amount_cents = ((.amount * 100) | floor) | .tag = (.user_id | tostring) + "-t" | .big = (.amount > 50)"#,
+        r#"select(.type == "payment") | {id, cents: (.amount * 100 | floor)}"#,
+        r#"del(.meta) | .currency |= ascii_downcase | .n = (.tags | length) | .t = (.tags | join(","))"#,
+        r#"if .amount > 1000 then .size = "big" else .size = "\(.type)/\(.currency)" end"#,
+    ];
+    for program in programs {
+        let run = |code: &str, dl: &str| {
+            let o = dir
+                .cmd("enrich")
+                .args(["--jq", code, "--dead-letter", dl, "ev.ndjson"])
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", err(&o));
+            (out(&o), dir.read(dl))
+        };
+        let (fast, fast_dl) = run(program, "fast-dl.ndjson");
+        let (slow, slow_dl) = run(&format!("def f: {program}; f"), "jaq-dl.ndjson");
+        assert!(
+            fast.lines().count() > 1_000,
+            "{program}: {}",
+            fast.lines().count()
+        );
+        assert_eq!(fast, slow, "{program}");
+        assert_eq!(fast_dl, slow_dl, "{program}: dead letters");
+
+        let explain = |code: &str| {
+            let o = dir
+                .cmd("pipeline")
+                .args(["--explain", &format!("enrich --jq '{code}'")])
+                .output()
+                .unwrap();
+            out(&o)
+        };
+        let said = explain(program);
+        assert!(said.contains("jq: fast path"), "{said}");
+    }
+    let said = dir
+        .cmd("pipeline")
+        .args(["--explain", "enrich --jq '.tags[] as $t | {id, tag: $t}'"])
+        .output()
+        .unwrap();
+    assert!(
+        out(&said).contains("jq: jaq in helper processes (it uses `as $x`)"),
+        "{}",
+        out(&said)
+    );
+}

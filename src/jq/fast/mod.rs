@@ -15,7 +15,8 @@
 //! the program reaches something the fast path does not model (an error, a big integer,
 //! a NaN: [`value::Bail`]) is run by jaq. The differential tests hold both paths to that.
 //!
-//! Files: `compile` (jaq's syntax tree → expressions), `eval` (an expression on a value),
+//! Files: `compile` (jaq's syntax tree → expressions), `check` (both paths compared, and
+//! programs of the grammar generated for it), `eval` (an expression on a value),
 //! `value` (values with jaq's arithmetic, order and printing), `canonical` (whether jaq
 //! prints an event's bytes back as they are).
 
@@ -24,6 +25,7 @@ use std::borrow::Cow;
 use crate::json::{self, Member};
 
 mod canonical;
+pub mod check;
 mod compile;
 mod eval;
 mod value;

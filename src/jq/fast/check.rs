@@ -1,0 +1,189 @@
+//! Holding the fast path to jaq: programs of the fast path's grammar made from a source
+//! of choices, and the comparison of both paths on one event. Used by the unit tests
+//! (choices from a seeded generator) and by the `jq_fast_vs_jaq` fuzz target (choices
+//! from the fuzzer's bytes).
+
+use crate::jq::Program;
+use crate::json::{self, SetOp};
+
+use super::Fast;
+
+/// What the fast path did with an event, when it agreed with jaq.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Agreed {
+    /// It answered, with jaq's output (or, like jaq, with none).
+    Answered,
+    /// It stepped aside: jaq runs this event.
+    SteppedAside,
+}
+
+/// Runs `code` on `event` (a JSON object) both ways, the metadata field `meta` handled as
+/// `enrich` handles it: `Err` describes a disagreement.
+pub fn compare(fast: &Fast, program: &Program, event: &str, meta: &str) -> Result<Agreed, String> {
+    let Ok(members) = json::scan_object(event) else {
+        return Ok(Agreed::SteppedAside);
+    };
+    let Ok(out) = fast.run(event, &members, meta) else {
+        return Ok(Agreed::SteppedAside);
+    };
+    let meta_raw = json::find(event, &members, meta).map(|m| event[m.value()].to_owned());
+    let input = json::remove(event, &members, meta);
+    let outputs = program
+        .eval(&input, 2)
+        .map_err(|e| format!("on {event}: jaq rejects it ({e}), the fast path gave {out:?}"))?;
+    let expected: Vec<String> = outputs
+        .into_iter()
+        .map(|o| match &meta_raw {
+            None => o,
+            Some(m) => {
+                let members = json::scan_object(&o).expect("jq outputs are objects");
+                let key = vec![meta.to_owned()];
+                json::set_many(
+                    &o,
+                    &members,
+                    &[SetOp {
+                        path: &key,
+                        value: m,
+                    }],
+                )
+                .expect("object")
+            }
+        })
+        .collect();
+    let got: Vec<String> = out.into_iter().collect();
+    if got == expected {
+        Ok(Agreed::Answered)
+    } else {
+        Err(format!(
+            "on {event}: jaq gives {expected:?}, the fast path {got:?}"
+        ))
+    }
+}
+
+/// The fields the generated programs read and write (those of `gen_events.py`, and some
+/// that events lack).
+const FIELDS: &[&str] = &[
+    "id", "type", "user_id", "amount", "currency", "tags", "meta", "name", "flag", "nope",
+];
+
+/// A program of the fast path's grammar; `choose(n)` picks a number below `n`.
+pub fn program(choose: &mut dyn FnMut(u32) -> u32) -> String {
+    let steps = 1 + choose(3);
+    (0..steps)
+        .map(|_| step(choose, 2))
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+fn field(choose: &mut dyn FnMut(u32) -> u32) -> String {
+    let f = FIELDS[choose(FIELDS.len() as u32) as usize];
+    match choose(8) {
+        0 => format!(".meta.{}", ["ip", "seq", "ua"][choose(3) as usize]),
+        1 => format!(".[\"{f}\"]"),
+        _ => format!(".{f}"),
+    }
+}
+
+fn step(choose: &mut dyn FnMut(u32) -> u32, depth: u32) -> String {
+    let key = FIELDS[choose(FIELDS.len() as u32) as usize];
+    match choose(if depth == 0 { 7 } else { 9 }) {
+        0 => format!(".{key} = {}", expr(choose, depth)),
+        1 => format!(".{key} |= {}", expr(choose, depth)),
+        2 => format!(
+            ".{key} {}= {}",
+            ["+", "-", "*", "/", "%", "//"][choose(6) as usize],
+            expr(choose, depth)
+        ),
+        3 => format!("del({})", field(choose)),
+        4 => format!("select({})", expr(choose, depth)),
+        5 => format!("{{{key}, out: {}}}", expr(choose, depth)),
+        6 => ".".to_owned(),
+        7 => format!(
+            "if {} then {} else {} end",
+            expr(choose, depth - 1),
+            step(choose, depth - 1),
+            step(choose, depth - 1)
+        ),
+        _ => format!(
+            "({} | {})",
+            step(choose, depth - 1),
+            step(choose, depth - 1)
+        ),
+    }
+}
+
+fn expr(choose: &mut dyn FnMut(u32) -> u32, depth: u32) -> String {
+    let leaf = |choose: &mut dyn FnMut(u32) -> u32| match choose(9) {
+        0 => ["null", "true", "false"][choose(3) as usize].to_owned(),
+        1 => ["0", "1", "-2", "100", "1.5", "0.25", "1e3", "-0.5"][choose(8) as usize].to_owned(),
+        2 => ["\"\"", "\"x\"", "\"a-b\"", "\"Tab\\t\"", "\"é\""][choose(5) as usize].to_owned(),
+        3 => ".".to_owned(),
+        _ => field(choose),
+    };
+    if depth == 0 {
+        return leaf(choose);
+    }
+    let d = depth - 1;
+    match choose(16) {
+        0 => format!(
+            "({} {} {})",
+            expr(choose, d),
+            ["+", "-", "*", "/", "%"][choose(5) as usize],
+            expr(choose, d)
+        ),
+        1 => format!(
+            "({} {} {})",
+            expr(choose, d),
+            ["==", "!=", "<", "<=", ">", ">="][choose(6) as usize],
+            expr(choose, d)
+        ),
+        2 => format!(
+            "({} {} {})",
+            expr(choose, d),
+            ["and", "or", "//"][choose(3) as usize],
+            expr(choose, d)
+        ),
+        3 => format!(
+            "({} | {})",
+            expr(choose, d),
+            [
+                "floor",
+                "round",
+                "ceil",
+                "tostring",
+                "tonumber",
+                "length",
+                "ascii_downcase",
+                "ascii_upcase",
+                "not",
+            ][choose(9) as usize]
+        ),
+        4 => format!(
+            "(\"{}-\\({})\")",
+            ["", "v", "é"][choose(3) as usize],
+            expr(choose, d)
+        ),
+        5 => format!(
+            "({} | has(\"{}\"))",
+            expr(choose, d),
+            FIELDS[choose(4) as usize]
+        ),
+        6 => format!(
+            "({} | split(\"{}\"))",
+            expr(choose, d),
+            ["-", "", ","][choose(3) as usize]
+        ),
+        7 => format!("({} | join(\"+\"))", expr(choose, d)),
+        8 => format!("[{}, {}]", expr(choose, d), expr(choose, d)),
+        9 => format!("{{a: {}, {}}}", expr(choose, d), FIELDS[choose(4) as usize]),
+        10 => format!(
+            "(if {} then {} else {} end)",
+            expr(choose, d),
+            expr(choose, d),
+            expr(choose, d)
+        ),
+        11 => format!("(-{})", expr(choose, d)),
+        12 => format!("({} | select({}))", expr(choose, d), expr(choose, d)),
+        _ => leaf(choose),
+    }
+}
