@@ -111,9 +111,19 @@ impl Member {
         self.key_matches(text, &KeyProbe::new(name))
     }
 
+    /// Whether this member's key is written exactly as `other`'s (both of `text`): the
+    /// same key, when neither holds an escape.
+    #[inline(always)]
+    pub fn same_raw_key(&self, other: &Member, text: &str) -> bool {
+        let len = self.key[1].wrapping_sub(self.key[0]);
+        len == other.key[1].wrapping_sub(other.key[0])
+            && self.prefix == other.prefix
+            && (len <= 8 || text[self.key()] == text[other.key()])
+    }
+
     /// [`Member::key_is`] with the name's word made once, for scans over many members.
     #[inline(always)]
-    fn key_matches(&self, text: &str, probe: &KeyProbe) -> bool {
+    pub fn key_matches(&self, text: &str, probe: &KeyProbe) -> bool {
         let name = probe.name.as_bytes();
         // An escaped key's end has its top bit set: this length is then never a name's.
         let raw_len = self.key[1].wrapping_sub(self.key[0]) as usize;
@@ -143,14 +153,15 @@ impl Member {
 }
 
 /// A key looked for, with its first bytes as a word (see [`Member::key_is`]).
-struct KeyProbe<'n> {
+#[derive(Clone, Debug)]
+pub struct KeyProbe<'n> {
     name: &'n str,
     prefix: u64,
 }
 
 impl KeyProbe<'_> {
     #[inline]
-    fn new(name: &str) -> KeyProbe<'_> {
+    pub fn new(name: &str) -> KeyProbe<'_> {
         KeyProbe {
             name,
             prefix: prefix(name.as_bytes()),

@@ -22,6 +22,9 @@ pub fn canonical(text: &str) -> bool {
 /// back byte for byte by jaq.
 pub fn canonical_string(text: &str) -> bool {
     let b = text.as_bytes();
+    if b.len() <= 16 && b.iter().all(|&c| c != b'\\' && c != 0x7f) {
+        return true;
+    }
     // `string` wants the opening quote: the caller's range starts after it.
     let mut i = 0;
     while i < b.len() {
@@ -107,17 +110,15 @@ fn string(b: &[u8], i: usize) -> Option<usize> {
     }
     let mut j = i + 1;
     loop {
-        match *b.get(j)? {
-            b'"' => return Some(j + 1),
-            0x7f => return None,
-            b'\\' => {
-                if !escape_ok(b, j) {
-                    return None;
-                }
-                j += if b[j + 1] == b'u' { 6 } else { 2 };
-            }
-            _ => j += 1,
+        // Most strings hold no escape: jump to the closing quote.
+        j += memchr::memchr2(b'"', b'\\', b.get(j..)?)?;
+        if b[j] == b'"' {
+            return (!b[i..j].contains(&0x7f)).then_some(j + 1);
         }
+        if !escape_ok(b, j) {
+            return None;
+        }
+        j += if b[j + 1] == b'u' { 6 } else { 2 };
     }
 }
 
@@ -160,14 +161,61 @@ fn number(b: &[u8], i: usize) -> Option<usize> {
         }
         j += 1;
     }
-    // Valid JSON: the text is a number.
-    let t = std::str::from_utf8(&b[i..j]).ok()?;
+    let n = &b[i..j];
     if !float {
-        // serde_json reads integers of 64 bits; the rest become floats.
-        return (t != "-0" && (t.parse::<i64>().is_ok() || t.parse::<u64>().is_ok())).then_some(j);
+        // serde_json reads integers of 64 bits (up to 18 digits always fit); the rest
+        // become floats.
+        let digits = n.strip_prefix(b"-").unwrap_or(n);
+        if n == b"-0" {
+            return None;
+        }
+        if digits.len() <= 18 {
+            return Some(j);
+        }
+    } else if plain_decimal(n) {
+        return Some(j);
+    }
+    // Valid JSON, so ASCII: the text is a number.
+    let t = std::str::from_utf8(n).ok()?;
+    if !float {
+        return (t.parse::<i64>().is_ok() || t.parse::<u64>().is_ok()).then_some(j);
     }
     let f: f64 = serde_json::from_str(t).ok()?;
     (f.is_finite() && ryu::Buffer::new().format_finite(f) == t).then_some(j)
+}
+
+/// Whether ryu prints the float `t` back as it is, known without printing it: a plain
+/// decimal `I.F` of at most 15 significant digits (so it is the shortest text that reads
+/// back as its double: no two such decimals share a double), with no trailing zero in
+/// `F` but for `I.0`, and a magnitude ryu writes without an exponent (1e-4 <= |x| < 1e15).
+pub fn plain_decimal(t: &[u8]) -> bool {
+    let t = t.strip_prefix(b"-").unwrap_or(t);
+    let Some(dot) = t.iter().position(|&c| c == b'.') else {
+        return false;
+    };
+    let (int, frac) = (&t[..dot], &t[dot + 1..]);
+    if frac.is_empty()
+        || !frac.iter().all(u8::is_ascii_digit)
+        || !int.iter().all(u8::is_ascii_digit)
+    {
+        return false;
+    }
+    if frac.len() > 1 && frac.ends_with(b"0") {
+        return false;
+    }
+    let significant = if int == b"0" {
+        let zeros = frac.iter().take_while(|&&c| c == b'0').count();
+        if zeros >= 4 || zeros == frac.len() {
+            return false;
+        }
+        frac.len() - zeros
+    } else {
+        if int.len() > 15 {
+            return false;
+        }
+        int.len() + if frac == b"0" { 0 } else { frac.len() }
+    };
+    significant <= 15
 }
 
 #[cfg(test)]
@@ -182,6 +230,12 @@ mod tests {
             "-12",
             "18446744073709551615",
             "0.1",
+            "2721.15",
+            "-0.5",
+            "1.0",
+            "0.0001",
+            "123456789012345.0",
+            "0.00001",
             "1e20",
             "1.5e-7",
             "[]",
@@ -199,6 +253,7 @@ mod tests {
             "\"\u{7f}\"",
             "-0",
             "1.50",
+            "12345678901234567.0",
             "100000.0e0",
             "1E5",
             "18446744073709551616",
@@ -207,4 +262,30 @@ mod tests {
             assert!(!canonical(t), "{t}");
         }
     }
+}
+
+/// The quick check agrees with ryu wherever it says yes.
+#[test]
+fn plain_decimals_are_what_ryu_prints() {
+    let mut rng = fastrand::Rng::with_seed(1);
+    let mut yes = 0;
+    for _ in 0..200_000 {
+        let int = match rng.u8(..4) {
+            0 => "0".to_owned(),
+            _ => {
+                let digits = rng.u32(1..16);
+                rng.u64(..10u64.pow(digits)).to_string()
+            }
+        };
+        let frac: String = (0..rng.usize(1..16))
+            .map(|_| char::from(b'0' + rng.u8(..10)))
+            .collect();
+        let t = format!("{}{int}.{frac}", if rng.bool() { "-" } else { "" });
+        if plain_decimal(t.as_bytes()) {
+            yes += 1;
+            let f: f64 = serde_json::from_str(&t).unwrap();
+            assert_eq!(ryu::Buffer::new().format_finite(f), t);
+        }
+    }
+    assert!(yes > 50_000, "{yes}");
 }

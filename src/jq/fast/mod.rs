@@ -22,12 +22,13 @@
 
 use std::borrow::Cow;
 
-use crate::json::{self, Member};
+use crate::json::{KeyProbe, Member};
 
 mod canonical;
 pub mod check;
 mod compile;
 mod eval;
+mod plan;
 mod value;
 
 #[cfg(test)]
@@ -36,12 +37,21 @@ mod tests;
 pub use value::Bail;
 
 use compile::Expr;
+use plan::Plan;
 use value::V;
 
 /// A program compiled for the fast path.
 #[derive(Debug)]
 pub struct Fast {
-    expr: Expr,
+    shape: Shape,
+}
+
+#[derive(Debug)]
+enum Shape {
+    /// Edits of named fields ([`plan`]).
+    Plan(Plan),
+    /// Anything else of the grammar, run on all members.
+    General(Expr),
 }
 
 impl Fast {
@@ -51,7 +61,11 @@ impl Fast {
         let term = jaq_core::load::parse(code, |p| p.term())
             .ok_or_else(|| "jaq's parser did not accept it alone".to_owned())?;
         let expr = compile::compile(&term).map_err(|what| format!("it uses {what}"))?;
-        Ok(Fast { expr })
+        let shape = match Plan::of(expr) {
+            Ok(plan) => Shape::Plan(plan),
+            Err(expr) => Shape::General(expr),
+        };
+        Ok(Fast { shape })
     }
 
     /// Runs the program on one event (`text`, an object indexed by `members`) without its
@@ -59,55 +73,69 @@ impl Fast {
     /// output's text, `None` when the program gives no output, or [`Bail`] when jaq must
     /// run this event.
     pub fn run(&self, text: &str, members: &[Member], meta: &str) -> Result<Option<String>, Bail> {
-        let mut meta_raw = None;
-        let mut entries: Vec<(Cow<str>, V)> = Vec::with_capacity(members.len() + 4);
-        for m in members {
+        // Jaq prints the event's members back as they are only when they are in its form:
+        // keys and values canonical, no key twice.
+        let mut meta_member = None;
+        let meta_probe = KeyProbe::new(meta);
+        for (i, m) in members.iter().enumerate() {
             let key = &text[m.key()];
             if !canonical::canonical_string(key) {
                 return Err(Bail);
             }
-            let value = &text[m.value()];
-            if m.key_is(text, meta) {
-                if meta_raw.replace(value).is_some() {
+            if m.key_matches(text, &meta_probe) {
+                if meta_member.replace(m).is_some() {
                     return Err(Bail);
                 }
                 continue;
             }
-            if !canonical::canonical(value) {
+            if !canonical::canonical(&text[m.value()]) {
                 return Err(Bail);
             }
-            let key = if m.escaped() {
-                m.key_str(text)
-            } else {
-                Cow::Borrowed(key)
-            };
-            if entries.iter().any(|(k, _)| *k == key) {
+            // Canonical keys are equal exactly when their texts are.
+            if members[..i].iter().any(|o| o.same_raw_key(m, text)) {
                 return Err(Bail);
             }
-            entries.push((key, V::Raw(value)));
         }
-        let Some(out) = eval::run(&self.expr, V::Obj(entries))? else {
-            return Ok(None);
-        };
-        let Some(out) = out.into_members()? else {
-            // Not an object: the jaq path says why, as a dead letter.
-            return Err(Bail);
-        };
-        let mut s = String::with_capacity(text.len() + 64);
-        s.push('{');
-        value::write_members(&out, &mut s)?;
-        if let Some(raw) = meta_raw {
-            if out.iter().any(|(k, _)| k == meta) {
-                return Err(Bail);
+        let mut out = String::with_capacity(text.len() + 64);
+        match &self.shape {
+            Shape::Plan(plan) => Ok(plan
+                .run(text, members, meta_member, meta, &mut out)?
+                .then_some(out)),
+            Shape::General(expr) => {
+                let entries: Vec<(Cow<str>, V)> = members
+                    .iter()
+                    .filter(|m| !meta_member.is_some_and(|meta| std::ptr::eq(meta, *m)))
+                    .map(|m| {
+                        let key = if m.escaped() {
+                            m.key_str(text)
+                        } else {
+                            Cow::Borrowed(&text[m.key()])
+                        };
+                        (key, V::Raw(&text[m.value()]))
+                    })
+                    .collect();
+                let Some(result) = eval::run(expr, V::Obj(entries))? else {
+                    return Ok(None);
+                };
+                let Some(result) = result.into_members()? else {
+                    // Not an object: the jaq path says why, as a dead letter.
+                    return Err(Bail);
+                };
+                out.push('{');
+                value::write_members(&result, &mut out)?;
+                if let Some(m) = meta_member {
+                    if result.iter().any(|(k, _)| k == meta) {
+                        return Err(Bail);
+                    }
+                    if !result.is_empty() {
+                        out.push(',');
+                    }
+                    let key = m.key();
+                    out.push_str(&text[key.start - 1..m.value().end]);
+                }
+                out.push('}');
+                Ok(Some(out))
             }
-            if !out.is_empty() {
-                s.push(',');
-            }
-            json::push_quoted(&mut s, meta);
-            s.push(':');
-            s.push_str(raw);
         }
-        s.push('}');
-        Ok(Some(s))
     }
 }

@@ -162,6 +162,8 @@ const PROGRAMS: &[&str] = &[
     ".tags |= . + [\"new\"]",
     ".id |= empty",
     ".h = has(\"_meta\")",
+    ".[\"_meta\"] = 1 | .x = 2",
+    ".[\"_meta\"] = 1 | .x = (.meta | length)",
     ".e = (.meta | has(\"ip\"))",
 ];
 
