@@ -488,6 +488,7 @@ fn jq_fast_path_gives_jaqs_bytes() {
         r#"select(.type == "payment") | {id, cents: (.amount * 100 | floor)}"#,
         r#"del(.meta) | .currency |= ascii_downcase | .n = (.tags | length) | .t = (.tags | join(","))"#,
         r#"if .amount > 1000 then .size = "big" else .size = "\(.type)/\(.currency)" end"#,
+        r#"select(.type != "login" and (.type | test("^p"))) | {id, t: .tags[]}"#,
     ];
     for program in programs {
         let run = |code: &str, dl: &str| {

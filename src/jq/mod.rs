@@ -34,6 +34,7 @@ use jaq_json::Val;
 
 use crate::event::Reject;
 use crate::exit::{Error, Result};
+use crate::json::{self, SetOp};
 use crate::shutdown::Shutdown;
 
 pub mod fast;
@@ -152,6 +153,48 @@ impl Program {
     }
 }
 
+/// The outputs of a jq program (JSON objects) with the event's metadata field `meta`
+/// (its text `meta_raw`, when the event has one) re-attached, last unless the output has
+/// that key already; when there are several, each carries `"split":{"index","count"}`
+/// in it.
+pub fn attach_meta(meta_raw: Option<&str>, meta: &str, outputs: Vec<String>) -> Vec<String> {
+    let count = outputs.len();
+    outputs
+        .into_iter()
+        .enumerate()
+        .map(|(index, text)| {
+            let meta_text = match (meta_raw, count) {
+                (None, 1) => None,
+                (Some(m), 1) => Some(m.to_owned()),
+                (m, _) => {
+                    let base = m.filter(|m| m.starts_with('{')).unwrap_or("{}");
+                    let stamp = format!("{{\"index\":{index},\"count\":{count}}}");
+                    let split = vec!["split".to_owned()];
+                    let members = json::scan_object(base).expect("metadata is an object");
+                    let op = SetOp {
+                        path: &split,
+                        value: &stamp,
+                    };
+                    Some(json::set_many(base, &members, &[op]).expect("object"))
+                }
+            };
+            match meta_text {
+                None => text,
+                Some(m) => {
+                    // Every output is a JSON object (checked where it was made).
+                    let members = json::scan_object(&text).expect("jq outputs are JSON objects");
+                    let key = vec![meta.to_owned()];
+                    let op = SetOp {
+                        path: &key,
+                        value: &m,
+                    };
+                    json::set_many(&text, &members, &[op]).expect("object")
+                }
+            }
+        })
+        .collect()
+}
+
 fn shorten(s: &str) -> String {
     match s.char_indices().nth(200) {
         Some((i, _)) => format!("{}…", &s[..i]),
@@ -208,6 +251,11 @@ impl Sandbox {
             limits,
             idle: Mutex::new(Vec::new()),
         })
+    }
+
+    /// The per-event limits.
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 
     /// Runs the program on each input, in order; one result per input.

@@ -3,10 +3,10 @@
 //! (choices from a seeded generator) and by the `jq_fast_vs_jaq` fuzz target (choices
 //! from the fuzzer's bytes).
 
-use crate::jq::Program;
-use crate::json::{self, SetOp};
+use crate::jq::{attach_meta, Program};
+use crate::json;
 
-use super::Fast;
+use super::{Fast, Output};
 
 /// What the fast path did with an event, when it agreed with jaq.
 #[derive(Debug, PartialEq, Eq)]
@@ -26,31 +26,16 @@ pub fn compare(fast: &Fast, program: &Program, event: &str, meta: &str) -> Resul
     let Ok(out) = fast.run(event, &members, meta) else {
         return Ok(Agreed::SteppedAside);
     };
-    let meta_raw = json::find(event, &members, meta).map(|m| event[m.value()].to_owned());
+    let meta_raw = json::find(event, &members, meta).map(|m| &event[m.value()]);
     let input = json::remove(event, &members, meta);
     let outputs = program
-        .eval(&input, 2)
+        .eval(&input, 1_000)
         .map_err(|e| format!("on {event}: jaq rejects it ({e}), the fast path gave {out:?}"))?;
-    let expected: Vec<String> = outputs
-        .into_iter()
-        .map(|o| match &meta_raw {
-            None => o,
-            Some(m) => {
-                let members = json::scan_object(&o).expect("jq outputs are objects");
-                let key = vec![meta.to_owned()];
-                json::set_many(
-                    &o,
-                    &members,
-                    &[SetOp {
-                        path: &key,
-                        value: m,
-                    }],
-                )
-                .expect("object")
-            }
-        })
-        .collect();
-    let got: Vec<String> = out.into_iter().collect();
+    let expected = attach_meta(meta_raw, meta, outputs);
+    let got: Vec<String> = match out {
+        Output::One(one) => one.into_iter().collect(),
+        Output::Many(many) => attach_meta(meta_raw, meta, many),
+    };
     if got == expected {
         Ok(Agreed::Answered)
     } else {
@@ -69,10 +54,16 @@ const FIELDS: &[&str] = &[
 /// A program of the fast path's grammar; `choose(n)` picks a number below `n`.
 pub fn program(choose: &mut dyn FnMut(u32) -> u32) -> String {
     let steps = 1 + choose(3);
-    (0..steps)
+    let mut program = (0..steps)
         .map(|_| step(choose, 2))
         .collect::<Vec<_>>()
-        .join(" | ")
+        .join(" | ");
+    // Sometimes one output per element of an array or object.
+    if choose(4) == 0 {
+        let over = ["tags", "meta", "nope", "id"][choose(4) as usize];
+        program.push_str(&format!(" | {{id, x: .{over}[], y: {}}}", expr(choose, 1)));
+    }
+    program
 }
 
 fn field(choose: &mut dyn FnMut(u32) -> u32) -> String {
@@ -173,7 +164,16 @@ fn expr(choose: &mut dyn FnMut(u32) -> u32, depth: u32) -> String {
             expr(choose, d),
             ["-", "", ","][choose(3) as usize]
         ),
-        7 => format!("({} | join(\"+\"))", expr(choose, d)),
+        7 => format!(
+            "({} | {})",
+            expr(choose, d),
+            [
+                "join(\"+\")",
+                "test(\"a\")",
+                "test(\"^[a-z]+$\"; \"i\")",
+                "test(\"\\\\d\")"
+            ][choose(4) as usize]
+        ),
         8 => format!("[{}, {}]", expr(choose, d), expr(choose, d)),
         9 => format!("{{a: {}, {}}}", expr(choose, d), FIELDS[choose(4) as usize]),
         10 => format!(

@@ -60,6 +60,60 @@ pub enum Expr {
     Select(Box<Expr>),
     /// `del(.a, .b.c)`
     Del(Vec<Vec<String>>),
+    /// `test("re")`, `test("re"; "flags")`: a literal regex, built as jaq builds it.
+    Test(regex_bites::bytes::Regex),
+    /// `E[]` as the value of a key in an object constructor (`{id, tag: .tags[]}`): one
+    /// object per element (see [`super::Fast`]'s fan-out; nowhere else).
+    Iter(Box<Expr>),
+}
+
+impl Expr {
+    /// Whether an iteration (`E[]`) is anywhere in it.
+    pub fn iterates(&self) -> bool {
+        fn any<'e>(mut es: impl Iterator<Item = &'e Expr>) -> bool {
+            es.any(Expr::iterates)
+        }
+        match self {
+            Expr::Iter(_) => true,
+            Expr::Id
+            | Expr::Null
+            | Expr::Bool(_)
+            | Expr::Int(_)
+            | Expr::Dec(_)
+            | Expr::Empty
+            | Expr::Call(_)
+            | Expr::Test(_)
+            | Expr::Del(_) => false,
+            Expr::Str(p) => any(p.iter().filter_map(|p| match p {
+                Piece::Expr(e) => Some(e),
+                Piece::Text(_) => None,
+            })),
+            Expr::Path(e, _)
+            | Expr::Neg(e)
+            | Expr::Assign(_, e)
+            | Expr::Update(_, e)
+            | Expr::UpdateMath(_, _, e)
+            | Expr::UpdateAlt(_, e)
+            | Expr::Has(e)
+            | Expr::Split(e)
+            | Expr::Join(e)
+            | Expr::Select(e) => e.iterates(),
+            Expr::Arr(items) => any(items.iter()),
+            Expr::Obj(entries) => any(entries
+                .iter()
+                .flat_map(|(k, v)| [Some(k), v.as_ref()].into_iter().flatten())),
+            Expr::Math(_, l, r)
+            | Expr::Cmp(_, l, r)
+            | Expr::And(l, r)
+            | Expr::Or(l, r)
+            | Expr::Alt(l, r)
+            | Expr::Pipe(l, r) => l.iterates() || r.iterates(),
+            Expr::If(branches, otherwise) => {
+                any(branches.iter().flat_map(|(c, t)| [c, t]))
+                    || otherwise.as_ref().is_some_and(|e| e.iterates())
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -108,7 +162,7 @@ pub fn compile(t: &Term<&str>) -> C {
                         Term::Var(v) => return Err(format!("the variable {v}")),
                         k => compile(k)?,
                     };
-                    Ok((key, v.as_ref().map(compile).transpose()?))
+                    Ok((key, v.as_ref().map(obj_value).transpose()?))
                 })
                 .collect::<Result<_, String>>()?,
         ),
@@ -138,6 +192,26 @@ pub fn compile(t: &Term<&str>) -> C {
         Term::Def(..) => return Err("definitions (def)".into()),
         Term::Var(v) => return Err(format!("the variable {v}")),
     })
+}
+
+/// The value of a key in an object constructor: an expression, or `E[]`.
+fn obj_value(t: &Term<&str>) -> C {
+    if let Term::Path(base, path) = t {
+        if let Some(((Part::Range(None, None), Opt::Essential), init)) = path.0.split_last() {
+            let base = match &**base {
+                Term::Id => Expr::Id,
+                other => compile(other)?,
+            };
+            let keys = keys(&jaq_core::path::Path(init.to_vec()))?;
+            let inner = if keys.is_empty() {
+                base
+            } else {
+                Expr::Path(Box::new(base), keys)
+            };
+            return Ok(Expr::Iter(Box::new(inner)));
+        }
+    }
+    compile(t)
 }
 
 /// A number literal as jaq reads it: a machine integer, or a decimal kept as written.
@@ -275,6 +349,7 @@ fn call(name: &str, args: &[Term<&str>]) -> C {
         ("split", 1) => one(Expr::Split)?,
         ("join", 1) => one(Expr::Join)?,
         ("select", 1) => one(Expr::Select)?,
+        ("test", 1 | 2) => Expr::Test(regex(&args[0], args.get(1))?),
         ("del", 1) => {
             let mut paths = Vec::new();
             let mut items = Vec::new();
@@ -286,6 +361,54 @@ fn call(name: &str, args: &[Term<&str>]) -> C {
         }
         (name, n) => return Err(format!("the function {name}/{n}")),
     })
+}
+
+/// A literal string of the program, escapes applied.
+fn literal(t: &Term<&str>) -> Option<String> {
+    let Term::Str(None, parts) = t else {
+        return None;
+    };
+    let mut s = String::new();
+    for p in parts {
+        match p {
+            StrPart::Str(t) => s.push_str(t),
+            StrPart::Char(c) => s.push(*c),
+            StrPart::Term(_) => return None,
+        }
+    }
+    Some(s)
+}
+
+/// The regex of `test(re; flags)`, built with jaq-std's settings for its flags.
+fn regex(re: &Term<&str>, flags: Option<&Term<&str>>) -> Result<regex_bites::bytes::Regex, String> {
+    let re = literal(re).ok_or("a computed regex")?;
+    let flags = match flags {
+        None => String::new(),
+        Some(f) => literal(f).ok_or("computed regex flags")?,
+    };
+    let mut builder = regex_bites::bytes::RegexBuilder::new(&re);
+    let (mut i, mut m, mut s, mut l, mut x) = (false, false, false, false, false);
+    for flag in flags.chars() {
+        match flag {
+            // Global search changes nothing for test.
+            'g' => {}
+            'i' => i = true,
+            'm' => m = true,
+            's' => s = true,
+            'l' => l = true,
+            'x' => x = true,
+            'p' => (m, s) = (true, true),
+            f => return Err(format!("the regex flag {f:?}")),
+        }
+    }
+    builder
+        .case_insensitive(i)
+        .multi_line(m)
+        .dot_matches_new_line(s)
+        .swap_greed(l)
+        .ignore_whitespace(x)
+        .build()
+        .map_err(|_| "a regex jaq refuses".to_owned())
 }
 
 fn comma_terms<'t, 's>(t: &'t Term<&'s str>, out: &mut Vec<&'t Term<&'s str>>) {

@@ -223,6 +223,12 @@ pub fn eval<'a>(e: &'a Expr, input: &V<'a>) -> Out<'a> {
             },
             None => return Ok(None),
         },
+        // Only in a fan-out's constructor (see `fanout`).
+        Expr::Iter(_) => return Err(Bail),
+        Expr::Test(re) => match input.clone().decoded()? {
+            V::Str(s) => V::Bool(re.is_match(s.as_bytes())),
+            _ => return Err(Bail),
+        },
         Expr::Join(sep) => match eval(sep, input)? {
             Some(sep) => join(input.clone(), sep.decoded()?)?,
             None => return Ok(None),
@@ -343,4 +349,62 @@ fn number_text(s: Cow<'_, str>) -> R<V<'_>> {
         }
         _ => Err(Bail),
     }
+}
+
+/// An object constructor whose entry `at` iterates (`{id, tag: .tags[]}`) on `input`: one
+/// object per element of the iterated array (or value of the iterated object), in order;
+/// none when any entry gives none.
+pub fn fanout<'a>(entries: &'a [(Expr, Option<Expr>)], at: usize, input: &V<'a>) -> R<Vec<V<'a>>> {
+    let mut keys = Vec::with_capacity(entries.len());
+    let mut values = Vec::with_capacity(entries.len());
+    let mut elements = Vec::new();
+    for (i, (k, v)) in entries.iter().enumerate() {
+        let key = match eval(k, input)?.map(V::decoded).transpose()? {
+            Some(V::Str(s)) => s,
+            Some(_) => return Err(Bail),
+            None => return Ok(Vec::new()),
+        };
+        let value = match v {
+            Some(Expr::Iter(base)) if i == at => {
+                let Some(over) = eval(base, input)? else {
+                    return Ok(Vec::new());
+                };
+                elements = match over.decoded()? {
+                    V::Arr(a) => a,
+                    v @ V::Raw(t) if t.starts_with('[') => value::elements(v)?,
+                    v => match v.into_members()? {
+                        Some(m) => m.into_iter().map(|(_, v)| v.decoded()).collect::<R<_>>()?,
+                        None => return Err(Bail),
+                    },
+                };
+                V::Null
+            }
+            Some(v) => match eval(v, input)? {
+                Some(v) => v,
+                None => return Ok(Vec::new()),
+            },
+            None => value::index_ref(input, &key)?,
+        };
+        keys.push(key);
+        values.push(value);
+    }
+    Ok(elements
+        .into_iter()
+        .map(|element| {
+            let mut members: value::Members = Vec::with_capacity(keys.len());
+            for (i, (key, value)) in keys.iter().zip(&values).enumerate() {
+                let value = if i == at {
+                    element.clone()
+                } else {
+                    value.clone()
+                };
+                // A key given twice keeps its first place and its last value.
+                match members.iter_mut().find(|(k, _)| k == key) {
+                    Some(slot) => slot.1 = value,
+                    None => members.push((key.clone(), value)),
+                }
+            }
+            V::Obj(members)
+        })
+        .collect())
 }

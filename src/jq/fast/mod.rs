@@ -3,11 +3,12 @@
 //!
 //! A program is compiled once at start ([`Fast::compile`], from jaq's own parse of it):
 //! assignments and updates of object keys (`.a = e`, `.a |= e`, `+=` and the other
-//! arithmetic updates, `//=`), `del(…)`, object and array constructors, `select(…)`,
+//! arithmetic updates, `//=`), `del(…)`, object and array constructors (one key's value
+//! may be `.a[]`: one object per element), `select(…)`,
 //! `if … then … elif … else … end`, comparisons, `and`/`or`/`not`, arithmetic, `//`,
 //! string interpolation, pipes, and the builtins `floor`, `round`, `ceil`, `tostring`,
 //! `tonumber`, `length`, `ascii_downcase`, `ascii_upcase`, `has`, `split`, `join`,
-//! `empty`. A program with anything else runs in jaq ([`super::Sandbox`]) whole; which
+//! `test` (a literal regex, with jaq's regex engine), `empty`. A program with anything else runs in jaq ([`super::Sandbox`]) whole; which
 //! one, and why, is decided once and shown by `--explain`.
 //!
 //! Per event the fast path gives what the jaq path gives, byte for byte, or steps aside:
@@ -52,6 +53,21 @@ enum Shape {
     Plan(Plan),
     /// Anything else of the grammar, run on all members.
     General(Expr),
+    /// `[PREFIX |] {…, k: E[], …}`: one output per element ([`eval::fanout`]).
+    Fanout {
+        prefix: Option<Expr>,
+        entries: Vec<(Expr, Option<Expr>)>,
+        at: usize,
+    },
+}
+
+/// What the fast path made of an event.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Output {
+    /// At most one output, its metadata field re-attached.
+    One(Option<String>),
+    /// Any number of outputs, without the metadata field (see [`super::attach_meta`]).
+    Many(Vec<String>),
 }
 
 impl Fast {
@@ -61,9 +77,14 @@ impl Fast {
         let term = jaq_core::load::parse(code, |p| p.term())
             .ok_or_else(|| "jaq's parser did not accept it alone".to_owned())?;
         let expr = compile::compile(&term).map_err(|what| format!("it uses {what}"))?;
-        let shape = match Plan::of(expr) {
-            Ok(plan) => Shape::Plan(plan),
-            Err(expr) => Shape::General(expr),
+        let shape = if expr.iterates() {
+            fanout(expr)
+                .ok_or("it uses `[]` other than as one key's value in the object it outputs")?
+        } else {
+            match Plan::of(expr) {
+                Ok(plan) => Shape::Plan(plan),
+                Err(expr) => Shape::General(expr),
+            }
         };
         Ok(Fast { shape })
     }
@@ -72,7 +93,7 @@ impl Fast {
     /// metadata field `meta`, and re-attaches that field as the jaq path does (last): the
     /// output's text, `None` when the program gives no output, or [`Bail`] when jaq must
     /// run this event.
-    pub fn run(&self, text: &str, members: &[Member], meta: &str) -> Result<Option<String>, Bail> {
+    pub fn run(&self, text: &str, members: &[Member], meta: &str) -> Result<Output, Bail> {
         // Jaq prints the event's members back as they are only when they are in its form:
         // keys and values canonical, no key twice.
         let mut meta_member = None;
@@ -98,24 +119,14 @@ impl Fast {
         }
         let mut out = String::with_capacity(text.len() + 64);
         match &self.shape {
-            Shape::Plan(plan) => Ok(plan
-                .run(text, members, meta_member, meta, &mut out)?
-                .then_some(out)),
+            Shape::Plan(plan) => Ok(Output::One(
+                plan.run(text, members, meta_member, meta, &mut out)?
+                    .then_some(out),
+            )),
             Shape::General(expr) => {
-                let entries: Vec<(Cow<str>, V)> = members
-                    .iter()
-                    .filter(|m| !meta_member.is_some_and(|meta| std::ptr::eq(meta, *m)))
-                    .map(|m| {
-                        let key = if m.escaped() {
-                            m.key_str(text)
-                        } else {
-                            Cow::Borrowed(&text[m.key()])
-                        };
-                        (key, V::Raw(&text[m.value()]))
-                    })
-                    .collect();
+                let entries = all_members(text, members, meta_member);
                 let Some(result) = eval::run(expr, V::Obj(entries))? else {
-                    return Ok(None);
+                    return Ok(Output::One(None));
                 };
                 let Some(result) = result.into_members()? else {
                     // Not an object: the jaq path says why, as a dead letter.
@@ -134,8 +145,101 @@ impl Fast {
                     out.push_str(&text[key.start - 1..m.value().end]);
                 }
                 out.push('}');
-                Ok(Some(out))
+                Ok(Output::One(Some(out)))
+            }
+            Shape::Fanout {
+                prefix,
+                entries,
+                at,
+            } => {
+                let input = V::Obj(all_members(text, members, meta_member));
+                let input = match prefix {
+                    Some(p) => match eval::run(p, input)? {
+                        Some(v) => v,
+                        None => return Ok(Output::Many(Vec::new())),
+                    },
+                    None => input,
+                };
+                let mut outputs = Vec::new();
+                for o in eval::fanout(entries, *at, &input)? {
+                    let mut text = String::new();
+                    value::write(&o, &mut text)?;
+                    outputs.push(text);
+                }
+                Ok(Output::Many(outputs))
             }
         }
     }
+}
+
+/// Every member of the event but the metadata field, values still as text.
+fn all_members<'a>(text: &'a str, members: &[Member], meta: Option<&Member>) -> value::Members<'a> {
+    members
+        .iter()
+        .filter(|m| !meta.is_some_and(|meta| std::ptr::eq(meta, *m)))
+        .map(|m| {
+            let key = if m.escaped() {
+                m.key_str(text)
+            } else {
+                Cow::Borrowed(&text[m.key()])
+            };
+            (key, V::Raw(&text[m.value()]))
+        })
+        .collect()
+}
+
+/// The fan-out shape of `expr`, when it has it: an object constructor, alone or last in a
+/// pipe, with one key's value `E[]`, and no other iteration anywhere.
+fn fanout(expr: Expr) -> Option<Shape> {
+    let (prefix, last) = match expr {
+        Expr::Pipe(l, r) => (Some(*l), *r),
+        e => (None, e),
+    };
+    // `a | b | {…}` is `a | (b | {…})`: take the innermost pipe's right side.
+    if let (Some(p), Expr::Pipe(..)) = (&prefix, &last) {
+        let _ = p;
+        return fanout(last).and_then(|shape| match shape {
+            Shape::Fanout {
+                prefix: inner,
+                entries,
+                at,
+            } => Some(Shape::Fanout {
+                prefix: Some(match inner {
+                    Some(inner) => Expr::Pipe(Box::new(prefix?), Box::new(inner)),
+                    None => prefix?,
+                }),
+                entries,
+                at,
+            }),
+            _ => None,
+        });
+    }
+    let Expr::Obj(entries) = last else {
+        return None;
+    };
+    if prefix.as_ref().is_some_and(Expr::iterates) {
+        return None;
+    }
+    let at: Vec<usize> = entries
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, v))| matches!(v, Some(Expr::Iter(_))))
+        .map(|(i, _)| i)
+        .collect();
+    let [at] = at[..] else {
+        return None;
+    };
+    let clean = entries.iter().enumerate().all(|(i, (k, v))| {
+        !k.iterates()
+            && match v {
+                Some(Expr::Iter(base)) if i == at => !base.iterates(),
+                Some(v) => !v.iterates(),
+                None => true,
+            }
+    });
+    clean.then_some(Shape::Fanout {
+        prefix,
+        entries,
+        at,
+    })
 }

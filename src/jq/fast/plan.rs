@@ -248,6 +248,8 @@ fn doc_reads(e: &Expr, keys: &mut Vec<String>) -> bool {
         | Expr::Has(_)
         | Expr::Split(_)
         | Expr::Join(_)
+        | Expr::Test(_)
+        | Expr::Iter(_)
         | Expr::Select(_)
         | Expr::Del(_) => false,
     }

@@ -85,11 +85,12 @@ pub struct Args {
     /// A jq program (jaq dialect) run on each event without its metadata field. No output
     /// drops the event; several outputs become several events, in order. Every output
     /// must be an object. Programs built only from assignments and updates of keys
-    /// (= |= += -= *= /= %= //=), del, object and array constructors, select,
-    /// if/elif/else, comparisons, and/or/not, arithmetic, //, string interpolation,
-    /// pipes, and floor, round, ceil, tostring, tonumber, length, ascii_downcase,
-    /// ascii_upcase, has, split, join, empty run on the event's text in the worker
-    /// (the fast path, 5-10x faster); any other program runs in jaq. Both give the same
+    /// (= |= += -= *= /= %= //=), del, object and array constructors (one key's value
+    /// may be .a[]: an object per element), select, if/elif/else, comparisons,
+    /// and/or/not, arithmetic, //, string interpolation, pipes, and floor, round, ceil,
+    /// tostring, tonumber, length, ascii_downcase, ascii_upcase, has, split, join,
+    /// test("literal regex"), empty run on the event's text in the worker (the fast
+    /// path, 5-10x faster); any other program runs in jaq. Both give the same
     /// bytes; pipeline --explain says which path a program takes, and why.
     #[arg(long, value_name = "EXPR")]
     pub jq: Option<String>,

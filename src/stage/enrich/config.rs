@@ -125,8 +125,10 @@ impl Config {
         let start = out.len();
         let spans = arena.spans.len();
         match jq {
-            Some(Reshaped::Helper(Ok(outputs))) => out.extend(with_meta(&mut event, meta, outputs)),
-            Some(Reshaped::Helper(Err(r))) => return Err((event, r)),
+            Some(Reshaped::Outputs(Ok(outputs))) => {
+                out.extend(with_meta(&mut event, meta, outputs))
+            }
+            Some(Reshaped::Outputs(Err(r))) => return Err((event, r)),
             Some(Reshaped::Fast(Some(text))) => out.push(event.derive(text)),
             Some(Reshaped::Fast(None)) => {}
             None => out.push(event),

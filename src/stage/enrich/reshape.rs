@@ -4,7 +4,7 @@
 use smallvec::SmallVec;
 
 use crate::event::Event;
-use crate::jq::{self, fast::Fast};
+use crate::jq::{self, fast::Fast, fast::Output};
 use crate::json::{self, SetOp};
 use crate::shutdown::Shutdown;
 
@@ -42,8 +42,9 @@ impl Reshape {
 
 /// What the jq program made of one event.
 pub enum Reshaped {
-    /// From jaq: its outputs, the metadata field not yet re-attached; or why not.
-    Helper(jq::Outputs),
+    /// Outputs without the metadata field (from jaq, or the fast path's fan-out); or why
+    /// the event is rejected.
+    Outputs(jq::Outputs),
     /// From the fast path: the one output with its metadata field, or none.
     Fast(Option<String>),
 }
@@ -85,9 +86,19 @@ impl Config {
                 None => e.text_and_members(),
             };
             if let Ok(fast) = &reshape.fast {
-                if let Ok(out) = fast.run(text, members, meta) {
-                    results.push(Some(Reshaped::Fast(out)));
-                    continue;
+                match fast.run(text, members, meta) {
+                    Ok(Output::One(out)) => {
+                        results.push(Some(Reshaped::Fast(out)));
+                        continue;
+                    }
+                    // Past --jq-max-outputs, jaq's path makes the dead letter.
+                    Ok(Output::Many(outs))
+                        if outs.len() as u64 <= reshape.sandbox.limits().max_outputs =>
+                    {
+                        results.push(Some(Reshaped::Outputs(Ok(outs))));
+                        continue;
+                    }
+                    _ => {}
                 }
             }
             slow.push((
@@ -100,7 +111,7 @@ impl Config {
             let texts: Vec<&str> = slow.iter().map(|(_, t)| t.as_str()).collect();
             let outputs = reshape.sandbox.eval_all(&texts, shutdown);
             for ((i, _), out) in slow.iter().zip(outputs) {
-                results[*i] = Some(Reshaped::Helper(out));
+                results[*i] = Some(Reshaped::Outputs(out));
             }
         }
         Some(results)
@@ -108,54 +119,14 @@ impl Config {
 }
 
 /// The events a jq program made of `event`, each with the event's metadata field
-/// re-attached; when there are several, each carries `"split":{"index","count"}` in it.
+/// re-attached (see [`jq::attach_meta`]).
 pub(super) fn with_meta(event: &mut Event, meta: &str, outputs: Vec<String>) -> Vec<Event> {
     let meta_raw = {
         let (text, members) = event.text_and_members();
         json::find(text, members, meta).map(|m| text[m.value()].to_owned())
     };
-    let count = outputs.len();
-    let mut events = Vec::with_capacity(count);
-    for (index, text) in outputs.into_iter().enumerate() {
-        let meta_text = match (&meta_raw, count) {
-            (None, 1) => None,
-            (Some(m), 1) => Some(m.clone()),
-            (m, _) => {
-                let base = m.as_deref().filter(|m| m.starts_with('{')).unwrap_or("{}");
-                let stamp = format!("{{\"index\":{index},\"count\":{count}}}");
-                let split = vec!["split".to_owned()];
-                let members = json::scan_object(base).expect("metadata is an object");
-                Some(
-                    json::set_many(
-                        base,
-                        &members,
-                        &[SetOp {
-                            path: &split,
-                            value: &stamp,
-                        }],
-                    )
-                    .expect("object"),
-                )
-            }
-        };
-        let text = match meta_text {
-            None => text,
-            Some(m) => {
-                // The helper checked that every output is a JSON object.
-                let members = json::scan_object(&text).expect("jq outputs are JSON objects");
-                let key = vec![meta.to_owned()];
-                json::set_many(
-                    &text,
-                    &members,
-                    &[SetOp {
-                        path: &key,
-                        value: &m,
-                    }],
-                )
-                .expect("object")
-            }
-        };
-        events.push(event.derive(text));
-    }
-    events
+    jq::attach_meta(meta_raw.as_deref(), meta, outputs)
+        .into_iter()
+        .map(|text| event.derive(text))
+        .collect()
 }
