@@ -56,10 +56,12 @@ pub async fn run(
     let workers = config.workers;
     let shutdown = ctx.shutdown.clone();
     let indexed = ctx.keep_index;
-    // Only jq makes enrich wait (on its helper processes).
-    let runs = match config.jq {
-        Some(_) => workers::Runs::Blocking,
-        None => workers::Runs::OnRuntime,
+    // Only jq makes enrich wait (on its helper processes). A program on the fast path
+    // waits only for the few events it leaves to jaq, and then hands its thread's other
+    // tasks on first (see `Config::run_jq`).
+    let runs = match &config.jq {
+        Some(jq) if !jq.is_fast() => workers::Runs::Blocking,
+        _ => workers::Runs::OnRuntime,
     };
     workers::map_ordered(
         "enrich",

@@ -28,6 +28,11 @@ impl Reshape {
         })
     }
 
+    /// Whether the program compiled to the fast path.
+    pub fn is_fast(&self) -> bool {
+        self.fast.is_ok()
+    }
+
     /// Which path runs the program, and why, as `--explain` shows it.
     pub fn explain(&self) -> String {
         match &self.fast {
@@ -109,7 +114,17 @@ impl Config {
         }
         if !slow.is_empty() {
             let texts: Vec<&str> = slow.iter().map(|(_, t)| t.as_str()).collect();
-            let outputs = reshape.sandbox.eval_all(&texts, shutdown);
+            let eval = || reshape.sandbox.eval_all(&texts, shutdown);
+            // On a runtime thread (a fast-path program), the wait must not hold the
+            // thread's other tasks: tokio moves them to another thread first.
+            let on_runtime = tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+                && reshape.is_fast();
+            let outputs = if on_runtime {
+                tokio::task::block_in_place(eval)
+            } else {
+                eval()
+            };
             for ((i, _), out) in slow.iter().zip(outputs) {
                 results[*i] = Some(Reshaped::Outputs(out));
             }
