@@ -110,10 +110,13 @@ fn string(b: &[u8], i: usize) -> Option<usize> {
     }
     let mut j = i + 1;
     loop {
-        // Most strings hold no escape: jump to the closing quote.
-        j += memchr::memchr2(b'"', b'\\', b.get(j..)?)?;
-        if b[j] == b'"' {
-            return (!b[i..j].contains(&0x7f)).then_some(j + 1);
+        // Most strings hold no escape: jump to the closing quote (DEL, which jaq escapes,
+        // stops the jump too).
+        j += memchr::memchr3(b'"', b'\\', 0x7f, b.get(j..)?)?;
+        match b[j] {
+            b'"' => return Some(j + 1),
+            0x7f => return None,
+            _ => {}
         }
         if !escape_ok(b, j) {
             return None;
