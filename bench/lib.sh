@@ -5,6 +5,17 @@
 # benthos_build: builds Benthos $BENTHOS_VERSION (MIT core, cmd/benthos) once with go and
 #   sets BENTHOS to its path (returns 1 without go or when the build fails).
 
+# bench_init DEFAULT_PROFILE: EVENTS (default 1 M), RUNS (3), OUT=bench/out and PROFILE
+#   (default DEFAULT_PROFILE) set; the binaries built with that profile unless SKIP_BUILD.
+bench_init() {
+  EVENTS=${EVENTS:-1000000}
+  RUNS=${RUNS:-3}
+  OUT=bench/out
+  mkdir -p "$OUT"
+  PROFILE=${PROFILE:-$1}
+  [ -n "${SKIP_BUILD:-}" ] || cargo build --profile "$PROFILE" --quiet --bins
+}
+
 calc() { awk "BEGIN { print $1 }"; }
 holds() { awk "BEGIN { exit !($1) }"; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

@@ -19,12 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
-EVENTS=${EVENTS:-1000000}
-RUNS=${RUNS:-3}
-OUT=bench/out
-mkdir -p "$OUT"
-PROFILE=${PROFILE:-dist}
-[ -n "${SKIP_BUILD:-}" ] || cargo build --profile "$PROFILE" --quiet --bins
+bench_init dist
 BIN=${BIN:-target/$PROFILE}
 IN="$OUT/events-$EVENTS.ndjson"
 [ -s "$IN" ] || python3 ../shared/tools/gen_events.py "$EVENTS" > "$IN"
