@@ -489,6 +489,7 @@ fn jq_fast_path_gives_jaqs_bytes() {
         r#"del(.meta) | .currency |= ascii_downcase | .n = (.tags | length) | .t = (.tags | join(","))"#,
         r#"if .amount > 1000 then .size = "big" else .size = "\(.type)/\(.currency)" end"#,
         r#"select(.type != "login" and (.type | test("^p"))) | {id, t: .tags[]}"#,
+        ".tags[] as $t | {id, tag: $t}",
     ];
     for program in programs {
         let run = |code: &str, dl: &str| {
@@ -523,11 +524,14 @@ fn jq_fast_path_gives_jaqs_bytes() {
     }
     let said = dir
         .cmd("pipeline")
-        .args(["--explain", "enrich --jq '.tags[] as $t | {id, tag: $t}'"])
+        .args([
+            "--explain",
+            "enrich --jq 'reduce .tags[] as $t (0; . + 1) as $n | {id, n: $n}'",
+        ])
         .output()
         .unwrap();
     assert!(
-        out(&said).contains("jq: jaq in helper processes (it uses `as $x`)"),
+        out(&said).contains("jq: jaq in helper processes (it uses `reduce`)"),
         "{}",
         out(&said)
     );

@@ -59,9 +59,15 @@ pub fn program(choose: &mut dyn FnMut(u32) -> u32) -> String {
         .collect::<Vec<_>>()
         .join(" | ");
     // Sometimes one output per element of an array or object.
-    if choose(4) == 0 {
-        let over = ["tags", "meta", "nope", "id"][choose(4) as usize];
-        program.push_str(&format!(" | {{id, x: .{over}[], y: {}}}", expr(choose, 1)));
+    let over = ["tags", "meta", "nope", "id"][choose(4) as usize];
+    match choose(6) {
+        0 => program.push_str(&format!(" | {{id, x: .{over}[], y: {}}}", expr(choose, 1))),
+        1 => program.push_str(&format!(
+            " | .{over}[] as $e | {{id, x: $e, y: ($e | {}), z: {}}}",
+            ["tostring", "length", "not"][choose(3) as usize],
+            expr(choose, 1)
+        )),
+        _ => {}
     }
     program
 }
@@ -115,7 +121,7 @@ fn expr(choose: &mut dyn FnMut(u32) -> u32, depth: u32) -> String {
         return leaf(choose);
     }
     let d = depth - 1;
-    match choose(16) {
+    match choose(17) {
         0 => format!(
             "({} {} {})",
             expr(choose, d),
@@ -183,6 +189,7 @@ fn expr(choose: &mut dyn FnMut(u32) -> u32, depth: u32) -> String {
             expr(choose, d)
         ),
         11 => format!("(-{})", expr(choose, d)),
+        13 => format!("({} as $v | [$v, {}])", expr(choose, d), expr(choose, d)),
         12 => format!("({} | select({}))", expr(choose, d), expr(choose, d)),
         _ => leaf(choose),
     }

@@ -5,7 +5,7 @@
 //! evaluates exactly as jaq does, and names the first thing it does not accept.
 
 use jaq_core::load::lex::StrPart;
-use jaq_core::load::parse::{BinaryOp, Term};
+use jaq_core::load::parse::{BinaryOp, Pattern, Term};
 use jaq_core::ops;
 use jaq_core::path::{Opt, Part};
 
@@ -62,6 +62,21 @@ pub enum Expr {
     Del(Vec<Vec<String>>),
     /// `test("re")`, `test("re"; "flags")`: a literal regex, built as jaq builds it.
     Test(regex_bites::bytes::Regex),
+    /// `$x`, bound by an enclosing `as`.
+    Var(String),
+    /// `E as $x | BODY` (E one value; BODY runs on the same input as E).
+    Bind {
+        value: Box<Expr>,
+        var: String,
+        body: Box<Expr>,
+    },
+    /// `E[] as $x | BODY`: BODY once per element (only as a fan-out, see
+    /// [`super::Fast`]).
+    ForEach {
+        over: Box<Expr>,
+        var: String,
+        body: Box<Expr>,
+    },
     /// `E[]` as the value of a key in an object constructor (`{id, tag: .tags[]}`): one
     /// object per element (see [`super::Fast`]'s fan-out; nowhere else).
     Iter(Box<Expr>),
@@ -74,7 +89,9 @@ impl Expr {
             es.any(Expr::iterates)
         }
         match self {
-            Expr::Iter(_) => true,
+            Expr::Iter(_) | Expr::ForEach { .. } => true,
+            Expr::Var(_) => false,
+            Expr::Bind { value, body, .. } => value.iterates() || body.iterates(),
             Expr::Id
             | Expr::Null
             | Expr::Bool(_)
@@ -190,12 +207,22 @@ pub fn compile(t: &Term<&str>) -> C {
         Term::Fold(kind, ..) => return Err(format!("`{kind}`")),
         Term::TryCatch(..) => return Err("try/catch".into()),
         Term::Def(..) => return Err("definitions (def)".into()),
-        Term::Var(v) => return Err(format!("the variable {v}")),
+        Term::Var(v) if matches!(*v, "$ENV" | "$__loc__") => return Err((*v).to_owned()),
+        // Any other variable is bound by an `as` (jaq checked).
+        Term::Var(v) => Expr::Var((*v).to_owned()),
     })
 }
 
 /// The value of a key in an object constructor: an expression, or `E[]`.
 fn obj_value(t: &Term<&str>) -> C {
+    match iteration(t)? {
+        Some(over) => Ok(Expr::Iter(Box::new(over))),
+        None => compile(t),
+    }
+}
+
+/// `E` when `t` is `E[]` (a path of keys then `[]`).
+fn iteration(t: &Term<&str>) -> Result<Option<Expr>, String> {
     if let Term::Path(base, path) = t {
         if let Some(((Part::Range(None, None), Opt::Essential), init)) = path.0.split_last() {
             let base = match &**base {
@@ -203,15 +230,14 @@ fn obj_value(t: &Term<&str>) -> C {
                 other => compile(other)?,
             };
             let keys = keys(&jaq_core::path::Path(init.to_vec()))?;
-            let inner = if keys.is_empty() {
+            return Ok(Some(if keys.is_empty() {
                 base
             } else {
                 Expr::Path(Box::new(base), keys)
-            };
-            return Ok(Expr::Iter(Box::new(inner)));
+            }));
         }
     }
-    compile(t)
+    Ok(None)
 }
 
 /// A number literal as jaq reads it: a machine integer, or a decimal kept as written.
@@ -315,7 +341,22 @@ fn binary(l: &Term<&str>, op: &BinaryOp<&str>, r: &Term<&str>) -> C {
     let b = |t: &Term<&str>| compile(t).map(Box::new);
     Ok(match op {
         BinaryOp::Pipe(None) => Expr::Pipe(b(l)?, b(r)?),
-        BinaryOp::Pipe(Some(_)) => return Err("`as $x`".into()),
+        BinaryOp::Pipe(Some(Pattern::Var(x))) => {
+            let var = (*x).to_owned();
+            match iteration(l)? {
+                Some(over) => Expr::ForEach {
+                    over: Box::new(over),
+                    var,
+                    body: b(r)?,
+                },
+                None => Expr::Bind {
+                    value: b(l)?,
+                    var,
+                    body: b(r)?,
+                },
+            }
+        }
+        BinaryOp::Pipe(Some(_)) => return Err("destructuring `as [$x, …]`".into()),
         BinaryOp::Comma => return Err("`,` (several outputs)".into()),
         BinaryOp::Alt => Expr::Alt(b(l)?, b(r)?),
         BinaryOp::Or => Expr::Or(b(l)?, b(r)?),

@@ -15,21 +15,24 @@ use super::value::{self, Bail, R, V};
 /// One value, or none (`empty`, a failed `select`).
 pub type Out<'a> = R<Option<V<'a>>>;
 
+/// The variables bound where an expression runs (`E as $x | …`), innermost last.
+pub type Env<'e, 'a> = &'e [(&'a str, V<'a>)];
+
 /// Evaluates `e` on `input`, consuming it: an update changes the input itself rather
 /// than a copy of it (a pipe of assignments never copies the event's members).
-pub fn run<'a>(e: &'a Expr, input: V<'a>) -> Out<'a> {
+pub fn run<'a>(e: &'a Expr, input: V<'a>, env: Env<'_, 'a>) -> Out<'a> {
     Ok(Some(match e {
         Expr::Id => input,
-        Expr::Pipe(l, r) => match run(l, input)? {
-            Some(v) => return run(r, v),
+        Expr::Pipe(l, r) => match run(l, input, env)? {
+            Some(v) => return run(r, v, env),
             None => return Ok(None),
         },
-        Expr::Assign(path, e) => match eval(e, &input)? {
+        Expr::Assign(path, e) => match eval(e, &input, env)? {
             Some(v) => set(input, path, &mut |_| Ok(Some(v.clone())))?,
             None => return Ok(None),
         },
-        Expr::Update(path, e) => set(input, path, &mut |old| run(e, old))?,
-        Expr::UpdateMath(path, op, e) => match eval(e, &input)? {
+        Expr::Update(path, e) => set(input, path, &mut |old| run(e, old, env))?,
+        Expr::UpdateMath(path, op, e) => match eval(e, &input, env)? {
             Some(v) => set(input, path, &mut |old| {
                 Ok(Some(value::math(
                     *op,
@@ -39,7 +42,7 @@ pub fn run<'a>(e: &'a Expr, input: V<'a>) -> Out<'a> {
             })?,
             None => return Ok(None),
         },
-        Expr::UpdateAlt(path, e) => match eval(e, &input)? {
+        Expr::UpdateAlt(path, e) => match eval(e, &input, env)? {
             Some(v) => set(input, path, &mut |old| {
                 Ok(Some(if old.truthy() { old } else { v.clone() }))
             })?,
@@ -47,18 +50,18 @@ pub fn run<'a>(e: &'a Expr, input: V<'a>) -> Out<'a> {
         },
         Expr::If(branches, otherwise) => {
             for (c, then) in branches {
-                match eval(c, &input)? {
-                    Some(c) if c.truthy() => return run(then, input),
+                match eval(c, &input, env)? {
+                    Some(c) if c.truthy() => return run(then, input, env),
                     Some(_) => {}
                     None => return Ok(None),
                 }
             }
             match otherwise {
-                Some(e) => return run(e, input),
+                Some(e) => return run(e, input, env),
                 None => input,
             }
         }
-        Expr::Select(c) => match eval(c, &input)? {
+        Expr::Select(c) => match eval(c, &input, env)? {
             Some(c) if c.truthy() => input,
             _ => return Ok(None),
         },
@@ -69,12 +72,23 @@ pub fn run<'a>(e: &'a Expr, input: V<'a>) -> Out<'a> {
             }
             v
         }
-        e => return eval(e, &input),
+        Expr::Bind { value, var, body } => match eval(value, &input, env)? {
+            Some(v) => return run(body, input, &bound(env, var, v)),
+            None => return Ok(None),
+        },
+        e => return eval(e, &input, env),
     }))
 }
 
+/// `env` with `var` bound to `v`.
+fn bound<'a>(env: Env<'_, 'a>, var: &'a str, v: V<'a>) -> Vec<(&'a str, V<'a>)> {
+    let mut env = env.to_vec();
+    env.push((var, v));
+    env
+}
+
 /// Evaluates `e` on `input`, left as it is.
-pub fn eval<'a>(e: &'a Expr, input: &V<'a>) -> Out<'a> {
+pub fn eval<'a>(e: &'a Expr, input: &V<'a>, env: Env<'_, 'a>) -> Out<'a> {
     Ok(Some(match e {
         // What changes or passes on the input itself needs its own copy.
         Expr::Id
@@ -83,21 +97,30 @@ pub fn eval<'a>(e: &'a Expr, input: &V<'a>) -> Out<'a> {
         | Expr::UpdateMath(..)
         | Expr::UpdateAlt(..)
         | Expr::Select(..)
-        | Expr::Del(..) => return run(e, input.clone()),
-        Expr::Pipe(l, r) => match eval(l, input)? {
-            Some(v) => return run(r, v),
+        | Expr::Del(..) => return run(e, input.clone(), env),
+        Expr::Pipe(l, r) => match eval(l, input, env)? {
+            Some(v) => return run(r, v, env),
             None => return Ok(None),
+        },
+        Expr::Bind { value, var, body } => match eval(value, input, env)? {
+            Some(v) => return eval(body, input, &bound(env, var, v)),
+            None => return Ok(None),
+        },
+        // Bound by the program (jaq checked that it is).
+        Expr::Var(name) => match env.iter().rev().find(|(n, _)| n == name) {
+            Some((_, v)) => v.clone(),
+            None => return Err(Bail),
         },
         Expr::If(branches, otherwise) => {
             for (c, then) in branches {
-                match eval(c, input)? {
-                    Some(c) if c.truthy() => return eval(then, input),
+                match eval(c, input, env)? {
+                    Some(c) if c.truthy() => return eval(then, input, env),
                     Some(_) => {}
                     None => return Ok(None),
                 }
             }
             match otherwise {
-                Some(e) => return eval(e, input),
+                Some(e) => return eval(e, input, env),
                 None => input.clone(),
             }
         }
@@ -110,7 +133,7 @@ pub fn eval<'a>(e: &'a Expr, input: &V<'a>) -> Out<'a> {
             for p in pieces {
                 match p {
                     Piece::Text(t) => s.push_str(t),
-                    Piece::Expr(e) => match eval(e, input)? {
+                    Piece::Expr(e) => match eval(e, input, env)? {
                         Some(v) => s.push_str(&value::to_string(v)?),
                         None => return Ok(None),
                     },
@@ -122,7 +145,7 @@ pub fn eval<'a>(e: &'a Expr, input: &V<'a>) -> Out<'a> {
             // From `.`, only the member read is copied, not the input.
             let (mut v, keys) = match &**base {
                 Expr::Id => (value::index_ref(input, &keys[0])?, &keys[1..]),
-                base => match eval(base, input)? {
+                base => match eval(base, input, env)? {
                     Some(v) => (v, &keys[..]),
                     None => return Ok(None),
                 },
@@ -135,7 +158,7 @@ pub fn eval<'a>(e: &'a Expr, input: &V<'a>) -> Out<'a> {
         Expr::Arr(items) => {
             let mut out = Vec::with_capacity(items.len());
             for i in items {
-                if let Some(v) = eval(i, input)? {
+                if let Some(v) = eval(i, input, env)? {
                     out.push(v);
                 }
             }
@@ -145,7 +168,7 @@ pub fn eval<'a>(e: &'a Expr, input: &V<'a>) -> Out<'a> {
             let mut members: Vec<(Cow<str>, V)> = Vec::with_capacity(entries.len());
             let mut none = false;
             for (k, v) in entries {
-                let key = match eval(k, input)?.map(V::decoded).transpose()? {
+                let key = match eval(k, input, env)?.map(V::decoded).transpose()? {
                     Some(V::Str(s)) => s,
                     Some(_) => return Err(Bail),
                     None => {
@@ -154,7 +177,7 @@ pub fn eval<'a>(e: &'a Expr, input: &V<'a>) -> Out<'a> {
                     }
                 };
                 let val = match v {
-                    Some(v) => eval(v, input)?,
+                    Some(v) => eval(v, input, env)?,
                     None => Some(value::index_ref(input, &key)?),
                 };
                 let Some(val) = val else {
@@ -172,64 +195,64 @@ pub fn eval<'a>(e: &'a Expr, input: &V<'a>) -> Out<'a> {
             }
             V::Obj(members)
         }
-        Expr::Neg(e) => match eval(e, input)? {
+        Expr::Neg(e) => match eval(e, input, env)? {
             Some(v) => value::neg(v.decoded()?)?,
             None => return Ok(None),
         },
         Expr::Math(op, l, r) => {
-            let (l, r) = (eval(l, input)?, eval(r, input)?);
+            let (l, r) = (eval(l, input, env)?, eval(r, input, env)?);
             match (l, r) {
                 (Some(l), Some(r)) => value::math(*op, l.decoded()?, r.decoded()?)?,
                 _ => return Ok(None),
             }
         }
         Expr::Cmp(op, l, r) => {
-            let (l, r) = (eval(l, input)?, eval(r, input)?);
+            let (l, r) = (eval(l, input, env)?, eval(r, input, env)?);
             match (l, r) {
                 (Some(l), Some(r)) => V::Bool(cmp(*op, &l.decoded()?, &r.decoded()?)?),
                 _ => return Ok(None),
             }
         }
-        Expr::And(l, r) => match eval(l, input)? {
+        Expr::And(l, r) => match eval(l, input, env)? {
             None => return Ok(None),
             Some(l) if !l.truthy() => V::Bool(false),
-            Some(_) => match eval(r, input)? {
+            Some(_) => match eval(r, input, env)? {
                 Some(r) => V::Bool(r.truthy()),
                 None => return Ok(None),
             },
         },
-        Expr::Or(l, r) => match eval(l, input)? {
+        Expr::Or(l, r) => match eval(l, input, env)? {
             None => return Ok(None),
             Some(l) if l.truthy() => V::Bool(true),
-            Some(_) => match eval(r, input)? {
+            Some(_) => match eval(r, input, env)? {
                 Some(r) => V::Bool(r.truthy()),
                 None => return Ok(None),
             },
         },
-        Expr::Alt(l, r) => match eval(l, input)? {
+        Expr::Alt(l, r) => match eval(l, input, env)? {
             Some(l) if l.truthy() => l,
-            _ => return eval(r, input),
+            _ => return eval(r, input, env),
         },
         Expr::Empty => return Ok(None),
         Expr::Call(b) => builtin(*b, input.clone().decoded()?)?,
-        Expr::Has(k) => match eval(k, input)? {
+        Expr::Has(k) => match eval(k, input, env)? {
             Some(k) => has(input, k.decoded()?)?,
             None => return Ok(None),
         },
-        Expr::Split(sep) => match eval(sep, input)? {
+        Expr::Split(sep) => match eval(sep, input, env)? {
             Some(sep) => match (input.clone().decoded()?, sep.decoded()?) {
                 (V::Str(s), V::Str(sep)) => split(&s, &sep),
                 _ => return Err(Bail),
             },
             None => return Ok(None),
         },
-        // Only in a fan-out's constructor (see `fanout`).
-        Expr::Iter(_) => return Err(Bail),
+        // Only where a fan-out is run (see `fanout`, `Fast`).
+        Expr::Iter(_) | Expr::ForEach { .. } => return Err(Bail),
         Expr::Test(re) => match input.clone().decoded()? {
             V::Str(s) => V::Bool(re.is_match(s.as_bytes())),
             _ => return Err(Bail),
         },
-        Expr::Join(sep) => match eval(sep, input)? {
+        Expr::Join(sep) => match eval(sep, input, env)? {
             Some(sep) => join(input.clone(), sep.decoded()?)?,
             None => return Ok(None),
         },
@@ -354,32 +377,30 @@ fn number_text(s: Cow<'_, str>) -> R<V<'_>> {
 /// An object constructor whose entry `at` iterates (`{id, tag: .tags[]}`) on `input`: one
 /// object per element of the iterated array (or value of the iterated object), in order;
 /// none when any entry gives none.
-pub fn fanout<'a>(entries: &'a [(Expr, Option<Expr>)], at: usize, input: &V<'a>) -> R<Vec<V<'a>>> {
+pub fn fanout<'a>(
+    entries: &'a [(Expr, Option<Expr>)],
+    at: usize,
+    input: &V<'a>,
+    env: Env<'_, 'a>,
+) -> R<Vec<V<'a>>> {
     let mut keys = Vec::with_capacity(entries.len());
     let mut values = Vec::with_capacity(entries.len());
     let mut elements = Vec::new();
     for (i, (k, v)) in entries.iter().enumerate() {
-        let key = match eval(k, input)?.map(V::decoded).transpose()? {
+        let key = match eval(k, input, env)?.map(V::decoded).transpose()? {
             Some(V::Str(s)) => s,
             Some(_) => return Err(Bail),
             None => return Ok(Vec::new()),
         };
         let value = match v {
             Some(Expr::Iter(base)) if i == at => {
-                let Some(over) = eval(base, input)? else {
+                let Some(over) = eval(base, input, env)? else {
                     return Ok(Vec::new());
                 };
-                elements = match over.decoded()? {
-                    V::Arr(a) => a,
-                    v @ V::Raw(t) if t.starts_with('[') => value::elements(v)?,
-                    v => match v.into_members()? {
-                        Some(m) => m.into_iter().map(|(_, v)| v.decoded()).collect::<R<_>>()?,
-                        None => return Err(Bail),
-                    },
-                };
+                elements = elements_of(over)?;
                 V::Null
             }
-            Some(v) => match eval(v, input)? {
+            Some(v) => match eval(v, input, env)? {
                 Some(v) => v,
                 None => return Ok(Vec::new()),
             },
@@ -407,4 +428,16 @@ pub fn fanout<'a>(entries: &'a [(Expr, Option<Expr>)], at: usize, input: &V<'a>)
             V::Obj(members)
         })
         .collect())
+}
+
+/// The elements `E[]` goes over: an array's, or an object's values, in order.
+pub fn elements_of(v: V<'_>) -> R<Vec<V<'_>>> {
+    match v.decoded()? {
+        V::Arr(a) => Ok(a),
+        v @ V::Raw(t) if t.starts_with('[') => value::elements(v),
+        v => match v.into_members()? {
+            Some(m) => m.into_iter().map(|(_, v)| v.decoded()).collect(),
+            None => Err(Bail),
+        },
+    }
 }

@@ -4,12 +4,13 @@
 //! A program is compiled once at start ([`Fast::compile`], from jaq's own parse of it):
 //! assignments and updates of object keys (`.a = e`, `.a |= e`, `+=` and the other
 //! arithmetic updates, `//=`), `del(…)`, object and array constructors (one key's value
-//! may be `.a[]`: one object per element), `select(…)`,
-//! `if … then … elif … else … end`, comparisons, `and`/`or`/`not`, arithmetic, `//`,
-//! string interpolation, pipes, and the builtins `floor`, `round`, `ceil`, `tostring`,
-//! `tonumber`, `length`, `ascii_downcase`, `ascii_upcase`, `has`, `split`, `join`,
-//! `test` (a literal regex, with jaq's regex engine), `empty`. A program with anything else runs in jaq ([`super::Sandbox`]) whole; which
-//! one, and why, is decided once and shown by `--explain`.
+//! may be `.a[]`: one object per element), `E as $x | …` and `.a[] as $x | …` (one
+//! output per element), `select(…)`, `if … then … elif … else … end`, comparisons,
+//! `and`/`or`/`not`, arithmetic, `//`, string interpolation, pipes, and the builtins
+//! `floor`, `round`, `ceil`, `tostring`, `tonumber`, `length`, `ascii_downcase`,
+//! `ascii_upcase`, `has`, `split`, `join`, `test` (a literal regex, with jaq's regex
+//! engine), `empty`. A program with anything else runs in jaq ([`super::Sandbox`])
+//! whole; which one, and why, is decided once and shown by `--explain`.
 //!
 //! Per event the fast path gives what the jaq path gives, byte for byte, or steps aside:
 //! an event jaq would print differently from its input ([`canonical`]), or one on which
@@ -58,6 +59,13 @@ enum Shape {
         prefix: Option<Expr>,
         entries: Vec<(Expr, Option<Expr>)>,
         at: usize,
+    },
+    /// `[PREFIX |] E[] as $x | BODY`: BODY once per element.
+    ForEach {
+        prefix: Option<Expr>,
+        over: Expr,
+        var: String,
+        body: Expr,
     },
 }
 
@@ -125,7 +133,7 @@ impl Fast {
             )),
             Shape::General(expr) => {
                 let entries = all_members(text, members, meta_member);
-                let Some(result) = eval::run(expr, V::Obj(entries))? else {
+                let Some(result) = eval::run(expr, V::Obj(entries), &[])? else {
                     return Ok(Output::One(None));
                 };
                 let Some(result) = result.into_members()? else {
@@ -154,14 +162,47 @@ impl Fast {
             } => {
                 let input = V::Obj(all_members(text, members, meta_member));
                 let input = match prefix {
-                    Some(p) => match eval::run(p, input)? {
+                    Some(p) => match eval::run(p, input, &[])? {
                         Some(v) => v,
                         None => return Ok(Output::Many(Vec::new())),
                     },
                     None => input,
                 };
                 let mut outputs = Vec::new();
-                for o in eval::fanout(entries, *at, &input)? {
+                for o in eval::fanout(entries, *at, &input, &[])? {
+                    let mut text = String::new();
+                    value::write(&o, &mut text)?;
+                    outputs.push(text);
+                }
+                Ok(Output::Many(outputs))
+            }
+            Shape::ForEach {
+                prefix,
+                over,
+                var,
+                body,
+            } => {
+                let input = V::Obj(all_members(text, members, meta_member));
+                let input = match prefix {
+                    Some(p) => match eval::run(p, input, &[])? {
+                        Some(v) => v,
+                        None => return Ok(Output::Many(Vec::new())),
+                    },
+                    None => input,
+                };
+                let Some(over) = eval::eval(over, &input, &[])? else {
+                    return Ok(Output::Many(Vec::new()));
+                };
+                let mut outputs = Vec::new();
+                for element in eval::elements_of(over)? {
+                    let env = [(var.as_str(), element)];
+                    let Some(o) = eval::eval(body, &input, &env)? else {
+                        continue;
+                    };
+                    // Not an object: the jaq path says why, as a dead letter.
+                    if o.clone().into_members()?.is_none() {
+                        return Err(Bail);
+                    }
                     let mut text = String::new();
                     value::write(&o, &mut text)?;
                     outputs.push(text);
@@ -188,6 +229,14 @@ fn all_members<'a>(text: &'a str, members: &[Member], meta: Option<&Member>) -> 
         .collect()
 }
 
+/// `outer | inner`.
+fn join(outer: Expr, inner: Option<Expr>) -> Expr {
+    match inner {
+        Some(inner) => Expr::Pipe(Box::new(outer), Box::new(inner)),
+        None => outer,
+    }
+}
+
 /// The fan-out shape of `expr`, when it has it: an object constructor, alone or last in a
 /// pipe, with one key's value `E[]`, and no other iteration anywhere.
 fn fanout(expr: Expr) -> Option<Shape> {
@@ -196,30 +245,47 @@ fn fanout(expr: Expr) -> Option<Shape> {
         e => (None, e),
     };
     // `a | b | {…}` is `a | (b | {…})`: take the innermost pipe's right side.
-    if let (Some(p), Expr::Pipe(..)) = (&prefix, &last) {
-        let _ = p;
-        return fanout(last).and_then(|shape| match shape {
+    if let (Some(_), Expr::Pipe(..)) = (&prefix, &last) {
+        let outer = prefix?;
+        return match fanout(last)? {
             Shape::Fanout {
                 prefix: inner,
                 entries,
                 at,
             } => Some(Shape::Fanout {
-                prefix: Some(match inner {
-                    Some(inner) => Expr::Pipe(Box::new(prefix?), Box::new(inner)),
-                    None => prefix?,
-                }),
+                prefix: Some(join(outer, inner)),
                 entries,
                 at,
             }),
+            Shape::ForEach {
+                prefix: inner,
+                over,
+                var,
+                body,
+            } => Some(Shape::ForEach {
+                prefix: Some(join(outer, inner)),
+                over,
+                var,
+                body,
+            }),
             _ => None,
-        });
+        };
     }
-    let Expr::Obj(entries) = last else {
-        return None;
-    };
     if prefix.as_ref().is_some_and(Expr::iterates) {
         return None;
     }
+    let entries = match last {
+        Expr::ForEach { over, var, body } => {
+            return (!over.iterates() && !body.iterates()).then_some(Shape::ForEach {
+                prefix,
+                over: *over,
+                var,
+                body: *body,
+            });
+        }
+        Expr::Obj(entries) => entries,
+        _ => return None,
+    };
     let at: Vec<usize> = entries
         .iter()
         .enumerate()

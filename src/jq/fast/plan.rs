@@ -100,7 +100,7 @@ impl Plan {
         // place, a new key goes last, and a deleted key found in the event makes jaq move
         // its last member into the gap (left to jaq, below).
         let found = named.len();
-        let Some(result) = eval::run(&self.expr, V::Obj(named))? else {
+        let Some(result) = eval::run(&self.expr, V::Obj(named), &[])? else {
             return Ok(false);
         };
         let Some(result) = result.into_members()? else {
@@ -198,7 +198,10 @@ fn dedup(v: &mut Vec<String>) {
 /// on `keys`): not as a whole (`.`, `length`, `has(…)`, …) and not by updating it.
 fn doc_reads(e: &Expr, keys: &mut Vec<String>) -> bool {
     match e {
-        Expr::Null | Expr::Bool(_) | Expr::Int(_) | Expr::Dec(_) | Expr::Empty => true,
+        Expr::Null | Expr::Bool(_) | Expr::Int(_) | Expr::Dec(_) | Expr::Empty | Expr::Var(_) => {
+            true
+        }
+        Expr::Bind { value, body, .. } => doc_reads(value, keys) && doc_reads(body, keys),
         Expr::Str(pieces) => pieces.iter().all(|p| match p {
             Piece::Text(_) => true,
             Piece::Expr(e) => doc_reads(e, keys),
@@ -250,6 +253,7 @@ fn doc_reads(e: &Expr, keys: &mut Vec<String>) -> bool {
         | Expr::Join(_)
         | Expr::Test(_)
         | Expr::Iter(_)
+        | Expr::ForEach { .. }
         | Expr::Select(_)
         | Expr::Del(_) => false,
     }

@@ -170,6 +170,13 @@ const PROGRAMS: &[&str] = &[
     ".x = 1 | .y = (.amount // 0) | {x, y, t: .tags[]}",
     "{a: .tags[], a: 1}",
     "{id, e: [][]}",
+    ".tags[] as $t | {id, tag: $t}",
+    "select(.type != \"login\") | .tags[] as $t | {id, user_id, t: $t}",
+    ".meta[] as $v | {v: $v, n: ($v | tostring)}",
+    ".tags[] as $t | .tag = $t",
+    ".tags[] as $t | if $t == \"vip\" then {id, t: $t} else empty end",
+    ".amount as $a | .double = $a * 2 | .same = ($a == .amount)",
+    ".type as $t | .id as $i | {k: \"\\($t)/\\($i)\"}",
     ".m = (.name // \"\" | test(\"^a-\"; \"i\")) | .u = (.id // \"\" | test(\"\\\\d{6}$\"))",
     ".t = (.type // \"x\" | test(\"view\"; \"ix\"))",
     ".[\"_meta\"] = 1 | .x = 2",
@@ -248,7 +255,8 @@ fn errors_step_aside() {
 #[test]
 fn programs_it_does_not_take_say_why() {
     for (code, why) in [
-        (".tags[] as $t | {id, tag: $t}", "`as $x`"),
+        (". as [$a] | {a: $a}", "destructuring"),
+        (".x = $__loc__", "$__loc__"),
         ("def f: 1; .a = f", "definitions"),
         (".a, .b", "`,`"),
         (".tags[0]", "array index"),

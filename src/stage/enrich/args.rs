@@ -86,7 +86,8 @@ pub struct Args {
     /// drops the event; several outputs become several events, in order. Every output
     /// must be an object. Programs built only from assignments and updates of keys
     /// (= |= += -= *= /= %= //=), del, object and array constructors (one key's value
-    /// may be .a[]: an object per element), select, if/elif/else, comparisons,
+    /// may be .a[]: an object per element), E as $x | …, .a[] as $x | … (an output per
+    /// element), select, if/elif/else, comparisons,
     /// and/or/not, arithmetic, //, string interpolation, pipes, and floor, round, ceil,
     /// tostring, tonumber, length, ascii_downcase, ascii_upcase, has, split, join,
     /// test("literal regex"), empty run on the event's text in the worker (the fast
