@@ -149,8 +149,7 @@ impl Fast {
                     if !result.is_empty() {
                         out.push(',');
                     }
-                    let key = m.key();
-                    out.push_str(&text[key.start - 1..m.value().end]);
+                    plan::write_member(text, m, &mut out);
                 }
                 out.push('}');
                 Ok(Output::One(Some(out)))

@@ -137,6 +137,12 @@ impl Plan {
                     out.push(':');
                     value::write(v, out)?;
                 }
+                // Spaces around the colon (found by the fuzz target): jaq drops them.
+                None if m.value().start != key.end + 2 => {
+                    flush(&mut run, &mut first, out);
+                    comma(&mut first, out);
+                    write_member(text, m, out);
+                }
                 None => match &mut run {
                     Some((_, run_end))
                         if text.as_bytes()[*run_end] == b',' && *run_end + 1 == start =>
@@ -160,12 +166,20 @@ impl Plan {
         }
         if let Some(meta) = meta {
             comma(&mut first, out);
-            let key = meta.key();
-            out.push_str(&text[key.start - 1..meta.value().end]);
+            write_member(text, meta, out);
         }
         out.push('}');
         Ok(true)
     }
+}
+
+/// A member of `text` as jaq writes it: its key (canonical, so as it is), a colon and its
+/// value, with no space between.
+pub fn write_member(text: &str, m: &Member, out: &mut String) {
+    let key = m.key();
+    out.push_str(&text[key.start - 1..key.end + 1]);
+    out.push(':');
+    out.push_str(&text[m.value()]);
 }
 
 /// A comma before every member but the first.

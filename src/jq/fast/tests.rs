@@ -252,6 +252,30 @@ fn errors_step_aside() {
     }
 }
 
+/// Spaces around a colon or after a comma, and the metadata field written with them:
+/// jaq prints none (the fuzz target's first find: the fast path copied them).
+#[test]
+fn spaces_between_members_are_not_copied() {
+    let events: Vec<String> = [
+        "{\"useSHLLr_user_id\":\t235513}",
+        "{\"a\" : 1, \"b\":2 ,\"c\": \"x\"}",
+        "{ \"a\":1,\"_meta\" :  {\"line\":1} , \"b\":[1,2] }",
+        "{\"_meta\": {\"line\":2},\"a\": null}",
+    ]
+    .map(String::from)
+    .to_vec();
+    for code in [
+        ".",
+        ".c = 1",
+        ".a = 2",
+        "del(.a)",
+        "select(.a != 5) | .d = .b",
+        "{a, c}",
+    ] {
+        assert_eq!(differential(code, &events), events.len(), "{code}");
+    }
+}
+
 #[test]
 fn programs_it_does_not_take_say_why() {
     for (code, why) in [
