@@ -151,7 +151,9 @@ impl Traces {
     pub fn finish(self) {
         let Some(export) = self.0 else { return };
         if let Err(e) = export.provider.shutdown_with_timeout(FLUSH_TIMEOUT) {
-            if !export.failing.load(Ordering::Relaxed) {
+            // Marked failing as it is said: an export still in flight that fails after
+            // this stays quiet (said once, not twice).
+            if !export.failing.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
                     "traces: the last spans were not taken by the collector at {} ({e})",
                     export.url
