@@ -40,7 +40,7 @@ pub use value::Bail;
 
 use compile::Expr;
 use plan::Plan;
-use value::V;
+use value::{R, V};
 
 /// A program compiled for the fast path.
 #[derive(Debug)]
@@ -159,21 +159,11 @@ impl Fast {
                 entries,
                 at,
             } => {
-                let input = V::Obj(all_members(text, members, meta_member));
-                let input = match prefix {
-                    Some(p) => match eval::run(p, input, &[])? {
-                        Some(v) => v,
-                        None => return Ok(Output::Many(Vec::new())),
-                    },
-                    None => input,
+                let Some(input) = prefixed(prefix, all_members(text, members, meta_member))? else {
+                    return Ok(Output::Many(Vec::new()));
                 };
-                let mut outputs = Vec::new();
-                for o in eval::fanout(entries, *at, &input, &[])? {
-                    let mut text = String::new();
-                    value::write(&o, &mut text)?;
-                    outputs.push(text);
-                }
-                Ok(Output::Many(outputs))
+                let outputs = eval::fanout(entries, *at, &input, &[])?;
+                Ok(Output::Many(outputs.iter().map(printed).collect::<R<_>>()?))
             }
             Shape::ForEach {
                 prefix,
@@ -181,13 +171,8 @@ impl Fast {
                 var,
                 body,
             } => {
-                let input = V::Obj(all_members(text, members, meta_member));
-                let input = match prefix {
-                    Some(p) => match eval::run(p, input, &[])? {
-                        Some(v) => v,
-                        None => return Ok(Output::Many(Vec::new())),
-                    },
-                    None => input,
+                let Some(input) = prefixed(prefix, all_members(text, members, meta_member))? else {
+                    return Ok(Output::Many(Vec::new()));
                 };
                 let Some(over) = eval::eval(over, &input, &[])? else {
                     return Ok(Output::Many(Vec::new()));
@@ -202,14 +187,27 @@ impl Fast {
                     if o.clone().into_members()?.is_none() {
                         return Err(Bail);
                     }
-                    let mut text = String::new();
-                    value::write(&o, &mut text)?;
-                    outputs.push(text);
+                    outputs.push(printed(&o)?);
                 }
                 Ok(Output::Many(outputs))
             }
         }
     }
+}
+
+/// The input after a fan-out's prefix (the steps before it), or none.
+fn prefixed<'a>(prefix: &'a Option<Expr>, members: value::Members<'a>) -> R<Option<V<'a>>> {
+    match prefix {
+        Some(p) => eval::run(p, V::Obj(members), &[]),
+        None => Ok(Some(V::Obj(members))),
+    }
+}
+
+/// A value's JSON text, as jaq prints it.
+fn printed(v: &V) -> R<String> {
+    let mut text = String::new();
+    value::write(v, &mut text)?;
+    Ok(text)
 }
 
 /// Every member of the event but the metadata field, values still as text.
