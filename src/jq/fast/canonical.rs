@@ -18,30 +18,6 @@ pub fn canonical(text: &str) -> bool {
     matches!(value(b, 0, 0), Some(end) if end == b.len())
 }
 
-/// Whether `text`, the inside of one valid JSON string (between its quotes), is written
-/// back byte for byte by jaq.
-pub fn canonical_string(text: &str) -> bool {
-    let b = text.as_bytes();
-    if b.len() <= 16 && b.iter().all(|&c| c != b'\\' && c != 0x7f) {
-        return true;
-    }
-    // `string` wants the opening quote: the caller's range starts after it.
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            0x7f => return false,
-            b'\\' => {
-                if !escape_ok(b, i) {
-                    return false;
-                }
-                i += if b[i + 1] == b'u' { 6 } else { 2 };
-            }
-            _ => i += 1,
-        }
-    }
-    true
-}
-
 /// The end of the canonical value starting at `i`, or `None`.
 fn value(b: &[u8], i: usize, depth: usize) -> Option<usize> {
     match *b.get(i)? {

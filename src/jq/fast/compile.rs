@@ -301,16 +301,8 @@ fn keys(path: &jaq_core::path::Path<Term<&str>>) -> Result<Vec<String>, String> 
     path.0
         .iter()
         .map(|(part, opt)| match (part, opt) {
-            (Part::Index(Term::Str(None, parts)), Opt::Essential) => {
-                let mut s = String::new();
-                for p in parts {
-                    match p {
-                        StrPart::Str(t) => s.push_str(t),
-                        StrPart::Char(c) => s.push(*c),
-                        StrPart::Term(_) => return Err("a computed key".to_owned()),
-                    }
-                }
-                Ok(s)
+            (Part::Index(t @ Term::Str(None, _)), Opt::Essential) => {
+                literal(t).ok_or_else(|| "a computed key".to_owned())
             }
             (_, Opt::Optional) => Err("`?`".to_owned()),
             (Part::Index(_), _) => Err("an array index or computed key".to_owned()),

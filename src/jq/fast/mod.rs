@@ -107,8 +107,11 @@ impl Fast {
         let mut meta_member = None;
         let meta_probe = KeyProbe::new(meta);
         for (i, m) in members.iter().enumerate() {
-            let key = &text[m.key()];
-            if !canonical::canonical_string(key) {
+            // A key with no escape is written back as it is, unless it holds DEL.
+            let key = m.key();
+            let quoted = &text[key.start - 1..key.end + 1];
+            let plain = !m.escaped() && !quoted.bytes().any(|c| c == 0x7f);
+            if !plain && !canonical::canonical(quoted) {
                 return Err(Bail);
             }
             if m.key_matches(text, &meta_probe) {
