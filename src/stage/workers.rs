@@ -305,6 +305,20 @@ pub fn injected_fault(event: &Event) {
     }
 }
 
+/// Runs `work`, which holds its thread for a while (CPU work on a whole batch, or a
+/// wait), without holding up the runtime's other tasks: on a worker thread of a
+/// multi-threaded runtime, tokio first hands the thread's other tasks and its I/O to
+/// another thread (`block_in_place`); elsewhere it simply runs.
+pub fn off_runtime<T>(work: impl FnOnce() -> T) -> T {
+    let on_runtime = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if on_runtime {
+        tokio::task::block_in_place(work)
+    } else {
+        work()
+    }
+}
+
 /// The default number of workers (batches at once): twice the cores this process may use.
 /// With one per core, a core sat idle while its finished batch waited for an older one to
 /// be sent on: `pipeline 'validate | enrich'` to stdout took 0.73 s instead of 0.66. (When

@@ -116,12 +116,9 @@ impl Config {
             let texts: Vec<&str> = slow.iter().map(|(_, t)| t.as_str()).collect();
             let eval = || reshape.sandbox.eval_all(&texts, shutdown);
             // On a runtime thread (a fast-path program), the wait must not hold the
-            // thread's other tasks: tokio moves them to another thread first.
-            let on_runtime = tokio::runtime::Handle::try_current()
-                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
-                && reshape.is_fast();
-            let outputs = if on_runtime {
-                tokio::task::block_in_place(eval)
+            // thread's other tasks.
+            let outputs = if reshape.is_fast() {
+                crate::stage::workers::off_runtime(eval)
             } else {
                 eval()
             };

@@ -172,6 +172,15 @@ enum Call {
     },
 }
 
+/// A batch's requests against the answers kept: what each event's lookup came to so far
+/// (`None` where a call is needed), the requests to call with their events' places, and
+/// how many were answered from the cache.
+struct Kept {
+    looked: Vec<Option<std::result::Result<Looked, Reject>>>,
+    waiting: Vec<(usize, Request)>,
+    hits: u64,
+}
+
 /// Where the calls go.
 enum Backend {
     Http {
@@ -432,20 +441,40 @@ impl Remote {
         counts: &Counts,
         shutdown: &Shutdown,
     ) -> Vec<std::result::Result<Looked, Reject>> {
-        let requests: Vec<std::result::Result<Request, Reject>> = events
-            .iter_mut()
-            .map(|event| {
-                event.decode()?;
-                self.request(event, meta)
-            })
-            .collect();
         // Answers kept are set at once; only the other lookups become futures (with a
-        // hot cache, most events of a batch never wait).
-        let mut looked: Vec<Option<std::result::Result<Looked, Reject>>> =
-            Vec::with_capacity(requests.len());
+        // hot cache, most events of a batch never wait). Building the requests of a
+        // batch of thousands holds a thread as editing it does (see `enrich::run`).
+        let Kept {
+            mut looked,
+            waiting,
+            hits,
+        } = crate::stage::workers::off_runtime(|| self.kept(events, meta));
+        counts.hits(hits);
+        let lookups = waiting.into_iter().map(|(i, request)| async move {
+            let (outcome, source) = self
+                .cache
+                .get(&request.key, || self.call(&request, counts, shutdown))
+                .await;
+            counts.looked_up(source);
+            (i, self.judge(outcome, &request))
+        });
+        for (i, result) in futures::future::join_all(lookups).await {
+            looked[i] = Some(result);
+        }
+        counts.concurrency(self.limiter.limit(), self.limiter.settled());
+        looked
+            .into_iter()
+            .map(|l| l.expect("every lookup answered"))
+            .collect()
+    }
+
+    /// Every event's request, and the answers kept for them.
+    fn kept(&self, events: &mut [Event], meta: &str) -> Kept {
+        let mut looked = Vec::with_capacity(events.len());
         let mut waiting = Vec::new();
         let mut hits = 0;
-        for (i, request) in requests.into_iter().enumerate() {
+        for (i, event) in events.iter_mut().enumerate() {
+            let request = event.decode().and_then(|()| self.request(event, meta));
             let request = match request {
                 Ok(r) => r,
                 Err(reject) => {
@@ -464,23 +493,11 @@ impl Remote {
                 }
             }
         }
-        counts.hits(hits);
-        let lookups = waiting.into_iter().map(|(i, request)| async move {
-            let (outcome, source) = self
-                .cache
-                .get(&request.key, || self.call(&request, counts, shutdown))
-                .await;
-            counts.looked_up(source);
-            (i, self.judge(outcome, &request))
-        });
-        for (i, result) in futures::future::join_all(lookups).await {
-            looked[i] = Some(result);
+        Kept {
+            looked,
+            waiting,
+            hits,
         }
-        counts.concurrency(self.limiter.limit(), self.limiter.settled());
-        looked
-            .into_iter()
-            .map(|l| l.expect("every lookup answered"))
-            .collect()
     }
 
     fn request(&self, event: &mut Event, meta: &str) -> std::result::Result<Request, Reject> {
