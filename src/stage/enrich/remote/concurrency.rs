@@ -224,14 +224,18 @@ impl Limiter {
 
     /// A call ended: `overloaded` when the service said so (429, 503). `timed` is false
     /// for calls whose time says nothing of the service (refused connections).
-    fn answered(&self, sent: Instant, overloaded: bool, timed: bool) {
+    /// `rtt`: the call's round trip, when measured apart from the wait for its answer
+    /// to be taken (else the time since it was let out).
+    fn answered(&self, sent: Instant, rtt: Option<Duration>, overloaded: bool, timed: bool) {
         let Some(auto) = &self.auto else { return };
         let now = Instant::now();
         let mut aimd = auto.lock().expect("not poisoned");
         if sent < aimd.changed_at {
             return;
         }
-        let rtt = now.duration_since(sent).as_secs_f64();
+        let rtt = rtt
+            .unwrap_or_else(|| now.duration_since(sent))
+            .as_secs_f64();
         if timed {
             aimd.answers += 1;
             aimd.rtt_sum += rtt;
@@ -300,7 +304,14 @@ impl Permit {
     /// The call was answered (or failed) `overloaded` or not; `timed` as in
     /// [`Limiter::answered`].
     pub fn done(mut self, overloaded: bool, timed: bool) {
-        self.limiter.answered(self.sent, overloaded, timed);
+        self.limiter.answered(self.sent, None, overloaded, timed);
+        self.release();
+    }
+
+    /// As [`Permit::done`], for a call whose round trip was `rtt`.
+    pub fn done_in(mut self, rtt: Duration, overloaded: bool, timed: bool) {
+        self.limiter
+            .answered(self.sent, Some(rtt), overloaded, timed);
         self.release();
     }
 

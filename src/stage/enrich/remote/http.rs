@@ -8,6 +8,8 @@
 
 use std::time::Duration;
 
+use super::io::IoThread;
+
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 
@@ -29,6 +31,8 @@ const IDLE_PER_HOST: usize = super::concurrency::AUTO_MAX;
 /// The HTTP client and what every call sends.
 pub struct Http {
     client: reqwest::Client,
+    /// Where the calls run (see [`super::io`]).
+    io: IoThread,
     pub method: Method,
     headers: HeaderMap,
     select: Option<FieldPath>,
@@ -76,6 +80,7 @@ impl Http {
             .map_err(|e| Error::usage(format!("--http: {e}")))?;
         Ok(Http {
             client,
+            io: IoThread::start()?,
             method,
             headers: map,
             select,
@@ -97,12 +102,13 @@ impl Http {
             .collect()
     }
 
-    /// One call.
+    /// One call, made on the calls' own thread: its outcome, and how long the exchange
+    /// took there (`None` when it never ran).
     pub async fn call(
         &self,
         url: &str,
         body: Option<&str>,
-    ) -> std::result::Result<Answer, Failure> {
+    ) -> (std::result::Result<Answer, Failure>, Option<Duration>) {
         let mut request = self
             .client
             .request(self.method.clone(), url)
@@ -112,17 +118,38 @@ impl Http {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body.to_owned());
         }
-        let response = request.send().await.map_err(failure)?;
-        let status = response.status();
-        if status == StatusCode::NOT_FOUND {
-            return Ok(Answer::NotFound);
+        let exchange = async move {
+            let response = request.send().await.map_err(failure)?;
+            let status = response.status();
+            if status == StatusCode::NOT_FOUND {
+                return Ok(None);
+            }
+            let retry_after = response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(retry_after);
+            let body = read_capped(response).await?;
+            Ok(Some((status, retry_after, body)))
+        };
+        match self.io.run(exchange).await {
+            Some((exchange, took)) => (self.answer(exchange), Some(took)),
+            None => (
+                Err(Failure::Transport("the lookups' thread stopped".into())),
+                None,
+            ),
         }
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(retry_after);
-        let body = read_capped(response).await?;
+    }
+
+    /// What an exchange's status and body say: `None` for 404.
+    #[allow(clippy::type_complexity)]
+    fn answer(
+        &self,
+        exchange: std::result::Result<Option<(StatusCode, Option<Duration>, Vec<u8>)>, Failure>,
+    ) -> std::result::Result<Answer, Failure> {
+        let Some((status, retry_after, body)) = exchange? else {
+            return Ok(Answer::NotFound);
+        };
         if !status.is_success() {
             let text = String::from_utf8_lossy(&body[..body.len().min(REASON_BODY)]);
             return Err(Failure::Status {

@@ -12,8 +12,9 @@
 //! failure may pass. What a failed lookup does is `--on-failure`'s choice. The two
 //! backends ([`http`], [`sql`]) share everything but the call.
 //!
-//! Files: `args` (flags), `template`, `http` and `sql` (the call), `cache`, `breaker`,
-//! `concurrency`, `counts` (what the stage counts and logs); this file builds the lookup
+//! Files: `args` (flags), `template`, `http` and `sql` (the call), `io` (the thread HTTP
+//! calls run on), `cache`, `breaker`, `concurrency`, `counts` (what the stage counts and
+//! logs); this file builds the lookup
 //! from the flags and runs one batch's lookups.
 
 use std::collections::HashMap;
@@ -35,6 +36,7 @@ pub mod cache;
 pub mod concurrency;
 pub mod counts;
 pub mod http;
+pub mod io;
 pub mod sql;
 pub mod template;
 
@@ -612,24 +614,32 @@ impl Remote {
     }
 
     /// One call to the backend; an answer that cannot be set at `--into` (too deep) is a
-    /// bad answer.
-    async fn call_once(&self, call: &Call) -> std::result::Result<Answer, Failure> {
-        let answer = match (&self.backend, call) {
+    /// bad answer. With the time the exchange took where it ran, when measured there
+    /// (HTTP: on its own thread, see [`io`]).
+    async fn call_once(
+        &self,
+        call: &Call,
+    ) -> (std::result::Result<Answer, Failure>, Option<Duration>) {
+        let (answer, took) = match (&self.backend, call) {
             (Backend::Http { http, .. }, Call::Http { url, body }) => {
                 http.call(url, body.as_deref()).await
             }
             (Backend::Sql { sql, .. }, Call::Sql { params }) => {
                 // The driver has no timeout of its own for a query.
-                tokio::time::timeout(self.timeout, sql.call(params))
+                let answer = tokio::time::timeout(self.timeout, sql.call(params))
                     .await
-                    .unwrap_or(Err(Failure::Timeout))
+                    .unwrap_or(Err(Failure::Timeout));
+                (answer, None)
             }
             _ => unreachable!("a request is built by its backend"),
-        }?;
-        if let Answer::Found(text) = &answer {
-            json::set_fits(self.into.segments(), text).map_err(Failure::BadAnswer)?;
-        }
-        Ok(answer)
+        };
+        let answer = answer.and_then(|answer| {
+            if let Answer::Found(text) = &answer {
+                json::set_fits(self.into.segments(), text).map_err(Failure::BadAnswer)?;
+            }
+            Ok(answer)
+        });
+        (answer, took)
     }
 
     /// The breaker of the service a call goes to: its host and port, or its database;
@@ -698,8 +708,8 @@ impl Remote {
                 bucket.until_ready().await;
             }
             let sent = Instant::now();
-            let result = self.call_once(&request.call).await;
-            let took = sent.elapsed();
+            let (result, measured) = self.call_once(&request.call).await;
+            let took = measured.unwrap_or_else(|| sent.elapsed());
             let (overloaded, timed) = match &result {
                 Ok(_) => (false, true),
                 Err(f) => (f.overloaded(), !matches!(f, Failure::Connect(_))),
@@ -711,7 +721,7 @@ impl Remote {
             // waiting for room then sees the breaker this failure may have opened.
             let change = breaker.record(admitted, healthy);
             counts.breaker(breaker, change);
-            permit.done(overloaded, timed);
+            permit.done_in(took, overloaded, timed);
             counts.call(&result, took);
             let failure = match result {
                 Ok(answer) => return Ok(answer),
