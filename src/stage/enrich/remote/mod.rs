@@ -186,7 +186,8 @@ struct Kept {
 /// Where the calls go.
 enum Backend {
     Http {
-        http: Http,
+        /// Boxed, as `Sql`: one is made per stage.
+        http: Box<Http>,
         url: Template,
         body: Option<Template>,
     },
@@ -296,7 +297,11 @@ impl Remote {
             args.timeout,
             args.http_ca.as_deref(),
         )?;
-        Ok(Backend::Http { http, url, body })
+        Ok(Backend::Http {
+            http: Box::new(http),
+            url,
+            body,
+        })
     }
 
     fn sql(args: &RemoteArgs, query: &str, meta: &str) -> Result<Backend> {
