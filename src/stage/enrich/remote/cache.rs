@@ -79,6 +79,12 @@ impl Cache {
             match out.get(key) {
                 Some(cell) => (cell.clone(), false),
                 None => {
+                    // Looked at again under the lock of the calls out: a call ending
+                    // keeps its answer before it leaves them, so a lookup meanwhile finds
+                    // one or the other, never neither (which made a second call).
+                    if let Some(answer) = self.kept(key) {
+                        return (Ok(answer), Source::Hit);
+                    }
                     let cell = Arc::new(OnceCell::new());
                     out.insert(key.clone(), cell.clone());
                     (cell, true)
@@ -93,6 +99,9 @@ impl Cache {
             })
             .await
             .clone();
+        if called {
+            self.keep(key, &outcome);
+        }
         if called || first {
             // The call ended (whoever made it: a first caller that was cancelled hands
             // it on through the cell): later lookups go to the cache, or call anew.
@@ -100,9 +109,6 @@ impl Cache {
             if out.get(key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
                 out.remove(key);
             }
-        }
-        if called {
-            self.keep(key, &outcome);
         }
         let source = if called {
             Source::Called
