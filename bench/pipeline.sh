@@ -6,9 +6,9 @@
 #    ../shared/peers/seedgo, the Go channel design (goal >= 12x; its own checks and fields,
 #    see bench/stages.sh), and >= 80x Benthos v4.60.0 at the faster of two configurations
 #    (bench/benthos-pipeline*.yaml: the same checks and fields, stdin → stdout).
-# 2. file → the same stages → persist into PostgreSQL (empty table): >= 0.9x persist alone
-#    on the already-enriched file, and >= 1.5x the hand-written psql path of
-#    bench/persist.sh on that file.
+# 2. file → the same stages → persist into PostgreSQL (empty table): >= 1.0x persist alone
+#    on the already-enriched file, and >= 2x the hand-written psql path of
+#    bench/persist.sh on that file (#29's goals; the first issue asked 0.9x and 1.5x).
 # 3. Peak RSS <= 64 MiB at default capacities, on 2 M events and on 10 M (flat).
 #
 #   bench/pipeline.sh
@@ -167,8 +167,8 @@ SQL
   of ours; report "pipeline 'validate | enrich | persist'"; OURS_RATE=$RATE
   printf '%-46s peak rss %.1f MiB\n' "pipeline into PostgreSQL (memory)" "$(calc "${MAXRSS[ours]} / 1024")"
   holds "${MAXRSS[ours]} <= 64 * 1024" || { echo "  goal missed: RSS > 64 MiB"; fail=1; }
-  ratio "pipeline → PostgreSQL / persist alone" "$(calc "$OURS_RATE / $ALONE_RATE")" 0.9
-  ratio "pipeline → PostgreSQL / psql path" "$(calc "$OURS_RATE / $PEER_RATE")" 1.5
+  ratio "pipeline → PostgreSQL / persist alone" "$(calc "$OURS_RATE / $ALONE_RATE")" 1.0
+  ratio "pipeline → PostgreSQL / psql path" "$(calc "$OURS_RATE / $PEER_RATE")" 2
   stored=$(psql_ -At -c "SELECT count(*) FROM ours")
   [ "$stored" = "$(psql_ -At -c "SELECT count(*) FROM alone")" ] || { echo "stored rows differ"; fail=1; }
   psql -X -q "$DB" -c "DROP SCHEMA $SCHEMA CASCADE"
