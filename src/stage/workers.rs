@@ -2,7 +2,8 @@
 //! N batches at once and sends results on in input order; [`map_ordered_async`] does the
 //! same for work that waits on other services; [`map_sequential`] runs stateful work one
 //! batch at a time; [`isolated`] retries a batch that panicked event by event;
-//! [`default_workers`] is the default N.
+//! [`off_runtime`] runs a long piece of work without holding up a runtime thread's other
+//! tasks; [`default_workers`] is the default N.
 
 use std::collections::VecDeque;
 use std::sync::Arc;

@@ -14,8 +14,7 @@
 //!
 //! Files: `args` (flags), `template`, `http` and `sql` (the call), `io` (the thread HTTP
 //! calls run on), `cache`, `breaker`, `concurrency`, `counts` (what the stage counts and
-//! logs); this file builds the lookup
-//! from the flags and runs one batch's lookups.
+//! logs); this file builds the lookup from the flags and runs one batch's lookups.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -450,7 +449,7 @@ impl Remote {
     ) -> Vec<std::result::Result<Looked, Reject>> {
         // Answers kept are set at once; only the other lookups become futures (with a
         // hot cache, most events of a batch never wait). Building the requests of a
-        // batch of thousands holds a thread as editing it does (see `enrich::run`).
+        // batch of thousands holds a thread as editing it does (see `run_looking_up`).
         let Kept {
             mut looked,
             waiting,
