@@ -224,18 +224,15 @@ impl Limiter {
 
     /// A call ended: `overloaded` when the service said so (429, 503). `timed` is false
     /// for calls whose time says nothing of the service (refused connections).
-    /// `rtt`: the call's round trip, when measured apart from the wait for its answer
-    /// to be taken (else the time since it was let out).
-    fn answered(&self, sent: Instant, rtt: Option<Duration>, overloaded: bool, timed: bool) {
+    /// `rtt`: the call's round trip.
+    fn answered(&self, sent: Instant, rtt: Duration, overloaded: bool, timed: bool) {
         let Some(auto) = &self.auto else { return };
         let now = Instant::now();
         let mut aimd = auto.lock().expect("not poisoned");
         if sent < aimd.changed_at {
             return;
         }
-        let rtt = rtt
-            .unwrap_or_else(|| now.duration_since(sent))
-            .as_secs_f64();
+        let rtt = rtt.as_secs_f64();
         if timed {
             aimd.answers += 1;
             aimd.rtt_sum += rtt;
@@ -303,15 +300,15 @@ impl Aimd {
 impl Permit {
     /// The call was answered (or failed) `overloaded` or not; `timed` as in
     /// [`Limiter::answered`].
-    pub fn done(mut self, overloaded: bool, timed: bool) {
-        self.limiter.answered(self.sent, None, overloaded, timed);
-        self.release();
+    /// Its round trip: the time since it was let out.
+    pub fn done(self, overloaded: bool, timed: bool) {
+        let rtt = self.sent.elapsed();
+        self.done_in(rtt, overloaded, timed);
     }
 
-    /// As [`Permit::done`], for a call whose round trip was `rtt`.
+    /// As [`Permit::done`], for a call whose round trip was measured where it ran.
     pub fn done_in(mut self, rtt: Duration, overloaded: bool, timed: bool) {
-        self.limiter
-            .answered(self.sent, Some(rtt), overloaded, timed);
+        self.limiter.answered(self.sent, rtt, overloaded, timed);
         self.release();
     }
 
