@@ -21,7 +21,7 @@ use crate::postgres::Claims;
 use crate::stage::Ctx;
 
 use super::callbacks::{Assigned, Callbacks};
-use super::render::{kcat_line, push_meta, render_batches, Names};
+use super::render::{kcat_line, push_headers, render_batches, Names};
 use super::{Config, Format, Start};
 
 /// Events per batch sent on, at most; a batch also goes out after 50 ms.
@@ -167,7 +167,7 @@ pub(super) fn consume(config: Config, output: Sender<Batch>, ctx: Ctx) -> Result
                 render_batches(raw_rx, &consumer, &output, cfg, &names, &ctx)
             })
             .map_err(|e| Error::new(Exit::Software, anyhow::anyhow!("thread: {e}")))?;
-        let polled = poll_batches(&consumer, cfg, &names, &ctx, &raw_tx);
+        let polled = poll_batches(&consumer, cfg, &ctx, &raw_tx);
         drop(raw_tx);
         let rendered = renderer
             .join()
@@ -183,7 +183,6 @@ pub(super) fn consume(config: Config, output: Sender<Batch>, ctx: Ctx) -> Result
 pub(super) fn poll_batches(
     consumer: &BaseConsumer<Callbacks>,
     cfg: &Config,
-    names: &Names,
     ctx: &Ctx,
     raw_tx: &std::sync::mpsc::SyncSender<RawBatch>,
 ) -> Result<()> {
@@ -200,8 +199,11 @@ pub(super) fn poll_batches(
     // its end): when idle, after a partition reached its end, and every
     // [`STATE_EVERY`] messages, rather than taking its locks for every message.
     let mut look = true;
+    // With one topic named (not a pattern), every message is of that topic: a message
+    // fits the cursor by its partition alone, without reading its topic's name.
+    let one_topic = cfg.topics.len() == 1 && !cfg.topics[0].starts_with('^');
     loop {
-        if ctx.shutdown.is_triggered() || stop {
+        if stop {
             break;
         }
         if !waiting_noted
@@ -213,6 +215,9 @@ pub(super) fn poll_batches(
         }
         if look || count.is_multiple_of(STATE_EVERY) {
             look = false;
+            if ctx.shutdown.is_triggered() {
+                break;
+            }
             if let Some(e) = context.failed.lock().expect("not poisoned").take() {
                 return Err(Error::new(Exit::IoErr, anyhow::anyhow!("rebalance: {e}")));
             }
@@ -242,7 +247,13 @@ pub(super) fn poll_batches(
                 let (partition, offset) = (msg.partition(), msg.offset());
                 let generation = context.generation.load(Ordering::Relaxed);
                 let cur = match &mut cursor {
-                    Some(c) if c.fits(msg.topic(), partition, generation) => c,
+                    Some(c)
+                        if c.partition == partition
+                            && c.generation == generation
+                            && (one_topic || *c.topic == *msg.topic()) =>
+                    {
+                        c
+                    }
                     slot => slot.insert(Cursor::new(
                         &context.assigned,
                         msg.topic(),
@@ -257,7 +268,7 @@ pub(super) fn poll_batches(
                 if !exactly_once {
                     raw.positions.note(&cur.topic, partition, offset);
                 }
-                raw.push(&msg, cfg, names, cur);
+                raw.push(&msg, cfg, cur);
                 count += 1;
                 stop = cfg.max_messages.is_some_and(|m| count >= m);
             }
@@ -280,8 +291,9 @@ pub(super) fn poll_batches(
     Ok(())
 }
 
-/// How many messages may pass between two looks at the assignment's state (its locks):
-/// a failed rebalance is reported at most this many messages late.
+/// How many messages may pass between two looks at the assignment's state (its locks)
+/// and at the shutdown signal: a failed rebalance or a signal is seen at most this many
+/// messages late (microseconds at full speed; an idle input looks at every poll).
 const STATE_EVERY: u64 = 64;
 
 /// Says why no partition has come yet: the group waits for a previous member's session
@@ -312,13 +324,20 @@ pub(super) fn send_raw(raw: &mut RawBatch, raw_tx: &std::sync::mpsc::SyncSender<
 /// that a run of messages from one partition looks the assignment up once.
 pub(super) struct Cursor {
     pub(super) topic: Arc<str>,
-    /// The topic as JSON text.
-    pub(super) topic_json: String,
+    /// What the metadata of its messages says of the partition.
+    pub(super) run: Arc<Run>,
     pub(super) partition: i32,
     pub(super) generation: u64,
-    pub(super) epoch: Option<i64>,
     pub(super) end: i64,
     pub(super) done: bool,
+}
+
+/// What the messages of one partition's run share: the topic (as text, and as JSON) and
+/// the leader epoch of the assignment.
+pub(super) struct Run {
+    pub(super) topic: Arc<str>,
+    pub(super) topic_json: String,
+    pub(super) epoch: Option<i64>,
 }
 
 impl Cursor {
@@ -330,19 +349,19 @@ impl Cursor {
     ) -> Cursor {
         let a = assigned.lock().expect("not poisoned");
         let st = a.parts.get(topic).and_then(|t| t.get(&partition));
+        let topic: Arc<str> = Arc::from(topic);
         Cursor {
-            topic: Arc::from(topic),
-            topic_json: json::quote(topic),
+            run: Arc::new(Run {
+                topic: topic.clone(),
+                topic_json: json::quote(&topic),
+                epoch: st.and_then(|s| s.epoch),
+            }),
+            topic,
             partition,
             generation,
-            epoch: st.and_then(|s| s.epoch),
             end: st.map_or(i64::MAX, |s| s.end),
             done: st.is_none_or(|s| s.done),
         }
-    }
-
-    pub(super) fn fits(&self, topic: &str, partition: i32, generation: u64) -> bool {
-        self.partition == partition && self.generation == generation && *self.topic == *topic
     }
 
     /// The partition has reached the end it had at assignment (for `--exit-at-end`).
@@ -359,14 +378,19 @@ impl Cursor {
     }
 }
 
-/// Messages copied out of librdkafka by the polling thread, for the rendering thread.
+/// Messages copied out of librdkafka by the polling thread, for the rendering thread,
+/// which also writes their metadata objects: the polling thread, which librdkafka's
+/// queue waits on, only copies.
 #[derive(Default)]
 pub(super) struct RawBatch {
-    /// Payloads, back to back.
+    /// Payloads and keys, back to back.
     pub(super) bytes: Vec<u8>,
-    /// Metadata objects, back to back.
-    pub(super) metas: String,
+    /// The headers of the messages that have any, as JSON arrays, back to back.
+    pub(super) headers: String,
     pub(super) msgs: Vec<RawMsg>,
+    /// The runs of its messages ([`RawMsg::run`] indexes it): one entry per run of
+    /// messages from one partition, so that a message costs no reference count.
+    pub(super) runs: Vec<Arc<Run>>,
     /// The offsets this batch read (default mode).
     pub(super) positions: Positions,
     /// When traces are exported: when its first message was read, and the W3C
@@ -376,35 +400,56 @@ pub(super) struct RawBatch {
 }
 
 /// One message of a [`RawBatch`]: `bytes[payload]` is the payload (`{}` for a tombstone;
-/// the whole line with `--format kcat`), `metas[meta]` the metadata object (empty with
-/// `--no-meta` or `--format kcat`).
+/// the whole line with `--format kcat`).
 pub(super) struct RawMsg {
     pub(super) payload: Range<usize>,
-    pub(super) meta: Range<usize>,
-    /// Coordinates, for dead letters.
-    pub(super) topic: Arc<str>,
+    /// `bytes[key]`, if it has a key.
+    pub(super) key: Option<Range<usize>>,
+    /// `headers[headers]`; empty for none.
+    pub(super) headers: Range<usize>,
+    pub(super) timestamp: Option<i64>,
+    pub(super) tombstone: bool,
+    /// Coordinates, for the metadata and dead letters (`run` indexes [`RawBatch::runs`]).
+    pub(super) run: u32,
     pub(super) partition: i32,
     pub(super) offset: i64,
 }
 
 impl RawBatch {
-    pub(super) fn push<M: Message>(&mut self, msg: &M, cfg: &Config, names: &Names, cur: &Cursor) {
-        let (start, meta_start) = (self.bytes.len(), self.metas.len());
+    pub(super) fn push<M: Message>(&mut self, msg: &M, cfg: &Config, cur: &Cursor) {
+        let start = self.bytes.len();
+        let mut key = None;
+        let mut headers = 0..0;
         if cfg.format == Format::Kcat {
             self.bytes.extend_from_slice(kcat_line(msg).as_bytes());
         } else {
             self.bytes.extend_from_slice(msg.payload().unwrap_or(b"{}"));
         }
+        let payload = start..self.bytes.len();
         if cfg.format == Format::Events && !cfg.no_meta {
-            push_meta(&mut self.metas, msg, names, &cur.topic_json, cur.epoch);
+            if let Some(k) = msg.key() {
+                self.bytes.extend_from_slice(k);
+                key = Some(payload.end..self.bytes.len());
+            }
+            if let Some(h) = msg.headers() {
+                let at = self.headers.len();
+                push_headers(&mut self.headers, h);
+                headers = at..self.headers.len();
+            }
         }
         if crate::trace::enabled() {
             self.traced(msg);
         }
+        if self.runs.last().is_none_or(|r| !Arc::ptr_eq(r, &cur.run)) {
+            self.runs.push(cur.run.clone());
+        }
         self.msgs.push(RawMsg {
-            payload: start..self.bytes.len(),
-            meta: meta_start..self.metas.len(),
-            topic: cur.topic.clone(),
+            payload,
+            key,
+            headers,
+            timestamp: msg.timestamp().to_millis(),
+            tombstone: msg.payload().is_none(),
+            run: (self.runs.len() - 1) as u32,
             partition: msg.partition(),
             offset: msg.offset(),
         });

@@ -15,7 +15,7 @@ use crate::json;
 use crate::stage::Ctx;
 
 use super::callbacks::Callbacks;
-use super::consume::{Positions, RawBatch};
+use super::consume::{Positions, RawBatch, RawMsg};
 use super::{Config, Format};
 
 /// Turns the polled batches into events, in order, and sends them on; rejects become dead
@@ -29,21 +29,31 @@ pub(super) fn render_batches(
     ctx: &Ctx,
 ) -> Result<()> {
     let source: Arc<str> = Arc::from("kafka");
-    let extra = names.meta_key.len() + 2;
+    // About what a message's metadata object adds to its line.
+    let extra = names.meta_key.len() + names.group.len() + 161;
+    let mut meta = String::new();
     // Offsets read and not yet handed to a sent batch's acknowledgement.
     let mut read = Positions::default();
     for raw in rx {
         read.merge(&raw.positions);
         ctx.tally
             .consumed(raw.msgs.len() as u64, raw.bytes.len() as u64);
-        let mut text =
-            String::with_capacity(raw.bytes.len() + raw.metas.len() + raw.msgs.len() * extra);
+        let mut text = String::with_capacity(raw.bytes.len() + raw.msgs.len() * extra);
         let mut spans = Vec::with_capacity(raw.msgs.len());
+        let with_meta = cfg.format == Format::Events && !cfg.no_meta;
         for m in &raw.msgs {
             let body = &raw.bytes[m.payload.clone()];
             let at = text.len();
-            match render(body, &raw.metas[m.meta.clone()], cfg, names, &mut text) {
-                Ok(()) => spans.push(at..text.len()),
+            meta.clear();
+            if with_meta {
+                push_meta(&mut meta, m, &raw, names);
+            }
+            match render(body, &meta, cfg, names, &mut text) {
+                Ok(()) => {
+                    // Lines end with their newline: the writer takes them as they are.
+                    spans.push(at..text.len());
+                    text.push('\n');
+                }
                 Err(reject) => {
                     text.truncate(at);
                     let mut ev = Event::from_line(body.to_vec(), 0);
@@ -51,7 +61,7 @@ pub(super) fn render_batches(
                         reject.kind,
                         format!(
                             "{}/{}@{}: {}",
-                            m.topic, m.partition, m.offset, reject.reason
+                            raw.runs[m.run as usize].topic, m.partition, m.offset, reject.reason
                         ),
                     );
                     ctx.dead.keep("ingest-kafka", &source, &mut ev, &r)?;
@@ -147,66 +157,70 @@ pub(super) fn render(
     Ok(())
 }
 
-/// Appends the metadata object of `msg` to `out`.
-pub(super) fn push_meta<M: Message>(
-    out: &mut String,
-    msg: &M,
-    names: &Names,
-    topic_json: &str,
-    epoch: Option<i64>,
-) {
+/// Appends the metadata object of the message `m` of `raw` to `out`.
+fn push_meta(out: &mut String, m: &RawMsg, raw: &RawBatch, names: &Names) {
+    let run = &raw.runs[m.run as usize];
     let mut num = itoa::Buffer::new();
     out.push_str("{\"source\":\"kafka\",\"group\":");
     out.push_str(&names.group);
     out.push_str(",\"topic\":");
-    out.push_str(topic_json);
+    out.push_str(&run.topic_json);
     out.push_str(",\"partition\":");
-    out.push_str(num.format(msg.partition()));
+    out.push_str(num.format(m.partition));
     out.push_str(",\"offset\":");
-    out.push_str(num.format(msg.offset()));
-    if let Some(e) = epoch {
+    out.push_str(num.format(m.offset));
+    if let Some(e) = run.epoch {
         out.push_str(",\"epoch\":");
         out.push_str(num.format(e));
     }
     out.push_str(",\"key\":");
-    match msg.key() {
+    match &m.key {
         None => out.push_str("null"),
         Some(k) => {
-            if push_text_or_b64(out, k) {
+            if push_text_or_b64(out, &raw.bytes[k.clone()]) {
                 out.push_str(",\"key_encoding\":\"base64\"");
             }
         }
     }
     out.push_str(",\"timestamp\":");
-    match msg.timestamp().to_millis() {
+    match m.timestamp {
         Some(t) => out.push_str(num.format(t)),
         None => out.push_str("null"),
     }
-    out.push_str(",\"headers\":[");
-    if let Some(h) = msg.headers() {
-        for (i, header) in h.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str("{\"key\":");
-            json::push_quoted(out, header.key);
-            match header.value {
-                None => out.push_str(",\"value\":null"),
-                Some(v) => {
-                    out.push_str(",\"value\":");
-                    if push_text_or_b64(out, v) {
-                        out.push_str(",\"encoding\":\"base64\"");
-                    }
-                }
-            }
-            out.push('}');
-        }
+    out.push_str(",\"headers\":");
+    if m.headers.is_empty() {
+        out.push_str("[]");
+    } else {
+        out.push_str(&raw.headers[m.headers.clone()]);
     }
-    out.push(']');
-    if msg.payload().is_none() {
+    if m.tombstone {
         out.push_str(",\"tombstone\":true");
     }
     out.push('}');
+}
+
+/// Appends the headers of a message to `out` as a JSON array.
+pub(super) fn push_headers<H: Headers + ?Sized>(out: &mut String, h: &H) {
+    out.push('[');
+    for i in 0..h.count() {
+        let header = h.get(i);
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"key\":");
+        json::push_quoted(out, header.key);
+        match header.value {
+            None => out.push_str(",\"value\":null"),
+            Some(v) => {
+                out.push_str(",\"value\":");
+                if push_text_or_b64(out, v) {
+                    out.push_str(",\"encoding\":\"base64\"");
+                }
+            }
+        }
+        out.push('}');
+    }
+    out.push(']');
 }
 
 /// Pushes `"text"` for UTF-8 bytes, else the quoted base64 text; true when base64.
