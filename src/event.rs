@@ -94,7 +94,7 @@ impl Batch {
         if !self.events.iter().any(owned) {
             return; // Only shared buffers: nothing to gather.
         }
-        let total: usize = self.events.iter().map(|e| e.bytes().len()).sum();
+        let total: usize = self.events.iter().map(|e| e.bytes().len() + 1).sum();
         let mut buf = String::with_capacity(total);
         let mut spans = Vec::with_capacity(self.events.len());
         for e in &self.events {
@@ -103,6 +103,9 @@ impl Batch {
                 buf.push_str(j.text.as_str());
             }
             spans.push(start..buf.len());
+            // Each line with its newline: a writer takes them as they are
+            // ([`Event::contiguous_lines`]).
+            buf.push('\n');
         }
         let chunk = chunk(buf);
         for (e, span) in self.events.iter_mut().zip(spans) {
@@ -386,6 +389,30 @@ impl Event {
             Body::Oversized { prefix, .. } => prefix,
             Body::Json(j) => j.text.as_str().as_bytes(),
         }
+    }
+
+    /// The text of `events` when they lie back to back in one shared chunk, each followed
+    /// by a newline: their output lines, newlines included, as they are (a writer need not
+    /// copy them one by one). `None` for any other layout.
+    pub fn contiguous_lines(events: &[Event]) -> Option<&str> {
+        fn shared(e: &Event) -> Option<(&Chunk, usize, usize)> {
+            match &e.body {
+                Body::Json(Json {
+                    text: Text::Shared { chunk, start, end },
+                    ..
+                }) => Some((chunk, *start, *end)),
+                _ => None,
+            }
+        }
+        let (chunk, first, mut end) = shared(events.first()?)?;
+        for e in &events[1..] {
+            let (c, start, next_end) = shared(e)?;
+            if start != end + 1 || !Arc::ptr_eq(c, chunk) || chunk.as_bytes()[end] != b'\n' {
+                return None;
+            }
+            end = next_end;
+        }
+        (chunk.as_bytes().get(end) == Some(&b'\n')).then(|| &chunk[first..=end])
     }
 
     /// Whether the event holds only the start of its line (it was over-long).

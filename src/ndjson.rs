@@ -33,6 +33,10 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 const READ_CHUNK: usize = 256 * 1024;
 /// Output gathered before a `write(2)` while more batches are ready.
 const WRITE_BUFFER: usize = 256 * 1024;
+/// A batch whose lines lie back to back in memory and take at least this much is
+/// written without being copied into the buffer: a write of 64 KiB or more costs a
+/// system call either way, while a smaller one is better gathered with its neighbours.
+const DIRECT_WRITE: usize = 64 * 1024;
 
 /// An opened input: its name (for dead letters), its reader, and whether it is a pipe or
 /// a socket, whose writer is another process (see [`read`] for why that matters).
@@ -679,24 +683,30 @@ fn write_all_batches(
 ) -> io::Result<()> {
     let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BUFFER + 64 * 1024);
     let mut last_flush = Instant::now();
-    let mut flush =
-        |buf: &mut Vec<u8>, held: &mut Vec<Event>, last: &mut Instant| -> io::Result<()> {
-            if !buf.is_empty() {
-                out.write_all(buf)?;
-                out.flush()?;
-                buf.clear();
-            }
-            held.clear();
-            *last = Instant::now();
-            Ok(())
-        };
+    // Writes what is buffered, then `direct` (lines written as they are); the events
+    // held for them may then go.
+    let mut flush = |buf: &mut Vec<u8>,
+                     direct: &[u8],
+                     held: &mut Vec<Event>,
+                     last: &mut Instant|
+     -> io::Result<()> {
+        if !buf.is_empty() || !direct.is_empty() {
+            out.write_all(buf)?;
+            out.write_all(direct)?;
+            out.flush()?;
+            buf.clear();
+        }
+        held.clear();
+        *last = Instant::now();
+        Ok(())
+    };
     loop {
         let batch = match rx.try_recv() {
             Ok(b) => b,
             Err(TryRecvError::Disconnected) => break,
             Err(TryRecvError::Empty) => {
                 // Input is idle: never hold output back while waiting.
-                flush(&mut buf, held, &mut last_flush)?;
+                flush(&mut buf, &[], held, &mut last_flush)?;
                 match rx.blocking_recv() {
                     Some(b) => b,
                     None => break,
@@ -709,19 +719,28 @@ fn write_all_batches(
         if let Some(tap) = tap {
             tap.offer(&batch);
         }
-        for e in batch.events {
-            buf.extend_from_slice(e.bytes());
-            buf.push(b'\n');
-            if e.ack.is_some() {
-                held.push(e);
+        match Event::contiguous_lines(&batch.events) {
+            // A large batch whose lines lie back to back in one buffer (a source's, or a
+            // stage's that rewrote them) goes out as it is, after what is buffered.
+            Some(text) if text.len() >= DIRECT_WRITE => {
+                flush(&mut buf, text.as_bytes(), held, &mut last_flush)?;
+            }
+            _ => {
+                for e in batch.events {
+                    buf.extend_from_slice(e.bytes());
+                    buf.push(b'\n');
+                    if e.ack.is_some() {
+                        held.push(e);
+                    }
+                }
             }
         }
         if buf.len() >= WRITE_BUFFER || last_flush.elapsed() >= FLUSH_INTERVAL {
-            flush(&mut buf, held, &mut last_flush)?;
+            flush(&mut buf, &[], held, &mut last_flush)?;
         }
         crate::trace::done(traced, "writer", 0);
     }
-    flush(&mut buf, held, &mut last_flush)?;
+    flush(&mut buf, &[], held, &mut last_flush)?;
     Ok(())
 }
 

@@ -44,7 +44,11 @@ pub(super) fn splice(
     match json::set_many_into(text, members, &ops, out, index) {
         Ok(moved) => {
             let members = moved.then_some(first..arena.index.len());
-            Ok(Some((start..out.len(), members)))
+            let end = out.len();
+            // Each new text with its newline: when every event of the batch is edited,
+            // a writer takes them as they are ([`Event::contiguous_lines`]).
+            out.push('\n');
+            Ok(Some((start..end, members)))
         }
         Err(e) => {
             out.truncate(start);
