@@ -32,7 +32,7 @@ const IDLE_PER_HOST: usize = super::concurrency::AUTO_MAX;
 pub struct Http {
     client: reqwest::Client,
     /// Where the calls run (see [`super::io`]).
-    io: IoThread,
+    pub(super) io: IoThread,
     pub method: Method,
     headers: HeaderMap,
     select: Option<FieldPath>,

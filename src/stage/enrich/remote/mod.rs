@@ -441,10 +441,10 @@ impl Remote {
     /// results in the events' order. An event that cannot be decoded or lacks a field of
     /// the templates is rejected without a call.
     pub async fn look_up(
-        &self,
+        self: &Arc<Self>,
         events: &mut [Event],
         meta: &str,
-        counts: &Counts,
+        counts: &Arc<Counts>,
         shutdown: &Shutdown,
     ) -> Vec<std::result::Result<Looked, Reject>> {
         // Answers kept are set at once; only the other lookups become futures (with a
@@ -456,6 +456,46 @@ impl Remote {
             hits,
         } = crate::stage::workers::off_runtime(|| self.kept(events, meta));
         counts.hits(hits);
+        if !waiting.is_empty() {
+            let answered = match &self.backend {
+                // HTTP: the batch's lookups go to the calls' thread together (see
+                // [`io`]): a call costs no hand-over between threads, a batch two.
+                Backend::Http { http, .. } => {
+                    let places: Vec<usize> = waiting.iter().map(|(i, _)| *i).collect();
+                    let (me, counts, shutdown) = (self.clone(), counts.clone(), shutdown.clone());
+                    let all = async move { me.call_all(waiting, &counts, &shutdown).await };
+                    match http.io.run(all).await {
+                        Some((answered, _)) => answered,
+                        None => places
+                            .into_iter()
+                            .map(|i| {
+                                let why = "the lookups' thread stopped";
+                                (i, Err(Reject::new(self.kind, why.to_owned())))
+                            })
+                            .collect(),
+                    }
+                }
+                Backend::Sql { .. } => self.call_all(waiting, counts, shutdown).await,
+            };
+            for (i, result) in answered {
+                looked[i] = Some(result);
+            }
+        }
+        counts.concurrency(self.limiter.limit(), self.limiter.settled());
+        looked
+            .into_iter()
+            .map(|l| l.expect("every lookup answered"))
+            .collect()
+    }
+
+    /// The lookups of the requests not answered from the cache, all at once: each event's
+    /// place with what its lookup came to.
+    async fn call_all(
+        &self,
+        waiting: Vec<(usize, Request)>,
+        counts: &Counts,
+        shutdown: &Shutdown,
+    ) -> Vec<(usize, std::result::Result<Looked, Reject>)> {
         let lookups = waiting.into_iter().map(|(i, request)| async move {
             let (outcome, source) = self
                 .cache
@@ -464,14 +504,7 @@ impl Remote {
             counts.looked_up(source);
             (i, self.judge(outcome, &request))
         });
-        for (i, result) in futures::future::join_all(lookups).await {
-            looked[i] = Some(result);
-        }
-        counts.concurrency(self.limiter.limit(), self.limiter.settled());
-        looked
-            .into_iter()
-            .map(|l| l.expect("every lookup answered"))
-            .collect()
+        futures::future::join_all(lookups).await
     }
 
     /// Every event's request, and the answers kept for them.
