@@ -38,7 +38,9 @@ pub struct Cache {
     kept: Option<Mutex<Kept>>,
     ttl: Duration,
     negative_ttl: Duration,
-    out: Mutex<HashMap<Arc<str>, Arc<OnceCell<Outcome>>>>,
+    /// The calls out, by request (foldhash: looked up twice a call, and SipHash's
+    /// resistance to chosen keys buys nothing for keys of a run's own requests).
+    out: Mutex<HashMap<Arc<str>, Arc<OnceCell<Outcome>>, foldhash::fast::RandomState>>,
 }
 
 impl Cache {
@@ -48,7 +50,7 @@ impl Cache {
             kept: NonZeroUsize::new(size).map(|n| Mutex::new(LruCache::new(n))),
             ttl,
             negative_ttl,
-            out: Mutex::new(HashMap::new()),
+            out: Mutex::new(HashMap::default()),
         }
     }
 
@@ -65,15 +67,13 @@ impl Cache {
         }
     }
 
-    /// The answer to `key`: kept, shared with a call out, or from `call`.
+    /// The answer to `key`: kept, shared with a call out, or from `call`. The caller has
+    /// just found no answer kept ([`Cache::kept`]); one kept since is found here.
     pub async fn get<F, Fut>(&self, key: &Arc<str>, call: F) -> (Outcome, Source)
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Outcome>,
     {
-        if let Some(answer) = self.kept(key) {
-            return (Ok(answer), Source::Hit);
-        }
         let (cell, first) = {
             let mut out = self.out.lock().expect("not poisoned");
             match out.get(key) {

@@ -210,7 +210,7 @@ pub struct Remote {
     setting: Setting,
     breaker: breaker::Settings,
     /// One breaker per service (host and port), made at its first call.
-    breakers: Mutex<HashMap<String, Arc<Breaker>>>,
+    breakers: Mutex<HashMap<String, Arc<Breaker>, foldhash::fast::RandomState>>,
     pub limiter: Arc<Limiter>,
     cache: Cache,
     cache_size: usize,
@@ -258,7 +258,7 @@ impl Remote {
                 window: args.breaker_window,
                 cooldown: args.breaker_cooldown,
             },
-            breakers: Mutex::new(HashMap::new()),
+            breakers: Mutex::new(HashMap::default()),
             limiter: Limiter::new(args.concurrency),
             cache: Cache::new(args.cache_size, args.cache_ttl, args.negative_ttl),
             cache_size: args.cache_size,
