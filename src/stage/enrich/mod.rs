@@ -100,6 +100,9 @@ async fn run_looking_up(
 ) -> Result<Ended> {
     let remote = config.remote.clone().expect("a lookup");
     let counts = Arc::new(remote::Counts::new(&ctx.tally));
+    if remote.caches() {
+        counts.cache_on();
+    }
     let max_events = LOOKUP_WINDOW.max(4 * remote.limiter.ceiling());
     let (meta, shutdown, indexed) = (ctx.meta_field.clone(), ctx.shutdown.clone(), ctx.keep_index);
     workers::map_ordered_async(

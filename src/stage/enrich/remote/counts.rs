@@ -280,6 +280,15 @@ impl Counts {
         self.add(Of::ShortCircuited, 1);
     }
 
+    /// With a cache, its hits and misses are counted from the start (at 0): a dashboard's
+    /// hit ratio then reads 0 while nothing was found in the cache yet, not no data (the
+    /// lookups of a fast source's first batches may all share the first calls).
+    pub fn cache_on(&self) {
+        for of in [Of::Hits, Of::Misses] {
+            self.figures[of as usize].get(&self.tally);
+        }
+    }
+
     /// Lookups answered from the cache without a future of their own.
     pub fn hits(&self, n: u64) {
         if n > 0 {

@@ -437,6 +437,11 @@ impl Remote {
         open
     }
 
+    /// Whether answers are kept (`--cache-size` above 0).
+    pub fn caches(&self) -> bool {
+        self.cache_size > 0
+    }
+
     /// Looks up every event of a batch, each call as soon as there is room for it; the
     /// results in the events' order. An event that cannot be decoded or lacks a field of
     /// the templates is rejected without a call.
