@@ -250,7 +250,7 @@ pub(super) fn poll_batches(
                     Some(c)
                         if c.partition == partition
                             && c.generation == generation
-                            && (one_topic || *c.topic == *msg.topic()) =>
+                            && (one_topic || *c.run.topic == *msg.topic()) =>
                     {
                         c
                     }
@@ -266,7 +266,7 @@ pub(super) fn poll_batches(
                     look = true;
                 }
                 if !exactly_once {
-                    raw.positions.note(&cur.topic, partition, offset);
+                    raw.positions.note(&cur.run.topic, partition, offset);
                 }
                 raw.push(&msg, cfg, cur);
                 count += 1;
@@ -323,8 +323,7 @@ pub(super) fn send_raw(raw: &mut RawBatch, raw_tx: &std::sync::mpsc::SyncSender<
 /// Where the last message came from, with what the assignment says of that partition, so
 /// that a run of messages from one partition looks the assignment up once.
 pub(super) struct Cursor {
-    pub(super) topic: Arc<str>,
-    /// What the metadata of its messages says of the partition.
+    /// The partition's topic, and what the metadata of its messages says of it.
     pub(super) run: Arc<Run>,
     pub(super) partition: i32,
     pub(super) generation: u64,
@@ -349,14 +348,12 @@ impl Cursor {
     ) -> Cursor {
         let a = assigned.lock().expect("not poisoned");
         let st = a.parts.get(topic).and_then(|t| t.get(&partition));
-        let topic: Arc<str> = Arc::from(topic);
         Cursor {
             run: Arc::new(Run {
-                topic: topic.clone(),
-                topic_json: json::quote(&topic),
+                topic: Arc::from(topic),
+                topic_json: json::quote(topic),
                 epoch: st.and_then(|s| s.epoch),
             }),
-            topic,
             partition,
             generation,
             end: st.map_or(i64::MAX, |s| s.end),
@@ -370,7 +367,7 @@ impl Cursor {
         let mut a = assigned.lock().expect("not poisoned");
         if let Some(st) = a
             .parts
-            .get_mut(&*self.topic)
+            .get_mut(&*self.run.topic)
             .and_then(|t| t.get_mut(&self.partition))
         {
             st.done = true;
