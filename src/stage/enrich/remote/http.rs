@@ -102,13 +102,13 @@ impl Http {
             .collect()
     }
 
-    /// One call, made on the calls' own thread: its outcome, and how long the exchange
-    /// took there (`None` when it never ran).
+    /// One call. It runs where the batch's lookups run: the calls' own thread (see
+    /// [`super::io`]), which owns the client's connections.
     pub async fn call(
         &self,
         url: &str,
         body: Option<&str>,
-    ) -> (std::result::Result<Answer, Failure>, Option<Duration>) {
+    ) -> std::result::Result<Answer, Failure> {
         let mut request = self
             .client
             .request(self.method.clone(), url)
@@ -118,38 +118,17 @@ impl Http {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body.to_owned());
         }
-        let exchange = async move {
-            let response = request.send().await.map_err(failure)?;
-            let status = response.status();
-            if status == StatusCode::NOT_FOUND {
-                return Ok(None);
-            }
-            let retry_after = response
-                .headers()
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(retry_after);
-            let body = read_capped(response).await?;
-            Ok(Some((status, retry_after, body)))
-        };
-        match self.io.run(exchange).await {
-            Some((exchange, took)) => (self.answer(exchange), Some(took)),
-            None => (
-                Err(Failure::Transport("the lookups' thread stopped".into())),
-                None,
-            ),
-        }
-    }
-
-    /// What an exchange's status and body say: `None` for 404.
-    #[allow(clippy::type_complexity)]
-    fn answer(
-        &self,
-        exchange: std::result::Result<Option<(StatusCode, Option<Duration>, Vec<u8>)>, Failure>,
-    ) -> std::result::Result<Answer, Failure> {
-        let Some((status, retry_after, body)) = exchange? else {
+        let response = request.send().await.map_err(failure)?;
+        let status = response.status();
+        if status == StatusCode::NOT_FOUND {
             return Ok(Answer::NotFound);
-        };
+        }
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(retry_after);
+        let body = read_capped(response).await?;
         if !status.is_success() {
             let text = String::from_utf8_lossy(&body[..body.len().min(REASON_BODY)]);
             return Err(Failure::Status {

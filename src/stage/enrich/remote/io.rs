@@ -11,17 +11,11 @@
 //! microseconds, as much as the rest of a call), and each exchange is timed there.
 
 use std::future::Future;
-use std::time::{Duration, Instant};
 
 use tokio::runtime::{Builder, Handle};
 use tokio::sync::oneshot;
 
 use crate::exit::{Error, Exit, Result};
-
-thread_local! {
-    /// Whether this thread is an [`IoThread`].
-    static ON_IO: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
 
 /// The thread and its runtime; it ends when this is dropped.
 pub struct IoThread {
@@ -48,7 +42,6 @@ impl IoThread {
             .spawn(move || {
                 // Runs the calls handed over until told to stop; the runtime is then
                 // dropped here, outside any other runtime.
-                ON_IO.set(true);
                 let _ = runtime.block_on(stopped);
             })
             .map_err(|e| {
@@ -63,22 +56,11 @@ impl IoThread {
         })
     }
 
-    /// Runs `call` on the thread: its output, and how long it took there. Called there
-    /// (a batch's lookups run there, see `Remote::look_up`), it runs in place.
+    /// Runs `call` on the thread: its output (`None` if the thread has stopped).
     pub async fn run<T: Send + 'static>(
         &self,
         call: impl Future<Output = T> + Send + 'static,
-    ) -> Option<(T, Duration)> {
-        if ON_IO.get() {
-            let started = Instant::now();
-            let out = call.await;
-            return Some((out, started.elapsed()));
-        }
-        let task = self.handle.spawn(async move {
-            let started = Instant::now();
-            let out = call.await;
-            (out, started.elapsed())
-        });
-        task.await.ok()
+    ) -> Option<T> {
+        self.handle.spawn(call).await.ok()
     }
 }

@@ -470,7 +470,7 @@ impl Remote {
                     let (me, counts, shutdown) = (self.clone(), counts.clone(), shutdown.clone());
                     let all = async move { me.call_all(waiting, &counts, &shutdown).await };
                     match http.io.run(all).await {
-                        Some((answered, _)) => answered,
+                        Some(answered) => answered,
                         None => places
                             .into_iter()
                             .map(|i| {
@@ -656,32 +656,24 @@ impl Remote {
     }
 
     /// One call to the backend; an answer that cannot be set at `--into` (too deep) is a
-    /// bad answer. With the time the exchange took where it ran, when measured there
-    /// (HTTP: on its own thread, see [`io`]).
-    async fn call_once(
-        &self,
-        call: &Call,
-    ) -> (std::result::Result<Answer, Failure>, Option<Duration>) {
-        let (answer, took) = match (&self.backend, call) {
+    /// bad answer.
+    async fn call_once(&self, call: &Call) -> std::result::Result<Answer, Failure> {
+        let answer = match (&self.backend, call) {
             (Backend::Http { http, .. }, Call::Http { url, body }) => {
                 http.call(url, body.as_deref()).await
             }
             (Backend::Sql { sql, .. }, Call::Sql { params }) => {
                 // The driver has no timeout of its own for a query.
-                let answer = tokio::time::timeout(self.timeout, sql.call(params))
+                tokio::time::timeout(self.timeout, sql.call(params))
                     .await
-                    .unwrap_or(Err(Failure::Timeout));
-                (answer, None)
+                    .unwrap_or(Err(Failure::Timeout))
             }
             _ => unreachable!("a request is built by its backend"),
-        };
-        let answer = answer.and_then(|answer| {
-            if let Answer::Found(text) = &answer {
-                json::set_fits(self.into.segments(), text).map_err(Failure::BadAnswer)?;
-            }
-            Ok(answer)
-        });
-        (answer, took)
+        }?;
+        if let Answer::Found(text) = &answer {
+            json::set_fits(self.into.segments(), text).map_err(Failure::BadAnswer)?;
+        }
+        Ok(answer)
     }
 
     /// The breaker of the service a call goes to: its host and port, or its database;
@@ -749,9 +741,10 @@ impl Remote {
             if let Some((_, bucket)) = &self.rate {
                 bucket.until_ready().await;
             }
+            // Timed where the call runs (HTTP: on the calls' own thread, see [`io`]).
             let sent = Instant::now();
-            let (result, measured) = self.call_once(&request.call).await;
-            let took = measured.unwrap_or_else(|| sent.elapsed());
+            let result = self.call_once(&request.call).await;
+            let took = sent.elapsed();
             let (overloaded, timed) = match &result {
                 Ok(_) => (false, true),
                 Err(f) => (f.overloaded(), !matches!(f, Failure::Connect(_))),
