@@ -38,8 +38,8 @@ pub struct Cache {
     kept: Option<Mutex<Kept>>,
     ttl: Duration,
     negative_ttl: Duration,
-    /// The calls out, by request (foldhash: looked up twice a call, and SipHash's
-    /// resistance to chosen keys buys nothing for keys of a run's own requests).
+    /// The calls out, by request (foldhash, seeded at random per map as SipHash is: it is
+    /// looked up twice a call, and hashes a short key in a fraction of SipHash's time).
     out: Mutex<HashMap<Arc<str>, Arc<OnceCell<Outcome>>, foldhash::fast::RandomState>>,
 }
 
