@@ -9,8 +9,91 @@
 
 use smallvec::SmallVec;
 
+use crate::tape::{Kind, TNode};
+
 /// Deeper than this, jaq runs the event (the check recurses).
 const MAX_DEPTH: usize = 64;
+
+/// Whether jaq prints the whole `text` back byte for byte, known from its tape (`nodes`,
+/// [`crate::tape::parse`] of it): what [`canonical`] tells of each member, and more (no
+/// whitespace anywhere, no key twice at any level), at a fraction of the cost — the tape
+/// already holds where each string, number and member is, and which strings hold an
+/// escape, so only numbers and escaped strings are read again. `false` says only that
+/// this quick check cannot tell: the member by member check decides then.
+pub fn tape(text: &str, nodes: &[TNode]) -> bool {
+    let b = text.as_bytes();
+    // DEL is the one character jaq escapes that the tape lets through unmarked.
+    if memchr::memchr(0x7f, b).is_some() {
+        return false;
+    }
+    // No whitespace: the text is exactly its tokens and the punctuation the grammar puts
+    // between them (two brackets a container, a colon a member, a comma between two).
+    let mut tokens = 0;
+    for (i, n) in nodes.iter().enumerate() {
+        let (start, end) = (n.start as usize, n.end as usize);
+        let len = n.len as usize;
+        let ok = match n.kind {
+            Kind::String => {
+                tokens += end - start;
+                !n.escaped || string(b, start) == Some(end)
+            }
+            Kind::Number => {
+                tokens += end - start;
+                number(b, start) == Some(end)
+            }
+            Kind::Null | Kind::True | Kind::False => {
+                tokens += end - start;
+                true
+            }
+            Kind::Array => {
+                tokens += 2 + len.saturating_sub(1);
+                true
+            }
+            Kind::Object => {
+                tokens += 2 + len + len.saturating_sub(1);
+                unique_keys(b, nodes, i)
+            }
+        };
+        if !ok {
+            return false;
+        }
+    }
+    tokens == b.len()
+}
+
+/// Whether no key of the object at `nodes[i]` is there twice. Keys are hashed into 64
+/// buckets: only a key whose bucket is taken is compared with the ones before it
+/// (canonical keys are equal exactly when their texts are; an escaped key's text is
+/// checked as it comes up on the tape).
+fn unique_keys(b: &[u8], nodes: &[TNode], i: usize) -> bool {
+    let key = |n: &TNode| &b[n.start as usize..n.end as usize];
+    let (first, mut j, mut seen) = (i + 1, i + 1, 0u64);
+    for _ in 0..nodes[i].len {
+        let mine = key(&nodes[j]);
+        let bit = 1u64 << bucket(mine);
+        if seen & bit != 0 {
+            let mut at = first;
+            while at < j {
+                if key(&nodes[at]) == mine {
+                    return false;
+                }
+                at = nodes[at + 1].next as usize;
+            }
+        }
+        seen |= bit;
+        j = nodes[j + 1].next as usize;
+    }
+    true
+}
+
+/// One of 64 buckets for a key's text (quotes included).
+fn bucket(key: &[u8]) -> u32 {
+    let mut w = [0u8; 8];
+    let n = key.len().min(8);
+    w[..n].copy_from_slice(&key[..n]);
+    let h = (u64::from_le_bytes(w) ^ (key.len() as u64) << 56).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (h >> 58) as u32
+}
 
 /// Whether `text`, one valid JSON value, is printed back byte for byte by jaq.
 pub fn canonical(text: &str) -> bool {
@@ -239,6 +322,67 @@ mod tests {
             " 1",
         ] {
             assert!(!canonical(t), "{t}");
+        }
+    }
+
+    fn by_tape(t: &str) -> bool {
+        let mut nodes = Vec::new();
+        crate::tape::parse(t, &mut nodes).unwrap();
+        tape(t, &nodes)
+    }
+
+    /// The tape's verdict agrees with the text's wherever the text has no whitespace and
+    /// no key twice at the top (which the member by member check leaves to its caller).
+    #[test]
+    fn tape_agrees_with_the_text() {
+        for t in [
+            r#"{"a":1,"b":[1,2.5,"x"],"c":{"d":null,"e":true}}"#,
+            r#"{"s":"tab\there \u001f é","k\n":[[],{},[{}]]}"#,
+            r#"{"a":{"b":1,"b":2}}"#,
+            r#"[1,{"x":[2,{"y":"\/"}]}]"#,
+            r#"{"n":[-0]}"#,
+            r#"{"n":1.50}"#,
+            r#"{"n":[1E5,2]}"#,
+            r#"{"k\u0041":1}"#,
+            "{\"d\":\"\u{7f}\"}",
+            "[]",
+            "{}",
+            "\"x\"",
+            "12",
+        ] {
+            assert_eq!(by_tape(t), canonical(t), "{t}");
+        }
+        // Whitespace anywhere: the tape cannot tell.
+        for t in [
+            r#"{"a": 1}"#,
+            r#"{"a":1 }"#,
+            r#"{ }"#,
+            r#"[1, 2]"#,
+            " {}",
+            "{}\n",
+        ] {
+            assert!(!by_tape(t), "{t:?}");
+        }
+    }
+
+    /// Objects with more keys than buckets: every duplicate is found, at any place.
+    #[test]
+    fn tape_finds_every_key_twice() {
+        let keys: Vec<String> = (0..100).map(|i| format!("key{i}")).collect();
+        let object = |keys: &[&String]| {
+            let members: Vec<String> = keys.iter().map(|k| format!(r#""{k}":1"#)).collect();
+            format!("{{{}}}", members.join(","))
+        };
+        let all: Vec<&String> = keys.iter().collect();
+        assert!(by_tape(&object(&all)));
+        for (i, j) in [(0, 1), (0, 99), (50, 51), (98, 99), (3, 77)] {
+            let mut twice = all.clone();
+            twice[j] = all[i];
+            assert!(!by_tape(&object(&twice)), "{i} {j}");
+            assert!(
+                !by_tape(&format!(r#"{{"x":[{}]}}"#, object(&twice))),
+                "{i} {j}"
+            );
         }
     }
 }

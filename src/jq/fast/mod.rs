@@ -36,6 +36,7 @@ mod value;
 #[cfg(test)]
 mod tests;
 
+pub use canonical::tape as canonical_tape;
 pub use value::Bail;
 
 use compile::Expr;
@@ -100,13 +101,24 @@ impl Fast {
     /// Runs the program on one event (`text`, an object indexed by `members`) without its
     /// metadata field `meta`, and re-attaches that field as the jaq path does (last): the
     /// output's text, `None` when the program gives no output, or [`Bail`] when jaq must
-    /// run this event.
-    pub fn run(&self, text: &str, members: &[Member], meta: &str) -> Result<Output, Bail> {
-        // Jaq prints the event's members back as they are only when they are in its form:
-        // keys and values canonical, no key twice.
+    /// run this event. `as_printed`: the text is known to be what jaq prints
+    /// ([`canonical_tape`]); else it is checked here, member by member.
+    pub fn run(
+        &self,
+        text: &str,
+        members: &[Member],
+        meta: &str,
+        as_printed: bool,
+    ) -> Result<Output, Bail> {
         let mut meta_member = None;
         let meta_probe = KeyProbe::new(meta);
-        for (i, m) in members.iter().enumerate() {
+        if as_printed {
+            // No key twice: at most one is the metadata field.
+            meta_member = members.iter().find(|m| m.key_matches(text, &meta_probe));
+        }
+        // Jaq prints the event's members back as they are only when they are in its form:
+        // keys and values canonical, no key twice.
+        for (i, m) in members.iter().enumerate().filter(|_| !as_printed) {
             // A key with no escape is written back as it is, unless it holds DEL.
             let key = m.key();
             let quoted = &text[key.start - 1..key.end + 1];

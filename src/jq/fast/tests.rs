@@ -226,7 +226,7 @@ fn events_jaq_reformats_step_aside() {
         r#"{"_meta":1,"_meta":2}"#,
     ] {
         let members = json::scan_object(e).unwrap();
-        assert!(fast.run(e, &members, META).is_err(), "{e}");
+        assert!(fast.run(e, &members, META, false).is_err(), "{e}");
     }
 }
 
@@ -246,7 +246,7 @@ fn errors_step_aside() {
         let fast = Fast::compile(code).unwrap();
         let members = json::scan_object(event).unwrap();
         assert!(
-            fast.run(event, &members, META).is_err(),
+            fast.run(event, &members, META, false).is_err(),
             "{code} on {event}"
         );
     }

@@ -4,7 +4,7 @@
 use smallvec::SmallVec;
 
 use crate::event::Event;
-use crate::jq::{self, fast::Fast, fast::Output};
+use crate::jq::{self, fast::canonical_tape, fast::Fast, fast::Output};
 use crate::json::{self, SetOp};
 use crate::shutdown::Shutdown;
 
@@ -69,10 +69,17 @@ impl Config {
         // Events for jaq: their index in `results` and their text without the metadata.
         let mut slow: Vec<(usize, String)> = Vec::new();
         for e in events.iter_mut() {
-            if e.decode().is_err() {
+            // An event read here is decoded with its tape at hand, which tells at little
+            // cost whether jaq prints its text as it is (else the fast path checks it
+            // member by member).
+            let decoded = match &reshape.fast {
+                Ok(_) if !e.is_decoded() => e.decode_with(canonical_tape),
+                _ => e.decode().map(|()| false),
+            };
+            let Ok(printed) = decoded else {
                 results.push(None);
                 continue;
-            }
+            };
             // The program sees each event joined first (`--lookup … --jq …` means "join,
             // then reshape"). A join that cannot be spliced (a prefix path through a
             // non-object) leaves the event as it was, as without jq.
@@ -86,12 +93,15 @@ impl Config {
                 let members = json::scan_object(&joined).ok()?;
                 Some((joined, members))
             });
-            let (text, members) = match &joined {
-                Some((t, m)) => (t.as_str(), m.as_slice()),
-                None => e.text_and_members(),
+            let (text, members, printed) = match &joined {
+                Some((t, m)) => (t.as_str(), m.as_slice(), false),
+                None => {
+                    let (t, m) = e.text_and_members();
+                    (t, m, printed)
+                }
             };
             if let Ok(fast) = &reshape.fast {
-                match fast.run(text, members, meta) {
+                match fast.run(text, members, meta, printed) {
                     Ok(Output::One(out)) => {
                         results.push(Some(Reshaped::Fast(out)));
                         continue;
