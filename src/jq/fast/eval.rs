@@ -28,7 +28,11 @@ pub fn run<'a>(e: &'a Expr, input: V<'a>, env: Env<'_, 'a>) -> Out<'a> {
             None => return Ok(None),
         },
         Expr::Assign(path, e) => match eval(e, &input, env)? {
-            Some(v) => set(input, path, &mut |_| Ok(Some(v.clone())))?,
+            // `set` calls back once (its path has no iteration): the value moves.
+            Some(v) => {
+                let mut v = Some(v);
+                set(input, path, &mut |_| Ok(v.take()))?
+            }
             None => return Ok(None),
         },
         Expr::Update(path, e) => set(input, path, &mut |old| run(e, old, env))?,

@@ -10,7 +10,7 @@ use std::borrow::Cow;
 
 use smallvec::SmallVec;
 
-use crate::json::{KeyProbe, Member};
+use crate::json::{KeyProbe, KeySet, Member};
 
 use super::compile::{Expr, Piece};
 use super::eval;
@@ -25,6 +25,8 @@ pub struct Plan {
     keys: Vec<String>,
     /// For each of `keys`, whether the program may write it.
     written: Vec<bool>,
+    /// `keys`, to pass over the other members quickly.
+    set: KeySet,
 }
 
 /// A member not among the plan's keys.
@@ -61,10 +63,12 @@ impl Plan {
             return Err(expr);
         }
         let written = keys.iter().map(|k| writes.contains(k)).collect();
+        let set = KeySet::of(keys.iter().map(String::as_str));
         Ok(Plan {
             expr,
             keys,
             written,
+            set,
         })
     }
 
@@ -83,7 +87,12 @@ impl Plan {
         let mut which: SmallVec<[u8; 32]> = SmallVec::with_capacity(members.len());
         let mut named: Members = Vec::with_capacity(self.keys.len() + 2);
         for m in members {
-            let k = match probes.iter().position(|p| m.key_matches(text, p)) {
+            let k = match self
+                .set
+                .may_hold(m)
+                .then(|| probes.iter().position(|p| m.key_matches(text, p)))
+                .flatten()
+            {
                 Some(k) if !meta.is_some_and(|meta| std::ptr::eq(meta, m)) => k,
                 _ => {
                     which.push(OTHER);

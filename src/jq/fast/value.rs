@@ -333,7 +333,8 @@ pub fn to_string(v: V<'_>) -> R<Cow<'_, str>> {
             _ => Err(Bail),
         },
         v => {
-            let mut out = String::new();
+            // Room for what is often added next (`tostring + "-suffix"`): one allocation.
+            let mut out = String::with_capacity(32);
             write(&v, &mut out)?;
             Ok(Cow::Owned(out))
         }
