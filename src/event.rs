@@ -478,6 +478,15 @@ impl Event {
     /// per event (malloc and free were 8 % of the CPU time of a pipeline to stdout).
     /// Returns the events refused, by their position in `events`, in order.
     pub fn decode_all(events: &mut [Event]) -> Vec<(usize, Reject)> {
+        Event::decode_all_with(events, |_, _, _| {})
+    }
+
+    /// [`Event::decode_all`], running `f` on each event it decodes (its position in
+    /// `events`, its text and its tape) in the same pass.
+    pub fn decode_all_with(
+        events: &mut [Event],
+        mut f: impl FnMut(usize, &str, &[TNode]),
+    ) -> Vec<(usize, Reject)> {
         let mut refused = Vec::new();
         let mut all = Vec::new();
         let mut spans = Vec::with_capacity(events.len());
@@ -494,7 +503,8 @@ impl Event {
                 unreachable!("checked above")
             };
             let start = all.len();
-            match json::scan_object_into(j.text.as_str(), &mut all) {
+            let text = j.text.as_str();
+            match json::scan_object_into_with(text, &mut all, |nodes| f(i, text, nodes)) {
                 Ok(()) => {
                     if spans.is_empty() {
                         // The block is sized by the first event, as enrich sizes its own:

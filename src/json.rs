@@ -236,8 +236,19 @@ pub fn scan_object(text: &str) -> Result<Vec<Member>, ScanError> {
 
 /// Like [`scan_object`], appending the members to `out` (nothing, on an error).
 pub fn scan_object_into(text: &str, out: &mut Vec<Member>) -> Result<(), ScanError> {
+    scan_object_into_with(text, out, |_| ())
+}
+
+/// [`scan_object_into`], running `f` on the text's tape in the same pass.
+pub fn scan_object_into_with<T>(
+    text: &str,
+    out: &mut Vec<Member>,
+    f: impl FnOnce(&[TNode]) -> T,
+) -> Result<T, ScanError> {
     tape::with_tape(text, |res| {
-        members_into(text, res.map_err(|e| ScanError::Malformed(e.0))?, out)
+        let nodes = res.map_err(|e| ScanError::Malformed(e.0))?;
+        members_into(text, nodes, out)?;
+        Ok(f(nodes))
     })
 }
 

@@ -68,18 +68,20 @@ impl Config {
         let mut results: Vec<Option<Reshaped>> = Vec::with_capacity(events.len());
         // Events for jaq: their index in `results` and their text without the metadata.
         let mut slow: Vec<(usize, String)> = Vec::new();
-        for e in events.iter_mut() {
-            // An event read here is decoded with its tape at hand, which tells at little
-            // cost whether jaq prints its text as it is (else the fast path checks it
-            // member by member).
-            let decoded = match &reshape.fast {
-                Ok(_) if !e.is_decoded() => e.decode_with(canonical_tape),
-                _ => e.decode().map(|()| false),
-            };
-            let Ok(printed) = decoded else {
+        // Events read here are decoded with their tape at hand, which tells at little cost
+        // whether jaq prints an event's text as it is (else the fast path checks it member
+        // by member). Those refused are refused again below.
+        let mut as_printed = vec![false; events.len()];
+        if reshape.is_fast() {
+            Event::decode_all_with(events, |i, text, nodes| {
+                as_printed[i] = canonical_tape(text, nodes)
+            });
+        }
+        for (e, printed) in events.iter_mut().zip(as_printed) {
+            if e.decode().is_err() {
                 results.push(None);
                 continue;
-            };
+            }
             // The program sees each event joined first (`--lookup … --jq …` means "join,
             // then reshape"). A join that cannot be spliced (a prefix path through a
             // non-object) leaves the event as it was, as without jq.
