@@ -39,7 +39,7 @@ pub fn tape(text: &str, nodes: &[TNode]) -> bool {
             }
             Kind::Number => {
                 tokens += end - start;
-                number(b, start) == Some(end)
+                number_text(&b[start..end])
             }
             Kind::Null | Kind::True | Kind::False => {
                 tokens += end - start;
@@ -70,7 +70,7 @@ fn unique_keys(b: &[u8], nodes: &[TNode], i: usize) -> bool {
     let (first, mut j, mut seen) = (i + 1, i + 1, 0u64);
     for _ in 0..nodes[i].len {
         let mine = key(&nodes[j]);
-        let bit = 1u64 << bucket(mine);
+        let bit = 1u64 << bucket(b, &nodes[j]);
         if seen & bit != 0 {
             let mut at = first;
             while at < j {
@@ -86,12 +86,25 @@ fn unique_keys(b: &[u8], nodes: &[TNode], i: usize) -> bool {
     true
 }
 
-/// One of 64 buckets for a key's text (quotes included).
-fn bucket(key: &[u8]) -> u32 {
-    let mut w = [0u8; 8];
-    let n = key.len().min(8);
-    w[..n].copy_from_slice(&key[..n]);
-    let h = (u64::from_le_bytes(w) ^ (key.len() as u64) << 56).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+/// One of 64 buckets for a key (quotes included), by its length and first 8 bytes (read
+/// as one word where the text has 8 bytes from its start).
+fn bucket(b: &[u8], key: &TNode) -> u32 {
+    let (start, len) = (key.start as usize, (key.end - key.start) as usize);
+    let word = match b.get(start..start + 8) {
+        Some(w) => u64::from_le_bytes(w.try_into().expect("8 bytes")),
+        None => {
+            let mut w = [0u8; 8];
+            let n = len.min(8);
+            w[..n].copy_from_slice(&b[start..start + n]);
+            u64::from_le_bytes(w)
+        }
+    };
+    let word = if len >= 8 {
+        word
+    } else {
+        word & ((1 << (8 * len)) - 1)
+    };
+    let h = (word ^ (len as u64) << 56).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     (h >> 58) as u32
 }
 
@@ -210,40 +223,41 @@ fn escape_ok(b: &[u8], i: usize) -> bool {
     }
 }
 
-/// The end of the number at `i`, when jaq prints it back the same: integers of 64 bits
-/// (not `-0`), and floats that ryu prints as written after serde_json read them.
+/// The end of the number at `i`, when jaq prints it back the same (see [`number_text`]).
 fn number(b: &[u8], i: usize) -> Option<usize> {
     let mut j = i;
-    let mut float = false;
-    while let Some(&c) = b.get(j) {
-        match c {
-            b'0'..=b'9' | b'-' | b'+' => {}
-            b'.' | b'e' | b'E' => float = true,
-            _ => break,
-        }
+    while let Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') = b.get(j) {
         j += 1;
     }
-    let n = &b[i..j];
+    number_text(&b[i..j]).then_some(j)
+}
+
+/// Whether jaq prints the number `n` (valid JSON) back the same: integers of 64 bits (not
+/// `-0`), and floats that ryu prints as written after serde_json read them.
+fn number_text(n: &[u8]) -> bool {
+    let float = n.iter().any(|&c| matches!(c, b'.' | b'e' | b'E'));
     if !float {
         // serde_json reads integers of 64 bits (up to 18 digits always fit); the rest
         // become floats.
         let digits = n.strip_prefix(b"-").unwrap_or(n);
         if n == b"-0" {
-            return None;
+            return false;
         }
         if digits.len() <= 18 {
-            return Some(j);
+            return true;
         }
     } else if plain_decimal(n) {
-        return Some(j);
+        return true;
     }
     // Valid JSON, so ASCII: the text is a number.
-    let t = std::str::from_utf8(n).ok()?;
+    let Ok(t) = std::str::from_utf8(n) else {
+        return false;
+    };
     if !float {
-        return (t.parse::<i64>().is_ok() || t.parse::<u64>().is_ok()).then_some(j);
+        return t.parse::<i64>().is_ok() || t.parse::<u64>().is_ok();
     }
-    let f: f64 = serde_json::from_str(t).ok()?;
-    (f.is_finite() && ryu::Buffer::new().format_finite(f) == t).then_some(j)
+    serde_json::from_str::<f64>(t)
+        .is_ok_and(|f| f.is_finite() && ryu::Buffer::new().format_finite(f) == t)
 }
 
 /// Whether ryu prints the float `t` back as it is, known without printing it: a plain

@@ -100,9 +100,10 @@ impl Plan {
                 }
             };
             which.push(k as u8);
+            // Decoded once here, not at each read (`.amount * 100 … .amount > 50`).
             named.push((
                 Cow::Borrowed(self.keys[k].as_str()),
-                V::Raw(&text[m.value()]),
+                value::decode(&text[m.value()])?,
             ));
         }
         // The fields found stay first, in their order: an update replaces a value in its

@@ -388,14 +388,25 @@ pub fn write_members(m: &[(Cow<str>, V)], out: &mut String) -> R<()> {
     Ok(())
 }
 
+/// The bytes jaq writes escaped: `"`, `\\`, control characters and DEL.
+static ESCAPED: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 0x20 {
+        t[c] = true;
+        c += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t[0x7f] = true;
+    t
+};
+
 /// A string as jaq-json writes it: `"` and `\` escaped, `\t \n \r \b \f` by name, other
 /// control characters and DEL as `\u00xx`; everything else as it is.
 pub fn write_str(s: &str, out: &mut String) {
     out.push('"');
-    if !s
-        .bytes()
-        .any(|c| c < 0x20 || c == b'"' || c == b'\\' || c == 0x7f)
-    {
+    if !s.bytes().any(|c| ESCAPED[usize::from(c)]) {
         out.push_str(s);
         out.push('"');
         return;
