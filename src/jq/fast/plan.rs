@@ -19,8 +19,8 @@ use super::value::{self, Bail, Members, R, V};
 /// A program of the shape, with the top-level keys it reads or writes.
 #[derive(Debug)]
 pub struct Plan {
-    /// The whole program (steps piped), evaluated on the named fields.
-    expr: Expr,
+    /// The program's steps (it is their pipe), run in turn on the named fields.
+    steps: Vec<Expr>,
     /// Keys whose current value the program may read (writes included).
     keys: Vec<String>,
     /// For each of `keys`, whether the program may write it.
@@ -64,8 +64,10 @@ impl Plan {
         }
         let written = keys.iter().map(|k| writes.contains(k)).collect();
         let set = KeySet::of(keys.iter().map(String::as_str));
+        let mut steps = Vec::new();
+        into_steps(expr, &mut steps);
         Ok(Plan {
-            expr,
+            steps,
             keys,
             written,
             set,
@@ -110,12 +112,28 @@ impl Plan {
         // place, a new key goes last, and a deleted key found in the event makes jaq move
         // its last member into the gap (left to jaq, below).
         let found = named.len();
-        let Some(result) = eval::run(&self.expr, V::Obj(named), &[])? else {
-            return Ok(false);
-        };
-        let Some(result) = result.into_members()? else {
-            return Err(Bail);
-        };
+        let mut result = named;
+        for step in &self.steps {
+            result = match step {
+                // The commonest step, done in place: `.key = E`, E run on the whole input.
+                Expr::Assign(path, e) if path.len() == 1 => {
+                    let input = V::Obj(result);
+                    let v = eval::eval(e, &input, &[])?;
+                    let V::Obj(mut m) = input else {
+                        unreachable!("made an object above")
+                    };
+                    let Some(v) = v else {
+                        return Ok(false);
+                    };
+                    value::assign(&mut m, &path[0], v);
+                    m
+                }
+                step => match eval::run(step, V::Obj(result), &[])? {
+                    Some(v) => v.into_members()?.ok_or(Bail)?,
+                    None => return Ok(false),
+                },
+            };
+        }
         // The metadata field set by the program: the jaq path overwrites it in place.
         if result.len() < found
             || meta.is_some() && result[found..].iter().any(|(k, _)| k == meta_name)
@@ -196,6 +214,17 @@ pub fn write_member(text: &str, m: &Member, out: &mut String) {
 fn comma(first: &mut bool, out: &mut String) {
     if !std::mem::take(first) {
         out.push(',');
+    }
+}
+
+/// [`flatten`], taking the steps.
+fn into_steps(e: Expr, out: &mut Vec<Expr>) {
+    match e {
+        Expr::Pipe(l, r) => {
+            into_steps(*l, out);
+            into_steps(*r, out);
+        }
+        e => out.push(e),
     }
 }
 

@@ -182,6 +182,14 @@ pub fn update<'a>(v: V<'a>, key: &'a str, f: impl FnOnce(V<'a>) -> R<Option<V<'a
     Ok(V::Obj(m))
 }
 
+/// `.key = v` on an object's members: [`update`] with a new value, the old one unread.
+pub fn assign<'a>(m: &mut Members<'a>, key: &'a str, v: V<'a>) {
+    match m.iter_mut().find(|(k, _)| k == key) {
+        Some((_, old)) => *old = v,
+        None => m.push((Cow::Borrowed(key), v)),
+    }
+}
+
 /// A float result: jaq would print NaN or an infinity, which the jaq path turns into a
 /// dead letter; let it.
 fn float(f: f64) -> R<V<'static>> {
