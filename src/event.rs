@@ -478,7 +478,7 @@ impl Event {
     /// per event (malloc and free were 8 % of the CPU time of a pipeline to stdout).
     /// Returns the events refused, by their position in `events`, in order.
     pub fn decode_all(events: &mut [Event]) -> Vec<(usize, Reject)> {
-        Event::decode_all_with(events, |_, _, _| {})
+        Event::decode_all_by(events, |_, text, out| json::scan_object_into(text, out))
     }
 
     /// [`Event::decode_all`], running `f` on each event it decodes (its position in
@@ -486,6 +486,16 @@ impl Event {
     pub fn decode_all_with(
         events: &mut [Event],
         mut f: impl FnMut(usize, &str, &[TNode]),
+    ) -> Vec<(usize, Reject)> {
+        Event::decode_all_by(events, |i, text, out| {
+            json::scan_object_into_with(text, out, |nodes| f(i, text, nodes))
+        })
+    }
+
+    /// [`Event::decode_all`] with `scan` appending an event's members (position, text).
+    fn decode_all_by(
+        events: &mut [Event],
+        mut scan: impl FnMut(usize, &str, &mut Vec<Member>) -> Result<(), ScanError>,
     ) -> Vec<(usize, Reject)> {
         let mut refused = Vec::new();
         let mut all = Vec::new();
@@ -503,8 +513,7 @@ impl Event {
                 unreachable!("checked above")
             };
             let start = all.len();
-            let text = j.text.as_str();
-            match json::scan_object_into_with(text, &mut all, |nodes| f(i, text, nodes)) {
+            match scan(i, j.text.as_str(), &mut all) {
                 Ok(()) => {
                     if spans.is_empty() {
                         // The block is sized by the first event, as enrich sizes its own:

@@ -68,9 +68,65 @@ pub const MAX_TEXT: usize = 1 << 31;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyntaxError(pub String);
 
+/// What a parse hands on, value by value: the whole tape ([`TNode`]s, for `Vec<TNode>`),
+/// or only what its caller keeps (an object's members, `json::scan_object`). The
+/// checking is the same whatever the sink: one parser, monomorphized per sink.
+pub trait Sink {
+    /// A container of `kind` opens at `start`, `depth` levels deep (the root is 1). The
+    /// handle comes back to [`Sink::close`].
+    fn open(&mut self, kind: Kind, start: usize, depth: u32) -> usize;
+    /// The container of `handle` closes before `end`, with `len` members or elements.
+    fn close(&mut self, handle: usize, end: usize, len: u32);
+    /// A scalar or a key spans `start..end` in a container `depth` deep (0: at the root).
+    fn scalar(&mut self, kind: Kind, escaped: bool, start: usize, end: usize, depth: u32);
+}
+
+impl Sink for Vec<TNode> {
+    #[inline(always)]
+    fn open(&mut self, kind: Kind, start: usize, _depth: u32) -> usize {
+        let idx = self.len();
+        self.push(TNode {
+            kind,
+            escaped: false,
+            start: start as u32,
+            end: start as u32,
+            len: 0,
+            next: 0,
+        });
+        idx
+    }
+
+    #[inline(always)]
+    fn close(&mut self, handle: usize, end: usize, len: u32) {
+        let next = self.len() as u32;
+        let n = &mut self[handle];
+        n.end = end as u32;
+        n.len = len;
+        n.next = next;
+    }
+
+    #[inline(always)]
+    fn scalar(&mut self, kind: Kind, escaped: bool, start: usize, end: usize, _depth: u32) {
+        let next = self.len() as u32 + 1;
+        self.push(TNode {
+            kind,
+            escaped,
+            start: start as u32,
+            end: end as u32,
+            len: 0,
+            next,
+        });
+    }
+}
+
 /// Parses `text` (valid UTF-8) as one JSON value with optional surrounding whitespace.
 pub fn parse(text: &str, tape: &mut Vec<TNode>) -> Result<(), SyntaxError> {
     tape.clear();
+    parse_into(text, tape)
+}
+
+/// [`parse`], handing the values to `sink`.
+pub fn parse_into<S: Sink>(text: &str, sink: &mut S) -> Result<(), SyntaxError> {
     // Offsets are 32-bit here, and 31-bit in a member index (see `json::Member`).
     if text.len() >= MAX_TEXT {
         return Err(SyntaxError("text longer than 2 GiB".into()));
@@ -78,7 +134,7 @@ pub fn parse(text: &str, tape: &mut Vec<TNode>) -> Result<(), SyntaxError> {
     let mut p = Parser {
         b: text.as_bytes(),
         i: 0,
-        tape,
+        sink,
         error: ("", 0),
     };
     let res = (|| {
@@ -112,10 +168,10 @@ pub fn with_tape<T>(text: &str, f: impl FnOnce(Result<&[TNode], SyntaxError>) ->
     })
 }
 
-struct Parser<'a> {
+struct Parser<'a, S> {
     b: &'a [u8],
     i: usize,
-    tape: &'a mut Vec<TNode>,
+    sink: &'a mut S,
     /// What failed and where, set with [`Fail`].
     error: (&'static str, usize),
 }
@@ -207,7 +263,7 @@ fn skip_plain(b: &[u8], mut i: usize) -> usize {
     i
 }
 
-impl Parser<'_> {
+impl<S: Sink> Parser<'_, S> {
     #[cold]
     fn fail(&mut self, what: &'static str) -> Fail {
         self.error = (what, self.i);
@@ -231,60 +287,33 @@ impl Parser<'_> {
         }
     }
 
-    fn push(&mut self, kind: Kind, start: usize) -> usize {
-        let idx = self.tape.len();
-        self.tape.push(TNode {
-            kind,
-            escaped: false,
-            start: start as u32,
-            end: start as u32,
-            len: 0,
-            next: 0,
-        });
-        idx
-    }
-
-    fn finish(&mut self, idx: usize) {
-        let next = self.tape.len() as u32;
-        let n = &mut self.tape[idx];
-        n.end = self.i as u32;
-        n.next = next;
-    }
-
+    /// A value in a container `depth` deep (0: the root).
     fn value(&mut self, depth: u32) -> Parsed {
         match self.b.get(self.i) {
             Some(b'{') => self.object(depth + 1),
             Some(b'[') => self.array(depth + 1),
-            Some(b'"') => self.string(),
-            Some(b't') => self.literal(b"true", Kind::True),
-            Some(b'f') => self.literal(b"false", Kind::False),
-            Some(b'n') => self.literal(b"null", Kind::Null),
-            Some(b'-' | b'0'..=b'9') => self.number(),
+            Some(b'"') => self.string(depth),
+            Some(b't') => self.literal(b"true", Kind::True, depth),
+            Some(b'f') => self.literal(b"false", Kind::False, depth),
+            Some(b'n') => self.literal(b"null", Kind::Null, depth),
+            Some(b'-' | b'0'..=b'9') => self.number(depth),
             _ => Err(self.fail("expected a value")),
         }
     }
 
-    /// Pushes a scalar that spans `start..self.i`.
-    #[inline]
-    fn scalar(&mut self, kind: Kind, escaped: bool, start: usize) {
-        let next = self.tape.len() as u32 + 1;
-        self.tape.push(TNode {
-            kind,
-            escaped,
-            start: start as u32,
-            end: self.i as u32,
-            len: 0,
-            next,
-        });
+    /// Hands on a scalar that spans `start..self.i`.
+    #[inline(always)]
+    fn scalar(&mut self, kind: Kind, escaped: bool, start: usize, depth: u32) {
+        self.sink.scalar(kind, escaped, start, self.i, depth);
     }
 
-    fn literal(&mut self, word: &[u8], kind: Kind) -> Parsed {
+    fn literal(&mut self, word: &[u8], kind: Kind, depth: u32) -> Parsed {
         if !self.b[self.i..].starts_with(word) {
             return Err(self.fail("invalid literal"));
         }
         let start = self.i;
         self.i += word.len();
-        self.scalar(kind, false, start);
+        self.scalar(kind, false, start, depth);
         Ok(())
     }
 
@@ -296,7 +325,7 @@ impl Parser<'_> {
         self.i - start
     }
 
-    fn number(&mut self) -> Parsed {
+    fn number(&mut self, depth: u32) -> Parsed {
         let start = self.i;
         if self.b[self.i] == b'-' {
             self.i += 1;
@@ -333,7 +362,7 @@ impl Parser<'_> {
                 return Err(self.fail("number out of range"));
             }
         }
-        self.scalar(Kind::Number, false, start);
+        self.scalar(Kind::Number, false, start, depth);
         Ok(())
     }
 
@@ -341,7 +370,7 @@ impl Parser<'_> {
     /// first quote, backslash or control character of the next 32 bytes is the closing
     /// quote, that settles it inline; anything else takes [`Parser::string_slow`].
     #[inline(always)]
-    fn string(&mut self) -> Parsed {
+    fn string(&mut self, depth: u32) -> Parsed {
         #[cfg(target_arch = "x86_64")]
         {
             let (b, start) = (self.b, self.i);
@@ -355,17 +384,17 @@ impl Parser<'_> {
                         break;
                     }
                     self.i = end + 1;
-                    self.scalar(Kind::String, false, start);
+                    self.scalar(Kind::String, false, start, depth);
                     return Ok(());
                 }
                 at += 16;
             }
         }
-        self.string_slow()
+        self.string_slow(depth)
     }
 
     #[inline(never)]
-    fn string_slow(&mut self) -> Parsed {
+    fn string_slow(&mut self, depth: u32) -> Parsed {
         let start = self.i;
         let mut escaped = false;
         self.i += 1;
@@ -375,7 +404,7 @@ impl Parser<'_> {
             match b.get(self.i) {
                 Some(b'"') => {
                     self.i += 1;
-                    self.scalar(Kind::String, escaped, start);
+                    self.scalar(Kind::String, escaped, start, depth);
                     return Ok(());
                 }
                 Some(b'\\') => {
@@ -456,7 +485,7 @@ impl Parser<'_> {
         if depth > MAX_DEPTH {
             return Err(self.fail("nested too deep"));
         }
-        let idx = self.push(Kind::Array, self.i);
+        let idx = self.sink.open(Kind::Array, self.i, depth);
         self.i += 1;
         self.ws();
         let mut n = 0;
@@ -471,8 +500,7 @@ impl Parser<'_> {
                 }
             }
         }
-        self.tape[idx].len = n;
-        self.finish(idx);
+        self.sink.close(idx, self.i, n);
         Ok(())
     }
 
@@ -480,7 +508,7 @@ impl Parser<'_> {
         if depth > MAX_DEPTH {
             return Err(self.fail("nested too deep"));
         }
-        let idx = self.push(Kind::Object, self.i);
+        let idx = self.sink.open(Kind::Object, self.i, depth);
         self.i += 1;
         self.ws();
         let mut n = 0;
@@ -491,7 +519,7 @@ impl Parser<'_> {
                 if self.b.get(self.i) != Some(&b'"') {
                     return Err(self.fail("expected a key"));
                 }
-                self.string()?;
+                self.string(depth)?;
                 self.ws();
                 if self.b.get(self.i) != Some(&b':') {
                     return Err(self.fail("expected ':'"));
@@ -505,8 +533,7 @@ impl Parser<'_> {
                 }
             }
         }
-        self.tape[idx].len = n;
-        self.finish(idx);
+        self.sink.close(idx, self.i, n);
         Ok(())
     }
 }
