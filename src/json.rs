@@ -13,6 +13,8 @@
 use std::fmt;
 use std::ops::Range;
 
+use smallvec::SmallVec;
+
 use crate::tape::{self, Kind, TNode};
 
 /// One member of a JSON object: byte ranges into the object's text, as 32-bit offsets
@@ -186,6 +188,61 @@ impl KeySet {
     #[inline(always)]
     pub fn may_hold(&self, m: &Member) -> bool {
         m.escaped() || self.0 & key_bit(m.key[1].wrapping_sub(m.key[0]), m.prefix) != 0
+    }
+}
+
+/// A few key names looked up together: one pass over an object's members finds them all
+/// ([`Names::find_all`]), where [`find`] takes a pass per name.
+#[derive(Debug)]
+pub struct Names {
+    names: Vec<String>,
+    /// Each name's first 8 bytes as a word ([`prefix`]).
+    prefixes: Vec<u64>,
+    set: KeySet,
+}
+
+/// Up to this many names are found without allocating.
+pub const FEW_NAMES: usize = 8;
+
+impl Names {
+    /// `names`, each once.
+    pub fn new(names: impl IntoIterator<Item = String>) -> Names {
+        let mut unique: Vec<String> = Vec::new();
+        for n in names {
+            if !unique.contains(&n) {
+                unique.push(n);
+            }
+        }
+        Names {
+            prefixes: unique.iter().map(|n| prefix(n.as_bytes())).collect(),
+            set: KeySet::of(unique.iter().map(String::as_str)),
+            names: unique,
+        }
+    }
+
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// For each name (in order), its member in `members` of `text`: the last one, as
+    /// [`find`] gives it.
+    pub fn find_all<'m>(
+        &self,
+        text: &str,
+        members: &'m [Member],
+    ) -> SmallVec<[Option<&'m Member>; FEW_NAMES]> {
+        let mut found = smallvec::smallvec![None; self.names.len()];
+        for m in members.iter().filter(|m| self.set.may_hold(m)) {
+            let hit = self
+                .names
+                .iter()
+                .zip(&self.prefixes)
+                .position(|(name, &prefix)| m.key_matches(text, &KeyProbe { name, prefix }));
+            if let Some(i) = hit {
+                found[i] = Some(m);
+            }
+        }
+        found
     }
 }
 

@@ -15,7 +15,7 @@ use tokio::sync::mpsc::{Receiver, Sender};
 use crate::cli::Common;
 use crate::event::{Batch, Event, Reject};
 use crate::exit::{Error, Exit, Result};
-use crate::json::{self, FieldPath};
+use crate::json::{self, FieldPath, Member, Names};
 use crate::stage::workers::{self, Worked};
 use crate::stage::{Ctx, Ended, Kind, Stage};
 use crate::tape::{TapeJson, TapeNode};
@@ -109,7 +109,51 @@ pub struct Config {
     schema: Option<jsonschema::Validator<TapeJson>>,
     require: Vec<FieldPath>,
     types: Vec<TypeRule>,
+    /// The top-level fields the rules read, found together.
+    fields: Fields,
     pub workers: usize,
+}
+
+/// The top-level fields a validation reads, found in one pass over an event's members
+/// (looking each up in turn cost more than the rest of the rules), and for each rule
+/// the position of its field's name.
+struct Fields {
+    names: Names,
+    require: Vec<usize>,
+    types: Vec<usize>,
+}
+
+impl Fields {
+    fn of(require: &[FieldPath], types: &[TypeRule]) -> Fields {
+        let all = || require.iter().chain(types.iter().map(|t| &t.path));
+        let names = Names::new(all().map(|p| p.first().to_owned()));
+        let at = |p: &FieldPath| {
+            names
+                .names()
+                .iter()
+                .position(|n| n == p.first())
+                .expect("named above")
+        };
+        Fields {
+            require: require.iter().map(at).collect(),
+            types: types.iter().map(|t| at(&t.path)).collect(),
+            names,
+        }
+    }
+}
+
+/// The raw text at `path` in `text`, `found` its first segment's member (`None` for the
+/// metadata field `meta`, which no rule sees).
+fn field_at<'t>(
+    text: &'t str,
+    found: Option<&Member>,
+    path: &FieldPath,
+    meta: &str,
+) -> Option<&'t str> {
+    if path.first() == meta {
+        return None;
+    }
+    json::get_in(&text[found?.value()], &path.segments()[1..])
 }
 
 impl Config {
@@ -118,10 +162,12 @@ impl Config {
             None => None,
             Some(path) => Some(compile_schema(path)?),
         };
+        let fields = Fields::of(&args.require, &args.types);
         Ok(Config {
             schema,
             require: args.require.clone(),
             types: args.types.clone(),
+            fields,
             workers: args.workers.unwrap_or_else(workers::default_workers),
         })
     }
@@ -150,16 +196,18 @@ impl Config {
             return event.decode();
         }
         event.decode()?;
-        for path in &self.require {
-            if event.get(path, meta).is_none() {
+        let (text, members) = event.text_and_members();
+        let found = self.fields.names.find_all(text, members);
+        for (path, &at) in self.require.iter().zip(&self.fields.require) {
+            if field_at(text, found[at], path, meta).is_none() {
                 return Err(Reject::new(
                     "missing_field",
                     format!("missing required field {path}"),
                 ));
             }
         }
-        for rule in &self.types {
-            if let Some(raw) = event.get(&rule.path, meta) {
+        for (rule, &at) in self.types.iter().zip(&self.fields.types) {
+            if let Some(raw) = field_at(text, found[at], &rule.path, meta) {
                 if !is_type(raw, rule.ty) {
                     return Err(Reject::new(
                         "wrong_type",
@@ -282,6 +330,60 @@ mod tests {
         assert!(!is_type("1.5", JsonType::Integer));
         assert!(is_type("1.5", JsonType::Number));
         assert!(!is_type("\"1\"", JsonType::Number));
+    }
+
+    /// The rules read fields as `Event::get` does: the last of duplicate keys, paths
+    /// into nested values, the metadata field invisible, names looked up together.
+    #[test]
+    fn rules_read_fields_as_get_does() {
+        let args = Args::parse_from([
+            "validate",
+            "--require",
+            "id,_meta,meta.seq",
+            "--type",
+            "n=integer",
+            "--type",
+            "meta.seq=integer",
+        ]);
+        let config = Config::from_args(&args).unwrap();
+        let check = |text: &str| {
+            let mut e = Event::from_json_text(text.to_owned(), 1);
+            config.check(&mut e, "_m").map_err(|r| r.kind)
+        };
+        let ok = r#"{"id":1,"_meta":0,"meta":{"seq":2},"n":3}"#;
+        assert_eq!(check(ok), Ok(()));
+        assert_eq!(
+            check(r#"{"_meta":0,"meta":{"seq":2}}"#),
+            Err("missing_field")
+        );
+        assert_eq!(check(r#"{"id":1,"meta":{"seq":2}}"#), Err("missing_field"));
+        assert_eq!(
+            check(r#"{"id":1,"_meta":0,"meta":{}}"#),
+            Err("missing_field")
+        );
+        // Duplicates: the last counts.
+        assert_eq!(
+            check(r#"{"id":1,"_meta":0,"meta":{"seq":2},"n":"x","n":3}"#),
+            Ok(())
+        );
+        assert_eq!(
+            check(r#"{"id":1,"_meta":0,"meta":{"seq":2},"n":3,"n":"x"}"#),
+            Err("wrong_type")
+        );
+        assert_eq!(
+            check(r#"{"id":1,"_meta":0,"meta":{"seq":2.5}}"#),
+            Err("wrong_type")
+        );
+        // An escaped key is its unescaped name.
+        assert_eq!(check(r#"{"i\u0064":1,"_meta":0,"meta":{"seq":2}}"#), Ok(()));
+        // The metadata field is invisible: a rule naming it never finds it.
+        let args = Args::parse_from(["validate", "--require", "_m"]);
+        let config = Config::from_args(&args).unwrap();
+        let mut e = Event::from_json_text(r#"{"_m":{"offset":1}}"#.to_owned(), 1);
+        assert_eq!(
+            config.check(&mut e, "_m").map_err(|r| r.kind),
+            Err("missing_field")
+        );
     }
 
     #[test]
