@@ -520,16 +520,32 @@ impl<S: Sink> Parser<'_, S> {
                     return Err(self.fail("expected a key"));
                 }
                 self.string(depth)?;
-                self.ws();
+                // Compact text first: the colon right after the key, a comma or the
+                // brace right after the value.
                 if self.b.get(self.i) != Some(&b':') {
-                    return Err(self.fail("expected ':'"));
+                    self.ws();
+                    if self.b.get(self.i) != Some(&b':') {
+                        return Err(self.fail("expected ':'"));
+                    }
                 }
                 self.i += 1;
                 self.ws();
                 self.value(depth)?;
                 n += 1;
-                if !self.more(b'}', "expected ',' or '}'")? {
-                    break;
+                match self.b.get(self.i) {
+                    Some(b',') => {
+                        self.i += 1;
+                        self.ws();
+                    }
+                    Some(b'}') => {
+                        self.i += 1;
+                        break;
+                    }
+                    _ => {
+                        if !self.more(b'}', "expected ',' or '}'")? {
+                            break;
+                        }
+                    }
                 }
             }
         }
