@@ -183,7 +183,11 @@ struct Fail;
 type Parsed = Result<(), Fail>;
 
 /// Bytes that end a run of plain string characters: quote, backslash, control chars.
-static STRING_STOP: [bool; 256] = {
+static STRING_STOP: [bool; 256] = string_stops(false);
+
+/// A table of the bytes a JSON string cannot hold as they are (quote, backslash, control
+/// characters), and DEL too when `del`.
+pub const fn string_stops(del: bool) -> [bool; 256] {
     let mut t = [false; 256];
     let mut i = 0;
     while i < 0x20 {
@@ -192,8 +196,9 @@ static STRING_STOP: [bool; 256] = {
     }
     t[b'"' as usize] = true;
     t[b'\\' as usize] = true;
+    t[0x7f] = del;
     t
-};
+}
 
 /// A word with the high bit set in (at least) the first byte that is a quote, a
 /// backslash or a control character; zero when there is none. Bits above the first hit

@@ -397,18 +397,7 @@ pub fn write_members(m: &[(Cow<str>, V)], out: &mut String) -> R<()> {
 }
 
 /// The bytes jaq writes escaped: `"`, `\\`, control characters and DEL.
-static ESCAPED: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut c = 0;
-    while c < 0x20 {
-        t[c] = true;
-        c += 1;
-    }
-    t[b'"' as usize] = true;
-    t[b'\\' as usize] = true;
-    t[0x7f] = true;
-    t
-};
+static ESCAPED: [bool; 256] = crate::tape::string_stops(true);
 
 /// A string as jaq-json writes it: `"` and `\` escaped, `\t \n \r \b \f` by name, other
 /// control characters and DEL as `\u00xx`; everything else as it is.
