@@ -45,7 +45,7 @@ fn prefix(b: &[u8]) -> u64 {
 
 /// [`prefix`] of `text[range]`, read as one word when 8 bytes fit in `text` from its start.
 #[inline(always)]
-fn prefix_in(text: &[u8], range: &Range<usize>) -> u64 {
+pub(crate) fn prefix_in(text: &[u8], range: &Range<usize>) -> u64 {
     match text.get(range.start..range.start + 8) {
         Some(word) => {
             let w = u64::from_le_bytes(word.try_into().expect("8 bytes"));
@@ -248,7 +248,7 @@ impl Names {
 
 /// One of 64 bits for a key of `len` bytes starting with the word `prefix`.
 #[inline(always)]
-fn key_bit(len: u32, prefix: u64) -> u64 {
+pub(crate) fn key_bit(len: u32, prefix: u64) -> u64 {
     let h = (prefix ^ u64::from(len) << 56).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     1 << (h >> 58)
 }

@@ -9,6 +9,7 @@
 
 use smallvec::SmallVec;
 
+use crate::json;
 use crate::tape::{Kind, TNode};
 
 /// Deeper than this, jaq runs the event (the check recurses).
@@ -70,7 +71,7 @@ fn unique_keys(b: &[u8], nodes: &[TNode], i: usize) -> bool {
     let (first, mut j, mut seen) = (i + 1, i + 1, 0u64);
     for _ in 0..nodes[i].len {
         let mine = key(&nodes[j]);
-        let bit = 1u64 << bucket(b, &nodes[j]);
+        let bit = bucket(b, &nodes[j]);
         if seen & bit != 0 {
             let mut at = first;
             while at < j {
@@ -86,26 +87,11 @@ fn unique_keys(b: &[u8], nodes: &[TNode], i: usize) -> bool {
     true
 }
 
-/// One of 64 buckets for a key (quotes included), by its length and first 8 bytes (read
-/// as one word where the text has 8 bytes from its start).
-fn bucket(b: &[u8], key: &TNode) -> u32 {
-    let (start, len) = (key.start as usize, (key.end - key.start) as usize);
-    let word = match b.get(start..start + 8) {
-        Some(w) => u64::from_le_bytes(w.try_into().expect("8 bytes")),
-        None => {
-            let mut w = [0u8; 8];
-            let n = len.min(8);
-            w[..n].copy_from_slice(&b[start..start + n]);
-            u64::from_le_bytes(w)
-        }
-    };
-    let word = if len >= 8 {
-        word
-    } else {
-        word & ((1 << (8 * len)) - 1)
-    };
-    let h = (word ^ (len as u64) << 56).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    (h >> 58) as u32
+/// One of 64 bits for a key (quotes included), by its length and first 8 bytes, as
+/// [`json::KeySet`] sums names up.
+fn bucket(b: &[u8], key: &TNode) -> u64 {
+    let range = key.start as usize..key.end as usize;
+    json::key_bit(range.len() as u32, json::prefix_in(b, &range))
 }
 
 /// Whether `text`, one valid JSON value, is printed back byte for byte by jaq.
