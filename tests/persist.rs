@@ -900,6 +900,76 @@ fn a_table_dropped_mid_run_exits_74_with_the_servers_message() {
     assert!(err(&o).contains("does not exist"), "{}", err(&o));
 }
 
+/// Into a table empty at start, persist knows the keys it stored and looks none up: a key
+/// seen again goes through the upsert (version rule and all), a new one by COPY. A key
+/// another writer stores meanwhile meets the COPY's unique check: that batch is redone
+/// through the upsert, keeping the other writer's newer version, and from then on keys
+/// are looked up.
+#[test]
+fn keys_stored_by_this_run_and_by_another_writer_into_an_empty_table() {
+    let dir = Dir::new();
+    let pg = Pg::new("written");
+    pg.sql(
+        "CREATE TABLE events (key text PRIMARY KEY, payload jsonb NOT NULL, meta jsonb, \
+         version bigint, first_seen timestamptz, updated_at timestamptz)",
+    );
+    let mut persist = Std::new(bin("persist"))
+        .args(["--database-url", &pg.url(), "--version-field", "v"])
+        .args(["--batch-size", "100", "--linger", "20ms"])
+        .current_dir(dir.root())
+        .env("NDPIPE_LOG", "info")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = persist.stdin.take().unwrap();
+    let mut send = |from: usize, to: usize, v: u32| {
+        let lines: String = (from..to)
+            .map(|i| format!("{{\"id\":\"k{i}\",\"v\":{v}}}\n"))
+            .collect();
+        stdin.write_all(lines.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    };
+    let stored = |want: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while pg.sql("SELECT count(*) FROM events") != want {
+            assert!(Instant::now() < deadline, "{want} rows not stored in 30 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    // 1,000 new keys, then 500 of them again with a newer version: updates.
+    send(0, 1000, 1);
+    stored("1000");
+    send(0, 500, 2);
+    // Another writer stores k1000 (version 9) and k1001 (version 1) behind persist's back.
+    std::thread::sleep(Duration::from_millis(300));
+    pg.sql(
+        "INSERT INTO events (key, payload, version) VALUES \
+         ('k1000', '{\"id\":\"k1000\",\"v\":9}', 9), ('k1001', '{\"id\":\"k1001\",\"v\":1}', 1)",
+    );
+    send(1000, 1100, 3);
+    drop(stdin);
+    let o = persist.wait_with_output().unwrap();
+    let stderr = err(&o);
+    assert!(o.status.success(), "{stderr}");
+    assert_eq!(summary_count(&stderr, "inserted"), 1098, "{stderr}");
+    assert_eq!(summary_count(&stderr, "updated"), 501, "{stderr}");
+    assert_eq!(summary_count(&stderr, "unchanged"), 1, "{stderr}");
+    assert!(
+        stderr.contains("holds keys another writer stored"),
+        "{stderr}"
+    );
+    assert_eq!(
+        pg.sql(
+            "SELECT count(*) FILTER (WHERE version = 1), count(*) FILTER (WHERE version = 2), \
+             count(*) FILTER (WHERE version = 3), count(*) FILTER (WHERE version = 9), \
+             count(*) FILTER (WHERE payload->>'v' = version::text) FROM events"
+        ),
+        "500\t500\t99\t1\t1100"
+    );
+}
+
 /// Kafka deletes: `--tombstones delete` deletes a tombstone's key's row, in order with the
 /// key's other events and under the version rule; by default a tombstone is a dead letter.
 #[test]

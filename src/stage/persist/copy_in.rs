@@ -7,7 +7,8 @@
 //! with no conflict check. So a batch first asks which of its keys are stored (one read
 //! of the index per key, and the transaction's `now()` for the timestamps, in one round
 //! trip); the rows of the others go in by COPY, and only the stored ones through the
-//! upsert with its version rule. Every guarantee stays: the batch's winners were picked
+//! upsert with its version rule. Into a table that was empty at start, the keys this run
+//! stored answer that instead, with no lookup ([`super::written`]). Every guarantee stays: the batch's winners were picked
 //! before, the rows and the offsets share the transaction, and a COPY the server refuses
 //! (a row it cannot store, or a key another writer stored since the lookup, which is a
 //! unique violation) fails the transaction like a refused upsert does: it is redone
@@ -90,6 +91,12 @@ impl CopyIn {
         let row = tx.query_one(&self.lookup, &[&keys]).await?;
         let stored: Vec<String> = row.get(1);
         Ok((stored.into_iter().collect(), row.get(0)))
+    }
+
+    /// The transaction's `now()`, what the upsert statement writes as first_seen and
+    /// updated_at (for a batch whose keys were not looked up).
+    pub async fn now(&self, tx: &Transaction<'_>) -> Result<SystemTime, tokio_postgres::Error> {
+        Ok(tx.query_one("SELECT now()", &[]).await?.get(0))
     }
 
     /// Inserts `rows` (none of whose keys is stored) into `l`'s table by COPY; returns how

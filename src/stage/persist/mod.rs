@@ -22,7 +22,8 @@
 //! DDL and columns), `target` (PostgreSQL or SQLite), `load` (the router, the loaders
 //! and their retries: the hot loop, over a [`Connection`] to either database);
 //! [`sql_postgres`] and [`sql_sqlite`] hold each database's SQL and connection, and
-//! `copy_in` PostgreSQL's fast path for new keys (binary COPY);
+//! `copy_in` PostgreSQL's fast path for new keys (binary COPY), `written` the keys a run
+//! stored into a table empty at start (so that its batches need not look keys up);
 //! [`offsets`] decides which source offsets may be recorded; [`version`] parses and
 //! orders `--version-field` values; [`show`] is `--show`.
 
@@ -42,6 +43,7 @@ mod load;
 mod mapping;
 mod options;
 mod target;
+mod written;
 
 pub use args::{Args, ColumnMap, OnConflict, Tombstones};
 pub use layout::Layout;

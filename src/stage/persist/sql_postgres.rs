@@ -23,6 +23,7 @@ use crate::postgres::{create_if_absent, message, offsets_ddl, quote_ident, Conne
 use super::copy_in::CopyIn;
 use super::layout::{create_table_sql, resolve_layout};
 use super::offsets::{Commit, StreamKey};
+use super::written::Written;
 use super::{Layout, LoadError, Loaded, OnConflict, Options, Row};
 
 /// Connects `--connections` times, creates and checks the table, prepares statements.
@@ -74,7 +75,19 @@ pub async fn open(spec: &ConnectSpec, opts: &Options) -> Result<(Layout, Vec<Pos
         .map_err(|e| setup_error(&opts.table, "cannot read", e))?
         .get(0);
     let layout = resolve_layout(opts, &columns, unique, spec.display())?;
-    let mut loaders = vec![PostgresConnection::new(spec.clone(), client, &layout).await?];
+    // A table empty at start holds only what this run stores: batches need not look
+    // their keys up (see [`super::written`]).
+    let written = if layout.binary_copy {
+        let empty: bool = client
+            .query_one(&format!("SELECT NOT EXISTS (SELECT FROM {table})"), &[])
+            .await
+            .map_err(|e| setup_error(&opts.table, "cannot read", e))?
+            .get(0);
+        empty.then(|| Arc::new(Written::new()))
+    } else {
+        None
+    };
+    let mut loaders = vec![PostgresConnection::new(spec.clone(), client, &layout, written).await?];
     for _ in 1..opts.connections {
         loaders.push(loaders[0].another().await?);
     }
@@ -137,6 +150,9 @@ pub struct PostgresConnection {
     /// its keys up first); otherwise it goes straight to the upsert, which counts the new
     /// keys too, so a stream turning new again is noticed.
     mostly_new: bool,
+    /// The keys this run stored, when the table was empty at start (shared by the
+    /// connections): while trusted, batches go by it instead of looking their keys up.
+    written: Option<Arc<Written>>,
 }
 
 /// Run on every connection persist loads through. A load's transaction never waits on
@@ -150,7 +166,12 @@ pub struct PostgresConnection {
 const SESSION_SETUP: &str = "SET idle_in_transaction_session_timeout = '5s'";
 
 impl PostgresConnection {
-    async fn new(spec: ConnectSpec, client: Client, layout: &Layout) -> Result<PostgresConnection> {
+    async fn new(
+        spec: ConnectSpec,
+        client: Client,
+        layout: &Layout,
+        written: Option<Arc<Written>>,
+    ) -> Result<PostgresConnection> {
         client
             .batch_execute(SESSION_SETUP)
             .await
@@ -166,6 +187,7 @@ impl PostgresConnection {
             layout: layout.clone(),
             copy_in: CopyIn::plan(layout),
             mostly_new: true,
+            written,
         };
         // Prepare now, so a statement the server refuses is an error at start.
         l.prepare().await.map_err(|e| match e {
@@ -186,7 +208,13 @@ impl PostgresConnection {
             .connect()
             .await
             .map_err(|e| Error::unavailable(self.spec.failure(&e)))?;
-        PostgresConnection::new(self.spec.clone(), client, &self.layout).await
+        PostgresConnection::new(
+            self.spec.clone(),
+            client,
+            &self.layout,
+            self.written.clone(),
+        )
+        .await
     }
 
     async fn prepare(&mut self) -> std::result::Result<(), LoadError> {
@@ -232,6 +260,18 @@ impl PostgresConnection {
         // splitting until each refused row stands alone.
         match self.transaction(&upserts, &deletes, commits, None).await {
             Err(LoadError::Fatal(e)) if is_row_error(&e) => {
+                if is_unique_violation(&e) {
+                    // A key this run did not store was (another writer's): look keys up
+                    // from now on.
+                    if let Some(w) = self.written.as_ref().filter(|w| w.trusted()) {
+                        tracing::info!(
+                            "persist: {} holds keys another writer stored: batches look \
+                             their keys up from now on",
+                            self.layout.table
+                        );
+                        w.distrust();
+                    }
+                }
                 self.transaction(&upserts, &deletes, commits, Some(&mut reject_upsert))
                     .await
             }
@@ -270,9 +310,24 @@ impl PostgresConnection {
         match isolate {
             None => {
                 if !rows.is_empty() {
-                    let (ins, touched) = match self.copy_in.as_ref().filter(|_| self.mostly_new) {
-                        Some(c) => copy_then_upsert(&tx, c, stmt, &self.layout, rows).await?,
-                        None => upsert(&tx, stmt, &self.layout, rows).await?,
+                    let written = self.written.as_deref().filter(|w| w.trusted());
+                    let (ins, touched) = match (self.copy_in.as_ref(), written) {
+                        (Some(c), Some(w)) => {
+                            let stored = |r: &Row| w.may_hold(&r.key);
+                            copy_then_upsert(&tx, c, stmt, &self.layout, rows, Some(stored)).await?
+                        }
+                        (Some(c), None) if self.mostly_new => {
+                            copy_then_upsert(
+                                &tx,
+                                c,
+                                stmt,
+                                &self.layout,
+                                rows,
+                                None::<fn(&Row) -> bool>,
+                            )
+                            .await?
+                        }
+                        _ => upsert(&tx, stmt, &self.layout, rows).await?,
                     };
                     self.mostly_new = ins * 2 >= rows.len() as u64;
                     loaded.inserted = ins;
@@ -314,6 +369,9 @@ impl PostgresConnection {
             loaded.deleted = delete(&tx, &self.layout, deletes).await?;
         }
         tx.commit().await.map_err(fault)?;
+        if let Some(w) = self.written.as_deref().filter(|w| w.trusted()) {
+            w.add(rows.iter().map(|r| r.key.as_str()));
+        }
         Ok(loaded)
     }
 }
@@ -354,20 +412,45 @@ async fn delete(
 }
 
 /// The rows whose keys are not stored by COPY, the others by the upsert; returns
-/// (inserted, inserted + updated).
+/// (inserted, inserted + updated). Which keys are stored is `stored`'s answer when given
+/// (the keys this run wrote, see [`super::written`]), else the server's.
 async fn copy_then_upsert(
     tx: &tokio_postgres::Transaction<'_>,
     copy_in: &CopyIn,
     stmt: &Statement,
     layout: &Layout,
     rows: &[&Row],
+    stored: Option<impl Fn(&Row) -> bool>,
 ) -> std::result::Result<(u64, u64), LoadError> {
-    let (stored, now) = copy_in.lookup(tx, rows).await.map_err(fault)?;
-    let (old, new): (Vec<&Row>, Vec<&Row>) =
-        rows.iter().copied().partition(|r| stored.contains(&r.key));
+    let (old, new): (Vec<&Row>, Vec<&Row>) = match stored {
+        Some(stored) => rows.iter().copied().partition(|r| stored(r)),
+        None => {
+            let (stored, now) = copy_in.lookup(tx, rows).await.map_err(fault)?;
+            let (old, new) = rows.iter().copied().partition(|r| stored.contains(&r.key));
+            return copy_and_upsert(tx, copy_in, stmt, layout, old, new, Some(now)).await;
+        }
+    };
+    copy_and_upsert(tx, copy_in, stmt, layout, old, new, None).await
+}
+
+/// `new` by COPY (with the transaction's `now()` as its timestamps: `now` when known),
+/// `old` by the upsert; returns (inserted, inserted + updated).
+async fn copy_and_upsert(
+    tx: &tokio_postgres::Transaction<'_>,
+    copy_in: &CopyIn,
+    stmt: &Statement,
+    layout: &Layout,
+    old: Vec<&Row>,
+    new: Vec<&Row>,
+    now: Option<std::time::SystemTime>,
+) -> std::result::Result<(u64, u64), LoadError> {
     let copied = if new.is_empty() {
         0
     } else {
+        let now = match now {
+            Some(now) => now,
+            None => copy_in.now(tx).await.map_err(fault)?,
+        };
         copy_in.copy(tx, layout, &new, now).await.map_err(fault)?
     };
     let (ins, touched) = if old.is_empty() {
@@ -583,6 +666,13 @@ fn fault(e: tokio_postgres::Error) -> LoadError {
 
 /// Whether a refused statement is about the data of some row (isolate it), not about the
 /// table or the session: data exceptions (22), integrity violations (23), limits (54).
+/// A key stored twice (SQLSTATE 23505): by COPY, a key that was stored after all.
+fn is_unique_violation(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<tokio_postgres::Error>()
+        .and_then(|e| e.code())
+        .is_some_and(|c| *c == tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+}
+
 fn is_row_error(e: &anyhow::Error) -> bool {
     e.downcast_ref::<tokio_postgres::Error>()
         .and_then(|e| e.code())
