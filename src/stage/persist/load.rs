@@ -4,7 +4,6 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -261,9 +260,6 @@ pub async fn run(
     let mut pending = empty_batches(pool.senders.len(), batch_size);
     let mut oldest: Option<Instant> = None;
     let mut keys = crate::position::Keys::default();
-    // Any fixed hash spreads keys; SipHash's defence against chosen keys is not needed
-    // here (it was 2 % of the pipeline's time into PostgreSQL).
-    let hasher = foldhash::fast::FixedState::default();
     let meta_field = shared.ctx.meta_field.clone();
     let mut open = true;
     while open {
@@ -314,7 +310,7 @@ pub async fn run(
                     let i = if row.pos.is_some() {
                         0
                     } else {
-                        (hasher.hash_one(&row.key) % n as u64) as usize
+                        (row.key_hash % n as u64) as usize
                     };
                     pending[i].push(row);
                     oldest.get_or_insert_with(Instant::now);

@@ -307,25 +307,24 @@ impl PostgresConnection {
             }
         }
         let mut loaded = Loaded::default();
+        // The rows' key hashes in one place, read twice: before (which keys are new) and
+        // after the commit (the keys stored), when the rows themselves are long out of
+        // the cache.
+        let written = self.written.as_deref().filter(|w| w.trusted());
+        let hashes: Vec<u64> = match written {
+            Some(_) => rows.iter().map(|r| r.key_hash).collect(),
+            None => Vec::new(),
+        };
         match isolate {
             None => {
                 if !rows.is_empty() {
-                    let written = self.written.as_deref().filter(|w| w.trusted());
                     let (ins, touched) = match (self.copy_in.as_ref(), written) {
                         (Some(c), Some(w)) => {
-                            let stored = |r: &Row| w.may_hold(&r.key);
+                            let stored = w.may_hold(hashes.iter().copied());
                             copy_then_upsert(&tx, c, stmt, &self.layout, rows, Some(stored)).await?
                         }
                         (Some(c), None) if self.mostly_new => {
-                            copy_then_upsert(
-                                &tx,
-                                c,
-                                stmt,
-                                &self.layout,
-                                rows,
-                                None::<fn(&Row) -> bool>,
-                            )
-                            .await?
+                            copy_then_upsert(&tx, c, stmt, &self.layout, rows, None).await?
                         }
                         _ => upsert(&tx, stmt, &self.layout, rows).await?,
                     };
@@ -369,8 +368,8 @@ impl PostgresConnection {
             loaded.deleted = delete(&tx, &self.layout, deletes).await?;
         }
         tx.commit().await.map_err(fault)?;
-        if let Some(w) = self.written.as_deref().filter(|w| w.trusted()) {
-            w.add(rows.iter().map(|r| r.key.as_str()));
+        if let Some(w) = written.filter(|w| w.trusted()) {
+            w.add(hashes.into_iter());
         }
         Ok(loaded)
     }
@@ -412,18 +411,26 @@ async fn delete(
 }
 
 /// The rows whose keys are not stored by COPY, the others by the upsert; returns
-/// (inserted, inserted + updated). Which keys are stored is `stored`'s answer when given
-/// (the keys this run wrote, see [`super::written`]), else the server's.
+/// (inserted, inserted + updated). Which keys are stored is `stored` when given (a flag
+/// a row: whether this run may have written its key, see [`super::written`]), else the
+/// server's answer.
 async fn copy_then_upsert(
     tx: &tokio_postgres::Transaction<'_>,
     copy_in: &CopyIn,
     stmt: &Statement,
     layout: &Layout,
     rows: &[&Row],
-    stored: Option<impl Fn(&Row) -> bool>,
+    stored: Option<Vec<bool>>,
 ) -> std::result::Result<(u64, u64), LoadError> {
     let (old, new): (Vec<&Row>, Vec<&Row>) = match stored {
-        Some(stored) => rows.iter().copied().partition(|r| stored(r)),
+        Some(stored) => {
+            let (old, new): (Vec<_>, Vec<_>) =
+                rows.iter().copied().zip(stored).partition(|(_, s)| *s);
+            (
+                old.into_iter().map(|(r, _)| r).collect(),
+                new.into_iter().map(|(r, _)| r).collect(),
+            )
+        }
         None => {
             let (stored, now) = copy_in.lookup(tx, rows).await.map_err(fault)?;
             let (old, new) = rows.iter().copied().partition(|r| stored.contains(&r.key));
