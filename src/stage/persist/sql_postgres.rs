@@ -20,7 +20,7 @@ use crate::event::Reject;
 use crate::exit::{Error, Exit, Result};
 use crate::postgres::{create_if_absent, message, offsets_ddl, quote_ident, ConnectSpec, Table};
 
-use super::copy_in::CopyIn;
+use super::copy_in::{CopyIn, CopyStatements};
 use super::layout::{create_table_sql, resolve_layout};
 use super::offsets::{Commit, StreamKey};
 use super::written::Written;
@@ -142,6 +142,9 @@ pub struct PostgresConnection {
     offsets_sql: String,
     offsets_table: String,
     load: Option<Statement>,
+    /// The COPY path's statements, prepared once a connection (each batch would
+    /// otherwise prepare them anew: a round trip apiece, while the server idles).
+    copy_stmts: Option<CopyStatements>,
     offsets_ready: bool,
     layout: Layout,
     /// New keys by COPY, when the table allows it ([`CopyIn::plan`]).
@@ -183,6 +186,7 @@ impl PostgresConnection {
             offsets_sql: offsets_sql(&layout.offsets_table),
             offsets_table: layout.offsets_table.quoted(),
             load: None,
+            copy_stmts: None,
             offsets_ready: false,
             layout: layout.clone(),
             copy_in: CopyIn::plan(layout),
@@ -221,6 +225,7 @@ impl PostgresConnection {
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.client = None;
             self.load = None;
+            self.copy_stmts = None;
             let c = self.spec.connect().await.map_err(|e| {
                 LoadError::Transient(anyhow::anyhow!("{}: {e}", self.spec.display()))
             })?;
@@ -230,6 +235,10 @@ impl PostgresConnection {
         if self.load.is_none() {
             let client = self.client.as_ref().expect("connected above");
             self.load = Some(client.prepare(&self.load_sql).await.map_err(fault)?);
+        }
+        if let (None, Some(copy_in)) = (&self.copy_stmts, &self.copy_in) {
+            let client = self.client.as_ref().expect("connected above");
+            self.copy_stmts = Some(copy_in.prepare(client).await.map_err(fault)?);
         }
         Ok(())
     }
@@ -318,7 +327,7 @@ impl PostgresConnection {
         match isolate {
             None => {
                 if !rows.is_empty() {
-                    let (ins, touched) = match (self.copy_in.as_ref(), written) {
+                    let (ins, touched) = match (self.copy_stmts.as_ref(), written) {
                         (Some(c), Some(w)) => {
                             let stored = w.may_hold(hashes.iter().copied());
                             copy_then_upsert(&tx, c, stmt, &self.layout, rows, Some(stored)).await?
@@ -416,7 +425,7 @@ async fn delete(
 /// server's answer.
 async fn copy_then_upsert(
     tx: &tokio_postgres::Transaction<'_>,
-    copy_in: &CopyIn,
+    copy_in: &CopyStatements,
     stmt: &Statement,
     layout: &Layout,
     rows: &[&Row],
@@ -444,7 +453,7 @@ async fn copy_then_upsert(
 /// `old` by the upsert; returns (inserted, inserted + updated).
 async fn copy_and_upsert(
     tx: &tokio_postgres::Transaction<'_>,
-    copy_in: &CopyIn,
+    copy_in: &CopyStatements,
     stmt: &Statement,
     layout: &Layout,
     old: Vec<&Row>,
