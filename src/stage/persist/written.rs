@@ -173,43 +173,39 @@ mod tests {
     use super::super::mapping::key_hash;
     use super::*;
 
+    /// How many of `keys` the filter may hold.
+    fn held(w: &Written, keys: &[String]) -> usize {
+        let held = w.may_hold(keys.iter().map(|k| key_hash(k)));
+        held.iter().filter(|h| **h).count()
+    }
+
     #[test]
     fn keys_added_are_held_and_others_mostly_not() {
         let w = Written::new();
         let keys: Vec<String> = (0..10_000).map(|i| format!("evt-{i:012}")).collect();
         w.add(keys.iter().map(|k| key_hash(k)));
-        assert!(w
-            .may_hold(keys.iter().map(|k| key_hash(k)))
-            .iter()
-            .all(|h| *h));
+        assert_eq!(held(&w, &keys), keys.len());
         let others: Vec<String> = (10_000..20_000).map(|i| format!("evt-{i:012}")).collect();
-        let others = w
-            .may_hold(others.iter().map(|k| key_hash(k)))
-            .iter()
-            .filter(|h| **h)
-            .count();
         // Far fewer than the filter's 1.2 % at capacity, with 0.5 % of it filled.
-        assert!(others < 50, "{others} false positives in 10,000");
-        // At capacity, about 1.2 % (a little more here).
+        let wrong = held(&w, &others);
+        assert!(wrong < 50, "{wrong} false positives in 10,000");
+        assert!(w.trusted());
+        w.distrust();
+        assert!(!w.trusted());
+
+        // At capacity (a key whose bits were all set already is not counted: a little
+        // over), about 1.2 %, and given up.
         let full = Written::new();
-        // (A key whose bits were all set already is not counted: a little over.)
         let keys: Vec<String> = (0..CAPACITY + CAPACITY / 50)
             .map(|i| format!("k{i}"))
             .collect();
         full.add(keys.iter().map(|k| key_hash(k)));
         assert!(!full.trusted(), "given up at capacity");
         let others: Vec<String> = (0..100_000).map(|i| format!("other-{i}")).collect();
-        let others = full
-            .may_hold(others.iter().map(|k| key_hash(k)))
-            .iter()
-            .filter(|h| **h)
-            .count();
+        let wrong = held(&full, &others);
         assert!(
-            (500..2_000).contains(&others),
-            "{others} false positives in 100,000"
+            (500..2_000).contains(&wrong),
+            "{wrong} false positives in 100,000"
         );
-        assert!(w.trusted());
-        w.distrust();
-        assert!(!w.trusted());
     }
 }
