@@ -8,13 +8,15 @@
 //! of the index per key, and the transaction's `now()` for the timestamps, in one round
 //! trip); the rows of the others go in by COPY, and only the stored ones through the
 //! upsert with its version rule. Into a table that was empty at start, the keys this run
-//! stored answer that instead, with no lookup ([`super::written`]).
-//! Each connection prepares the statements once ([`CopyStatements`]): a statement
-//! prepared per batch cost a round trip each while the server waited (2-3 % of a load). Every guarantee stays: the batch's winners were picked
-//! before, the rows and the offsets share the transaction, and a COPY the server refuses
-//! (a row it cannot store, or a key another writer stored since the lookup, which is a
-//! unique violation) fails the transaction like a refused upsert does: it is redone
-//! through the upsert statement, row errors isolated, see [`super::load`].
+//! stored answer that instead, with no lookup ([`super::written`]). Each connection
+//! prepares the statements once ([`CopyStatements`]): prepared per batch, they cost a
+//! round trip each while the server waited (2-3 % of a load).
+//!
+//! Every guarantee stays: the batch's winners were picked before, the rows and the
+//! offsets share the transaction, and a COPY the server refuses (a row it cannot store,
+//! or a key another writer stored since the lookup, which is a unique violation) fails
+//! the transaction like a refused upsert does: it is redone through the upsert
+//! statement, row errors isolated, see [`super::load`].
 //!
 //! Only for tables whose columns take the values as persist has them without a cast:
 //! the key `text`/`varchar`, `payload`/`meta` `jsonb`, `version` `bigint`, the

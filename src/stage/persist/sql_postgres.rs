@@ -431,35 +431,26 @@ async fn copy_then_upsert(
     rows: &[&Row],
     stored: Option<Vec<bool>>,
 ) -> std::result::Result<(u64, u64), LoadError> {
-    let (old, new): (Vec<&Row>, Vec<&Row>) = match stored {
-        Some(stored) => {
-            let (old, new): (Vec<_>, Vec<_>) =
-                rows.iter().copied().zip(stored).partition(|(_, s)| *s);
+    // The lookup gives the transaction's `now()` too; without it, it is asked for when
+    // there are rows to COPY.
+    let (stored, now) = match stored {
+        Some(stored) => (stored, None),
+        None => {
+            let (keys, now) = copy_in.lookup(tx, rows).await.map_err(fault)?;
             (
-                old.into_iter().map(|(r, _)| r).collect(),
-                new.into_iter().map(|(r, _)| r).collect(),
+                rows.iter().map(|r| keys.contains(&r.key)).collect(),
+                Some(now),
             )
         }
-        None => {
-            let (stored, now) = copy_in.lookup(tx, rows).await.map_err(fault)?;
-            let (old, new) = rows.iter().copied().partition(|r| stored.contains(&r.key));
-            return copy_and_upsert(tx, copy_in, stmt, layout, old, new, Some(now)).await;
-        }
     };
-    copy_and_upsert(tx, copy_in, stmt, layout, old, new, None).await
-}
-
-/// `new` by COPY (with the transaction's `now()` as its timestamps: `now` when known),
-/// `old` by the upsert; returns (inserted, inserted + updated).
-async fn copy_and_upsert(
-    tx: &tokio_postgres::Transaction<'_>,
-    copy_in: &CopyStatements,
-    stmt: &Statement,
-    layout: &Layout,
-    old: Vec<&Row>,
-    new: Vec<&Row>,
-    now: Option<std::time::SystemTime>,
-) -> std::result::Result<(u64, u64), LoadError> {
+    let (mut old, mut new) = (Vec::new(), Vec::new());
+    for (row, stored) in rows.iter().copied().zip(stored) {
+        if stored {
+            old.push(row)
+        } else {
+            new.push(row)
+        }
+    }
     let copied = if new.is_empty() {
         0
     } else {
@@ -680,8 +671,6 @@ fn fault(e: tokio_postgres::Error) -> LoadError {
     }
 }
 
-/// Whether a refused statement is about the data of some row (isolate it), not about the
-/// table or the session: data exceptions (22), integrity violations (23), limits (54).
 /// A key stored twice (SQLSTATE 23505): by COPY, a key that was stored after all.
 fn is_unique_violation(e: &anyhow::Error) -> bool {
     e.downcast_ref::<tokio_postgres::Error>()
@@ -689,6 +678,8 @@ fn is_unique_violation(e: &anyhow::Error) -> bool {
         .is_some_and(|c| *c == tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
 }
 
+/// Whether a refused statement is about the data of some row (isolate it), not about the
+/// table or the session: data exceptions (22), integrity violations (23), limits (54).
 fn is_row_error(e: &anyhow::Error) -> bool {
     e.downcast_ref::<tokio_postgres::Error>()
         .and_then(|e| e.code())
