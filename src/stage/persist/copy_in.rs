@@ -133,7 +133,8 @@ impl CopyStatements {
     }
 
     /// The transaction's `now()`, what the upsert statement writes as first_seen and
-    /// updated_at (for a batch whose keys were not looked up).
+    /// updated_at (for a batch whose keys were not looked up, and with none stored: the
+    /// upsert of the stored ones answers it too).
     pub async fn now(&self, tx: &Transaction<'_>) -> Result<SystemTime, tokio_postgres::Error> {
         Ok(tx.query_one(&self.now, &[]).await?.get(0))
     }
