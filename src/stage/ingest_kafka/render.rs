@@ -21,7 +21,7 @@ use super::{Config, Format};
 /// Turns the polled batches into events, in order, and sends them on; rejects become dead
 /// letters. Each batch's lines share one buffer.
 pub(super) fn render_batches(
-    rx: std::sync::mpsc::Receiver<RawBatch>,
+    rx: std::sync::mpsc::Receiver<RawBatch<'_>>,
     consumer: &Arc<BaseConsumer<Callbacks>>,
     output: &Sender<Batch>,
     cfg: &Config,
@@ -36,13 +36,19 @@ pub(super) fn render_batches(
     let mut read = Positions::default();
     for raw in rx {
         read.merge(&raw.positions);
-        ctx.tally
-            .consumed(raw.msgs.len() as u64, raw.bytes.len() as u64);
-        let mut text = String::with_capacity(raw.bytes.len() + raw.msgs.len() * extra);
+        ctx.tally.consumed(raw.msgs.len() as u64, raw.bytes);
+        let mut text = String::with_capacity(raw.bytes as usize + raw.msgs.len() * extra);
         let mut spans = Vec::with_capacity(raw.msgs.len());
         let with_meta = cfg.format == Format::Events && !cfg.no_meta;
         for m in &raw.msgs {
-            let body = &raw.bytes[m.payload.clone()];
+            let msg = &m.msg;
+            let kcat;
+            let body = if cfg.format == Format::Kcat {
+                kcat = kcat_line(msg);
+                kcat.as_bytes()
+            } else {
+                msg.payload().unwrap_or(b"{}")
+            };
             let at = text.len();
             meta.clear();
             if with_meta {
@@ -61,7 +67,10 @@ pub(super) fn render_batches(
                         reject.kind,
                         format!(
                             "{}/{}@{}: {}",
-                            raw.runs[m.run as usize].topic, m.partition, m.offset, reject.reason
+                            raw.runs[m.run as usize].topic,
+                            msg.partition(),
+                            msg.offset(),
+                            reject.reason
                         ),
                     );
                     ctx.dead.keep("ingest-kafka", &source, &mut ev, &r)?;
@@ -158,42 +167,41 @@ pub(super) fn render(
 }
 
 /// Appends the metadata object of the message `m` of `raw` to `out`.
-fn push_meta(out: &mut String, m: &RawMsg, raw: &RawBatch, names: &Names) {
-    let run = &raw.runs[m.run as usize];
+fn push_meta(out: &mut String, m: &RawMsg<'_>, raw: &RawBatch<'_>, names: &Names) {
+    let (run, msg) = (&raw.runs[m.run as usize], &m.msg);
     let mut num = itoa::Buffer::new();
     out.push_str("{\"source\":\"kafka\",\"group\":");
     out.push_str(&names.group);
     out.push_str(",\"topic\":");
     out.push_str(&run.topic_json);
     out.push_str(",\"partition\":");
-    out.push_str(num.format(m.partition));
+    out.push_str(num.format(msg.partition()));
     out.push_str(",\"offset\":");
-    out.push_str(num.format(m.offset));
+    out.push_str(num.format(msg.offset()));
     if let Some(e) = run.epoch {
         out.push_str(",\"epoch\":");
         out.push_str(num.format(e));
     }
     out.push_str(",\"key\":");
-    match &m.key {
+    match msg.key() {
         None => out.push_str("null"),
         Some(k) => {
-            if push_text_or_b64(out, &raw.bytes[k.clone()]) {
+            if push_text_or_b64(out, k) {
                 out.push_str(",\"key_encoding\":\"base64\"");
             }
         }
     }
     out.push_str(",\"timestamp\":");
-    match m.timestamp {
+    match msg.timestamp().to_millis() {
         Some(t) => out.push_str(num.format(t)),
         None => out.push_str("null"),
     }
     out.push_str(",\"headers\":");
-    if m.headers.is_empty() {
-        out.push_str("[]");
-    } else {
-        out.push_str(&raw.headers[m.headers.clone()]);
+    match msg.headers() {
+        Some(h) => push_headers(out, h),
+        None => out.push_str("[]"),
     }
-    if m.tombstone {
+    if msg.payload().is_none() {
         out.push_str(",\"tombstone\":true");
     }
     out.push('}');
