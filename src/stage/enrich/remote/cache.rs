@@ -56,9 +56,14 @@ impl Cache {
 
     /// The answer kept for `key`, if one is and is still fresh.
     pub fn kept(&self, key: &str) -> Option<Answer> {
+        self.kept_at(key, Instant::now())
+    }
+
+    /// The answer kept for `key`, if one is and is still fresh at `now`.
+    pub fn kept_at(&self, key: &str, now: Instant) -> Option<Answer> {
         let mut kept = self.kept.as_ref()?.lock().expect("not poisoned");
         match kept.get(key) {
-            Some((answer, until)) if *until > Instant::now() => Some(answer.clone()),
+            Some((answer, until)) if *until > now => Some(answer.clone()),
             Some(_) => {
                 kept.pop(key);
                 None

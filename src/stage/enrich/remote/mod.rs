@@ -512,21 +512,47 @@ impl Remote {
         futures::future::join_all(lookups).await
     }
 
-    /// Every event's request, and the answers kept for them.
+    /// Every event's request, and the answers kept for them. The key of each is rendered
+    /// first, into a buffer the batch reuses: with a warm cache most events need no more
+    /// (no allocation, one look at the clock a batch), and only the others become
+    /// requests.
     fn kept(&self, events: &mut [Event], meta: &str) -> Kept {
         let mut looked = Vec::with_capacity(events.len());
         let mut waiting = Vec::new();
         let mut hits = 0;
+        let mut key = String::new();
+        // A batch is looked at in a millisecond or two; answers kept for seconds or more
+        // may outlive their time by that much.
+        let now = Instant::now();
         for (i, event) in events.iter_mut().enumerate() {
-            let request = event.decode().and_then(|()| self.request(event, meta));
-            let request = match request {
+            key.clear();
+            let kept = event
+                .decode()
+                .and_then(|()| self.key_into(event, meta, &mut key));
+            let answer = match kept {
+                Ok(_) => self.cache.kept_at(&key, now),
+                Err(reject) => {
+                    looked.push(Some(Err(reject)));
+                    continue;
+                }
+            };
+            let answer = match answer {
+                Some(Answer::Found(text)) => {
+                    hits += 1;
+                    looked.push(Some(Ok(Looked::Set(text))));
+                    continue;
+                }
+                other => other,
+            };
+            // Not found (its dead letter names the request), or to be called.
+            let request = match self.request(event, meta) {
                 Ok(r) => r,
                 Err(reject) => {
                     looked.push(Some(Err(reject)));
                     continue;
                 }
             };
-            match self.cache.kept(&request.key) {
+            match answer {
                 Some(answer) => {
                     hits += 1;
                     looked.push(Some(self.judge(Ok(answer), &request)));
@@ -544,44 +570,82 @@ impl Remote {
         }
     }
 
-    fn request(&self, event: &mut Event, meta: &str) -> std::result::Result<Request, Reject> {
-        let (key, call): (Arc<str>, Call) = match &self.backend {
+    /// Renders the key of `event`'s request (what the cache and single flight know it by)
+    /// into `key`: the URL, then a newline and the body when there is one; the query's
+    /// arguments as a JSON array. Returns where the URL ends (for SQL, the key's length).
+    fn key_into(
+        &self,
+        event: &mut Event,
+        meta: &str,
+        key: &mut String,
+    ) -> std::result::Result<usize, Reject> {
+        match &self.backend {
             Backend::Http { url, body, .. } => {
-                let mut rendered = String::with_capacity(url.prefix().len() + 32);
-                url.render(event, meta, Fill::Url, &mut rendered)?;
-                let body = match body {
-                    Some(t) => {
-                        let mut b = String::new();
-                        t.render(event, meta, Fill::Json, &mut b)?;
-                        Some(b)
-                    }
-                    None => None,
-                };
-                // The method is the stage's: the URL (and body) tell requests apart.
-                let url: Arc<str> = rendered.into();
-                let key = match &body {
-                    Some(b) => format!("{url}\n{b}").into(),
-                    None => url.clone(),
-                };
-                (key, Call::Http { url, body })
+                url.render(event, meta, Fill::Url, key)?;
+                let end = key.len();
+                if let Some(t) = body {
+                    // The method is the stage's: the URL and body tell requests apart.
+                    key.push('\n');
+                    t.render(event, meta, Fill::Json, key)?;
+                }
+                Ok(end)
             }
             Backend::Sql { args, .. } => {
-                let mut params = Vec::with_capacity(args.len());
-                for path in args {
-                    let Some(raw) = event.get(path, meta) else {
-                        return Err(Reject::new(
-                            "missing_field",
-                            format!("no field {path} for the lookup"),
-                        ));
-                    };
-                    params.push(sql::param(raw));
+                let params = self.sql_params(args, event, meta)?;
+                key.push_str(&serde_json::to_string(&params).expect("strings"));
+                Ok(key.len())
+            }
+        }
+    }
+
+    fn request(&self, event: &mut Event, meta: &str) -> std::result::Result<Request, Reject> {
+        let (key, call): (Arc<str>, Call) = match &self.backend {
+            Backend::Http { body, .. } => {
+                let mut rendered = String::new();
+                let end = self.key_into(event, meta, &mut rendered)?;
+                let url: Arc<str> = rendered[..end].into();
+                match body {
+                    Some(_) => {
+                        let body = rendered[end + 1..].to_owned();
+                        (
+                            rendered.into(),
+                            Call::Http {
+                                url,
+                                body: Some(body),
+                            },
+                        )
+                    }
+                    None => (url.clone(), Call::Http { url, body: None }),
                 }
+            }
+            Backend::Sql { args, .. } => {
+                let params = self.sql_params(args, event, meta)?;
                 // The values as a JSON array: distinct for distinct arguments.
                 let key = serde_json::to_string(&params).expect("strings").into();
                 (key, Call::Sql { params })
             }
         };
         Ok(Request { key, call })
+    }
+
+    /// The `--sql-args` values of `event`, in text form (`None`: NULL).
+    fn sql_params(
+        &self,
+        args: &[FieldPath],
+        event: &mut Event,
+        meta: &str,
+    ) -> std::result::Result<Vec<Option<String>>, Reject> {
+        let mut params = Vec::with_capacity(args.len());
+        for path in args {
+            let Some(raw) = event.get(path, meta) else {
+                return Err(Reject::new(
+                    "missing_field",
+                    format!("no field {path} for the lookup"),
+                ));
+            };
+            params.push(sql::param(raw));
+        }
+        Ok(params)
     }
 
     /// The breaker of `service`, made at its first call (then true).

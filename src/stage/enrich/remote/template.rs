@@ -134,10 +134,16 @@ pub fn write_value(raw: &str, fill: Fill, out: &mut String) {
     match fill {
         Fill::Json => out.push_str(raw),
         Fill::Url => {
-            let text = if raw.starts_with('"') {
-                serde_json::from_str::<String>(raw).unwrap_or_else(|_| raw.to_owned())
-            } else {
-                raw.to_owned()
+            // A string's text (as it is between its quotes when it holds no escape), or
+            // any other value's JSON text: no copy in the common cases.
+            let text: std::borrow::Cow<'_, str> = match raw.strip_prefix('"') {
+                Some(inner) if !inner.contains('\\') => {
+                    inner.strip_suffix('"').unwrap_or(inner).into()
+                }
+                Some(_) => serde_json::from_str::<String>(raw)
+                    .unwrap_or_else(|_| raw.to_owned())
+                    .into(),
+                None => raw.into(),
             };
             out.extend(utf8_percent_encode(&text, KEEP));
         }
@@ -200,6 +206,12 @@ mod tests {
             r#"{"id": 42, "who": {"id":"x&y"}, "lit": {"a":1}}"#
         );
         assert_eq!(render("a{{b}", event, Fill::Url).unwrap(), "a{b}");
+        // A string with escapes is decoded first; an empty one is empty.
+        let escaped = r#"{"s":"q\"\u00e9\\/","e":""}"#;
+        assert_eq!(
+            render("https://svc/{s}/{e}", escaped, Fill::Url).unwrap(),
+            "https://svc/q%22%C3%A9%5C%2F/"
+        );
     }
 
     #[test]
