@@ -1,5 +1,5 @@
-//! The polling thread: messages into raw batches (payload and metadata copied once),
-//! where each partition ends, and the offsets read.
+//! The polling thread: messages into raw batches (the messages themselves, for the
+//! rendering thread), where each partition ends, and the offsets read.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -155,9 +155,9 @@ pub(super) fn consume(config: Config, output: Sender<Batch>, ctx: Ctx) -> Result
         meta_key: json::quote(&meta_field),
         meta_field: meta_field.to_string(),
     };
-    // Two threads: this one polls and copies each message's payload and metadata into a
-    // batch; the other one checks the payloads and turns the batch into events. On two
-    // cores the JSON check no longer holds up polling.
+    // Two threads: this one polls the messages into batches; the other one reads them,
+    // checks the payloads and turns each batch into events. On two cores that work no
+    // longer holds up polling.
     let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel::<RawBatch<'_>>(2);
     std::thread::scope(|s| {
         let renderer = std::thread::Builder::new()

@@ -23,13 +23,10 @@
 //! timestamps `timestamptz`, and no `--column`s ([`Layout::binary_copy`]).
 
 use std::collections::HashSet;
-use std::time::SystemTime;
-
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::SinkExt;
-use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Statement, Transaction};
 
 use crate::postgres::quote_ident;
@@ -50,12 +47,12 @@ const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 /// Seconds from the Unix epoch to PostgreSQL's (2000-01-01), which timestamps count from.
 const PG_EPOCH_SECS: u64 = 946_684_800;
 
-/// The statements and column types of one table's COPY path (its columns are the
-/// layout's, in [`CopyIn::copy`]'s order).
+/// The statements of one table's COPY path (its columns are the layout's, in
+/// [`CopyStatements::copy`]'s order), and how many columns it writes.
 pub struct CopyIn {
     lookup: String,
     copy: String,
-    types: Vec<Type>,
+    fields: i16,
 }
 
 impl CopyIn {
@@ -68,17 +65,15 @@ impl CopyIn {
         let key = q(&l.key_column);
         let table = l.table.quoted();
         let mut cols = vec![key.clone()];
-        let mut types = vec![Type::TEXT];
-        for (present, name, ty) in [
-            (l.payload, "payload", Type::JSONB),
-            (l.meta, "meta", Type::JSONB),
-            (l.version.is_some(), "version", Type::INT8),
-            (l.first_seen, "first_seen", Type::TIMESTAMPTZ),
-            (l.updated_at, "updated_at", Type::TIMESTAMPTZ),
+        for (present, name) in [
+            (l.payload, "payload"),
+            (l.meta, "meta"),
+            (l.version.is_some(), "version"),
+            (l.first_seen, "first_seen"),
+            (l.updated_at, "updated_at"),
         ] {
             if present {
                 cols.push(q(name));
-                types.push(ty);
             }
         }
         Some(CopyIn {
@@ -89,7 +84,7 @@ impl CopyIn {
                 "COPY {table} ({}) FROM STDIN (FORMAT binary)",
                 cols.join(", ")
             ),
-            types,
+            fields: cols.len() as i16,
         })
     }
 
@@ -99,7 +94,7 @@ impl CopyIn {
             lookup: client.prepare(&self.lookup).await?,
             copy: client.prepare(&self.copy).await?,
             now: client.prepare("SELECT now()").await?,
-            types: self.types.clone(),
+            fields: self.fields,
         })
     }
 }
@@ -109,7 +104,7 @@ pub struct CopyStatements {
     lookup: Statement,
     copy: Statement,
     now: Statement,
-    types: Vec<Type>,
+    fields: i16,
 }
 
 impl CopyStatements {
@@ -152,12 +147,11 @@ impl CopyStatements {
     ) -> Result<u64, tokio_postgres::Error> {
         let sink = tx.copy_in::<_, Bytes>(&self.copy).await?;
         let mut sink = std::pin::pin!(sink);
-        let fields = self.types.len() as i16;
         let now = pg_micros(now);
         let mut buf = BytesMut::with_capacity(CHUNK + 64 * 1024);
         buf.put_slice(HEADER);
         for r in rows {
-            buf.put_i16(fields);
+            buf.put_i16(self.fields);
             put_text(&mut buf, None, &r.key);
             if l.payload {
                 put_text(&mut buf, Some(1), r.payload());

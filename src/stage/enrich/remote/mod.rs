@@ -529,8 +529,8 @@ impl Remote {
             let kept = event
                 .decode()
                 .and_then(|()| self.key_into(event, meta, &mut key));
-            let answer = match kept {
-                Ok(_) => self.cache.kept_at(&key, now),
+            let (answer, end) = match kept {
+                Ok(end) => (self.cache.kept_at(&key, now), end),
                 Err(reject) => {
                     looked.push(Some(Err(reject)));
                     continue;
@@ -545,7 +545,7 @@ impl Remote {
                 other => other,
             };
             // Not found (its dead letter names the request), or to be called.
-            let request = match self.request(event, meta) {
+            let request = match self.request(event, meta, &key, end) {
                 Ok(r) => r,
                 Err(reject) => {
                     looked.push(Some(Err(reject)));
@@ -598,34 +598,36 @@ impl Remote {
         }
     }
 
-    fn request(&self, event: &mut Event, meta: &str) -> std::result::Result<Request, Reject> {
-        let (key, call): (Arc<str>, Call) = match &self.backend {
+    /// The request of `event`, whose key [`Remote::key_into`] rendered (`end`: where its
+    /// URL ends): the URL and body are taken from the key, not rendered again.
+    fn request(
+        &self,
+        event: &mut Event,
+        meta: &str,
+        key: &str,
+        end: usize,
+    ) -> std::result::Result<Request, Reject> {
+        let call = match &self.backend {
             Backend::Http { body, .. } => {
-                let mut rendered = String::new();
-                let end = self.key_into(event, meta, &mut rendered)?;
-                let url: Arc<str> = rendered[..end].into();
-                match body {
-                    Some(_) => {
-                        let body = rendered[end + 1..].to_owned();
-                        (
-                            rendered.into(),
-                            Call::Http {
-                                url,
-                                body: Some(body),
-                            },
-                        )
-                    }
-                    None => (url.clone(), Call::Http { url, body: None }),
+                let url: Arc<str> = key[..end].into();
+                if body.is_none() {
+                    // The key is the URL: one text for both.
+                    return Ok(Request {
+                        key: url.clone(),
+                        call: Call::Http { url, body: None },
+                    });
                 }
+                let body = Some(key[end + 1..].to_owned());
+                Call::Http { url, body }
             }
-            Backend::Sql { args, .. } => {
-                let params = self.sql_params(args, event, meta)?;
-                // The values as a JSON array: distinct for distinct arguments.
-                let key = serde_json::to_string(&params).expect("strings").into();
-                (key, Call::Sql { params })
-            }
+            Backend::Sql { args, .. } => Call::Sql {
+                params: self.sql_params(args, event, meta)?,
+            },
         };
-        Ok(Request { key, call })
+        Ok(Request {
+            key: key.into(),
+            call,
+        })
     }
 
     /// The `--sql-args` values of `event`, in text form (`None`: NULL).
