@@ -72,6 +72,31 @@ impl Cache {
         }
     }
 
+    /// The answers kept for `keys` that are still fresh at `now`, pushed onto `out` in
+    /// the keys' order (`None` where there is none), all under one lock.
+    pub fn kept_all<'k>(
+        &self,
+        keys: impl IntoIterator<Item = &'k str>,
+        now: Instant,
+        out: &mut Vec<Option<Answer>>,
+    ) {
+        let Some(kept) = &self.kept else {
+            out.extend(keys.into_iter().map(|_| None));
+            return;
+        };
+        let mut kept = kept.lock().expect("not poisoned");
+        for key in keys {
+            out.push(match kept.get(key) {
+                Some((answer, until)) if *until > now => Some(answer.clone()),
+                Some(_) => {
+                    kept.pop(key);
+                    None
+                }
+                None => None,
+            });
+        }
+    }
+
     /// The answer to `key`: kept, shared with a call out, or from `call`. The caller has
     /// just found no answer kept ([`Cache::kept`]); one kept since is found here.
     pub async fn get<F, Fut>(&self, key: &Arc<str>, call: F) -> (Outcome, Source)
@@ -174,6 +199,35 @@ mod tests {
         // Nothing kept: the next lookup calls again.
         let (_, source) = cache.get(&key, || async { found("2") }).await;
         assert_eq!(source, Source::Called);
+    }
+
+    #[tokio::test]
+    async fn kept_answers_are_looked_up_together_in_the_keys_order() {
+        let cache = Cache::new(4, Duration::from_millis(50), Duration::from_millis(50));
+        cache.get(&"a".into(), || async { found("1") }).await;
+        cache
+            .get(&"c".into(), || async { Ok(Answer::NotFound) })
+            .await;
+        let mut out = Vec::new();
+        cache.kept_all(["c", "b", "a"], Instant::now(), &mut out);
+        assert_eq!(
+            out,
+            [
+                Some(Answer::NotFound),
+                None,
+                Some(Answer::Found("1".into()))
+            ]
+        );
+        // Stale answers are not given, and leave.
+        let later = Instant::now() + Duration::from_millis(60);
+        out.clear();
+        cache.kept_all(["a"], later, &mut out);
+        assert_eq!(out, [None]);
+        assert_eq!(cache.kept_at("a", Instant::now()), None);
+        // Without a cache, nothing is kept.
+        out.clear();
+        Cache::new(0, Duration::ZERO, Duration::ZERO).kept_all(["a"], later, &mut out);
+        assert_eq!(out, [None]);
     }
 
     #[tokio::test]

@@ -56,6 +56,10 @@ const RETRY_MAX_WAIT: Duration = Duration::from_secs(5);
 /// The longest `Retry-After` honoured: a service asking for more is waited on this long,
 /// then asked again (an hour's pause would look like a hang).
 const RETRY_AFTER_MAX: Duration = Duration::from_secs(60);
+/// Events whose kept answers are looked up under one lock of the cache: the lock is
+/// taken a few hundred times less often than once an event, and held for some
+/// microseconds only, so the calls' thread keeping answers never waits long for it.
+const KEPT_CHUNK: usize = 64;
 
 /// A service's answer to one request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -512,54 +516,86 @@ impl Remote {
         futures::future::join_all(lookups).await
     }
 
-    /// Every event's request, and the answers kept for them. The key of each is rendered
-    /// first, into a buffer the batch reuses: with a warm cache most events need no more
-    /// (no allocation, one look at the clock a batch), and only the others become
-    /// requests.
+    /// Every event's request, and the answers kept for them. The keys of a chunk of
+    /// events are rendered first, into a buffer the batch reuses, then looked up together
+    /// under one lock of the cache: with a warm cache most events need no more (no
+    /// allocation, one look at the clock a batch, a lock a chunk), and only the others
+    /// become requests.
     fn kept(&self, events: &mut [Event], meta: &str) -> Kept {
         let mut looked = Vec::with_capacity(events.len());
         let mut waiting = Vec::new();
         let mut hits = 0;
-        let mut key = String::new();
+        // A chunk's keys, one after the other, and where each ends and its URL ends.
+        let mut keys = String::new();
+        let mut ends: Vec<std::result::Result<(usize, usize), Reject>> =
+            Vec::with_capacity(KEPT_CHUNK);
+        let mut answers = Vec::with_capacity(KEPT_CHUNK);
         // A batch is looked at in a millisecond or two; answers kept for seconds or more
         // may outlive their time by that much.
         let now = Instant::now();
-        for (i, event) in events.iter_mut().enumerate() {
-            key.clear();
-            let kept = event
-                .decode()
-                .and_then(|()| self.key_into(event, meta, &mut key));
-            let (answer, end) = match kept {
-                Ok(end) => (self.cache.kept_at(&key, now), end),
-                Err(reject) => {
-                    looked.push(Some(Err(reject)));
-                    continue;
+        for (chunk_no, chunk) in events.chunks_mut(KEPT_CHUNK).enumerate() {
+            keys.clear();
+            ends.clear();
+            for event in chunk.iter_mut() {
+                let start = keys.len();
+                let rendered = event
+                    .decode()
+                    .and_then(|()| self.key_into(event, meta, &mut keys));
+                ends.push(rendered.map(|url_end| (keys.len(), url_end)));
+                if ends.last().is_some_and(|e| e.is_err()) {
+                    keys.truncate(start);
                 }
-            };
-            let answer = match answer {
-                Some(Answer::Found(text)) => {
-                    hits += 1;
-                    looked.push(Some(Ok(Looked::Set(text))));
-                    continue;
-                }
-                other => other,
-            };
-            // Not found (its dead letter names the request), or to be called.
-            let request = match self.request(event, meta, &key, end) {
-                Ok(r) => r,
-                Err(reject) => {
-                    looked.push(Some(Err(reject)));
-                    continue;
-                }
-            };
-            match answer {
-                Some(answer) => {
-                    hits += 1;
-                    looked.push(Some(self.judge(Ok(answer), &request)));
-                }
-                None => {
-                    looked.push(None);
-                    waiting.push((i, request));
+            }
+            answers.clear();
+            let mut start = 0;
+            let rendered = ends
+                .iter()
+                .filter_map(|e| e.as_ref().ok())
+                .map(|&(end, _)| {
+                    let key = &keys[start..end];
+                    start = end;
+                    key
+                });
+            self.cache.kept_all(rendered, now, &mut answers);
+            let mut answers = answers.drain(..);
+            let mut start = 0;
+            for (j, (event, end)) in chunk.iter_mut().zip(ends.drain(..)).enumerate() {
+                let (end, url_end) = match end {
+                    Ok(ends) => ends,
+                    Err(reject) => {
+                        looked.push(Some(Err(reject)));
+                        continue;
+                    }
+                };
+                let key = &keys[start..end];
+                let url_end = url_end - start;
+                start = end;
+                let answer = answers.next().expect("an answer for each key");
+                let answer = match answer {
+                    Some(Answer::Found(text)) => {
+                        hits += 1;
+                        looked.push(Some(Ok(Looked::Set(text))));
+                        continue;
+                    }
+                    other => other,
+                };
+                // Not found (its dead letter names the request), or to be called.
+                let request = match self.request(event, meta, key, url_end) {
+                    Ok(r) => r,
+                    Err(reject) => {
+                        looked.push(Some(Err(reject)));
+                        continue;
+                    }
+                };
+                match answer {
+                    Some(answer) => {
+                        hits += 1;
+                        looked.push(Some(self.judge(Ok(answer), &request)));
+                    }
+                    None => {
+                        looked.push(None);
+                        waiting.push((chunk_no * KEPT_CHUNK + j, request));
+                    }
                 }
             }
         }
@@ -571,8 +607,9 @@ impl Remote {
     }
 
     /// Renders the key of `event`'s request (what the cache and single flight know it by)
-    /// into `key`: the URL, then a newline and the body when there is one; the query's
-    /// arguments as a JSON array. Returns where the URL ends (for SQL, the key's length).
+    /// at the end of `key`: the URL, then a newline and the body when there is one; the
+    /// query's arguments as a JSON array. Returns where the URL ends (for SQL, the key's
+    /// end), counted from the start of `key`.
     fn key_into(
         &self,
         event: &mut Event,
