@@ -20,6 +20,7 @@ use crate::util::*;
 ///   `/users/{key}`; a 429 or 503 says `Retry-After: 1`.
 /// - `/echo`: the request's body, as JSON, under `got`, and its Authorization header.
 /// - `/slots/{id}`: 32 slots of 20 ms each; calls beyond 32 queue for one.
+/// - `/redirect/{key}`: 302 to `/users/{key}`.
 ///
 /// While `hang` is set, every call waits forever (until the client gives up).
 pub struct Service {
@@ -177,6 +178,12 @@ async fn answer(
                 ),
             )
         }
+        ["redirect", key] => {
+            let mut r = json(StatusCode::FOUND, "{}".into());
+            let to = format!("/users/{key}").parse().unwrap();
+            r.headers_mut().insert("location", to);
+            r
+        }
         ["slots", id] => {
             let _slot = s.slots.0.acquire().await.unwrap();
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -323,6 +330,106 @@ fn a_post_body_template_headers_from_the_environment_and_a_selected_part() {
             "no field id for the lookup".to_owned()
         )]
     );
+}
+
+/// Credentials in the URL go as basic authentication; a redirect is a failure, not
+/// followed; a URL the calls cannot use is refused at the start; a proxy the environment
+/// names is used, except for hosts in NO_PROXY.
+#[test]
+fn url_credentials_redirects_bad_urls_and_a_proxy_from_the_environment() {
+    let dir = Dir::new();
+    let service = Service::start();
+    let with_credentials = format!("http://u%40x:p%20w@127.0.0.1:{}/echo", service.port);
+    let o = dir
+        .cmd("enrich")
+        .args([
+            "--http",
+            &with_credentials,
+            "--into",
+            "x",
+            "--http-select",
+            "auth",
+        ])
+        .write_stdin("{\"id\":1}\n")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    // base64("u@x:p w")
+    assert_eq!(out(&o), "{\"id\":1,\"x\":\"Basic dUB4OnAgdw==\"}\n");
+
+    let redirect = service.url("/redirect/{id}");
+    let before = service.calls();
+    let o = dir
+        .cmd("enrich")
+        .args([
+            "--http",
+            &redirect,
+            "--into",
+            "x",
+            "--dead-letter",
+            "dl.ndjson",
+        ])
+        .write_stdin("{\"id\":1}\n")
+        .output()
+        .unwrap();
+    assert_eq!(out(&o), "");
+    let dl = dead_letters(&dir, "dl.ndjson");
+    assert!(
+        dl.len() == 1 && dl[0].0 == "enrich_http" && dl[0].1.contains("302 Found"),
+        "{dl:?}"
+    );
+    assert_eq!(service.calls() - before, 1, "the redirect is not followed");
+
+    let o = dir
+        .cmd("enrich")
+        .args(["--http", "http://127.0.0.1/a b/{id}", "--into", "x"])
+        .write_stdin("{\"id\":1}\n")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(64), "{}", err(&o));
+    assert!(err(&o).contains("not a URL"), "{}", err(&o));
+
+    // The proxy is a second service: it answers what it is asked for (absolute-form
+    // requests), so an answer from the closed port 1 came through it.
+    let proxy = Service::start();
+    let unreachable = "http://127.0.0.1:1/users/{id}";
+    let lookup = |no_proxy: &str| {
+        dir.cmd("enrich")
+            .env("HTTP_PROXY", proxy.url(""))
+            .env("NO_PROXY", no_proxy)
+            .args(["--http", unreachable, "--into", "u", "--retries", "0"])
+            .args(["--dead-letter", "proxy-dl.ndjson"])
+            .write_stdin("{\"id\":5}\n")
+            .output()
+            .unwrap()
+    };
+    let o = lookup("");
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(
+        out(&o),
+        "{\"id\":5,\"u\":{\"id\":\"5\",\"name\":\"user 5\"}}\n"
+    );
+    assert_eq!(proxy.calls(), 1);
+    let o = lookup("127.0.0.1");
+    assert_eq!(out(&o), "");
+    let dl = dead_letters(&dir, "proxy-dl.ndjson");
+    assert!(dl[0].1.contains("no connection"), "{dl:?}");
+    assert_eq!(proxy.calls(), 1, "NO_PROXY is honoured");
+    let explain = |proxy_url: &str| {
+        let o = dir
+            .cmd("pipeline")
+            .env("HTTP_PROXY", proxy_url)
+            .args([
+                "--explain",
+                &format!("enrich --http '{unreachable}' --into u"),
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", err(&o));
+        out(&o) + &err(&o)
+    };
+    assert!(explain(&proxy.url("")).contains("through the proxy the environment names"));
+    assert!(!explain("").contains("proxy"));
 }
 
 #[test]

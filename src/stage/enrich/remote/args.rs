@@ -39,7 +39,9 @@ pub enum NotFound {
 pub struct RemoteArgs {
     /// For each event, call URL and set --into to the JSON answer. `{path}` is replaced by
     /// the event's field, percent-encoded (https://svc/users/{user_id}); an event
-    /// without the field is a dead letter (kind missing_field).
+    /// without the field is a dead letter (kind missing_field). A proxy named by
+    /// HTTP_PROXY, HTTPS_PROXY or ALL_PROXY is used (NO_PROXY's hosts excepted); a
+    /// redirect is not followed.
     #[arg(long, value_name = "URL", group = "remote", requires = "into")]
     pub http: Option<String>,
 

@@ -281,6 +281,9 @@ impl Remote {
                 "--http {url}: the URL must start with http:// or https://"
             )));
         }
+        // Field values are percent-encoded: the template's own text decides.
+        http::check_url(&url.sample("0"))
+            .map_err(|e| Error::usage(format!("--http {url}: {e}")))?;
         for field in url.fields() {
             if field.first() == meta {
                 return Err(Error::usage(format!(
@@ -357,6 +360,12 @@ impl Remote {
                 ));
                 for header in http.shown_headers() {
                     lines.push(format!("header {header}"));
+                }
+                if http.proxied() {
+                    lines.push(
+                        "through the proxy the environment names (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY; NO_PROXY)"
+                            .to_owned(),
+                    );
                 }
                 "host"
             }

@@ -102,6 +102,18 @@ impl Template {
         }
     }
 
+    /// The text with every field filled in by `value` as it is (to check what a
+    /// template's literal parts make).
+    pub fn sample(&self, value: &str) -> String {
+        self.parts
+            .iter()
+            .map(|p| match p {
+                Part::Text(t) => t.as_str(),
+                Part::Field(_) => value,
+            })
+            .collect()
+    }
+
     /// The text for `event`, appended to `out`; an event without one of the fields is a
     /// `missing_field` reject naming it.
     pub fn render(
