@@ -515,9 +515,14 @@ impl Remote {
         shutdown: &Shutdown,
     ) -> Vec<(usize, std::result::Result<Looked, Reject>)> {
         let lookups = waiting.into_iter().map(|(i, request)| async move {
+            // The call's future (its HTTP exchange, timeout and retries: kilobytes) is
+            // boxed: made only for the lookups that call, not moved into every lookup's
+            // task, most of which share another's call or find its answer kept.
             let (outcome, source) = self
                 .cache
-                .get(&request.key, || self.call(&request, counts, shutdown))
+                .get(&request.key, || {
+                    Box::pin(self.call(&request, counts, shutdown))
+                })
                 .await;
             counts.looked_up(source);
             (i, self.judge(outcome, &request))
@@ -542,6 +547,9 @@ impl Remote {
         // A batch is looked at in a millisecond or two; answers kept for seconds or more
         // may outlive their time by that much.
         let now = Instant::now();
+        // The batch's member indexes in one block (no allocation an event); the events it
+        // refuses are decoded again below, one by one, for their rejects.
+        Event::decode_all(events);
         for (chunk_no, chunk) in events.chunks_mut(KEPT_CHUNK).enumerate() {
             keys.clear();
             ends.clear();
