@@ -31,8 +31,10 @@ pub enum Source {
     Called,
 }
 
-/// Answers kept, by request, with when each was got.
-type Kept = LruCache<Arc<str>, (Answer, Instant)>;
+/// Answers kept, by request, with when each was got (foldhash, seeded at random per map
+/// as SipHash, the default, is: every event's key is hashed once, in a fraction of
+/// SipHash's time).
+type Kept = LruCache<Arc<str>, (Answer, Instant), foldhash::fast::RandomState>;
 
 pub struct Cache {
     kept: Option<Mutex<Kept>>,
@@ -47,7 +49,8 @@ impl Cache {
     /// `size` 0 keeps nothing (calls are still single-flight).
     pub fn new(size: usize, ttl: Duration, negative_ttl: Duration) -> Cache {
         Cache {
-            kept: NonZeroUsize::new(size).map(|n| Mutex::new(LruCache::new(n))),
+            kept: NonZeroUsize::new(size)
+                .map(|n| Mutex::new(LruCache::with_hasher(n, Default::default()))),
             ttl,
             negative_ttl,
             out: Mutex::new(HashMap::default()),

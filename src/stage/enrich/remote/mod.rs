@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
+use futures::StreamExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use crate::event::{Event, Reject};
@@ -527,7 +528,11 @@ impl Remote {
             counts.looked_up(source);
             (i, self.judge(outcome, &request))
         });
-        futures::future::join_all(lookups).await
+        // In the order they end: each result names its event (no reordering heap).
+        lookups
+            .collect::<futures::stream::FuturesUnordered<_>>()
+            .collect()
+            .await
     }
 
     /// Every event's request, and the answers kept for them. The keys of a chunk of
