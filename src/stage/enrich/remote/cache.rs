@@ -207,10 +207,11 @@ mod tests {
     #[tokio::test]
     async fn kept_answers_are_looked_up_together_in_the_keys_order() {
         let cache = Cache::new(4, Duration::from_millis(50), Duration::from_millis(50));
-        cache.get(&"a".into(), || async { found("1") }).await;
-        cache
+        let (a, _) = cache.get(&"a".into(), || async { found("1") }).await;
+        let (c, _) = cache
             .get(&"c".into(), || async { Ok(Answer::NotFound) })
             .await;
+        assert_eq!((a, c), (found("1"), Ok(Answer::NotFound)));
         let mut out = Vec::new();
         cache.kept_all(["c", "b", "a"], Instant::now(), &mut out);
         assert_eq!(

@@ -63,7 +63,8 @@ type Direct = hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, 
 
 /// How calls reach the service.
 enum Transport {
-    Direct(Direct),
+    /// Boxed: one is made per stage, and the enum is otherwise mostly its size.
+    Direct(Box<Direct>),
     /// Through the proxy the environment names.
     Proxied(reqwest::Client),
 }
@@ -143,7 +144,7 @@ impl Http {
         let transport = if proxied {
             Transport::Proxied(reqwest_client(extra_roots)?)
         } else {
-            Transport::Direct(direct_client(extra_roots)?)
+            Transport::Direct(Box::new(direct_client(extra_roots)?))
         };
         Ok(Http {
             transport,
