@@ -59,20 +59,8 @@ impl Cache {
 
     /// The answer kept for `key`, if one is and is still fresh.
     pub fn kept(&self, key: &str) -> Option<Answer> {
-        self.kept_at(key, Instant::now())
-    }
-
-    /// The answer kept for `key`, if one is and is still fresh at `now`.
-    pub fn kept_at(&self, key: &str, now: Instant) -> Option<Answer> {
         let mut kept = self.kept.as_ref()?.lock().expect("not poisoned");
-        match kept.get(key) {
-            Some((answer, until)) if *until > now => Some(answer.clone()),
-            Some(_) => {
-                kept.pop(key);
-                None
-            }
-            None => None,
-        }
+        fresh(&mut kept, key, Instant::now())
     }
 
     /// The answers kept for `keys` that are still fresh at `now`, pushed onto `out` in
@@ -88,16 +76,7 @@ impl Cache {
             return;
         };
         let mut kept = kept.lock().expect("not poisoned");
-        for key in keys {
-            out.push(match kept.get(key) {
-                Some((answer, until)) if *until > now => Some(answer.clone()),
-                Some(_) => {
-                    kept.pop(key);
-                    None
-                }
-                None => None,
-            });
-        }
+        out.extend(keys.into_iter().map(|key| fresh(&mut kept, key, now)));
     }
 
     /// The answer to `key`: kept, shared with a call out, or from `call`. The caller has
@@ -168,6 +147,18 @@ impl Cache {
     }
 }
 
+/// The answer kept for `key` if it is still fresh at `now`; a stale one is dropped.
+fn fresh(kept: &mut Kept, key: &str, now: Instant) -> Option<Answer> {
+    match kept.get(key) {
+        Some((answer, until)) if *until > now => Some(answer.clone()),
+        Some(_) => {
+            kept.pop(key);
+            None
+        }
+        None => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -227,7 +218,7 @@ mod tests {
         out.clear();
         cache.kept_all(["a"], later, &mut out);
         assert_eq!(out, [None]);
-        assert_eq!(cache.kept_at("a", Instant::now()), None);
+        assert_eq!(cache.kept("a"), None);
         // Without a cache, nothing is kept.
         out.clear();
         Cache::new(0, Duration::ZERO, Duration::ZERO).kept_all(["a"], later, &mut out);
