@@ -890,7 +890,8 @@ impl Moves {
 
 /// Appends the JSON text of a string.
 pub fn push_quoted(out: &mut String, s: &str) {
-    if s.bytes().all(|c| c >= 0x20 && c != b'"' && c != b'\\') {
+    if s.bytes().all(|c| !tape::STRING_STOP[usize::from(c)]) {
+        out.reserve(s.len() + 2);
         out.push('"');
         out.push_str(s);
         out.push('"');

@@ -183,7 +183,7 @@ struct Fail;
 type Parsed = Result<(), Fail>;
 
 /// Bytes that end a run of plain string characters: quote, backslash, control chars.
-static STRING_STOP: [bool; 256] = string_stops(false);
+pub(crate) static STRING_STOP: [bool; 256] = string_stops(false);
 
 /// A table of the bytes a JSON string cannot hold as they are (quote, backslash, control
 /// characters), and DEL too when `del`.
@@ -306,6 +306,22 @@ impl<S: Sink> Parser<'_, S> {
         }
     }
 
+    /// A value in a container `depth` deep, after optional whitespace: strings and
+    /// numbers, most of an event's values, are read here, without the call into
+    /// [`Parser::value`] (which containers and literals take). Whitespace is looked for
+    /// only when no value starts at once (compact text has none).
+    #[inline(always)]
+    fn member_value(&mut self, depth: u32) -> Parsed {
+        match self.b.get(self.i) {
+            Some(b'"') => self.string(depth),
+            Some(b'-' | b'0'..=b'9') => self.number(depth),
+            _ => {
+                self.ws();
+                self.value(depth)
+            }
+        }
+    }
+
     /// Hands on a scalar that spans `start..self.i`.
     #[inline(always)]
     fn scalar(&mut self, kind: Kind, escaped: bool, start: usize, depth: u32) {
@@ -330,6 +346,7 @@ impl<S: Sink> Parser<'_, S> {
         self.i - start
     }
 
+    #[inline(always)]
     fn number(&mut self, depth: u32) -> Parsed {
         let start = self.i;
         if self.b[self.i] == b'-' {
@@ -469,13 +486,13 @@ impl<S: Sink> Parser<'_, S> {
         Ok(v)
     }
 
-    /// After an element or member: a comma (true: more follow) or the closing `close`.
+    /// After an element or member: a comma (true: more follow; whitespace after it is
+    /// the next element's or key's to skip) or the closing `close`.
     fn more(&mut self, close: u8, expected: &'static str) -> Result<bool, Fail> {
         self.ws();
         match self.b.get(self.i) {
             Some(b',') => {
                 self.i += 1;
-                self.ws();
                 Ok(true)
             }
             Some(&c) if c == close => {
@@ -498,7 +515,7 @@ impl<S: Sink> Parser<'_, S> {
             self.i += 1;
         } else {
             loop {
-                self.value(depth)?;
+                self.member_value(depth)?;
                 n += 1;
                 if !self.more(b']', "expected ',' or ']'")? {
                     break;
@@ -522,7 +539,10 @@ impl<S: Sink> Parser<'_, S> {
         } else {
             loop {
                 if self.b.get(self.i) != Some(&b'"') {
-                    return Err(self.fail("expected a key"));
+                    self.ws();
+                    if self.b.get(self.i) != Some(&b'"') {
+                        return Err(self.fail("expected a key"));
+                    }
                 }
                 self.string(depth)?;
                 // Compact text first: the colon right after the key, a comma or the
@@ -534,14 +554,10 @@ impl<S: Sink> Parser<'_, S> {
                     }
                 }
                 self.i += 1;
-                self.ws();
-                self.value(depth)?;
+                self.member_value(depth)?;
                 n += 1;
                 match self.b.get(self.i) {
-                    Some(b',') => {
-                        self.i += 1;
-                        self.ws();
-                    }
+                    Some(b',') => self.i += 1,
                     Some(b'}') => {
                         self.i += 1;
                         break;
@@ -916,6 +932,17 @@ mod tests {
             "",
             r#"123456789012345678901234567890"#,
             r#"{"a":"\/"}"#,
+            // Whitespace wherever the grammar lets it stand, and where it does not help.
+            " [ 1 , \"x\" ,\t{ } ,[ ] , true ] ",
+            "{ \"a\" :\n[ 1 ,2 ] ,\r\n \"b\" : { \"c\" : null } }",
+            r#"[1 ,]"#,
+            r#"[1, ]"#,
+            r#"{"a":1, }"#,
+            r#"{"a":1 , "b":2 }"#,
+            r#"{ , "a":1}"#,
+            r#"[ , 1]"#,
+            r#"[1 2]"#,
+            r#"{"a":1 "b":2}"#,
         ];
         for c in cases {
             let serde = serde_json::from_str::<serde_json::Value>(c).is_ok();
