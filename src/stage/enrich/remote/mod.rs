@@ -483,7 +483,14 @@ impl Remote {
                     let places: Vec<usize> = waiting.iter().map(|(i, _)| *i).collect();
                     let (me, counts, shutdown) = (self.clone(), counts.clone(), shutdown.clone());
                     let all = async move { me.call_all(waiting, &counts, &shutdown).await };
-                    match http.io.run(all).await {
+                    // Outside tokio's cooperative budget: a batch's hundreds of lookups
+                    // share one task, whose budget (128 operations a poll) ran out after
+                    // the first few; every lookup polled after that was told to wait
+                    // and woken again at once, so each call's wait for room was polled
+                    // some twenty times (callgrind: 7 % of the calls' instructions).
+                    // The lookups still give way: the set of them yields to the
+                    // connections' tasks after polling as many lookups as it holds.
+                    match http.io.run(tokio::task::unconstrained(all)).await {
                         Some(answered) => answered,
                         None => places
                             .into_iter()
