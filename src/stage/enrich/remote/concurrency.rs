@@ -4,7 +4,8 @@
 //!
 //! `auto` measures the calls' round-trip times in windows of about one round trip (at
 //! least as many answers as the limit). A window whose mean time stays within
-//! [`RISE`] (plus [`SLACK`]) of the baseline, the service's unloaded time, and that
+//! [`RISE`] or [`SLACK`] (whichever is more) of the baseline, the service's unloaded
+//! time, and that
 //! used the whole limit, raises the limit: doubling until the first decrease (slow
 //! start), then by one per window. Two windows in a row whose mean rose past that, or
 //! one that saw a 429 or 503, halve the limit. After a halving the limit climbs back in
@@ -28,15 +29,18 @@ use tokio::time::Instant;
 /// The most calls `auto` lets out at once: beyond that a service is better served by
 /// batching than by more connections (and each call in flight holds a socket).
 pub const AUTO_MAX: usize = 512;
-/// A window's mean round trip this much over the baseline means the service is queueing.
-const RISE: f64 = 1.1;
-/// ... plus this much: the client's own share of a round trip, which grows with its load
-/// without the service queueing (waking the thread that reads the answer, on cores it
-/// shares with its other work). Against a local service answering in 1 ms, 2 cores
-/// shared with it: with 0.5 ms (and a rise of 1.2), `auto` settled at 33 in a run with
-/// 95 % cache hits, and the run took 3.3 s; with 1.5 ms, at 81 and 2.3 s (a fixed 128:
-/// 2.0 s). For services of 10 ms and more, the rise decides, as before.
-const SLACK: Duration = Duration::from_micros(1500);
+/// A window's mean round trip this much over the baseline means the service is queueing
+/// (for services answering in 12 ms or more: below, [`SLACK`] decides).
+const RISE: f64 = 1.2;
+/// ... or this much, if more: the client's own share of a round trip, which grows with
+/// its load without the service queueing (waking the thread that reads the answer, on
+/// cores it shares with its other work), and which a fast service's 20 % does not cover.
+/// Against a local service answering in 1 ms (a baseline of about 2.2 ms), 2 cores shared
+/// with it, 95 % cache hits, 1 M events: a rise of 1.2 plus 0.5 ms settled at 33 and took
+/// 3.3 s; 1.1 plus 1.5 ms (3.9 ms there), at 87-94 and 2.01-2.16 s; 2.5 ms or 20 %, at
+/// 111-126 and 1.81-2.00 s (a fixed 128: 1.84-1.96 s). At 10 ms and 20 ms round trips the
+/// threshold is what 1.1 plus 1.5 ms gave (12.5 and 24 ms against 23.5).
+const SLACK: Duration = Duration::from_micros(2500);
 /// Windows in a row whose mean rose that halve the limit (a 429 or 503 halves it at
 /// once). Against a local service answering in 1 ms, 2 cores shared with it, 95 % cache
 /// hits, 1 M events: with 1, `auto` settled at 50 and the run took 3.2 s; with 2, at 110
@@ -257,7 +261,7 @@ impl Limiter {
             rtt
         };
         let baseline = *aimd.baseline.get_or_insert(mean);
-        let rose = mean > baseline * RISE + SLACK.as_secs_f64();
+        let rose = mean > (baseline * RISE).max(baseline + SLACK.as_secs_f64());
         if rose && !aimd.overloaded {
             // Held, not halved, until the rise is seen again: on cores shared with the
             // stage's other work and the service, one window in ten or so has a mean
