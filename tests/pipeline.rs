@@ -749,6 +749,41 @@ fn a_change_to_the_pipe_file_applies_without_a_signal() {
     assert_eq!(dir.read("out.ndjson"), input);
 }
 
+/// An editor's save that replaces the pipe file (a new file renamed over it) applies too,
+/// and so does the next one (the watch follows the path, not the file it first saw).
+#[test]
+fn a_pipe_file_replaced_by_a_rename_applies_and_is_watched_again() {
+    let dir = Dir::new();
+    gen_events(&dir, "ev.ndjson", 30_000, &[]);
+    let input = dir.read("ev.ndjson");
+    let lines: Vec<&str> = input.lines().collect();
+    dir.create("etl.pipe", "validate --workers 1 --require id\n");
+    let port = free_port();
+    let (child, mut stdin) = file_pipeline_serving(&dir, port);
+    let third = lines.len() / 3;
+    send_lines(&mut stdin, &lines[..third]);
+    let workers = |n| validate_workers_shown(port, n);
+    eventually("1 worker on /metrics", workers(1));
+    for (n, part) in [(3, &lines[third..2 * third]), (2, &lines[2 * third..])] {
+        dir.create(
+            ".etl.pipe.swp",
+            format!("validate --workers {n} --require id\n"),
+        );
+        std::fs::rename(dir.path(".etl.pipe.swp"), dir.path("etl.pipe")).unwrap();
+        eventually(
+            &format!("{n} workers on /metrics, with no SIGHUP"),
+            workers(n),
+        );
+        send_lines(&mut stdin, part);
+    }
+    drop(stdin);
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(dir.read("out.ndjson"), input);
+    let log = err(&o);
+    assert_eq!(log.matches("validate: --workers").count(), 2, "{log}");
+}
+
 /// Live scaling of the sink: the pipe file's `persist --connections 1` becomes 4, then 2,
 /// mid-stream. /metrics and the server's own list of sessions show each count; the table
 /// ends with every key's last event, nothing lost, and no key's older event stored over a
