@@ -3,16 +3,15 @@
 //! adaptive request concurrency do).
 //!
 //! `auto` measures the calls' round-trip times in windows of about one round trip (at
-//! least as many answers as the limit). A window whose mean time stays within
-//! [`RISE`] or [`SLACK`] (whichever is more) of the baseline, the service's unloaded
-//! time, and that
-//! used the whole limit, raises the limit: doubling until the first decrease (slow
+//! least as many answers as the limit). A window whose mean time stays within [`RISE`]
+//! or [`SLACK`] (whichever is more) of the baseline, the service's unloaded time, and
+//! that used the whole limit, raises the limit: doubling until the first decrease (slow
 //! start), then by one per window. Two windows in a row whose mean rose past that, or
 //! one that saw a 429 or 503, halve the limit. After a halving the limit climbs back in
-//! one step to nine tenths of where it was halved (the last level the service bore), then
-//! probes upwards by one again, so that most of the time is spent near what the service bears
-//! rather than sliding through the sawtooth between half and all of it (CUBIC's lesson).
-//! Answers to calls sent before a change do not judge the new limit.
+//! one step to nine tenths of where it was halved (the last level the service bore),
+//! then probes upwards by one again, so that most of the time is spent near what the
+//! service bears rather than sliding through the sawtooth between half and all of it
+//! (CUBIC's lesson). Answers to calls sent before a change do not judge the new limit.
 //!
 //! Waiting callers are served in the order they came (tokio's semaphore is fair), so
 //! the events of older batches are not overtaken by newer ones: output keeps input
@@ -30,7 +29,7 @@ use tokio::time::Instant;
 /// batching than by more connections (and each call in flight holds a socket).
 pub const AUTO_MAX: usize = 512;
 /// A window's mean round trip this much over the baseline means the service is queueing
-/// (for services answering in 12 ms or more: below, [`SLACK`] decides).
+/// (for round trips of 12.5 ms or more: below, [`SLACK`] decides).
 const RISE: f64 = 1.2;
 /// ... or this much, if more: the client's own share of a round trip, which grows with
 /// its load without the service queueing (waking the thread that reads the answer, on
