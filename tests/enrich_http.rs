@@ -1023,3 +1023,136 @@ fn the_rate_limit_spaces_calls_out() {
         "{early} calls in the first 500 ms"
     );
 }
+
+/// How [`RawService`] ends its connections.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Ending {
+    /// Kept open between calls (HTTP/1.1's default).
+    KeepAlive,
+    /// Each answer says `Connection: close`, and the connection ends after it.
+    SaysClose,
+    /// Kept open, then closed without a word after 50 ms idle (a keep-alive timeout).
+    ClosesWhenIdle,
+}
+
+/// A service on bare sockets, to see connections: each call's request head (the
+/// connection it came on first), answered `{"id":N}` for `/users/N`.
+struct RawService {
+    port: u16,
+    heads: Arc<Mutex<Vec<(usize, String)>>>,
+}
+
+impl RawService {
+    fn start(ending: Ending) -> RawService {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let heads: Arc<Mutex<Vec<(usize, String)>>> = Arc::default();
+        let seen = heads.clone();
+        std::thread::spawn(move || {
+            for (n, conn) in listener.incoming().enumerate() {
+                let (Ok(conn), seen) = (conn, seen.clone()) else {
+                    continue;
+                };
+                std::thread::spawn(move || serve_raw(n, conn, ending, &seen));
+            }
+        });
+        RawService { port, heads }
+    }
+}
+
+fn serve_raw(
+    n: usize,
+    conn: std::net::TcpStream,
+    ending: Ending,
+    seen: &Mutex<Vec<(usize, String)>>,
+) {
+    if ending == Ending::ClosesWhenIdle {
+        conn.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+    }
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut writer = conn;
+    loop {
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return, // the client left, or idle too long
+                Ok(_) if line == "\r\n" => break,
+                Ok(_) => head.push_str(&line),
+            }
+        }
+        let id = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|path| path.strip_prefix("/users/"))
+            .unwrap_or("0")
+            .to_owned();
+        seen.lock().unwrap().push((n, head));
+        let body = format!("{{\"id\":{id}}}");
+        let close = if ending == Ending::SaysClose {
+            "Connection: close\r\n"
+        } else {
+            ""
+        };
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{close}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        if writer.write_all(answer.as_bytes()).is_err() || ending == Ending::SaysClose {
+            return;
+        }
+    }
+}
+
+/// Calls one after another share a connection while the service keeps it; one the service
+/// closed (saying so, or silently after an idle while) is not sent on again: with no
+/// retries allowed, every event still gets its answer. Each request names its host.
+#[test]
+fn connections_are_kept_between_calls_and_not_reused_once_the_service_closes_them() {
+    let dir = Dir::new();
+    for (ending, connections) in [
+        (Ending::KeepAlive, 1),
+        (Ending::SaysClose, 5),
+        (Ending::ClosesWhenIdle, 5),
+    ] {
+        let service = RawService::start(ending);
+        let url = format!("http://127.0.0.1:{}/users/{{user_id}}", service.port);
+        let o = sh(
+            &dir,
+            &format!(
+                "for i in 1 2 3 4 5; do echo \"{{\\\"user_id\\\":$i}}\"; sleep 0.2; done \
+                 | {enrich} --http '{url}' --into user --concurrency 1 --retries 0",
+                enrich = bin("enrich")
+            ),
+        );
+        assert!(o.status.success(), "{ending:?}: {}", err(&o));
+        let got: Vec<_> = values(&out(&o))
+            .iter()
+            .map(|e| e["user"]["id"].clone())
+            .collect();
+        assert_eq!(
+            got,
+            (1..=5).map(serde_json::Value::from).collect::<Vec<_>>(),
+            "{ending:?}: {}",
+            err(&o)
+        );
+        let heads = service.heads.lock().unwrap().clone();
+        assert_eq!(heads.len(), 5, "{ending:?}: one call an event");
+        let mut used: Vec<usize> = heads.iter().map(|(n, _)| *n).collect();
+        used.dedup();
+        assert_eq!(
+            used.len(),
+            connections,
+            "{ending:?}: connections used {used:?}"
+        );
+        for (i, (_, head)) in heads.iter().enumerate() {
+            assert!(
+                head.starts_with(&format!("GET /users/{} HTTP/1.1\r\n", i + 1)),
+                "{head}"
+            );
+            let host = format!("host: 127.0.0.1:{}\r\n", service.port);
+            assert!(head.to_ascii_lowercase().contains(&host), "{head}");
+        }
+    }
+}

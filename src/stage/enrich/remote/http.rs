@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::io::IoThread;
+use super::pool::Pool;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -29,9 +30,7 @@ use hyper::header::{
     USER_AGENT,
 };
 use hyper::{Method, Request, StatusCode, Uri};
-use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
@@ -59,12 +58,10 @@ const PROXY_VARS: [&str; 6] = [
     "all_proxy",
 ];
 
-type Direct = hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
-
 /// How calls reach the service.
 enum Transport {
-    /// Boxed: one is made per stage, and the enum is otherwise mostly its size.
-    Direct(Box<Direct>),
+    /// Straight to the services.
+    Direct(Pool),
     /// Through the proxy the environment names.
     Proxied(reqwest::Client),
 }
@@ -144,7 +141,7 @@ impl Http {
         let transport = if proxied {
             Transport::Proxied(reqwest_client(extra_roots)?)
         } else {
-            Transport::Direct(Box::new(direct_client(extra_roots)?))
+            Transport::Direct(direct_client(extra_roots)?)
         };
         Ok(Http {
             transport,
@@ -220,7 +217,7 @@ impl Http {
 
     async fn direct(
         &self,
-        client: &Direct,
+        pool: &Pool,
         url: &str,
         body: Option<&str>,
     ) -> std::result::Result<Reply, Failure> {
@@ -241,13 +238,7 @@ impl Http {
         *request.method_mut() = self.method.clone();
         *request.uri_mut() = uri;
         *request.headers_mut() = headers;
-        let response = client.request(request).await.map_err(|e| {
-            if e.is_connect() {
-                Failure::Connect(chain(&e))
-            } else {
-                Failure::Transport(chain(&e))
-            }
-        })?;
+        let (response, lease) = pool.send(request).await?;
         let (parts, mut incoming) = response.into_parts();
         let mut body = Vec::new();
         while let Some(frame) = incoming.frame().await {
@@ -256,6 +247,7 @@ impl Http {
                 take_chunk(&mut body, &chunk)?;
             }
         }
+        pool.done(lease);
         Ok(Reply {
             status: parts.status,
             retry_after: retry_after_of(&parts.headers),
@@ -301,8 +293,8 @@ pub fn check_url(url: &str) -> std::result::Result<(), String> {
     }
 }
 
-/// hyper's client, straight to the services.
-fn direct_client(extra_roots: Vec<CertificateDer<'static>>) -> Result<Direct> {
+/// Connections straight to the services.
+fn direct_client(extra_roots: Vec<CertificateDer<'static>>) -> Result<Pool> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = if extra_roots.is_empty() {
         rustls_platform_verifier::Verifier::new(provider.clone())
@@ -325,12 +317,7 @@ fn direct_client(extra_roots: Vec<CertificateDer<'static>>) -> Result<Direct> {
         .https_or_http()
         .enable_http1()
         .wrap_connector(tcp);
-    Ok(
-        hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(IDLE_PER_HOST)
-            .pool_timer(TokioTimer::new())
-            .build(connector),
-    )
+    Ok(Pool::new(connector, IDLE_PER_HOST))
 }
 
 /// reqwest's client, for calls through a proxy.
@@ -417,7 +404,7 @@ fn reqwest_failure(e: reqwest::Error) -> Failure {
 }
 
 /// An error with its causes ("error sending request: connection refused").
-fn chain(e: &dyn std::error::Error) -> String {
+pub(super) fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {

@@ -12,8 +12,8 @@
 //! failure may pass. What a failed lookup does is `--on-failure`'s choice. The two
 //! backends ([`http`], [`sql`]) share everything but the call.
 //!
-//! Files: `args` (flags), `template`, `http` and `sql` (the call), `io` (the thread HTTP
-//! calls run on), `cache`, `breaker`, `concurrency`, `counts` (what the stage counts and
+//! Files: `args` (flags), `template`, `http` and `sql` (the call), `pool` (the HTTP
+//! connections), `io` (the thread HTTP calls run on), `cache`, `breaker`, `concurrency`, `counts` (what the stage counts and
 //! logs); this file builds the lookup from the flags and runs one batch's lookups.
 
 use std::collections::HashMap;
@@ -37,6 +37,7 @@ pub mod concurrency;
 pub mod counts;
 pub mod http;
 pub mod io;
+mod pool;
 pub mod sql;
 pub mod template;
 
