@@ -37,6 +37,7 @@ use rustls::pki_types::CertificateDer;
 use crate::exit::{Error, Result};
 use crate::json::{self, FieldPath};
 use crate::redact::{secret_header, MASK};
+use crate::tape::{self, Kind};
 
 use super::{Answer, Failure};
 
@@ -386,11 +387,57 @@ fn retry_after_of(headers: &HeaderMap) -> Option<Duration> {
 
 /// A JSON text without its insignificant whitespace, keys in their order.
 pub fn compact_json(text: &[u8]) -> std::result::Result<String, serde_json::Error> {
+    if let Some(compact) = compact_already(text) {
+        return Ok(compact.to_owned());
+    }
     let mut out = Vec::with_capacity(text.len());
     let mut de = serde_json::Deserializer::from_slice(text);
     serde_transcode::transcode(&mut de, &mut serde_json::Serializer::new(&mut out))?;
     de.end()?;
     Ok(String::from_utf8(out).expect("serde_json writes UTF-8"))
+}
+
+/// The text, trimmed, when [`compact_json`]'s transcoding would give it back byte for
+/// byte (a fifth of the cost: 1.9 k instructions a call through serde, callgrind): valid
+/// JSON with no whitespace between its tokens, no escape in its strings (serde_json
+/// rewrites `\u00e9` as `é`), no number but integers of at most 18 digits (it rewrites
+/// `1e2` as `100.0` and reads larger integers as floats), not `-0` (`-0.0`), and fewer
+/// containers than serde_json's nesting limit (128).
+fn compact_already(text: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(text)
+        .ok()?
+        .trim_matches([' ', '\t', '\n', '\r']);
+    tape::with_tape(text, |nodes| {
+        let (mut tokens, mut containers) = (0, 0);
+        for n in nodes.ok()? {
+            let (len, count) = (n.end as usize - n.start as usize, n.len as usize);
+            tokens += match n.kind {
+                Kind::String if n.escaped => return None,
+                Kind::Number => {
+                    let number = &text[n.start as usize..n.end as usize];
+                    let digits = number.strip_prefix('-').unwrap_or(number);
+                    if digits.len() > 18 || !digits.bytes().all(|c| c.is_ascii_digit()) {
+                        return None;
+                    }
+                    if number == "-0" {
+                        return None;
+                    }
+                    len
+                }
+                Kind::String | Kind::Null | Kind::True | Kind::False => len,
+                Kind::Array | Kind::Object => {
+                    containers += 1;
+                    if containers >= 128 {
+                        return None;
+                    }
+                    // Brackets and commas; an object's colons too.
+                    let colons = if n.kind == Kind::Object { count } else { 0 };
+                    2 + count.saturating_sub(1) + colons
+                }
+            };
+        }
+        (tokens == text.len()).then_some(text)
+    })
 }
 
 fn reqwest_failure(e: reqwest::Error) -> Failure {
@@ -490,6 +537,51 @@ mod tests {
             r#"{"z":1,"a":[1,{"y":"a b"}]}"#
         );
         assert!(compact_json(b"{\"a\":1} x").is_err());
+    }
+
+    /// Answers taken as they are come out as serde's transcoding gives them, and those it
+    /// would change are not taken as they are.
+    #[test]
+    fn answers_already_compact_are_what_the_transcoder_gives() {
+        let transcoded = |t: &str| {
+            let mut out = Vec::new();
+            let mut de = serde_json::Deserializer::from_str(t);
+            serde_transcode::transcode(&mut de, &mut serde_json::Serializer::new(&mut out))
+                .and_then(|()| de.end())
+                .map(|()| String::from_utf8(out).unwrap())
+        };
+        let as_is = [
+            r#"{"id":1,"name":"user 1","tags":["a","b"],"x":null,"t":true,"f":false}"#,
+            "{\"id\":-12,\"n\":123456789012345678,\"o\":{},\"a\":[]}\n",
+            " [1,\"é\",\"a/b\",\"\u{7f}\"] ",
+            "0",
+            r#"{"a":1,"a":2}"#,
+            r#""just a string""#,
+        ];
+        for t in as_is {
+            assert!(compact_already(t.as_bytes()).is_some(), "{t}");
+            assert_eq!(
+                compact_json(t.as_bytes()).unwrap(),
+                transcoded(t).unwrap(),
+                "{t}"
+            );
+        }
+        let deep = "[".repeat(128) + &"]".repeat(128);
+        let changed = [
+            r#"{"a": 1}"#,
+            r#"{"a":"\u00e9"}"#,
+            r#"{"a":"\/"}"#,
+            r#"{"a":1.50}"#,
+            r#"{"a":1e2}"#,
+            r#"{"a":-0}"#,
+            r#"{"a":1234567890123456789012}"#,
+            r#"{"a":1,"a":2"#, // not JSON
+            deep.as_str(),
+        ];
+        for t in changed {
+            assert!(compact_already(t.as_bytes()).is_none(), "{t}");
+            assert_eq!(compact_json(t.as_bytes()).ok(), transcoded(t).ok(), "{t}");
+        }
     }
 
     #[test]

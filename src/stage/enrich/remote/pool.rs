@@ -9,7 +9,7 @@
 //! connector: DNS, TLS and the trusted roots as before), sends on it, and puts it back
 //! once the answer is read whole. One closed by the service while idle is passed over
 //! when taken; one whose close races the request gives the request back unsent (hyper
-//! tells), and it goes once more, on a new connection. A request that failed on the
+//! tells), and it goes on another (an idle one, else a new one). A request that failed on the
 //! wire is not sent again here: `--retries` decides.
 
 use std::sync::Mutex;
@@ -24,7 +24,7 @@ use hyper::http::uri::{Authority, PathAndQuery, Scheme};
 use hyper::{Request, Response, Uri};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use tower_service::Service;
+use tower_service::Service as _;
 
 use super::Failure;
 
@@ -46,12 +46,20 @@ struct Idle {
     since: Instant,
 }
 
+struct Service {
+    origin: Origin,
+    /// Its `Host` header, made once (made per call, 5 % of a call's cost).
+    host: HeaderValue,
+    idle: Vec<Idle>,
+}
+
 /// The open connections, and how to open more.
 pub struct Pool {
     connector: HttpsConnector<HttpConnector>,
-    /// Idle connections by service, the most recently used last. A stage calls one
-    /// service or a few: a list, searched by equality, costs less than a hash a call.
-    idle: Mutex<Vec<(Origin, Vec<Idle>)>>,
+    /// Each service called: its idle connections, the most recently used last. A stage
+    /// calls one service or a few: a list, searched by equality, costs less than a hash
+    /// a call.
+    services: Mutex<Vec<Service>>,
     /// Idle connections kept per service.
     max_idle: usize,
 }
@@ -66,7 +74,7 @@ impl Pool {
     pub fn new(connector: HttpsConnector<HttpConnector>, max_idle: usize) -> Pool {
         Pool {
             connector,
-            idle: Mutex::new(Vec::new()),
+            services: Mutex::new(Vec::new()),
             max_idle,
         }
     }
@@ -85,8 +93,9 @@ impl Pool {
             scheme: scheme.clone(),
             authority: authority.clone(),
         };
+        let (host, mut idle) = self.take(&origin)?;
         if !request.headers().contains_key(HOST) {
-            request.headers_mut().insert(HOST, host_header(&origin)?);
+            request.headers_mut().insert(HOST, host);
         }
         // The request line names the path only (origin form), as for any server.
         *request.uri_mut() = Uri::from(
@@ -95,19 +104,25 @@ impl Pool {
                 .unwrap_or_else(|| PathAndQuery::from_static("/")),
         );
         loop {
-            let (mut sender, reused) = match self.take(&origin) {
+            let (mut sender, reused) = match idle.take() {
                 // Ready once its task has seen the last answer out; an error: closed.
                 Some(mut sender) => match sender.ready().await {
                     Ok(()) => (sender, true),
-                    Err(_) => continue,
+                    Err(_) => {
+                        idle = self.take(&origin)?.1;
+                        continue;
+                    }
                 },
                 None => (self.connect(&uri).await?, false),
             };
             match sender.try_send_request(request).await {
                 Ok(response) => return Ok((response, Lease { origin, sender })),
                 Err(mut e) => match e.take_message() {
-                    // Closed before the request went out: once more, on a new connection.
-                    Some(unsent) if reused => request = unsent,
+                    // Closed before the request went out: on another connection.
+                    Some(unsent) if reused => {
+                        request = unsent;
+                        idle = self.take(&origin)?.1;
+                    }
                     _ => return Err(Failure::Transport(super::http::chain(e.error()))),
                 },
             }
@@ -119,34 +134,40 @@ impl Pool {
         if lease.sender.is_closed() {
             return;
         }
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let at = match idle.iter().position(|(o, _)| *o == lease.origin) {
-            Some(at) => at,
-            None => {
-                idle.push((lease.origin, Vec::new()));
-                idle.len() - 1
-            }
+        let mut services = self.services.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(service) = services.iter_mut().find(|s| s.origin == lease.origin) else {
+            return;
         };
-        let list = &mut idle[at].1;
-        if list.len() < self.max_idle {
-            list.push(Idle {
+        if service.idle.len() < self.max_idle {
+            service.idle.push(Idle {
                 sender: lease.sender,
                 since: Instant::now(),
             });
         }
     }
 
-    /// An idle connection to `origin`; those closed or idle for too long are dropped on
-    /// the way.
-    fn take(&self, origin: &Origin) -> Option<Sender> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let (_, list) = idle.iter_mut().find(|(o, _)| o == origin)?;
-        while let Some(i) = list.pop() {
+    /// The `Host` header of `origin`, and an idle connection to it; those closed or idle
+    /// for too long are dropped on the way.
+    fn take(&self, origin: &Origin) -> Result<(HeaderValue, Option<Sender>), Failure> {
+        let mut services = self.services.lock().unwrap_or_else(|e| e.into_inner());
+        let at = match services.iter().position(|s| s.origin == *origin) {
+            Some(at) => at,
+            None => {
+                services.push(Service {
+                    origin: origin.clone(),
+                    host: host_header(origin)?,
+                    idle: Vec::new(),
+                });
+                services.len() - 1
+            }
+        };
+        let service = &mut services[at];
+        while let Some(i) = service.idle.pop() {
             if !i.sender.is_closed() && i.since.elapsed() < IDLE_TIMEOUT {
-                return Some(i.sender);
+                return Ok((service.host.clone(), Some(i.sender)));
             }
         }
-        None
+        Ok((service.host.clone(), None))
     }
 
     /// A new connection to `uri`'s service, its task spawned on the calls' runtime.
