@@ -1,8 +1,8 @@
 //! `--http`: one call to an HTTP service, its answer read as JSON.
 //!
-//! Calls go straight to the service on hyper's pooled HTTP/1.1 client, over rustls with
-//! the platform's roots (and `--http-ca`'s). Not on reqwest, which is built on the same
-//! client: it parsed every call's URL twice with the `url` crate (IDNA host mapping
+//! Calls go straight to the service on hyper's HTTP/1.1 connections, kept open between
+//! calls ([`super::pool`]), over rustls with the platform's roots (and `--http-ca`'s).
+//! Not on reqwest, which is built on hyper-util's pooled client: it parsed every call's URL twice with the `url` crate (IDNA host mapping
 //! included) and passed it through its redirect and retry layers, some 30 k instructions
 //! a call, 40 % of a call's cost on our side (callgrind, 95 % cache hits). When the
 //! environment names a proxy (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`, lower case too),
