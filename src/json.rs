@@ -161,13 +161,26 @@ pub struct KeyProbe<'n> {
     prefix: u64,
 }
 
-impl KeyProbe<'_> {
+impl<'n> KeyProbe<'n> {
     #[inline]
     pub fn new(name: &str) -> KeyProbe<'_> {
         KeyProbe {
             name,
             prefix: prefix(name.as_bytes()),
         }
+    }
+
+    /// A probe of `name` whose [`KeyProbe::prefix`] was made before (a name looked for
+    /// in every event).
+    #[inline]
+    pub fn with_prefix(name: &'n str, prefix: u64) -> KeyProbe<'n> {
+        debug_assert_eq!(prefix, KeyProbe::new(name).prefix);
+        KeyProbe { name, prefix }
+    }
+
+    /// The name's first 8 bytes as a word.
+    pub fn prefix(&self) -> u64 {
+        self.prefix
     }
 }
 

@@ -27,6 +27,8 @@ pub struct Plan {
     written: Vec<bool>,
     /// `keys`, to pass over the other members quickly.
     set: KeySet,
+    /// Each of `keys` as the member index compares it, made once.
+    prefixes: Vec<u64>,
 }
 
 /// A member not among the plan's keys.
@@ -64,6 +66,7 @@ impl Plan {
         }
         let written = keys.iter().map(|k| writes.contains(k)).collect();
         let set = KeySet::of(keys.iter().map(String::as_str));
+        let prefixes = keys.iter().map(|k| KeyProbe::new(k).prefix()).collect();
         let mut steps = Vec::new();
         into_steps(expr, &mut steps);
         Ok(Plan {
@@ -71,6 +74,7 @@ impl Plan {
             keys,
             written,
             set,
+            prefixes,
         })
     }
 
@@ -84,7 +88,6 @@ impl Plan {
         meta_name: &str,
         out: &mut String,
     ) -> R<bool> {
-        let probes: SmallVec<[KeyProbe; 8]> = self.keys.iter().map(|k| KeyProbe::new(k)).collect();
         // Which of the plan's keys each member is (the metadata field: none).
         let mut which: SmallVec<[u8; 32]> = SmallVec::with_capacity(members.len());
         let mut named: Members = Vec::with_capacity(self.keys.len() + 2);
@@ -92,7 +95,12 @@ impl Plan {
             let k = match self
                 .set
                 .may_hold(m)
-                .then(|| probes.iter().position(|p| m.key_matches(text, p)))
+                .then(|| {
+                    self.keys
+                        .iter()
+                        .zip(&self.prefixes)
+                        .position(|(k, &p)| m.key_matches(text, &KeyProbe::with_prefix(k, p)))
+                })
                 .flatten()
             {
                 Some(k) if !meta.is_some_and(|meta| std::ptr::eq(meta, m)) => k,
