@@ -61,6 +61,24 @@ pub struct TNode {
     pub next: u32,
 }
 
+impl TNode {
+    /// The bytes of the text this node writes itself, whitespace aside: a scalar its
+    /// text; a container its brackets and commas (an object its colons too), its
+    /// children counted apart. A text whose nodes' bytes add up to its length has no
+    /// whitespace between its tokens. (`jq::fast::canonical::tape` counts the same in
+    /// the one match it makes a node: calling this there cost enrich --jq 0.8 % more
+    /// instructions.)
+    #[inline]
+    pub fn own_bytes(&self) -> usize {
+        let len = self.len as usize;
+        match self.kind {
+            Kind::Array => 2 + len.saturating_sub(1),
+            Kind::Object => 2 + len + len.saturating_sub(1),
+            _ => (self.end - self.start) as usize,
+        }
+    }
+}
+
 /// Texts this long or longer are refused: offsets into them must fit in 31 bits.
 pub const MAX_TEXT: usize = 1 << 31;
 

@@ -2,11 +2,11 @@
 //!
 //! Calls go straight to the service on hyper's HTTP/1.1 connections, kept open between
 //! calls ([`super::pool`]), over rustls with the platform's roots (and `--http-ca`'s).
-//! Not on reqwest, which is built on hyper-util's pooled client: it parsed every call's URL twice with the `url` crate (IDNA host mapping
-//! included) and passed it through its redirect and retry layers, some 30 k instructions
-//! a call, 40 % of a call's cost on our side (callgrind, 95 % cache hits). When the
-//! environment names a proxy (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`, lower case too),
-//! calls go through reqwest, whose proxy support (`NO_PROXY`, CONNECT tunnels, proxy
+//! Not on reqwest, which is built on hyper-util's pooled client: it parsed every call's
+//! URL twice with the `url` crate (IDNA host mapping included) and passed it through its
+//! redirect and retry layers, some 30 k instructions a call, 40 % of a call's cost on
+//! our side (callgrind, 95 % cache hits). When the environment names a proxy
+//! (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`, lower case too), calls go through reqwest, whose proxy support (`NO_PROXY`, CONNECT tunnels, proxy
 //! credentials) is the one users know from curl. Either way, redirects are not
 //! followed (a 3xx is a failure, as every status but 2xx and 404), and credentials in the
 //! URL (`https://user:pass@host/…`) are sent as basic authentication.
@@ -410,31 +410,27 @@ fn compact_already(text: &[u8]) -> Option<&str> {
     tape::with_tape(text, |nodes| {
         let (mut tokens, mut containers) = (0, 0);
         for n in nodes.ok()? {
-            let (len, count) = (n.end as usize - n.start as usize, n.len as usize);
-            tokens += match n.kind {
+            tokens += n.own_bytes();
+            match n.kind {
                 Kind::String if n.escaped => return None,
                 Kind::Number => {
                     let number = &text[n.start as usize..n.end as usize];
                     let digits = number.strip_prefix('-').unwrap_or(number);
-                    if digits.len() > 18 || !digits.bytes().all(|c| c.is_ascii_digit()) {
+                    if digits.len() > 18
+                        || !digits.bytes().all(|c| c.is_ascii_digit())
+                        || number == "-0"
+                    {
                         return None;
                     }
-                    if number == "-0" {
-                        return None;
-                    }
-                    len
                 }
-                Kind::String | Kind::Null | Kind::True | Kind::False => len,
                 Kind::Array | Kind::Object => {
                     containers += 1;
                     if containers >= 128 {
                         return None;
                     }
-                    // Brackets and commas; an object's colons too.
-                    let colons = if n.kind == Kind::Object { count } else { 0 };
-                    2 + count.saturating_sub(1) + colons
                 }
-            };
+                Kind::String | Kind::Null | Kind::True | Kind::False => {}
+            }
         }
         (tokens == text.len()).then_some(text)
     })
